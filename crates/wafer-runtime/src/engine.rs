@@ -1,0 +1,187 @@
+//! The shared engine: configuration, the epoch ticker, compiling and loading programs.
+
+use std::borrow::Cow;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig};
+
+use crate::error::{CompileError, RuntimeError};
+use crate::program::{Abi, GuestCtx, Program};
+
+/// How often the epoch advances. A running guest checks its deadline, and yields to other
+/// tasks, once per tick: 1 ms keeps timeouts precise and a busy guest from hogging a thread,
+/// at the cost of a thread waking a thousand times a second.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Engine-wide settings, fixed when the [`Runtime`] starts.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Pre-allocate instance slots (the pooling allocator with copy-on-write memory images),
+    /// as a server should. Off for one-shot runs such as `wafer run`. Default on.
+    pub pooling: bool,
+    /// Instances alive at once across all functions (pool slots). Default 1000.
+    pub max_instances: u32,
+    /// Largest linear memory any function may be granted; per-function limits sit below it.
+    /// Default 4 GiB, all a 32-bit memory can address; it is address space, not RAM.
+    pub max_memory: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            pooling: true,
+            max_instances: 1000,
+            max_memory: 4 << 30,
+        }
+    }
+}
+
+/// The wasmtime engine and everything shared by all functions.
+///
+/// Create one per process; compiling and running are `&self` and thread-safe.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<GuestCtx>,
+    fingerprint: String,
+    _ticker: EpochTicker,
+}
+
+/// A freshly compiled module.
+pub struct Compiled {
+    /// The compiled artifact, to cache and [`Runtime::load`] later without recompiling.
+    pub artifact: Vec<u8>,
+    /// The ready-to-run program.
+    pub program: Program,
+}
+
+impl Runtime {
+    /// Starts an engine with `config`.
+    pub fn new(config: &RuntimeConfig) -> Result<Self, RuntimeError> {
+        let mut wasm = Config::new();
+        wasm.epoch_interruption(true);
+        if config.pooling {
+            let mut pool = PoolingAllocationConfig::default();
+            pool.total_core_instances(config.max_instances)
+                .total_memories(config.max_instances)
+                .total_tables(config.max_instances)
+                .total_stacks(config.max_instances)
+                .max_memory_size(usize::try_from(config.max_memory).unwrap_or(usize::MAX));
+            wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&wasm).map_err(RuntimeError::engine)?;
+        let linker = crate::program::linker(&engine).map_err(RuntimeError::engine)?;
+
+        let mut hasher = DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let fingerprint = format!("wasmtime-48-{:016x}", hasher.finish());
+
+        let _ticker = EpochTicker::start(engine.clone());
+        Ok(Self {
+            engine,
+            linker,
+            fingerprint,
+            _ticker,
+        })
+    }
+
+    /// Identifies the engine's code generation settings: a compiled artifact is only valid for
+    /// the fingerprint it was compiled under, so caches key artifacts by it.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Turns upload bytes (binary wasm or WAT text) into the binary module to store and digest,
+    /// refusing kinds of module this runtime cannot run.
+    pub fn parse<'a>(&self, bytes: &'a [u8]) -> Result<Cow<'a, [u8]>, CompileError> {
+        let wasm = wat::parse_bytes(bytes).map_err(|e| CompileError::Wat(e.to_string()))?;
+        if is_component(&wasm) {
+            return Err(CompileError::Unsupported(
+                "this is a WASI 0.2 component; this server runs WASI preview1 command modules (CGI) so far"
+                    .into(),
+            ));
+        }
+        Ok(wasm)
+    }
+
+    /// Validates and compiles a module (binary wasm or WAT text) ahead of time.
+    ///
+    /// This is the slow step (whole seconds for a large Go module); do it once, at deploy.
+    pub fn compile(&self, bytes: &[u8]) -> Result<Compiled, CompileError> {
+        let wasm = self.parse(bytes)?;
+        let module = Module::new(&self.engine, &wasm).map_err(|e| CompileError::Invalid(format!("{e:#}")))?;
+        let artifact = module
+            .serialize()
+            .map_err(|e| CompileError::Invalid(format!("{e:#}")))?;
+        let program = self.prepare(module)?;
+        Ok(Compiled { artifact, program })
+    }
+
+    /// Loads an artifact that [`Runtime::compile`] produced under this [`fingerprint`](Self::fingerprint).
+    ///
+    /// The file is memory-mapped, not recompiled: loading takes microseconds to milliseconds.
+    ///
+    /// # Safety
+    ///
+    /// `path` must hold bytes that [`Compiled::artifact`] produced, unmodified: wasmtime checks
+    /// the header and engine settings but runs the machine code as it finds it.
+    pub unsafe fn load(&self, path: &Path) -> Result<Program, CompileError> {
+        // SAFETY: the caller vouches for the artifact's origin.
+        let module = unsafe { Module::deserialize_file(&self.engine, path) }
+            .map_err(|e| CompileError::Artifact(format!("{e:#}")))?;
+        self.prepare(module)
+    }
+
+    fn prepare(&self, module: Module) -> Result<Program, CompileError> {
+        let abi = Abi::detect(&module)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| CompileError::Link(format!("{e:#}")))?;
+        Program::new(abi, pre)
+    }
+}
+
+/// A component starts with the wasm magic and version, then layer 1 (core modules: layer 0).
+fn is_component(wasm: &[u8]) -> bool {
+    wasm.get(4..8) == Some(&[0x0d, 0x00, 0x01, 0x00])
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("wafer-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch thread at start-up");
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! Per-function resource limits.
+
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+/// The resources one call of a function may use.
+///
+/// Every field has a default chosen for a request/response function; a function's config
+/// overrides any of them. In a manifest or on the command line sizes read like `64MiB` and
+/// durations like `500ms` or `5s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest linear memory an instance may grow to. Default 128 MiB: plenty for an HTTP
+    /// handler (Go and Python runtimes included) while letting hundreds of instances run at once.
+    pub memory: ByteSize,
+    /// Wall-clock time one call may take, enforced by epoch interruption. Default 30 s, the
+    /// usual reverse-proxy read timeout, so a function never outlives the client's patience.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Largest request body (the guest's stdin). Default 16 MiB.
+    pub request_body: ByteSize,
+    /// Largest response (the guest's stdout). Default 16 MiB; output beyond it ends the call.
+    pub stdout: ByteSize,
+    /// Largest amount of log output (stderr and log imports) kept per call. Default 1 MiB; the
+    /// rest is dropped and a note says so, the call itself carries on.
+    pub stderr: ByteSize,
+    /// Instances of this function running at once. Default 64. Further calls wait in a queue
+    /// as long as this for up to one second, then get `503 Service Unavailable`.
+    pub max_concurrency: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory: ByteSize::mib(128),
+            timeout: Duration::from_secs(30),
+            request_body: ByteSize::mib(16),
+            stdout: ByteSize::mib(16),
+            stderr: ByteSize::mib(1),
+            max_concurrency: 64,
+        }
+    }
+}
+
+impl Limits {
+    pub(crate) fn memory_bytes(&self) -> usize {
+        usize::try_from(self.memory.as_u64()).unwrap_or(usize::MAX)
+    }
+
+    pub(crate) fn stdout_bytes(&self) -> usize {
+        usize::try_from(self.stdout.as_u64()).unwrap_or(usize::MAX)
+    }
+
+    pub(crate) fn stderr_bytes(&self) -> usize {
+        usize::try_from(self.stderr.as_u64()).unwrap_or(usize::MAX)
+    }
+}

@@ -1,0 +1,311 @@
+#!/usr/bin/env bash
+# Wafer's benchmark: HTTP throughput/latency of Wafer against a native hyper server.
+#
+# Both servers are pinned to CPU 0 and the load generator (wrk, one thread) to CPU 1, so the
+# server side gets exactly one core. Every target is measured with 32 connections and with 1
+# connection; each measured run is preceded by a 2 s warm-up run. Targets:
+#   native            bench/native-hello (hyper, current-thread tokio) - the reference
+#   wafer hello-wat   `wafer up` serving target/wasm/hello-wat.wat
+#   wafer hello-rust  `wafer up` serving target/wasm/hello-rust.wasm
+# Then, if it was built, target/release/wafer-bench (in-process timings) runs last.
+#
+# Output: a table on stdout, the same rows as JSON lines in target/bench/results.jsonl
+# (overwritten each run), and the raw wrk outputs in target/bench/wrk-<target>-c<N>.txt.
+#
+# Usage: bash scripts/bench.sh          (from any directory)
+# Environment:
+#   BENCH_SECONDS=10        length of each measured wrk run (warm-up is always 2 s)
+#   BENCH_TARGETS="native wafer"   which servers to measure (e.g. "native" alone)
+#   BENCH_NO_BUILD=1        skip the cargo build and examples/build.sh (use what is built)
+#   BENCH_SERVER_CPU=0 BENCH_CLIENT_CPU=1   CPUs for the servers / for wrk
+#   BENCH_PORT=18090        first port tried; the servers take the first free ports from here
+#   CARGO_TARGET_DIR        honoured for the Rust binaries; guests are always in target/wasm
+set -euo pipefail
+
+root="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
+if [ -n "${CARGO_TARGET_DIR:-}" ]; then
+  target_dir="$(realpath -m -- "$CARGO_TARGET_DIR")"
+else
+  target_dir="$root/target"
+fi
+bin="$target_dir/release"
+wasm_dir="$root/target/wasm"
+out_dir="$root/target/bench"
+cd "$root"
+
+seconds="${BENCH_SECONDS:-10}"
+targets=" ${BENCH_TARGETS:-native wafer} "
+server_cpu="${BENCH_SERVER_CPU:-0}"
+client_cpu="${BENCH_CLIENT_CPU:-1}"
+warmup_seconds=2
+conns_list=(32 1)
+wafer_functions=(hello-wat hello-rust)
+
+die() { echo "bench.sh: error: $*" >&2; exit 1; }
+log() { echo "bench.sh: $*" >&2; }
+
+[[ "$seconds" =~ ^[1-9][0-9]*$ ]] || die "BENCH_SECONDS must be a positive integer, got '$seconds'"
+for tool in cargo curl wrk taskset awk; do
+  command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed (scripts/setup.sh installs wrk)"
+done
+ncpu="$(nproc)"
+if [ "$ncpu" -lt 2 ]; then
+  log "warning: only $ncpu CPU; servers and wrk share CPU 0, so figures are not comparable"
+  server_cpu=0 client_cpu=0
+fi
+
+# --- cleanup --------------------------------------------------------------------------
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/wafer-bench.XXXXXX")"
+server_pids=()
+stop_servers() {
+  local pid
+  for pid in "${server_pids[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${server_pids[@]}"; do
+    # Give each server a moment to exit on SIGTERM, then make sure.
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  server_pids=()
+}
+cleanup() {
+  stop_servers
+  rm -rf -- "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- build ----------------------------------------------------------------------------
+want_wafer=0
+[[ "$targets" == *" wafer "* ]] && want_wafer=1
+want_native=0
+[[ "$targets" == *" native "* ]] && want_native=1
+[ $want_native = 1 ] || [ $want_wafer = 1 ] || die "BENCH_TARGETS must name native and/or wafer"
+
+if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
+  pkgs=(-p native-hello)
+  [ $want_wafer = 1 ] && pkgs+=(-p wafer-cli)
+  if [ -f bench/Cargo.toml ] && grep -Eq '^[[:space:]]*name[[:space:]]*=[[:space:]]*"wafer-bench"' bench/Cargo.toml; then
+    pkgs+=(-p wafer-bench)
+  fi
+  log "building: cargo build --release ${pkgs[*]}"
+  cargo build --release "${pkgs[@]}"
+  if [ $want_wafer = 1 ]; then
+    log "building guests: bash examples/build.sh"
+    bash examples/build.sh
+  fi
+fi
+
+# guest_path <function>: prints target/wasm/<function>.wasm or .wat, whichever exists.
+guest_path() {
+  local ext
+  for ext in wasm wat; do
+    if [ -f "$wasm_dir/$1.$ext" ]; then echo "$wasm_dir/$1.$ext"; return 0; fi
+  done
+  return 1
+}
+
+[ $want_native = 1 ] && { [ -x "$bin/native-hello" ] || die "$bin/native-hello is missing"; }
+if [ $want_wafer = 1 ]; then
+  [ -x "$bin/wafer" ] || die "$bin/wafer is missing"
+  for f in "${wafer_functions[@]}"; do
+    guest_path "$f" >/dev/null || die "guest $f is missing from target/wasm (bash examples/build.sh builds it)"
+  done
+fi
+
+# --- servers --------------------------------------------------------------------------
+next_port="${BENCH_PORT:-18090}"
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+free_port() { # prints the first port >= next_port nobody listens on, and advances next_port
+  local p="$next_port"
+  while port_in_use "$p"; do
+    p=$((p + 1))
+    [ "$p" -lt $((next_port + 200)) ] || die "no free port in $next_port..$p"
+  done
+  next_port=$((p + 1))
+  echo "$p"
+}
+
+# start_server <name> <cmd...>: starts the command pinned to the server CPU, logging to $tmp.
+started_pid=""
+start_server() {
+  local name="$1"
+  shift
+  taskset -c "$server_cpu" "$@" >"$tmp/$name.log" 2>&1 &
+  started_pid=$!
+  server_pids+=("$started_pid")
+}
+
+# wait_ready <name> <pid> <url>: polls until the URL answers 200 (60 s), failing fast if the
+# server exits. Prints the first line of the answer so a wrong body is noticed.
+wait_ready() {
+  local name="$1" pid="$2" url="$3" deadline=$((SECONDS + 60)) code
+  while :; do
+    code="$(curl -s -o "$tmp/probe.body" -w '%{http_code}' --max-time 2 "$url" || true)"
+    if [ "$code" = 200 ]; then
+      log "$name ready at $url: $(head -c 80 "$tmp/probe.body" | head -n1)"
+      return 0
+    fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      log "$name exited before answering $url; its log:"
+      sed 's/^/    /' "$tmp/$name.log" >&2 || true
+      exit 1
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "$name did not answer 200 at $url within 60 s (last status: ${code:-none}); its log:"
+      tail -n 40 "$tmp/$name.log" | sed 's/^/    /' >&2 || true
+      exit 1
+    fi
+    sleep 0.2
+  done
+}
+
+# TOML basic string with backslashes and quotes escaped.
+toml_str() { local s="${1//\\/\\\\}"; s="${s//\"/\\\"}"; printf '"%s"' "$s"; }
+
+bench_targets=() # "label|url"
+if [ $want_native = 1 ]; then
+  port="$(free_port)"
+  start_server native "$bin/native-hello" "127.0.0.1:$port"
+  wait_ready native "$started_pid" "http://127.0.0.1:$port/"
+  bench_targets+=("native|http://127.0.0.1:$port/")
+fi
+if [ $want_wafer = 1 ]; then
+  port="$(free_port)"
+  manifest="$tmp/wafer.toml"
+  : >"$manifest"
+  for f in "${wafer_functions[@]}"; do
+    m="$(guest_path "$f")"
+    printf '[[function]]\nname = %s\nmodule = %s\n\n' "$(toml_str "$f")" "$(toml_str "$m")" >>"$manifest"
+  done
+  mkdir -p "$tmp/data"
+  start_server wafer "$bin/wafer" up "$manifest" --listen "127.0.0.1:$port" --data "$tmp/data"
+  wafer_pid="$started_pid"
+  for f in "${wafer_functions[@]}"; do
+    wait_ready wafer "$wafer_pid" "http://127.0.0.1:$port/$f"
+    bench_targets+=("wafer $f|http://127.0.0.1:$port/$f")
+  done
+fi
+
+# --- wasmtime -------------------------------------------------------------------------
+if command -v wasmtime >/dev/null 2>&1; then
+  log "wasmtime: $(wasmtime --version 2>/dev/null || echo 'version unknown') at $(command -v wasmtime)"
+  log "wasmtime serve: not measured (issue 5)"
+else
+  log "wasmtime: not installed; wasmtime serve: not measured (issue 5)"
+fi
+
+# --- measure --------------------------------------------------------------------------
+# Anything else running (e.g. a cargo build) skews the figures badly: hello-world rps on
+# this kind of machine drops ~5x under a parallel build. Warn, don't refuse.
+load1="$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0)"
+busy="$(ps -eo comm= 2>/dev/null | grep -cE '^(rustc|cargo|cc1|cc1plus|clang|go|ld|lld)$' || true)"
+if [ "${busy:-0}" -gt 0 ] || awk -v l="$load1" 'BEGIN { exit !(l >= 1.0) }'; then
+  log "warning: machine is busy (load $load1, $busy compiler processes); figures will be low and noisy"
+fi
+
+# parse_wrk <file>: prints "rps p50_ms p99_ms requests errors" ("null" where wrk printed
+# nothing). errors = non-2xx/3xx responses + socket errors (connect, read, write, timeout).
+parse_wrk() {
+  awk '
+    # Numbers are printed with explicit formats: awk would otherwise use "%.6g".
+    function num(x,   s) { s = sprintf("%.5f", x); sub(/0+$/, "", s); sub(/\.$/, "", s); return s }
+    function ms(v,   n, u) {
+      if (!match(v, /^[0-9]+(\.[0-9]+)?/)) return "null"
+      n = substr(v, 1, RLENGTH) + 0; u = substr(v, RLENGTH + 1)
+      if (u == "us") return num(n / 1000)
+      if (u == "ms") return num(n)
+      if (u == "s")  return num(n * 1000)
+      if (u == "m")  return num(n * 60000)
+      if (u == "h")  return num(n * 3600000)
+      return "null"
+    }
+    BEGIN { rps = p50 = p99 = reqs = "null"; errors = 0 }
+    $1 == "Requests/sec:" && $2 ~ /^[0-9]+(\.[0-9]+)?$/ { rps = $2 }
+    $1 == "50%"             { p50 = ms($2) }
+    $1 == "99%"             { p99 = ms($2) }
+    $2 == "requests" && $3 == "in" && $1 ~ /^[0-9]+$/ { reqs = $1 }
+    /Non-2xx or 3xx responses:/ { errors += $NF }
+    $1 == "Socket" && $2 == "errors:" {
+      for (i = 3; i <= NF; i++) { v = $i; gsub(/,/, "", v); if (v ~ /^[0-9]+$/) errors += v }
+    }
+    END { print rps, p50, p99, reqs, errors }
+  ' "$1"
+}
+
+mkdir -p "$out_dir"
+results="$out_dir/results.jsonl"
+: >"$results.tmp"
+run_ts="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+git_rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+cpu_model="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)"
+json_str() { local s="${1//\\/\\\\}"; s="${s//\"/\\\"}"; printf '"%s"' "$s"; }
+
+declare -A native_rps=()
+rows=()
+failed=0
+for conns in "${conns_list[@]}"; do
+  for t in "${bench_targets[@]}"; do
+    label="${t%%|*}" url="${t#*|}"
+    slug="${label// /-}"
+    raw="$out_dir/wrk-$slug-c$conns.txt"
+    log "$label, $conns connection(s): warm-up ${warmup_seconds}s, measuring ${seconds}s"
+    taskset -c "$client_cpu" wrk -t1 -c"$conns" -d"${warmup_seconds}s" "$url" >/dev/null 2>&1 || true
+    if ! taskset -c "$client_cpu" wrk -t1 -c"$conns" -d"${seconds}s" --latency "$url" >"$raw" 2>&1; then
+      log "wrk failed against $url:"
+      sed 's/^/    /' "$raw" >&2
+    fi
+    read -r rps p50 p99 reqs errors < <(parse_wrk "$raw")
+    if [ "$rps" = null ] || [ "$reqs" = null ] || [ "$reqs" = 0 ]; then
+      log "no result for $label at c$conns (raw output: $raw)"
+      failed=1
+    fi
+    if [ "$errors" != 0 ]; then
+      log "warning: $label at c$conns: $errors errors/non-2xx responses (see $raw)"
+      failed=1
+    fi
+    [ "$label" = native ] && native_rps[$conns]="$rps"
+    ratio=null
+    base="${native_rps[$conns]:-null}"
+    if [ "$rps" != null ] && [ "$base" != null ]; then
+      ratio="$(awk -v a="$rps" -v b="$base" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "null" }')"
+    fi
+    rows+=("$label|$conns|$rps|$p50|$p99|$ratio|$errors")
+    printf '{"ts":%s,"git_rev":%s,"cpu":%s,"target":%s,"url":%s,"connections":%d,"seconds":%d,"rps":%s,"p50_ms":%s,"p99_ms":%s,"ratio_to_native":%s,"requests":%s,"errors":%s}\n' \
+      "$(json_str "$run_ts")" "$(json_str "$git_rev")" "$(json_str "$cpu_model")" \
+      "$(json_str "$label")" "$(json_str "$url")" "$conns" "$seconds" \
+      "$rps" "$p50" "$p99" "$ratio" "$reqs" "$errors" >>"$results.tmp"
+  done
+done
+mv -f -- "$results.tmp" "$results"
+stop_servers
+
+# --- report ---------------------------------------------------------------------------
+echo
+echo "Wafer benchmark: ${seconds}s per run (after a ${warmup_seconds}s warm-up), wrk -t1 on CPU $client_cpu, servers on CPU $server_cpu"
+echo "CPU: ${cpu_model:-unknown}; git $git_rev; load before measuring: $load1"
+printf '%-18s %5s %12s %9s %9s %9s %7s\n' target conns rps "p50 ms" "p99 ms" "x native" errors
+fmt_num() { # <value> <printf format>
+  if [ "$1" = null ]; then printf '%s' "n/a"; else awk -v v="$1" -v f="$2" 'BEGIN { printf f, v }'; fi
+}
+for r in "${rows[@]}"; do
+  IFS='|' read -r label conns rps p50 p99 ratio errors <<<"$r"
+  printf '%-18s %5s %12s %9s %9s %9s %7s\n' "$label" "$conns" \
+    "$(fmt_num "$rps" '%.0f')" "$(fmt_num "$p50" '%.3f')" "$(fmt_num "$p99" '%.3f')" \
+    "$(fmt_num "$ratio" '%.3f')" "$errors"
+done
+echo "results: ${results#"$root"/}; raw wrk output: ${out_dir#"$root"/}/wrk-*.txt"
+
+if [ -x "$bin/wafer-bench" ]; then
+  echo
+  echo "wafer-bench (in-process timings):"
+  taskset -c "$server_cpu" "$bin/wafer-bench" || { log "wafer-bench failed"; failed=1; }
+fi
+
+exit "$failed"

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what building Wafer's examples and running its tests need, on Debian bookworm:
+# the wasm Rust targets, clang + wasi-libc for C guests, Go >= 1.21 for GOOS=wasip1 guests,
+# and wrk/hyperfine for the benchmark. Idempotent: a second run installs nothing.
+set -euo pipefail
+
+need_apt=()
+command -v clang >/dev/null && [ -d /usr/share/wasi-sysroot ] \
+  && [ -e /usr/lib/llvm-14/lib/clang/14.0.6/lib/wasi/libclang_rt.builtins-wasm32.a ] \
+  || need_apt+=(clang lld wasi-libc libclang-rt-14-dev-wasm32)
+command -v wrk >/dev/null || need_apt+=(wrk)
+command -v hyperfine >/dev/null || need_apt+=(hyperfine)
+[ -x /usr/lib/go-1.23/bin/go ] || need_apt+=(golang-1.23-go)
+
+sudo=""
+[ "$(id -u)" = 0 ] || sudo="sudo"
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  # Go 1.23 lives in bookworm-backports. Add that suite by copying the machine's own Debian
+  # source entry (whatever mirror it uses) with the suite changed.
+  if [[ " ${need_apt[*]} " == *" golang-1.23-go "* ]] \
+    && ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+      awk 'BEGIN{RS=""; ORS="\n\n"} /Suites:[^\n]*bookworm( |$|\n)/ && !done {
+             sub(/Suites:[^\n]*/, "Suites: bookworm-backports"); print; done=1 }' \
+        /etc/apt/sources.list.d/debian.sources | $sudo tee /etc/apt/sources.list.d/wafer-backports.sources >/dev/null
+    else
+      grep -E '^deb .* bookworm( |$)' /etc/apt/sources.list | head -n1 \
+        | sed -E 's/ bookworm( |$)/ bookworm-backports\1/' | $sudo tee /etc/apt/sources.list.d/wafer-backports.list >/dev/null
+    fi
+  fi
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+
+installed=$(rustup target list --installed)
+for t in wasm32-wasip1 wasm32-wasip2 wasm32-unknown-unknown; do
+  grep -qx "$t" <<<"$installed" || rustup target add "$t"
+done
