@@ -5,7 +5,7 @@
 set -euo pipefail
 
 need_apt=()
-command -v clang >/dev/null && [ -d /usr/share/wasi-sysroot ] \
+command -v clang >/dev/null && [ -e /usr/lib/wasm32-wasi/libc.a ] \
   && [ -e /usr/lib/llvm-14/lib/clang/14.0.6/lib/wasi/libclang_rt.builtins-wasm32.a ] \
   || need_apt+=(clang lld wasi-libc libclang-rt-14-dev-wasm32)
 command -v wrk >/dev/null || need_apt+=(wrk)

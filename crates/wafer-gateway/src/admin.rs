@@ -1,0 +1,193 @@
+//! The admin API (JSON over HTTP, bearer token): deploy, list, get, remove, rollback, logs,
+//! and module download.
+//!
+//! | method and path                         | does                                         |
+//! |-----------------------------------------|----------------------------------------------|
+//! | `GET /_wafer/health`                    | `ok` (no token needed)                       |
+//! | `GET /_wafer/functions`                 | every function, active version and status    |
+//! | `PUT /_wafer/functions/NAME?...`        | deploy the body (wasm or WAT) as a version   |
+//! | `GET /_wafer/functions/NAME`            | the function's record: all versions          |
+//! | `DELETE /_wafer/functions/NAME`         | remove the function                          |
+//! | `POST /_wafer/functions/NAME/rollback`  | re-activate the version before the active one|
+//! | `GET /_wafer/functions/NAME/logs?tail=N`| the last N log lines (default 100)           |
+//! | `GET /_wafer/modules/sha256:HEX`        | a module's bytes, verified against the digest|
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use http::request::Parts;
+use http::{header, HeaderValue, StatusCode};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use wafer_registry::{Digest, FunctionConfig, FunctionName};
+
+use crate::error::Error;
+use crate::App;
+
+/// Largest module upload. Go binaries are a few MB and Python/JS components up to ~20 MB;
+/// 256 MiB leaves room without letting one upload exhaust memory.
+pub const MAX_UPLOAD: usize = 256 << 20;
+
+pub(crate) fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/_wafer/health", get(|| async { "ok\n" }))
+        .route("/_wafer/functions", get(list))
+        .route("/_wafer/functions/{name}", put(deploy).get(describe).delete(remove))
+        .route("/_wafer/functions/{name}/rollback", post(rollback))
+        .route("/_wafer/functions/{name}/logs", get(logs))
+        .route("/_wafer/modules/{digest}", get(module))
+        .fallback(|uri: http::Uri| async move { Error::NoRoute(uri.path().to_owned()) })
+        .layer(DefaultBodyLimit::max(MAX_UPLOAD))
+        .with_state(app)
+}
+
+/// Proof that the request carried the admin token.
+struct Admin;
+
+impl FromRequestParts<Arc<App>> for Admin {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Error> {
+        let given = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(Error::Unauthorized)?;
+        if constant_time_eq(given.trim().as_bytes(), app.token.as_bytes()) {
+            Ok(Admin)
+        } else {
+            Err(Error::Unauthorized)
+        }
+    }
+}
+
+/// Compares without an early exit, so response timing does not reveal how much of a guess
+/// was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn name(raw: &str) -> Result<FunctionName, Error> {
+    Ok(raw.parse::<FunctionName>()?)
+}
+
+/// Registry calls touch the disk and may compile: keep them off the request threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, wafer_registry::RegistryError> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::BadRequest(format!("registry task failed: {e}")))?
+        .map_err(Error::from)
+}
+
+async fn list(_: Admin, State(app): State<Arc<App>>) -> Json<Value> {
+    Json(serde_json::to_value(app.registry.list()).unwrap_or_default())
+}
+
+async fn describe(_: Admin, State(app): State<Arc<App>>, Path(raw): Path<String>) -> Result<Response, Error> {
+    let record = app.registry.get(&name(&raw)?)?;
+    Ok(Json(record).into_response())
+}
+
+async fn deploy(
+    _: Admin,
+    State(app): State<Arc<App>>,
+    Path(raw): Path<String>,
+    RawQuery(query): RawQuery,
+    module: Bytes,
+) -> Result<Response, Error> {
+    let name = name(&raw)?;
+    let config = deploy_config(query.as_deref().unwrap_or(""))?;
+    if module.is_empty() {
+        return Err(Error::BadRequest("the request body must be the module (.wasm or .wat)".into()));
+    }
+    let registry = app.registry.clone();
+    let deployed = blocking(move || registry.deploy(name, &module, config)).await?;
+    let status = if deployed.unchanged { StatusCode::OK } else { StatusCode::CREATED };
+    tracing::info!(name = %deployed.name, version = deployed.version, digest = %deployed.digest, unchanged = deployed.unchanged, "deployed");
+    Ok((status, Json(deployed)).into_response())
+}
+
+/// Turns deploy query parameters into a [`FunctionConfig`] through the same serde
+/// definitions a manifest uses, so both accept and reject exactly the same things:
+/// `route` (repeatable), `env=KEY=VALUE` (repeatable) and each limit by name
+/// (`memory=64MiB`, `timeout=5s`, `max_concurrency=8`, ...).
+fn deploy_config(query: &str) -> Result<FunctionConfig, Error> {
+    let mut routes = Vec::new();
+    let mut env = Map::new();
+    let mut limits = Map::new();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "route" => routes.push(Value::from(value.into_owned())),
+            "env" => {
+                let (k, v) = value
+                    .split_once('=')
+                    .ok_or_else(|| Error::BadRequest(format!("env `{value}` must be KEY=VALUE")))?;
+                env.insert(k.to_owned(), Value::from(v));
+            }
+            "max_concurrency" => {
+                let n: u64 = value
+                    .parse()
+                    .map_err(|_| Error::BadRequest(format!("max_concurrency `{value}` must be a positive integer")))?;
+                limits.insert(key.into_owned(), Value::from(n));
+            }
+            "memory" | "timeout" | "request_body" | "stdout" | "stderr" => {
+                limits.insert(key.into_owned(), Value::from(value.into_owned()));
+            }
+            other => return Err(Error::BadRequest(format!("unknown deploy parameter `{other}`"))),
+        }
+    }
+    let config = serde_json::json!({ "routes": routes, "env": env, "limits": limits });
+    serde_json::from_value(config).map_err(|e| Error::BadRequest(format!("invalid deploy parameters: {e}")))
+}
+
+async fn remove(_: Admin, State(app): State<Arc<App>>, Path(raw): Path<String>) -> Result<StatusCode, Error> {
+    let name = name(&raw)?;
+    let registry = app.registry.clone();
+    let removed = name.clone();
+    blocking(move || registry.remove(&removed)).await?;
+    app.logs.forget(name.as_str());
+    tracing::info!(%name, "removed");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn rollback(_: Admin, State(app): State<Arc<App>>, Path(raw): Path<String>) -> Result<Response, Error> {
+    let name = name(&raw)?;
+    let registry = app.registry.clone();
+    let deployed = blocking(move || registry.rollback(&name)).await?;
+    tracing::info!(name = %deployed.name, version = deployed.version, "rolled back");
+    Ok(Json(deployed).into_response())
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    tail: Option<usize>,
+}
+
+async fn logs(
+    _: Admin,
+    State(app): State<Arc<App>>,
+    Path(raw): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> Result<Response, Error> {
+    let name = name(&raw)?;
+    app.registry.get(&name)?;
+    Ok(Json(app.logs.tail(name.as_str(), q.tail.unwrap_or(100))).into_response())
+}
+
+async fn module(_: Admin, State(app): State<Arc<App>>, Path(raw): Path<String>) -> Result<Response, Error> {
+    let digest: Digest = raw.parse()?;
+    let registry = app.registry.clone();
+    let bytes = blocking(move || registry.module(&digest)).await?;
+    let mut response = Response::new(Body::from(bytes));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/wasm"));
+    Ok(response)
+}

@@ -1,0 +1,124 @@
+//! Every failure the gateway reports, and the one place they become HTTP responses.
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderValue, StatusCode};
+use wafer_registry::RegistryError;
+use wafer_runtime::{ByteSize, Fault};
+
+/// Why a request failed. The message is for the client: it names what went wrong, never an
+/// internal path.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No route matches the path.
+    #[error("no function is served at `{0}`")]
+    NoRoute(String),
+    /// The function's active version cannot run (e.g. its module failed verification).
+    #[error("function `{name}` cannot run: {reason}")]
+    Unavailable {
+        /// The function.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The function is at its concurrency limit and its queue did not move in time.
+    #[error("function `{0}` is busy: too many concurrent requests, try again shortly")]
+    Busy(String),
+    /// The request body is larger than the function accepts.
+    #[error("request body is larger than the limit of {0}")]
+    BodyTooLarge(ByteSize),
+    /// The request body could not be read.
+    #[error("cannot read the request body: {0}")]
+    BadBody(String),
+    /// The guest faulted.
+    #[error("function `{name}` {fault}")]
+    Guest {
+        /// The function.
+        name: String,
+        /// What happened.
+        fault: Fault,
+    },
+    /// The guest exited with a non-zero code before writing complete headers.
+    #[error("function `{name}` exited with code {code}")]
+    Exit {
+        /// The function.
+        name: String,
+        /// The exit code.
+        code: i32,
+    },
+    /// The guest wrote a malformed CGI header block.
+    #[error("function `{name}` wrote an invalid response: {reason}")]
+    BadOutput {
+        /// The function.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Missing or wrong admin token.
+    #[error("missing or invalid admin token: send `Authorization: Bearer <token>` (the token is in the server's data directory, file `admin-token`)")]
+    Unauthorized,
+    /// A malformed admin request.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A registry operation failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+impl Error {
+    fn status(&self) -> StatusCode {
+        match self {
+            Error::NoRoute(_) => StatusCode::NOT_FOUND,
+            Error::Unavailable { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::BadBody(_) | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::Guest { fault, .. } => match fault {
+                Fault::Trap(_) | Fault::OutOfMemory(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                Fault::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                Fault::OutputTooLarge(_) => StatusCode::BAD_GATEWAY,
+                Fault::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            },
+            Error::Exit { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::BadOutput { .. } => StatusCode::BAD_GATEWAY,
+            Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::Registry(e) => match e {
+                RegistryError::InvalidName { .. }
+                | RegistryError::InvalidRoute { .. }
+                | RegistryError::InvalidDigest(_)
+                | RegistryError::InvalidConfig(_)
+                | RegistryError::Compile(_) => StatusCode::BAD_REQUEST,
+                RegistryError::NotFound(_) | RegistryError::ModuleNotFound(_) => StatusCode::NOT_FOUND,
+                RegistryError::RouteTaken { .. } | RegistryError::NoEarlierVersion(_) => StatusCode::CONFLICT,
+                RegistryError::Corrupt { .. } | RegistryError::BadRecord { .. } | RegistryError::Io { .. } => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            },
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = match &self {
+            // Storage failures carry host paths: log them, tell the client less.
+            Error::Registry(e @ (RegistryError::Io { .. } | RegistryError::BadRecord { .. })) => {
+                tracing::error!(error = %e, "storage failure");
+                "internal storage error; see the server log".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let mut response = Response::new(Body::from(message + "\n"));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Builds every example guest into <repo>/target/wasm/:
+#   hello-rust.wasm rustenv.wasm   (cargo, wasm32-wasip1)
+#   hello-go.wasm goenv.wasm       (Go >= 1.21, GOOS=wasip1)
+#   hello-c.wasm                   (clang + wasi-libc)
+#   hello-wat.wat watenv.wat       (copied as is; the server compiles .wat itself)
+#
+# Intermediate output goes to <repo>/target/guests/. An artifact in target/wasm/ is only
+# rewritten when its bytes change, so its mtime moves only when it really was rebuilt.
+# Incremental rebuilds come from cargo's and Go's own caches; clang just recompiles.
+#
+# Usage: bash examples/build.sh        (from any directory)
+# Overrides: GO=/path/to/go, CC=/path/to/clang, WASI_SYSROOT=/path/to/wasi-sysroot
+# (default: /usr/share/wasi-sysroot if it exists, else /usr, where Debian's wasi-libc
+# package puts its files: /usr/include/wasm32-wasi, /usr/lib/wasm32-wasi).
+set -euo pipefail
+
+root="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
+ex="$root/examples"
+out="$root/target/wasm"
+work="$root/target/guests"
+cc="${CC:-clang}"
+
+die() { echo "build.sh: error: $*" >&2; exit 1; }
+
+# --- toolchain checks: all up front, so nothing is half-built -------------------------
+missing=()
+
+if ! command -v cargo >/dev/null 2>&1 || ! command -v rustc >/dev/null 2>&1; then
+  missing+=("cargo/rustc (Rust toolchain)")
+else
+  libdir="$(rustc --print target-libdir --target wasm32-wasip1 2>/dev/null || true)"
+  if [ -z "$libdir" ] || ! compgen -G "$libdir/libstd-*.rlib" >/dev/null; then
+    missing+=("Rust target wasm32-wasip1 (rustup target add wasm32-wasip1)")
+  fi
+fi
+
+# Go: $GO if set, else `go` on PATH if it is >= 1.21, else the Debian golang-1.23 package.
+go_ok() { # $1 = go binary; succeeds if it exists and is >= 1.21
+  local v major minor
+  v="$("$1" env GOVERSION 2>/dev/null)" || return 1
+  [[ "$v" =~ ^go([0-9]+)\.([0-9]+) ]] || return 1
+  major="${BASH_REMATCH[1]}" minor="${BASH_REMATCH[2]}"
+  (( major > 1 || (major == 1 && minor >= 21) ))
+}
+go=""
+if [ -n "${GO:-}" ]; then
+  go_ok "$GO" && go="$GO" || missing+=("Go >= 1.21 at \$GO=$GO")
+else
+  for cand in "$(command -v go 2>/dev/null || true)" /usr/lib/go-1.23/bin/go; do
+    if [ -n "$cand" ] && [ -x "$cand" ] && GOTOOLCHAIN=local go_ok "$cand"; then
+      go="$cand"
+      break
+    fi
+  done
+  [ -n "$go" ] || missing+=("Go >= 1.21 (go on PATH or /usr/lib/go-1.23/bin/go)")
+fi
+
+if ! command -v "$cc" >/dev/null 2>&1; then
+  missing+=("clang")
+else
+  # A wasi-sdk style sysroot has include/stdio.h; Debian's multiarch one include/wasm32-wasi/.
+  has_wasi_libc() { [ -f "$1/include/stdio.h" ] || [ -f "$1/include/wasm32-wasi/stdio.h" ]; }
+  if [ -n "${WASI_SYSROOT:-}" ]; then
+    wasi_sysroot="$WASI_SYSROOT"
+  elif has_wasi_libc /usr/share/wasi-sysroot; then
+    wasi_sysroot=/usr/share/wasi-sysroot
+  else
+    wasi_sysroot=/usr
+  fi
+  has_wasi_libc "$wasi_sysroot" \
+    || missing+=("wasi-libc (no sysroot at ${WASI_SYSROOT:-/usr/share/wasi-sysroot or /usr}; package wasi-libc)")
+  rt="$("$cc" --target=wasm32-wasi -rtlib=compiler-rt -print-libgcc-file-name 2>/dev/null || true)"
+  [ -n "$rt" ] && [ -f "$rt" ] \
+    || missing+=("wasm32 compiler-rt builtins${rt:+ ($rt)} (package libclang-rt-14-dev-wasm32)")
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+  {
+    echo "build.sh: error: missing toolchain(s):"
+    printf '  - %s\n' "${missing[@]}"
+    echo "Run scripts/setup.sh to install them."
+  } >&2
+  exit 1
+fi
+
+mkdir -p "$out" "$work"
+
+# install <built file> <name in target/wasm>: copy only if the bytes differ; one line per artifact.
+install_artifact() {
+  local src="$1" dst="$out/$2" state
+  [ -s "$src" ] || die "expected build output $src is missing or empty"
+  if [ -f "$dst" ] && cmp -s "$src" "$dst"; then
+    state="unchanged"
+  else
+    cp -- "$src" "$dst.tmp.$$"
+    mv -f -- "$dst.tmp.$$" "$dst"
+    state="built"
+  fi
+  printf '%-9s target/wasm/%-16s %8d bytes\n' "$state" "$2" "$(wc -c <"$dst")"
+}
+
+# --- Rust -----------------------------------------------------------------------------
+CARGO_TARGET_DIR="$work" cargo build --quiet --release --target wasm32-wasip1 \
+  --manifest-path "$ex/Cargo.toml" \
+  || die "cargo build of the Rust examples failed"
+for crate in hello-rust rustenv; do
+  install_artifact "$work/wasm32-wasip1/release/$crate.wasm" "$crate.wasm"
+done
+
+# --- Go -------------------------------------------------------------------------------
+mkdir -p "$work/go"
+for mod in hello-go goenv; do
+  (
+    cd "$ex/$mod"
+    env GOOS=wasip1 GOARCH=wasm GOTOOLCHAIN=local GOWORK=off GOPROXY=off GOFLAGS= \
+      GOCACHE="$work/go-cache" GOPATH="$work/gopath" \
+      "$go" build -trimpath -buildvcs=false -ldflags="-s -w" -o "$work/go/$mod.wasm" .
+  ) || die "go build of examples/$mod failed (using $go)"
+  install_artifact "$work/go/$mod.wasm" "$mod.wasm"
+done
+
+# --- C --------------------------------------------------------------------------------
+mkdir -p "$work/c"
+"$cc" -O2 --target=wasm32-wasi --sysroot="$wasi_sysroot" -Wall -Wextra -Wl,--strip-all \
+  -o "$work/c/hello-c.wasm" "$ex/hello-c/hello.c" \
+  || die "clang build of examples/hello-c failed"
+install_artifact "$work/c/hello-c.wasm" "hello-c.wasm"
+
+# --- WAT (served as text) -------------------------------------------------------------
+install_artifact "$ex/hello-wat/hello.wat" "hello-wat.wat"
+install_artifact "$ex/watenv/watenv.wat" "watenv.wat"

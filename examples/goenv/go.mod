@@ -1,0 +1,3 @@
+module wafer.example/goenv
+
+go 1.21

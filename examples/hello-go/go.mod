@@ -1,0 +1,3 @@
+module wafer.example/hello-go
+
+go 1.21
