@@ -1,1 +1,89 @@
-fn main() {}
+//! The `wafer` command: parses arguments, starts logging, and hands over to a subcommand.
+
+mod client;
+mod manifest;
+mod run;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Wafer: serve WebAssembly functions over HTTP.
+#[derive(Parser)]
+#[command(name = "wafer", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the server with the registry in the data directory.
+    Serve(serve::ServeArgs),
+    /// Serve the functions a manifest declares (no deploy step); `--watch` reloads on change.
+    Up(serve::UpArgs),
+    /// Upload a module (.wasm or .wat) to a running server as a new version of a function.
+    Deploy(client::DeployArgs),
+    /// List the functions of a running server.
+    Ls(client::ServerArgs),
+    /// Remove a function.
+    Rm(client::NameArgs),
+    /// Make the version before the active one active again.
+    Rollback(client::NameArgs),
+    /// Show a function's versions.
+    Versions(client::NameArgs),
+    /// Show a function's recent log lines (stderr and log imports, with request ids).
+    Logs(client::LogsArgs),
+    /// Run a WASI command module once, with this terminal's stdio, and exit with its code.
+    Run(run::RunArgs),
+}
+
+/// The data directory option shared by commands that use one.
+#[derive(clap::Args, Clone)]
+pub(crate) struct DataArgs {
+    /// Directory holding the registry (modules, function records, compiled artifacts) and the
+    /// admin token.
+    #[arg(long, env = "WAFER_DATA", default_value = ".wafer")]
+    data: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::serve(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Up(args) => serve::up(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Deploy(args) => client::deploy(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Ls(args) => client::ls(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Rm(args) => client::rm(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Rollback(args) => client::rollback(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Versions(args) => client::versions(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Logs(args) => client::logs(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Run(args) => run::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -98,7 +98,12 @@ impl Runtime {
     /// Turns upload bytes (binary wasm or WAT text) into the binary module to store and digest,
     /// refusing kinds of module this runtime cannot run.
     pub fn parse<'a>(&self, bytes: &'a [u8]) -> Result<Cow<'a, [u8]>, CompileError> {
-        let wasm = wat::parse_bytes(bytes).map_err(|e| CompileError::Wat(e.to_string()))?;
+        let wasm = wat::parse_bytes(bytes).map_err(|e| match std::str::from_utf8(bytes) {
+            Ok(_) => CompileError::Wat(e.to_string()),
+            Err(_) => CompileError::Invalid(
+                "neither a wasm binary (it does not start with `\\0asm`) nor WAT text".into(),
+            ),
+        })?;
         if is_component(&wasm) {
             return Err(CompileError::Unsupported(
                 "this is a WASI 0.2 component; this server runs WASI preview1 command modules (CGI) so far"

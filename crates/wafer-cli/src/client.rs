@@ -1,0 +1,230 @@
+//! The commands that talk to a running server's admin API.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::Value;
+
+use crate::DataArgs;
+
+/// Where the server is and how to prove we may administer it.
+#[derive(clap::Args)]
+pub(crate) struct ServerArgs {
+    /// The server's URL.
+    #[arg(long, env = "WAFER_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// Admin token; by default read from the data directory of a local server.
+    #[arg(long, env = "WAFER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+/// A command on one function.
+#[derive(clap::Args)]
+pub(crate) struct NameArgs {
+    /// The function's name.
+    name: String,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// Options of `wafer deploy`.
+#[derive(clap::Args)]
+pub(crate) struct DeployArgs {
+    /// The function's name: `[a-z0-9][a-z0-9_-]{0,62}`.
+    name: String,
+    /// The module: a `.wasm` binary or `.wat` text.
+    path: PathBuf,
+    /// A route to serve on (repeatable): `/path` exactly, or `/path/...` and everything below.
+    /// Default: `/NAME/...`.
+    #[arg(long = "route", value_name = "ROUTE")]
+    routes: Vec<String>,
+    /// An environment variable for every call (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Memory limit, e.g. `64MiB` (default 128 MiB).
+    #[arg(long)]
+    memory: Option<String>,
+    /// Time limit per call, e.g. `500ms`, `5s` (default 30s).
+    #[arg(long)]
+    timeout: Option<String>,
+    /// Concurrent instances before requests queue, then get 503 (default 64).
+    #[arg(long)]
+    max_concurrency: Option<u32>,
+    /// Largest request body, e.g. `1MiB` (default 16 MiB).
+    #[arg(long)]
+    request_body: Option<String>,
+    /// Largest response, e.g. `1MiB` (default 16 MiB).
+    #[arg(long)]
+    stdout: Option<String>,
+    /// Log output kept per call (default 1 MiB).
+    #[arg(long)]
+    stderr: Option<String>,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// Options of `wafer logs`.
+#[derive(clap::Args)]
+pub(crate) struct LogsArgs {
+    /// The function's name.
+    name: String,
+    /// How many of the most recent lines to show.
+    #[arg(long, default_value_t = 100)]
+    tail: usize,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+impl ServerArgs {
+    fn token(&self) -> anyhow::Result<String> {
+        if let Some(token) = &self.token {
+            return Ok(token.clone());
+        }
+        let path = self.data.data.join("admin-token");
+        match std::fs::read_to_string(&path) {
+            Ok(token) => Ok(token.trim().to_owned()),
+            Err(e) => bail!(
+                "no admin token: pass --token or set WAFER_TOKEN (cannot read {}: {e})",
+                path.display()
+            ),
+        }
+    }
+
+    fn request(&self, method: Method, path: &str) -> anyhow::Result<RequestBuilder> {
+        let url = format!("{}/_wafer/{path}", self.server.trim_end_matches('/'));
+        Ok(reqwest::Client::new().request(method, url).bearer_auth(self.token()?))
+    }
+
+    async fn send(&self, request: RequestBuilder) -> anyhow::Result<Response> {
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {}", self.server))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let message = response.text().await.unwrap_or_default();
+            bail!("{} ({status})", message.trim());
+        }
+        Ok(response)
+    }
+
+    async fn json(&self, method: Method, path: &str) -> anyhow::Result<Value> {
+        let response = self.send(self.request(method, path)?).await?;
+        Ok(response.json().await?)
+    }
+}
+
+pub(crate) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
+    let module = tokio::fs::read(&args.path)
+        .await
+        .with_context(|| format!("cannot read {}", args.path.display()))?;
+    let mut query: Vec<(&str, String)> = Vec::new();
+    query.extend(args.routes.iter().map(|r| ("route", r.clone())));
+    query.extend(args.env.iter().map(|e| ("env", e.clone())));
+    let limits = [
+        ("memory", args.memory.clone()),
+        ("timeout", args.timeout.clone()),
+        ("max_concurrency", args.max_concurrency.map(|n| n.to_string())),
+        ("request_body", args.request_body.clone()),
+        ("stdout", args.stdout.clone()),
+        ("stderr", args.stderr.clone()),
+    ];
+    query.extend(limits.into_iter().filter_map(|(k, v)| Some((k, v?))));
+    let request = args
+        .server
+        .request(Method::PUT, &format!("functions/{}", args.name))?
+        .query(&query)
+        .body(module);
+    let deployed: Value = args.server.send(request).await?.json().await?;
+    let unchanged = deployed["unchanged"].as_bool().unwrap_or(false);
+    println!(
+        "{} {} v{} ({})",
+        if unchanged { "unchanged" } else { "deployed" },
+        deployed["name"].as_str().unwrap_or(&args.name),
+        deployed["version"],
+        deployed["digest"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
+pub(crate) async fn ls(args: ServerArgs) -> anyhow::Result<()> {
+    let list = args.json(Method::GET, "functions").await?;
+    println!("{:<24} {:>7}  {:<20} {:<40} STATUS", "NAME", "VERSION", "DIGEST", "ROUTES");
+    for f in list.as_array().into_iter().flatten() {
+        let routes: Vec<&str> = f["config"]["routes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let digest = f["digest"].as_str().unwrap_or("");
+        let status = match f["error"].as_str() {
+            Some(e) => format!("error: {e}"),
+            None => "ready".into(),
+        };
+        println!(
+            "{:<24} {:>7}  {:<20} {:<40} {status}",
+            f["name"].as_str().unwrap_or(""),
+            format!("v{}", f["version"]),
+            &digest[..digest.len().min(19)],
+            routes.join(" "),
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn rm(args: NameArgs) -> anyhow::Result<()> {
+    let request = args.server.request(Method::DELETE, &format!("functions/{}", args.name))?;
+    args.server.send(request).await?;
+    println!("removed {}", args.name);
+    Ok(())
+}
+
+pub(crate) async fn rollback(args: NameArgs) -> anyhow::Result<()> {
+    let deployed = args
+        .server
+        .json(Method::POST, &format!("functions/{}/rollback", args.name))
+        .await?;
+    println!(
+        "rolled back {} to v{} ({})",
+        args.name,
+        deployed["version"],
+        deployed["digest"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
+pub(crate) async fn versions(args: NameArgs) -> anyhow::Result<()> {
+    let record = args.server.json(Method::GET, &format!("functions/{}", args.name)).await?;
+    let active = record["active"].as_u64();
+    println!("{:>7}  {:<6} {:<71} CREATED", "VERSION", "ACTIVE", "DIGEST");
+    for v in record["versions"].as_array().into_iter().flatten() {
+        println!(
+            "{:>7}  {:<6} {:<71} {}",
+            format!("v{}", v["version"]),
+            if v["version"].as_u64() == active { "*" } else { "" },
+            v["digest"].as_str().unwrap_or(""),
+            v["created"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn logs(args: LogsArgs) -> anyhow::Result<()> {
+    let lines = args
+        .server
+        .json(Method::GET, &format!("functions/{}/logs?tail={}", args.name, args.tail))
+        .await?;
+    for line in lines.as_array().into_iter().flatten() {
+        println!(
+            "{} [{}] {}",
+            line["time"].as_str().unwrap_or(""),
+            line["request_id"].as_str().unwrap_or(""),
+            line["text"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! `wafer serve` and `wafer up`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use notify::{RecursiveMode, Watcher};
+use tokio::net::TcpListener;
+use wafer_gateway::App;
+use wafer_registry::{FunctionName, Registry};
+use wafer_runtime::{Runtime, RuntimeConfig};
+
+use crate::manifest::{Manifest, ManifestFunction};
+use crate::DataArgs;
+
+/// Options of `wafer serve`.
+#[derive(clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on (`127.0.0.1:0` picks a free port; the address is printed).
+    #[arg(long, env = "WAFER_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+/// Options of `wafer up`.
+#[derive(clap::Args)]
+pub(crate) struct UpArgs {
+    /// The manifest declaring the functions.
+    #[arg(default_value = "wafer.toml")]
+    manifest: PathBuf,
+    /// Redeploy a function when its module file changes.
+    #[arg(long)]
+    watch: bool,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+/// The server's parts, started in order: engine, registry, listener.
+struct Server {
+    registry: Arc<Registry>,
+    token: String,
+    listener: TcpListener,
+}
+
+impl Server {
+    async fn start(args: &ServeArgs) -> anyhow::Result<Self> {
+        let runtime = Runtime::new(&RuntimeConfig::default())?;
+        let data = args.data.data.clone();
+        let (registry, token) = tokio::task::spawn_blocking(move || {
+            let token = wafer_registry::admin_token(&data)?;
+            let registry = Registry::open(&data, Arc::new(runtime))?;
+            anyhow::Ok((registry, token))
+        })
+        .await??;
+        let listener = TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        Ok(Self {
+            registry: Arc::new(registry),
+            token,
+            listener,
+        })
+    }
+
+    async fn run(self, data: &Path) -> anyhow::Result<()> {
+        let local = self.listener.local_addr()?;
+        for f in self.registry.list() {
+            let routes: Vec<&str> = f.config.routes.iter().map(|r| r.as_str()).collect();
+            match &f.error {
+                None => tracing::info!("serving {} v{} on {}", f.name, f.version, routes.join(" ")),
+                Some(e) => tracing::error!("{} v{} cannot run: {e}", f.name, f.version),
+            }
+        }
+        // Tests and scripts read this line to learn the port.
+        println!("listening on http://{local}");
+        tracing::info!(
+            "admin token: {} (or set WAFER_TOKEN)",
+            data.join("admin-token").display()
+        );
+        let app = App::new(self.registry, self.token, local);
+        wafer_gateway::serve(self.listener, app, shutdown_signal()).await?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let server = Server::start(&args).await?;
+    server.run(&args.data.data).await
+}
+
+pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let manifest = Manifest::load(&args.manifest)?;
+    let server = Server::start(&args.serve).await?;
+    for function in &manifest.functions {
+        deploy_from_manifest(&server.registry, function).await?;
+    }
+    let _watcher = if args.watch {
+        Some(watch(server.registry.clone(), &manifest)?)
+    } else {
+        None
+    };
+    server.run(&args.serve.data.data).await
+}
+
+async fn deploy_from_manifest(registry: &Arc<Registry>, function: &ManifestFunction) -> anyhow::Result<()> {
+    let module = tokio::fs::read(&function.module)
+        .await
+        .with_context(|| format!("function `{}`: cannot read {}", function.name, function.module.display()))?;
+    let (registry, name, config) = (registry.clone(), function.name.clone(), function.config());
+    let deployed = tokio::task::spawn_blocking(move || registry.deploy(name, &module, config))
+        .await?
+        .with_context(|| format!("function `{}` ({})", function.name, function.module.display()))?;
+    if !deployed.unchanged {
+        tracing::info!(
+            "deployed {} v{} ({})",
+            deployed.name,
+            deployed.version,
+            deployed.digest
+        );
+    }
+    Ok(())
+}
+
+/// Watches each function's module file and redeploys the function when it changes. Watching
+/// the directory rather than the file catches builds that replace the file by renaming.
+fn watch(registry: Arc<Registry>, manifest: &Manifest) -> anyhow::Result<notify::RecommendedWatcher> {
+    let by_path: HashMap<PathBuf, ManifestFunction> = manifest
+        .functions
+        .iter()
+        .map(|f| (canonical(&f.module), f.clone()))
+        .collect();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            for path in event.paths {
+                let _ = tx.send(path);
+            }
+        }
+    })?;
+    let mut dirs: Vec<&Path> = by_path.keys().filter_map(|p| p.parent()).collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
+        watcher
+            .watch(dir, RecursiveMode::NonRecursive)
+            .with_context(|| format!("cannot watch {}", dir.display()))?;
+    }
+    tokio::spawn(async move {
+        while let Some(path) = rx.recv().await {
+            // Let a build finish writing, and fold the burst of events it causes into one.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let mut changed = vec![path];
+            while let Ok(more) = rx.try_recv() {
+                changed.push(more);
+            }
+            let mut names: Vec<&FunctionName> = Vec::new();
+            for path in &changed {
+                if let Some(f) = by_path.get(&canonical(path)) {
+                    if !names.contains(&&f.name) {
+                        names.push(&f.name);
+                        if let Err(e) = deploy_from_manifest(&registry, f).await {
+                            tracing::error!("reload failed, still serving the previous version: {e:#}");
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Ok(watcher)
+}
+
+/// The absolute form of a path whose file may not exist at the moment (mid-rebuild).
+fn canonical(path: &Path) -> PathBuf {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+    match path.file_name() {
+        Some(name) => dir.join(name),
+        None => dir,
+    }
+}
