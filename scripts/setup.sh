@@ -6,7 +6,7 @@ set -euo pipefail
 
 need_apt=()
 command -v clang >/dev/null && [ -e /usr/lib/wasm32-wasi/libc.a ] \
-  && [ -e /usr/lib/llvm-14/lib/clang/14.0.6/lib/wasi/libclang_rt.builtins-wasm32.a ] \
+  && compgen -G "/usr/lib/llvm-14/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a" >/dev/null \
   || need_apt+=(clang lld wasi-libc libclang-rt-14-dev-wasm32)
 command -v wrk >/dev/null || need_apt+=(wrk)
 command -v hyperfine >/dev/null || need_apt+=(hyperfine)

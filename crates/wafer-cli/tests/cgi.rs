@@ -1,0 +1,230 @@
+//! The CGI contract (docs/cgi.md): request -> environment, stdout -> response.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{built, guest, Server};
+use reqwest::Method;
+
+fn env_of(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[test]
+fn request_becomes_cgi_environment() {
+    let server = Server::start();
+    server.deploy("watenv", &built("watenv.wat"), &[("env", "GREETING=hi"), ("env", "REQUEST_METHOD=spoofed")]);
+    let response = server
+        .client
+        .post(format!("{}/watenv/sub/p%20q?x=1&y=a%20b", server.url))
+        .header("Content-Type", "application/json")
+        .header("X-Multi", "one")
+        .header("X-Multi", "two")
+        .header("Proxy", "http://evil.example")
+        .header("Authorization", "Basic c2VjcmV0")
+        .body("{\"k\":1}")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let env = env_of(&response.text().unwrap());
+    let port = server.url.rsplit(':').next().unwrap();
+    let expect = [
+        ("REQUEST_METHOD", "POST"),
+        ("CONTENT_TYPE", "application/json"),
+        ("CONTENT_LENGTH", "7"),
+        ("GATEWAY_INTERFACE", "CGI/1.1"),
+        ("SCRIPT_NAME", "/watenv"),
+        ("PATH_INFO", "/sub/p q"),
+        ("PATH_TRANSLATED", "/sub/p q"),
+        ("X_RAW_PATH_INFO", "/sub/p%20q"),
+        ("QUERY_STRING", "x=1&y=a%20b"),
+        ("X_MATCHED_ROUTE", "/watenv/..."),
+        ("REMOTE_ADDR", "127.0.0.1"),
+        ("REMOTE_HOST", "127.0.0.1"),
+        ("REMOTE_USER", ""),
+        ("AUTH_TYPE", "Basic"),
+        ("SERVER_NAME", "127.0.0.1"),
+        ("SERVER_PORT", port),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("HTTP_X_MULTI", "one, two"),
+        ("http_path", "/watenv/sub/p%20q"),
+        ("http_method", "POST"),
+        ("http_query", "x=1&y=a%20b"),
+        ("GREETING", "hi"),
+    ];
+    for (key, value) in expect {
+        assert_eq!(env.get(key).map(String::as_str), Some(value), "{key} in {env:?}");
+    }
+    assert_eq!(env["X_FULL_URL"], format!("{}/watenv/sub/p%20q?x=1&y=a%20b", server.url));
+    assert_eq!(env["http_host"], server.url.trim_start_matches("http://"));
+    assert!(env["remote_addr"].starts_with("127.0.0.1:"));
+    assert!(env["SERVER_SOFTWARE"].starts_with("Wafer/"));
+    assert!(!env.contains_key("HTTP_PROXY"), "Proxy header must never become HTTP_PROXY");
+    assert!(!env.contains_key("HTTP_AUTHORIZATION"), "Authorization must not reach the guest");
+    assert!(!env.values().any(|v| v.contains("c2VjcmV0")));
+}
+
+#[test]
+fn query_pairs_become_argv_and_body_is_stdin() {
+    let server = Server::start();
+    server.deploy("rustenv", &built("rustenv.wasm"), &[]);
+    let text = server
+        .client
+        .post(format!("{}/rustenv/x?a=1&b=two%20words", server.url))
+        .body("the body")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(text.contains("args: /rustenv a=1 b=two words"), "{text}");
+    assert!(text.contains("body: the body"), "{text}");
+}
+
+fn echo(server: &Server, output: &str) -> reqwest::blocking::Response {
+    server
+        .client
+        .post(format!("{}/echo", server.url))
+        .body(output.to_owned())
+        .send()
+        .unwrap()
+}
+
+#[test]
+fn header_block_is_parsed() {
+    let server = Server::start();
+    server.deploy("echo", &guest("echo.wat"), &[]);
+
+    let r = echo(&server, "Status: 404 Not Found\r\nContent-Type: text/html\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nX-Custom: yes\r\n\r\n<h1>nope</h1>");
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["content-type"], "text/html");
+    assert_eq!(r.headers()["x-custom"], "yes");
+    let cookies: Vec<_> = r.headers().get_all("set-cookie").iter().collect();
+    assert_eq!(cookies, ["a=1", "b=2"], "repeated headers stay repeated");
+    assert_eq!(r.text().unwrap(), "<h1>nope</h1>");
+
+    let r = echo(&server, "Location: /elsewhere\n\n");
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "/elsewhere");
+
+    let r = echo(&server, "Status: 301\nLocation: /moved\n\n");
+    assert_eq!(r.status(), 301);
+
+    let r = echo(&server, "Content-Type: application/json\n\n{}");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert_eq!(r.text().unwrap(), "{}");
+}
+
+#[test]
+fn output_without_header_block_is_a_plain_body() {
+    let server = Server::start();
+    server.deploy("echo", &guest("echo.wat"), &[]);
+    for raw in ["just text\n", "Name: not a cgi header\n\nbody", "line one\n\nline three"] {
+        let r = echo(&server, raw);
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
+        assert_eq!(r.text().unwrap(), raw);
+    }
+}
+
+#[test]
+fn malformed_header_block_is_502() {
+    let server = Server::start();
+    server.deploy("echo", &guest("echo.wat"), &[]);
+    for (bad, says) in [
+        ("Status: teapot\n\n", "invalid Status"),
+        ("Status: 42\n\n", "invalid Status"),
+        ("Content-Type: text/plain\nthis is not a header\n\nbody", "malformed CGI header line"),
+        ("Content-Type: text/\x01plain\n\n", "invalid value for header"),
+    ] {
+        let r = echo(&server, bad);
+        assert_eq!(r.status(), 502, "{bad:?}");
+        let text = r.text().unwrap();
+        assert!(text.contains(says), "{bad:?}: {text}");
+    }
+    // The server carries on.
+    assert_eq!(echo(&server, "ok").status(), 200);
+}
+
+#[test]
+fn head_has_headers_but_no_body() {
+    let server = Server::start();
+    server.deploy("hello", &built("hello-wat.wat"), &[]);
+    let r = server.client.head(format!("{}/hello", server.url)).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], "16");
+    assert_eq!(r.bytes().unwrap().len(), 0);
+}
+
+#[test]
+fn nonzero_exit_is_500_unless_headers_were_complete() {
+    let server = Server::start();
+    server.deploy("exit3", &guest("echo-exit3.wat"), &[]);
+    let post = |body: &str| {
+        server
+            .client
+            .post(format!("{}/exit3", server.url))
+            .body(body.to_owned())
+            .send()
+            .unwrap()
+    };
+    let r = post("partial output");
+    assert_eq!(r.status(), 500);
+    assert!(r.text().unwrap().contains("exited with code 3"));
+    let r = post("Status: 201 Created\n\ncreated anyway");
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.text().unwrap(), "created anyway");
+}
+
+#[test]
+fn log_imports_and_stderr_reach_wafer_logs() {
+    let server = Server::start();
+    server.deploy("logger", &guest("logger.wat"), &[]);
+    let r = server.get("/logger");
+    assert_eq!(r.status(), 200);
+    let request_id = r.headers()["x-wafer-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(r.text().unwrap(), "logged\n");
+    let out = server.cli(&["logs", "logger"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let logs = String::from_utf8(out.stdout).unwrap();
+    for line in ["42", "hello from log_string", "hello from stderr"] {
+        assert!(
+            logs.lines().any(|l| l.ends_with(line) && l.contains(&format!("[{request_id}]"))),
+            "{line:?} with request id {request_id} missing from:\n{logs}"
+        );
+    }
+}
+
+#[test]
+fn routes_exact_wildcard_and_unknown() {
+    let server = Server::start();
+    server.deploy("watenv", &built("watenv.wat"), &[("route", "/exact"), ("route", "/api/...")]);
+    let script = |path: &str| {
+        let r = server.get(path);
+        assert_eq!(r.status(), 200, "{path}");
+        let env = env_of(&r.text().unwrap());
+        (env["SCRIPT_NAME"].clone(), env["PATH_INFO"].clone())
+    };
+    assert_eq!(script("/exact"), ("/exact".into(), "".into()));
+    assert_eq!(script("/api"), ("/api".into(), "".into()));
+    assert_eq!(script("/api/v1/users"), ("/api".into(), "/v1/users".into()));
+    assert_eq!(server.get("/exact/below").status(), 404);
+    assert_eq!(server.get("/apix").status(), 404);
+    assert_eq!(server.get("/watenv").status(), 404, "declared routes replace the default");
+    let r = server.get("/nothing-here");
+    assert_eq!(r.status(), 404);
+    assert!(r.text().unwrap().contains("no function is served at `/nothing-here`"));
+    // A second function cannot take a route that is in use.
+    let r = server.deploy_with("other", &built("hello-wat.wat"), &[("route", "/api/...")]);
+    assert_eq!(r.status(), 409);
+    assert!(r.text().unwrap().contains("route `/api/...` is already served by function `watenv`"));
+    assert_eq!(
+        server.admin(Method::GET, "functions/other").send().unwrap().status(),
+        404,
+        "a refused deploy creates nothing"
+    );
+}

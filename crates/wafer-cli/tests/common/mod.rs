@@ -1,0 +1,142 @@
+//! Test harness: a real `wafer serve` child process on 127.0.0.1:0, talked to over real sockets.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::blocking::{Client, Response};
+
+pub const WAFER: &str = env!("CARGO_BIN_EXE_wafer");
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A guest built by `examples/build.sh` (the test command builds them first).
+pub fn built(name: &str) -> PathBuf {
+    let path = root().join("target/wasm").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `bash examples/build.sh` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A WAT test guest under crates/wafer-cli/tests/guests.
+pub fn guest(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests").join(name)
+}
+
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub data: PathBuf,
+    pub token: String,
+    pub client: Client,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts a server on a fresh data directory.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_owned();
+        let mut server = Self::start_in(&data);
+        server._dir = Some(dir);
+        server
+    }
+
+    /// Starts a server on `data` (which outlives it).
+    pub fn start_in(data: &Path) -> Self {
+        Self::start_with(data, &["serve"])
+    }
+
+    /// Starts `wafer <args> --listen 127.0.0.1:0 --data <data>`.
+    pub fn start_with(data: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(WAFER)
+            .args(args)
+            .args(["--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from wafer: {line:?}"))
+            .to_owned();
+        let token = std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_owned();
+        let client = Client::builder()
+            .timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Self {
+            child,
+            url,
+            data: data.to_owned(),
+            token,
+            client,
+            _dir: None,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.client.get(format!("{}{path}", self.url)).send().unwrap()
+    }
+
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
+        self.client
+            .request(method, format!("{}/_wafer/{path}", self.url))
+            .bearer_auth(&self.token)
+    }
+
+    /// Deploys `module` with extra query parameters; returns the response.
+    pub fn deploy_with(&self, name: &str, module: &Path, query: &[(&str, &str)]) -> Response {
+        self.admin(reqwest::Method::PUT, &format!("functions/{name}"))
+            .query(query)
+            .body(std::fs::read(module).unwrap())
+            .send()
+            .unwrap()
+    }
+
+    /// Deploys and asserts success.
+    pub fn deploy(&self, name: &str, module: &Path, query: &[(&str, &str)]) -> serde_json::Value {
+        let response = self.deploy_with(name, module, query);
+        let status = response.status();
+        let text = response.text().unwrap();
+        assert!(status.is_success(), "deploy of {name} failed: {status} {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Runs the `wafer` CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(WAFER)
+            .args(args)
+            .env("WAFER_SERVER", &self.url)
+            .env("WAFER_DATA", &self.data)
+            .env_remove("WAFER_TOKEN")
+            .output()
+            .unwrap()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

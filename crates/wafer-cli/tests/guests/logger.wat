@@ -1,0 +1,18 @@
+;; Logs through the original demo's imports and stderr, then answers "logged".
+(module
+  (import "env" "log_i32" (func $log_i32 (param i32)))
+  (import "env" "log_string" (func $log_string (param i32 i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "hello from log_string")
+  (data (i32.const 200) "hello from stderr\n")
+  (data (i32.const 300) "logged\n")
+  (func $write (param $fd i32) (param $ptr i32) (param $len i32)
+    (i32.store (i32.const 0) (local.get $ptr))
+    (i32.store (i32.const 4) (local.get $len))
+    (drop (call $fd_write (local.get $fd) (i32.const 0) (i32.const 1) (i32.const 8))))
+  (func (export "_start")
+    (call $log_i32 (i32.const 42))
+    (call $log_string (i32.const 100) (i32.const 21))
+    (call $write (i32.const 2) (i32.const 200) (i32.const 18))
+    (call $write (i32.const 1) (i32.const 300) (i32.const 7))))

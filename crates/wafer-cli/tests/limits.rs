@@ -1,0 +1,153 @@
+//! Resource limits and faults: each misbehaving guest gets the documented status,
+//! the fault is logged, and the server keeps serving other functions.
+
+mod common;
+
+use std::thread;
+
+use common::{built, guest, Server};
+use reqwest::Method;
+
+/// Deploys the WAT hello guest used to check that the server still serves.
+fn deploy_hello(server: &Server) {
+    server.deploy("hello-wat", &built("hello-wat.wat"), &[]);
+}
+
+fn assert_hello(server: &Server) {
+    let response = server.get("/hello-wat/");
+    assert_eq!(response.status(), 200);
+    assert!(response.text().unwrap().contains("Hello from WAT!"));
+}
+
+/// The function's log lines joined into one lowercase string.
+fn logs(server: &Server, name: &str) -> String {
+    let response = server
+        .admin(Method::GET, &format!("functions/{name}/logs?tail=50"))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let lines: serde_json::Value = response.json().unwrap();
+    lines
+        .as_array()
+        .expect("logs are a JSON array")
+        .iter()
+        .map(|line| line["text"].as_str().unwrap_or_default().to_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+        .to_lowercase()
+}
+
+/// Polls the logs briefly (they may be written just after the response).
+fn assert_logged(server: &Server, name: &str, needles: &[&str]) {
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = logs(server, name);
+        if needles.iter().any(|needle| text.contains(needle)) {
+            return;
+        }
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("logs of {name} mention none of {needles:?}:\n{text}");
+}
+
+#[test]
+fn trap_is_500_and_server_keeps_serving() {
+    let server = Server::start();
+    deploy_hello(&server);
+    server.deploy("trap", &guest("trap.wat"), &[]);
+    let response = server.get("/trap/");
+    assert_eq!(response.status(), 500);
+    assert_hello(&server);
+    assert_logged(&server, "trap", &["trap"]);
+}
+
+#[test]
+fn time_limit_is_504() {
+    let server = Server::start();
+    deploy_hello(&server);
+    server.deploy("spin", &guest("spin.wat"), &[("timeout", "200ms")]);
+    let response = server.get("/spin/");
+    assert_eq!(response.status(), 504);
+    assert_hello(&server);
+    assert_logged(&server, "spin", &["time limit", "timed out", "timeout"]);
+}
+
+#[test]
+fn memory_limit_is_500_and_says_so() {
+    let server = Server::start();
+    deploy_hello(&server);
+    server.deploy("memhog", &guest("memhog.wat"), &[("memory", "1MiB")]);
+    let response = server.get("/memhog/");
+    assert_eq!(response.status(), 500);
+    let body = response.text().unwrap();
+    assert!(body.to_lowercase().contains("memory limit"), "body: {body}");
+    assert_hello(&server);
+    assert_logged(&server, "memhog", &["memory limit"]);
+}
+
+#[test]
+fn stdout_limit_is_502() {
+    let server = Server::start();
+    deploy_hello(&server);
+    server.deploy("flood", &guest("flood.wat"), &[("stdout", "64KiB"), ("timeout", "10s")]);
+    let response = server.get("/flood/");
+    assert_eq!(response.status(), 502);
+    assert_hello(&server);
+    assert_logged(&server, "flood", &["stdout", "output limit"]);
+}
+
+#[test]
+fn request_body_limit_is_413() {
+    let server = Server::start();
+    server.deploy("hello-wat", &built("hello-wat.wat"), &[("request_body", "16")]);
+    let response = server
+        .client
+        .post(format!("{}/hello-wat/", server.url))
+        .body(vec![b'a'; 1000])
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    // A body within the limit is fine.
+    let response = server
+        .client
+        .post(format!("{}/hello-wat/", server.url))
+        .body(vec![b'a'; 10])
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[test]
+fn concurrency_limit_queues_then_503_with_retry_after() {
+    let server = Server::start();
+    deploy_hello(&server);
+    server.deploy(
+        "spin",
+        &guest("spin.wat"),
+        &[("max_concurrency", "1"), ("timeout", "3s")],
+    );
+    let url = format!("{}/spin/", server.url);
+    let handles: Vec<_> = (0..3)
+        .map(|i| {
+            let client = server.client.clone();
+            let url = url.clone();
+            thread::spawn(move || {
+                // Stagger slightly so the first request gets the slot.
+                thread::sleep(std::time::Duration::from_millis(100 * i));
+                let response = client.get(url).send().unwrap();
+                let retry_after = response.headers().get("retry-after").is_some();
+                (response.status().as_u16(), retry_after)
+            })
+        })
+        .collect();
+    // While spin's slot is taken, other functions still answer.
+    thread::sleep(std::time::Duration::from_millis(300));
+    assert_hello(&server);
+    let results: Vec<(u16, bool)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(
+        results.iter().any(|&(status, retry)| status == 503 && retry),
+        "no 503 with Retry-After: {results:?}"
+    );
+    assert!(results.iter().any(|&(status, _)| status == 504), "the running one times out: {results:?}");
+    assert_hello(&server);
+}
