@@ -1,1 +1,97 @@
-fn main() {}
+//! In-process timings: instantiate + run per request for each example (no HTTP), and the
+//! first request after a restart (registry reopened from disk) for the Go example.
+//!
+//! Usage: `wafer-bench [GUEST_DIR]` (default `target/wasm`). Part of `scripts/bench.sh`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use wafer_registry::{FunctionConfig, Registry};
+use wafer_runtime::{CgiRequest, Limits, Program, Runtime, RuntimeConfig};
+
+/// A request environment the size of a typical CGI call (~30 variables).
+fn request() -> CgiRequest {
+    let mut env: Vec<(String, String)> = [
+        "AUTH_TYPE", "CONTENT_LENGTH", "CONTENT_TYPE", "GATEWAY_INTERFACE", "PATH_INFO",
+        "PATH_TRANSLATED", "QUERY_STRING", "REMOTE_ADDR", "REMOTE_HOST", "REMOTE_USER",
+        "REQUEST_METHOD", "SCRIPT_NAME", "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL",
+        "SERVER_SOFTWARE", "X_FULL_URL", "X_MATCHED_ROUTE", "X_RAW_PATH_INFO", "http_path",
+        "http_method", "http_host", "http_query", "remote_addr", "HTTP_HOST", "HTTP_USER_AGENT",
+        "HTTP_ACCEPT",
+    ]
+    .iter()
+    .map(|k| (k.to_string(), "value".to_string()))
+    .collect();
+    env.push(("HTTP_X_BENCH".into(), "1".into()));
+    CgiRequest {
+        args: vec!["/hello".into()],
+        env,
+        stdin: Default::default(),
+    }
+}
+
+async fn time_calls(program: &Program, limits: &Limits, n: usize) -> anyhow::Result<Vec<Duration>> {
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        let out = program.run_cgi(request(), limits).await;
+        times.push(start.elapsed());
+        anyhow::ensure!(out.exit == Ok(0), "guest failed: {:?}", out.exit);
+    }
+    times.sort();
+    Ok(times)
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "target/wasm".into()));
+    let runtime = Arc::new(Runtime::new(&RuntimeConfig::default())?);
+    let limits = Limits::default();
+    println!("in-process instantiate + run per request (fresh instance each, no HTTP):");
+    println!("{:<12} {:>10} {:>10} {:>10}", "example", "mean us", "p50 us", "p99 us");
+    for name in ["hello-wat.wat", "hello-c.wasm", "hello-rust.wasm", "hello-go.wasm"] {
+        let bytes = std::fs::read(dir.join(name)).with_context(|| format!("{}", dir.join(name).display()))?;
+        let program = runtime.compile(&bytes)?.program;
+        let n = if name.contains("go") { 500 } else { 5000 };
+        time_calls(&program, &limits, n / 10).await?;
+        let times = time_calls(&program, &limits, n).await?;
+        let mean = times.iter().sum::<Duration>() / times.len() as u32;
+        println!(
+            "{:<12} {:>10.1} {:>10.1} {:>10.1}",
+            name.split('.').next().unwrap_or(name),
+            us(mean),
+            us(times[times.len() / 2]),
+            us(times[times.len() * 99 / 100])
+        );
+    }
+
+    // Restart: deploy Go into a data directory, drop everything, reopen, time the first call.
+    let data = tempfile::tempdir()?;
+    let go = std::fs::read(dir.join("hello-go.wasm"))?;
+    {
+        let registry = Registry::open(data.path(), runtime.clone())?;
+        registry.deploy("hello-go".parse()?, &go, FunctionConfig::default())?;
+    }
+    let opened = Instant::now();
+    let registry = Registry::open(data.path(), runtime.clone())?;
+    let open_time = opened.elapsed();
+    let first = Instant::now();
+    let resolved = registry.resolve("/hello-go").context("hello-go not served after reopen")?;
+    let function = resolved.function;
+    let program = function.program().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let out = program.run_cgi(request(), &limits).await;
+    let first_time = first.elapsed();
+    anyhow::ensure!(out.exit == Ok(0), "go guest failed: {:?}", out.exit);
+    println!(
+        "go example after restart: registry reopen (verify module + map artifact) {:.2} ms, first request {:.2} ms",
+        open_time.as_secs_f64() * 1e3,
+        first_time.as_secs_f64() * 1e3
+    );
+    Ok(())
+}
