@@ -14,11 +14,32 @@ use wafer_runtime::{CgiRequest, Limits, Program, Runtime, RuntimeConfig};
 /// A request environment the size of a typical CGI call (~30 variables).
 fn request() -> CgiRequest {
     let mut env: Vec<(String, String)> = [
-        "AUTH_TYPE", "CONTENT_LENGTH", "CONTENT_TYPE", "GATEWAY_INTERFACE", "PATH_INFO",
-        "PATH_TRANSLATED", "QUERY_STRING", "REMOTE_ADDR", "REMOTE_HOST", "REMOTE_USER",
-        "REQUEST_METHOD", "SCRIPT_NAME", "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL",
-        "SERVER_SOFTWARE", "X_FULL_URL", "X_MATCHED_ROUTE", "X_RAW_PATH_INFO", "http_path",
-        "http_method", "http_host", "http_query", "remote_addr", "HTTP_HOST", "HTTP_USER_AGENT",
+        "AUTH_TYPE",
+        "CONTENT_LENGTH",
+        "CONTENT_TYPE",
+        "GATEWAY_INTERFACE",
+        "PATH_INFO",
+        "PATH_TRANSLATED",
+        "QUERY_STRING",
+        "REMOTE_ADDR",
+        "REMOTE_HOST",
+        "REMOTE_USER",
+        "REQUEST_METHOD",
+        "SCRIPT_NAME",
+        "SERVER_NAME",
+        "SERVER_PORT",
+        "SERVER_PROTOCOL",
+        "SERVER_SOFTWARE",
+        "X_FULL_URL",
+        "X_MATCHED_ROUTE",
+        "X_RAW_PATH_INFO",
+        "http_path",
+        "http_method",
+        "http_host",
+        "http_query",
+        "remote_addr",
+        "HTTP_HOST",
+        "HTTP_USER_AGENT",
         "HTTP_ACCEPT",
     ]
     .iter()
@@ -50,13 +71,26 @@ fn us(d: Duration) -> f64 {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "target/wasm".into()));
+    let dir = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "target/wasm".into()),
+    );
     let runtime = Arc::new(Runtime::new(&RuntimeConfig::default())?);
     let limits = Limits::default();
     println!("in-process instantiate + run per request (fresh instance each, no HTTP):");
-    println!("{:<12} {:>10} {:>10} {:>10}", "example", "mean us", "p50 us", "p99 us");
-    for name in ["hello-wat.wat", "hello-c.wasm", "hello-rust.wasm", "hello-go.wasm"] {
-        let bytes = std::fs::read(dir.join(name)).with_context(|| format!("{}", dir.join(name).display()))?;
+    println!(
+        "{:<12} {:>10} {:>10} {:>10}",
+        "example", "mean us", "p50 us", "p99 us"
+    );
+    for name in [
+        "hello-wat.wat",
+        "hello-c.wasm",
+        "hello-rust.wasm",
+        "hello-go.wasm",
+    ] {
+        let bytes = std::fs::read(dir.join(name))
+            .with_context(|| format!("{}", dir.join(name).display()))?;
         let program = runtime.compile(&bytes)?.program;
         let n = if name.contains("go") { 500 } else { 5000 };
         time_calls(&program, &limits, n / 10).await?;
@@ -82,7 +116,9 @@ async fn main() -> anyhow::Result<()> {
     let registry = Registry::open(data.path(), runtime.clone())?;
     let open_time = opened.elapsed();
     let first = Instant::now();
-    let resolved = registry.resolve("/hello-go").context("hello-go not served after reopen")?;
+    let resolved = registry
+        .resolve("/hello-go")
+        .context("hello-go not served after reopen")?;
     let function = resolved.function;
     let program = function.program().map_err(|e| anyhow::anyhow!("{e}"))?;
     let out = program.run_cgi(request(), &limits).await;

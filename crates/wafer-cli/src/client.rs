@@ -95,7 +95,9 @@ impl ServerArgs {
 
     fn request(&self, method: Method, path: &str) -> anyhow::Result<RequestBuilder> {
         let url = format!("{}/_wafer/{path}", self.server.trim_end_matches('/'));
-        Ok(reqwest::Client::new().request(method, url).bearer_auth(self.token()?))
+        Ok(reqwest::Client::new()
+            .request(method, url)
+            .bearer_auth(self.token()?))
     }
 
     async fn send(&self, request: RequestBuilder) -> anyhow::Result<Response> {
@@ -127,7 +129,10 @@ pub(crate) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let limits = [
         ("memory", args.memory.clone()),
         ("timeout", args.timeout.clone()),
-        ("max_concurrency", args.max_concurrency.map(|n| n.to_string())),
+        (
+            "max_concurrency",
+            args.max_concurrency.map(|n| n.to_string()),
+        ),
         ("request_body", args.request_body.clone()),
         ("stdout", args.stdout.clone()),
         ("stderr", args.stderr.clone()),
@@ -152,7 +157,10 @@ pub(crate) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
 
 pub(crate) async fn ls(args: ServerArgs) -> anyhow::Result<()> {
     let list = args.json(Method::GET, "functions").await?;
-    println!("{:<24} {:>7}  {:<20} {:<40} STATUS", "NAME", "VERSION", "DIGEST", "ROUTES");
+    println!(
+        "{:<24} {:>7}  {:<20} {:<40} STATUS",
+        "NAME", "VERSION", "DIGEST", "ROUTES"
+    );
     for f in list.as_array().into_iter().flatten() {
         let routes: Vec<&str> = f["config"]["routes"]
             .as_array()
@@ -177,7 +185,9 @@ pub(crate) async fn ls(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn rm(args: NameArgs) -> anyhow::Result<()> {
-    let request = args.server.request(Method::DELETE, &format!("functions/{}", args.name))?;
+    let request = args
+        .server
+        .request(Method::DELETE, &format!("functions/{}", args.name))?;
     args.server.send(request).await?;
     println!("removed {}", args.name);
     Ok(())
@@ -198,14 +208,21 @@ pub(crate) async fn rollback(args: NameArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn versions(args: NameArgs) -> anyhow::Result<()> {
-    let record = args.server.json(Method::GET, &format!("functions/{}", args.name)).await?;
+    let record = args
+        .server
+        .json(Method::GET, &format!("functions/{}", args.name))
+        .await?;
     let active = record["active"].as_u64();
     println!("{:>7}  {:<6} {:<71} CREATED", "VERSION", "ACTIVE", "DIGEST");
     for v in record["versions"].as_array().into_iter().flatten() {
         println!(
             "{:>7}  {:<6} {:<71} {}",
             format!("v{}", v["version"]),
-            if v["version"].as_u64() == active { "*" } else { "" },
+            if v["version"].as_u64() == active {
+                "*"
+            } else {
+                ""
+            },
             v["digest"].as_str().unwrap_or(""),
             v["created"].as_str().unwrap_or("")
         );
@@ -216,7 +233,10 @@ pub(crate) async fn versions(args: NameArgs) -> anyhow::Result<()> {
 pub(crate) async fn logs(args: LogsArgs) -> anyhow::Result<()> {
     let lines = args
         .server
-        .json(Method::GET, &format!("functions/{}/logs?tail={}", args.name, args.tail))
+        .json(
+            Method::GET,
+            &format!("functions/{}/logs?tail={}", args.name, args.tail),
+        )
         .await?;
     for line in lines.as_array().into_iter().flatten() {
         println!(

@@ -51,7 +51,8 @@ impl ManifestFunction {
 
 impl Manifest {
     pub(crate) fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read manifest {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read manifest {}", path.display()))?;
         Self::parse(&text, path.parent().unwrap_or(Path::new("")))
             .with_context(|| format!("invalid manifest {}", path.display()))
     }
@@ -73,6 +74,7 @@ impl Manifest {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -85,8 +87,13 @@ mod tests {
         let e = error("[[function]]\nname = \"a\"\nmodule = \"a.wasm\"\nrutes = [\"/a\"]\n");
         assert!(e.contains("unknown field `rutes`"), "{e}");
         assert!(e.contains("line 4"), "{e}");
-        let e = error("[[function]]\nname = \"a\"\nmodule = \"a.wasm\"\nlimits = { memroy = \"1MiB\" }\n");
-        assert!(e.contains("unknown field `memroy`") && e.contains("line 4"), "{e}");
+        let e = error(
+            "[[function]]\nname = \"a\"\nmodule = \"a.wasm\"\nlimits = { memroy = \"1MiB\" }\n",
+        );
+        assert!(
+            e.contains("unknown field `memroy`") && e.contains("line 4"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -95,7 +102,9 @@ mod tests {
         assert!(e.contains("invalid function name `A`"), "{e}");
         let e = error("[[function]]\nname = \"a\"\nmodule = \"a.wasm\"\nroutes = [\"a\"]\n");
         assert!(e.contains("invalid route `a`"), "{e}");
-        let e = error("[[function]]\nname = \"a\"\nmodule = \"a.wasm\"\nlimits = { timeout = \"soon\" }\n");
+        let e = error(
+            "[[function]]\nname = \"a\"\nmodule = \"a.wasm\"\nlimits = { timeout = \"soon\" }\n",
+        );
         assert!(e.contains("line 4"), "{e}");
         let e = error("[[function]]\nname = \"a\"\nmodule = \"x\"\n[[function]]\nname = \"a\"\nmodule = \"y\"\n");
         assert!(e.contains("declared twice"), "{e}");

@@ -92,10 +92,11 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -124,14 +125,27 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     server.run(&args.serve.data.data).await
 }
 
-async fn deploy_from_manifest(registry: &Arc<Registry>, function: &ManifestFunction) -> anyhow::Result<()> {
-    let module = tokio::fs::read(&function.module)
-        .await
-        .with_context(|| format!("function `{}`: cannot read {}", function.name, function.module.display()))?;
+async fn deploy_from_manifest(
+    registry: &Arc<Registry>,
+    function: &ManifestFunction,
+) -> anyhow::Result<()> {
+    let module = tokio::fs::read(&function.module).await.with_context(|| {
+        format!(
+            "function `{}`: cannot read {}",
+            function.name,
+            function.module.display()
+        )
+    })?;
     let (registry, name, config) = (registry.clone(), function.name.clone(), function.config());
     let deployed = tokio::task::spawn_blocking(move || registry.deploy(name, &module, config))
         .await?
-        .with_context(|| format!("function `{}` ({})", function.name, function.module.display()))?;
+        .with_context(|| {
+            format!(
+                "function `{}` ({})",
+                function.name,
+                function.module.display()
+            )
+        })?;
     if !deployed.unchanged {
         tracing::info!(
             "deployed {} v{} ({})",
@@ -145,7 +159,10 @@ async fn deploy_from_manifest(registry: &Arc<Registry>, function: &ManifestFunct
 
 /// Watches each function's module file and redeploys the function when it changes. Watching
 /// the directory rather than the file catches builds that replace the file by renaming.
-fn watch(registry: Arc<Registry>, manifest: &Manifest) -> anyhow::Result<notify::RecommendedWatcher> {
+fn watch(
+    registry: Arc<Registry>,
+    manifest: &Manifest,
+) -> anyhow::Result<notify::RecommendedWatcher> {
     let by_path: HashMap<PathBuf, ManifestFunction> = manifest
         .functions
         .iter()
@@ -181,7 +198,9 @@ fn watch(registry: Arc<Registry>, manifest: &Manifest) -> anyhow::Result<notify:
                     if !names.contains(&&f.name) {
                         names.push(&f.name);
                         if let Err(e) = deploy_from_manifest(&registry, f).await {
-                            tracing::error!("reload failed, still serving the previous version: {e:#}");
+                            tracing::error!(
+                                "reload failed, still serving the previous version: {e:#}"
+                            );
                         }
                     }
                 }
@@ -193,7 +212,10 @@ fn watch(registry: Arc<Registry>, manifest: &Manifest) -> anyhow::Result<notify:
 
 /// The absolute form of a path whose file may not exist at the moment (mid-rebuild).
 fn canonical(path: &Path) -> PathBuf {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
     match path.file_name() {
         Some(name) => dir.join(name),

@@ -1,5 +1,7 @@
 //! The admin API and the CLI commands over it: deploy, versions, rollback, rm, auth.
 
+#![allow(clippy::unwrap_used, clippy::type_complexity)]
+
 mod common;
 
 use common::{built, Server};
@@ -12,18 +14,34 @@ fn deploy_versions_rollback_and_remove_through_the_cli() {
     let c = built("hello-c.wasm");
     let ok = |args: &[&str]| {
         let out = server.cli(args);
-        assert!(out.status.success(), "wafer {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "wafer {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     assert!(ok(&["deploy", "hello", wat.to_str().unwrap()]).starts_with("deployed hello v1"));
     assert_eq!(server.get("/hello").text().unwrap(), "Hello from WAT!\n");
     assert!(ok(&["deploy", "hello", wat.to_str().unwrap()]).starts_with("unchanged hello v1"));
-    assert!(ok(&["deploy", "hello", c.to_str().unwrap(), "--route", "/hello/...", "--env", "A=B"]).starts_with("deployed hello v2"));
+    assert!(ok(&[
+        "deploy",
+        "hello",
+        c.to_str().unwrap(),
+        "--route",
+        "/hello/...",
+        "--env",
+        "A=B"
+    ])
+    .starts_with("deployed hello v2"));
     assert_eq!(server.get("/hello").text().unwrap(), "Hello from C!\n");
 
     let versions = ok(&["versions", "hello"]);
     assert_eq!(versions.lines().count(), 3, "{versions}");
-    assert!(versions.lines().nth(2).unwrap().contains('*'), "v2 is active:\n{versions}");
+    assert!(
+        versions.lines().nth(2).unwrap().contains('*'),
+        "v2 is active:\n{versions}"
+    );
 
     assert!(ok(&["rollback", "hello"]).contains("v1"));
     assert_eq!(server.get("/hello").text().unwrap(), "Hello from WAT!\n");
@@ -45,12 +63,28 @@ fn module_is_fetched_by_digest() {
     let server = Server::start();
     let deployed = server.deploy("hello", &built("hello-c.wasm"), &[]);
     let digest = deployed["digest"].as_str().unwrap();
-    let r = server.admin(Method::GET, &format!("modules/{digest}")).send().unwrap();
+    let r = server
+        .admin(Method::GET, &format!("modules/{digest}"))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.bytes().unwrap().as_ref(), std::fs::read(built("hello-c.wasm")).unwrap());
+    assert_eq!(
+        r.bytes().unwrap().as_ref(),
+        std::fs::read(built("hello-c.wasm")).unwrap()
+    );
     let missing = format!("modules/sha256:{}", "0".repeat(64));
-    assert_eq!(server.admin(Method::GET, &missing).send().unwrap().status(), 404);
-    assert_eq!(server.admin(Method::GET, "modules/sha256:zz").send().unwrap().status(), 400);
+    assert_eq!(
+        server.admin(Method::GET, &missing).send().unwrap().status(),
+        404
+    );
+    assert_eq!(
+        server
+            .admin(Method::GET, "modules/sha256:zz")
+            .send()
+            .unwrap()
+            .status(),
+        400
+    );
 }
 
 #[test]
@@ -67,21 +101,51 @@ fn invalid_uploads_get_400_with_the_reason_and_change_nothing() {
         (r.status().as_u16(), r.text().unwrap())
     };
     let cases: [(&str, &[u8], &[(&str, &str)], &str); 8] = [
-        ("hello", b"\0asm\x01\0\0\0garbage", &[], "invalid wasm module"),
-        ("hello", b"(module (func $f (result i32)))", &[], "invalid wasm module"),
+        (
+            "hello",
+            b"\0asm\x01\0\0\0garbage",
+            &[],
+            "invalid wasm module",
+        ),
+        (
+            "hello",
+            b"(module (func $f (result i32)))",
+            &[],
+            "invalid wasm module",
+        ),
         ("hello", b"(module", &[], "invalid WAT"),
         ("hello", b"(module (memory 1))", &[], "exports no `_start`"),
-        ("hello", b"(module (import \"nope\" \"f\" (func)) (func (export \"_start\")))", &[], "cannot link module"),
+        (
+            "hello",
+            b"(module (import \"nope\" \"f\" (func)) (func (export \"_start\")))",
+            &[],
+            "cannot link module",
+        ),
         ("Hello", b"(module)", &[], "invalid function name `Hello`"),
-        ("hello", b"(module)", &[("memory", "lots")], "invalid deploy parameters"),
-        ("hello", b"(module)", &[("colour", "red")], "unknown deploy parameter `colour`"),
+        (
+            "hello",
+            b"(module)",
+            &[("memory", "lots")],
+            "invalid deploy parameters",
+        ),
+        (
+            "hello",
+            b"(module)",
+            &[("colour", "red")],
+            "unknown deploy parameter `colour`",
+        ),
     ];
     for (name, body, query, says) in cases {
         let (status, text) = put(name, body, query);
         assert_eq!(status, 400, "{says}: {text}");
         assert!(text.contains(says), "expected {says:?} in {text:?}");
     }
-    let record: serde_json::Value = server.admin(Method::GET, "functions/hello").send().unwrap().json().unwrap();
+    let record: serde_json::Value = server
+        .admin(Method::GET, "functions/hello")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(record["versions"].as_array().unwrap().len(), 1);
     assert_eq!(server.get("/hello").text().unwrap(), "Hello from WAT!\n");
 }
@@ -90,9 +154,19 @@ fn invalid_uploads_get_400_with_the_reason_and_change_nothing() {
 fn admin_calls_need_the_token() {
     let server = Server::start();
     let module = std::fs::read(built("hello-wat.wat")).unwrap();
-    for auth in [None, Some("Bearer wrong"), Some("Basic abc"), Some("Bearer ")] {
-        let mut put = server.client.put(format!("{}/_wafer/functions/hello", server.url)).body(module.clone());
-        let mut list = server.client.get(format!("{}/_wafer/functions", server.url));
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("Basic abc"),
+        Some("Bearer "),
+    ] {
+        let mut put = server
+            .client
+            .put(format!("{}/_wafer/functions/hello", server.url))
+            .body(module.clone());
+        let mut list = server
+            .client
+            .get(format!("{}/_wafer/functions", server.url));
         if let Some(auth) = auth {
             put = put.header("Authorization", auth);
             list = list.header("Authorization", auth);
@@ -100,21 +174,45 @@ fn admin_calls_need_the_token() {
         assert_eq!(put.send().unwrap().status(), 401, "{auth:?}");
         assert_eq!(list.send().unwrap().status(), 401, "{auth:?}");
     }
-    assert_eq!(server.get("/hello").status(), 404, "refused deploys change nothing");
+    assert_eq!(
+        server.get("/hello").status(),
+        404,
+        "refused deploys change nothing"
+    );
     let out = server.cli(&["ls", "--token", "wrong"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(server.data.join("admin-token")).unwrap().permissions());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(server.data.join("admin-token"))
+            .unwrap()
+            .permissions(),
+    );
     assert_eq!(mode & 0o777, 0o600);
 }
 
 #[test]
 fn wafer_run_passes_stdio_and_exit_codes() {
-    let run = |args: &[&str]| std::process::Command::new(common::WAFER).arg("run").args(args).output().unwrap();
-    let out = run(&[built("rustenv.wasm").to_str().unwrap(), "--env", "K=v", "--", "x", "y"]);
+    let run = |args: &[&str]| {
+        std::process::Command::new(common::WAFER)
+            .arg("run")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        built("rustenv.wasm").to_str().unwrap(),
+        "--env",
+        "K=v",
+        "--",
+        "x",
+        "y",
+    ]);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("K=v") && text.contains("rustenv.wasm x y"), "{text}");
+    assert!(
+        text.contains("K=v") && text.contains("rustenv.wasm x y"),
+        "{text}"
+    );
     let out = run(&[common::guest("echo-exit3.wat").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3));
     let dir = tempfile::tempdir().unwrap();

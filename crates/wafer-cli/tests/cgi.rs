@@ -1,5 +1,7 @@
 //! The CGI contract (docs/cgi.md): request -> environment, stdout -> response.
 
+#![allow(clippy::unwrap_used, clippy::type_complexity)]
+
 mod common;
 
 use std::collections::HashMap;
@@ -17,7 +19,11 @@ fn env_of(text: &str) -> HashMap<String, String> {
 #[test]
 fn request_becomes_cgi_environment() {
     let server = Server::start();
-    server.deploy("watenv", &built("watenv.wat"), &[("env", "GREETING=hi"), ("env", "REQUEST_METHOD=spoofed")]);
+    server.deploy(
+        "watenv",
+        &built("watenv.wat"),
+        &[("env", "GREETING=hi"), ("env", "REQUEST_METHOD=spoofed")],
+    );
     let response = server
         .client
         .post(format!("{}/watenv/sub/p%20q?x=1&y=a%20b", server.url))
@@ -57,14 +63,27 @@ fn request_becomes_cgi_environment() {
         ("GREETING", "hi"),
     ];
     for (key, value) in expect {
-        assert_eq!(env.get(key).map(String::as_str), Some(value), "{key} in {env:?}");
+        assert_eq!(
+            env.get(key).map(String::as_str),
+            Some(value),
+            "{key} in {env:?}"
+        );
     }
-    assert_eq!(env["X_FULL_URL"], format!("{}/watenv/sub/p%20q?x=1&y=a%20b", server.url));
+    assert_eq!(
+        env["X_FULL_URL"],
+        format!("{}/watenv/sub/p%20q?x=1&y=a%20b", server.url)
+    );
     assert_eq!(env["http_host"], server.url.trim_start_matches("http://"));
     assert!(env["remote_addr"].starts_with("127.0.0.1:"));
     assert!(env["SERVER_SOFTWARE"].starts_with("Wafer/"));
-    assert!(!env.contains_key("HTTP_PROXY"), "Proxy header must never become HTTP_PROXY");
-    assert!(!env.contains_key("HTTP_AUTHORIZATION"), "Authorization must not reach the guest");
+    assert!(
+        !env.contains_key("HTTP_PROXY"),
+        "Proxy header must never become HTTP_PROXY"
+    );
+    assert!(
+        !env.contains_key("HTTP_AUTHORIZATION"),
+        "Authorization must not reach the guest"
+    );
     assert!(!env.values().any(|v| v.contains("c2VjcmV0")));
 }
 
@@ -123,7 +142,11 @@ fn header_block_is_parsed() {
 fn output_without_header_block_is_a_plain_body() {
     let server = Server::start();
     server.deploy("echo", &guest("echo.wat"), &[]);
-    for raw in ["just text\n", "Name: not a cgi header\n\nbody", "line one\n\nline three"] {
+    for raw in [
+        "just text\n",
+        "Name: not a cgi header\n\nbody",
+        "line one\n\nline three",
+    ] {
         let r = echo(&server, raw);
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
@@ -138,8 +161,14 @@ fn malformed_header_block_is_502() {
     for (bad, says) in [
         ("Status: teapot\n\n", "invalid Status"),
         ("Status: 42\n\n", "invalid Status"),
-        ("Content-Type: text/plain\nthis is not a header\n\nbody", "malformed CGI header line"),
-        ("Content-Type: text/\x01plain\n\n", "invalid value for header"),
+        (
+            "Content-Type: text/plain\nthis is not a header\n\nbody",
+            "malformed CGI header line",
+        ),
+        (
+            "Content-Type: text/\x01plain\n\n",
+            "invalid value for header",
+        ),
     ] {
         let r = echo(&server, bad);
         assert_eq!(r.status(), 502, "{bad:?}");
@@ -154,7 +183,11 @@ fn malformed_header_block_is_502() {
 fn head_has_headers_but_no_body() {
     let server = Server::start();
     server.deploy("hello", &built("hello-wat.wat"), &[]);
-    let r = server.client.head(format!("{}/hello", server.url)).send().unwrap();
+    let r = server
+        .client
+        .head(format!("{}/hello", server.url))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-length"], "16");
     assert_eq!(r.bytes().unwrap().len(), 0);
@@ -186,14 +219,22 @@ fn log_imports_and_stderr_reach_wafer_logs() {
     server.deploy("logger", &guest("logger.wat"), &[]);
     let r = server.get("/logger");
     assert_eq!(r.status(), 200);
-    let request_id = r.headers()["x-wafer-request-id"].to_str().unwrap().to_owned();
+    let request_id = r.headers()["x-wafer-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(r.text().unwrap(), "logged\n");
     let out = server.cli(&["logs", "logger"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let logs = String::from_utf8(out.stdout).unwrap();
     for line in ["42", "hello from log_string", "hello from stderr"] {
         assert!(
-            logs.lines().any(|l| l.ends_with(line) && l.contains(&format!("[{request_id}]"))),
+            logs.lines()
+                .any(|l| l.ends_with(line) && l.contains(&format!("[{request_id}]"))),
             "{line:?} with request id {request_id} missing from:\n{logs}"
         );
     }
@@ -202,7 +243,11 @@ fn log_imports_and_stderr_reach_wafer_logs() {
 #[test]
 fn routes_exact_wildcard_and_unknown() {
     let server = Server::start();
-    server.deploy("watenv", &built("watenv.wat"), &[("route", "/exact"), ("route", "/api/...")]);
+    server.deploy(
+        "watenv",
+        &built("watenv.wat"),
+        &[("route", "/exact"), ("route", "/api/...")],
+    );
     let script = |path: &str| {
         let r = server.get(path);
         assert_eq!(r.status(), 200, "{path}");
@@ -214,16 +259,30 @@ fn routes_exact_wildcard_and_unknown() {
     assert_eq!(script("/api/v1/users"), ("/api".into(), "/v1/users".into()));
     assert_eq!(server.get("/exact/below").status(), 404);
     assert_eq!(server.get("/apix").status(), 404);
-    assert_eq!(server.get("/watenv").status(), 404, "declared routes replace the default");
+    assert_eq!(
+        server.get("/watenv").status(),
+        404,
+        "declared routes replace the default"
+    );
     let r = server.get("/nothing-here");
     assert_eq!(r.status(), 404);
-    assert!(r.text().unwrap().contains("no function is served at `/nothing-here`"));
+    assert!(r
+        .text()
+        .unwrap()
+        .contains("no function is served at `/nothing-here`"));
     // A second function cannot take a route that is in use.
     let r = server.deploy_with("other", &built("hello-wat.wat"), &[("route", "/api/...")]);
     assert_eq!(r.status(), 409);
-    assert!(r.text().unwrap().contains("route `/api/...` is already served by function `watenv`"));
+    assert!(r
+        .text()
+        .unwrap()
+        .contains("route `/api/...` is already served by function `watenv`"));
     assert_eq!(
-        server.admin(Method::GET, "functions/other").send().unwrap().status(),
+        server
+            .admin(Method::GET, "functions/other")
+            .send()
+            .unwrap()
+            .status(),
         404,
         "a refused deploy creates nothing"
     );

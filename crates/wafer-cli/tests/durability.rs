@@ -2,6 +2,8 @@
 //! artifacts, SIGKILL in the middle of deploys leaves a consistent registry,
 //! corrupt blobs are detected, and invalid uploads change nothing.
 
+#![allow(clippy::unwrap_used, clippy::type_complexity)]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -15,12 +17,19 @@ use std::time::{Duration, SystemTime};
 use common::{built, Server};
 use reqwest::Method;
 
-const HELLOS: [&str; 4] = ["Hello from WAT!", "Hello from C!", "Hello from Rust!", "Hello from Go!"];
+const HELLOS: [&str; 4] = [
+    "Hello from WAT!",
+    "Hello from C!",
+    "Hello from Rust!",
+    "Hello from Go!",
+];
 
 /// Every regular file under `dir`, recursively.
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for entry in entries {
         let path = entry.unwrap().path();
         if path.is_dir() {
@@ -64,7 +73,12 @@ fn check_blobs(data: &Path) {
         let sum = String::from_utf8(output.stdout).unwrap();
         let sum = sum.split_whitespace().next().unwrap();
         let stem = blob.file_stem().unwrap().to_str().unwrap();
-        assert_eq!(sum, stem, "blob {} does not hash to its name", blob.display());
+        assert_eq!(
+            sum,
+            stem,
+            "blob {} does not hash to its name",
+            blob.display()
+        );
     }
 }
 
@@ -90,7 +104,10 @@ fn restart_reuses_compiled_artifacts() {
     assert!(body.contains("Hello from WAT!"), "{body}");
 
     let after = mtimes(&data.join("artifacts"));
-    assert_eq!(before, after, "artifacts changed: the modules were recompiled");
+    assert_eq!(
+        before, after,
+        "artifacts changed: the modules were recompiled"
+    );
 }
 
 #[test]
@@ -135,7 +152,10 @@ fn sigkill_during_deploys_leaves_a_consistent_registry() {
         server = Server::start_in(data);
         let (status, body) = get_text(&server, "/f/");
         assert_eq!(status, 200, "cycle {cycle}: {body}");
-        assert!(HELLOS.iter().any(|hello| body.contains(hello)), "cycle {cycle}: {body}");
+        assert!(
+            HELLOS.iter().any(|hello| body.contains(hello)),
+            "cycle {cycle}: {body}"
+        );
 
         // The record parses and its active version exists.
         let record: serde_json::Value = server
@@ -164,11 +184,18 @@ fn sigkill_during_deploys_leaves_a_consistent_registry() {
 
         check_blobs(data);
         let leftovers = files_under(&data.join("tmp"));
-        assert!(leftovers.is_empty(), "cycle {cycle}: leftovers in tmp: {leftovers:?}");
+        assert!(
+            leftovers.is_empty(),
+            "cycle {cycle}: leftovers in tmp: {leftovers:?}"
+        );
     }
     // The deployer did get deploys through between the kills.
-    let record: serde_json::Value =
-        server.admin(Method::GET, "functions/f").send().unwrap().json().unwrap();
+    let record: serde_json::Value = server
+        .admin(Method::GET, "functions/f")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     let count = record["versions"].as_array().unwrap().len();
     eprintln!("f has {count} versions after the kill cycles");
     assert!(count > 1, "no deploy survived any cycle: {record}");
@@ -183,12 +210,19 @@ fn corrupt_blob_is_reported_and_others_still_serve() {
     server.deploy("hello-c", &built("hello-c.wasm"), &[]);
     server.kill();
 
-    let blob = data.join("modules/sha256").join(format!("{}.wasm", hex(&deployed)));
+    let blob = data
+        .join("modules/sha256")
+        .join(format!("{}.wasm", hex(&deployed)));
     assert!(blob.exists(), "{} missing", blob.display());
     std::fs::write(&blob, b"\x00asm\x01\x00\x00\x00 not the module you stored").unwrap();
 
     let server = Server::start_in(data);
-    let list: serde_json::Value = server.admin(Method::GET, "functions").send().unwrap().json().unwrap();
+    let list: serde_json::Value = server
+        .admin(Method::GET, "functions")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     let list = list.as_array().expect("list is an array");
     let entry = list
         .iter()
@@ -219,10 +253,17 @@ fn invalid_upload_changes_nothing() {
     let body = response.text().unwrap();
     assert_eq!(status, 400, "{body}");
     eprintln!("invalid upload answered: {body}");
-    assert!(body.to_lowercase().contains("invalid"), "no validator message: {body}");
+    assert!(
+        body.to_lowercase().contains("invalid"),
+        "no validator message: {body}"
+    );
 
-    let record: serde_json::Value =
-        server.admin(Method::GET, "functions/hello-wat").send().unwrap().json().unwrap();
+    let record: serde_json::Value = server
+        .admin(Method::GET, "functions/hello-wat")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(record["versions"].as_array().unwrap().len(), 1, "{record}");
     let (status, body) = get_text(&server, "/hello-wat/");
     assert_eq!(status, 200, "{body}");

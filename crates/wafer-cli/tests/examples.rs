@@ -1,5 +1,7 @@
 //! The bundled examples, served by `wafer up examples/wafer.toml` exactly as the README runs them.
 
+#![allow(clippy::unwrap_used, clippy::type_complexity)]
+
 mod common;
 
 use common::{root, Server};
@@ -19,27 +21,49 @@ fn examples_manifest_serves_every_example() {
         assert_eq!(r.status(), 200, "{path}");
         assert_eq!(r.text().unwrap(), text, "{path}");
     }
-    for path in ["/watenv/x?a=1", "/rustenv/x?a=1", "/goenv/x?a=1", "/env?a=1"] {
+    for path in [
+        "/watenv/x?a=1",
+        "/rustenv/x?a=1",
+        "/goenv/x?a=1",
+        "/env?a=1",
+    ] {
         let text = server.get(path).text().unwrap();
         assert!(text.contains("QUERY_STRING=a=1"), "{path}: {text}");
         assert!(text.contains("http_method=GET"), "{path}: {text}");
     }
-    assert!(server.get("/rustenv/").text().unwrap().contains("GREETING=hello from the manifest"));
+    assert!(server
+        .get("/rustenv/")
+        .text()
+        .unwrap()
+        .contains("GREETING=hello from the manifest"));
 }
 
 #[test]
 fn manifest_errors_name_the_field_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = dir.path().join("wafer.toml");
-    std::fs::write(&manifest, "[[function]]\nname = \"a\"\nmodule = \"a.wasm\"\nrutes = [\"/a\"]\n").unwrap();
+    std::fs::write(
+        &manifest,
+        "[[function]]\nname = \"a\"\nmodule = \"a.wasm\"\nrutes = [\"/a\"]\n",
+    )
+    .unwrap();
     let out = std::process::Command::new(common::WAFER)
-        .args(["up", manifest.to_str().unwrap(), "--listen", "127.0.0.1:0", "--data"])
+        .args([
+            "up",
+            manifest.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+        ])
         .arg(dir.path().join("data"))
         .output()
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("unknown field `rutes`") && stderr.contains("line 4"), "{stderr}");
+    assert!(
+        stderr.contains("unknown field `rutes`") && stderr.contains("line 4"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -48,8 +72,15 @@ fn up_watch_reloads_a_changed_module() {
     let module = dir.path().join("f.wat");
     std::fs::copy(root().join("target/wasm/hello-wat.wat"), &module).unwrap();
     let manifest = dir.path().join("wafer.toml");
-    std::fs::write(&manifest, "[[function]]\nname = \"f\"\nmodule = \"f.wat\"\n").unwrap();
-    let server = Server::start_with(&dir.path().join("data"), &["up", manifest.to_str().unwrap(), "--watch"]);
+    std::fs::write(
+        &manifest,
+        "[[function]]\nname = \"f\"\nmodule = \"f.wat\"\n",
+    )
+    .unwrap();
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &["up", manifest.to_str().unwrap(), "--watch"],
+    );
     assert_eq!(server.get("/f").text().unwrap(), "Hello from WAT!\n");
     std::fs::copy(root().join("target/wasm/hello-c.wasm"), &module).unwrap();
     // Poll (without a time assertion) until the reload lands.

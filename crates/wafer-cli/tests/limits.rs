@@ -1,6 +1,8 @@
 //! Resource limits and faults: each misbehaving guest gets the documented status,
 //! the fault is logged, and the server keeps serving other functions.
 
+#![allow(clippy::unwrap_used, clippy::type_complexity)]
+
 mod common;
 
 use std::thread;
@@ -89,7 +91,11 @@ fn memory_limit_is_500_and_says_so() {
 fn stdout_limit_is_502() {
     let server = Server::start();
     deploy_hello(&server);
-    server.deploy("flood", &guest("flood.wat"), &[("stdout", "64KiB"), ("timeout", "10s")]);
+    server.deploy(
+        "flood",
+        &guest("flood.wat"),
+        &[("stdout", "64KiB"), ("timeout", "10s")],
+    );
     let response = server.get("/flood/");
     assert_eq!(response.status(), 502);
     assert_hello(&server);
@@ -99,7 +105,11 @@ fn stdout_limit_is_502() {
 #[test]
 fn request_body_limit_is_413() {
     let server = Server::start();
-    server.deploy("hello-wat", &built("hello-wat.wat"), &[("request_body", "16")]);
+    server.deploy(
+        "hello-wat",
+        &built("hello-wat.wat"),
+        &[("request_body", "16")],
+    );
     let response = server
         .client
         .post(format!("{}/hello-wat/", server.url))
@@ -145,9 +155,14 @@ fn concurrency_limit_queues_then_503_with_retry_after() {
     assert_hello(&server);
     let results: Vec<(u16, bool)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert!(
-        results.iter().any(|&(status, retry)| status == 503 && retry),
+        results
+            .iter()
+            .any(|&(status, retry)| status == 503 && retry),
         "no 503 with Retry-After: {results:?}"
     );
-    assert!(results.iter().any(|&(status, _)| status == 504), "the running one times out: {results:?}");
+    assert!(
+        results.iter().any(|&(status, _)| status == 504),
+        "the running one times out: {results:?}"
+    );
     assert_hello(&server);
 }

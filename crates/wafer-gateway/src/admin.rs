@@ -36,7 +36,10 @@ pub(crate) fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/_wafer/health", get(|| async { "ok\n" }))
         .route("/_wafer/functions", get(list))
-        .route("/_wafer/functions/{name}", put(deploy).get(describe).delete(remove))
+        .route(
+            "/_wafer/functions/{name}",
+            put(deploy).get(describe).delete(remove),
+        )
         .route("/_wafer/functions/{name}/rollback", post(rollback))
         .route("/_wafer/functions/{name}/logs", get(logs))
         .route("/_wafer/modules/{digest}", get(module))
@@ -90,7 +93,11 @@ async fn list(_: Admin, State(app): State<Arc<App>>) -> Json<Value> {
     Json(serde_json::to_value(app.registry.list()).unwrap_or_default())
 }
 
-async fn describe(_: Admin, State(app): State<Arc<App>>, Path(raw): Path<String>) -> Result<Response, Error> {
+async fn describe(
+    _: Admin,
+    State(app): State<Arc<App>>,
+    Path(raw): Path<String>,
+) -> Result<Response, Error> {
     let record = app.registry.get(&name(&raw)?)?;
     Ok(Json(record).into_response())
 }
@@ -105,11 +112,17 @@ async fn deploy(
     let name = name(&raw)?;
     let config = deploy_config(query.as_deref().unwrap_or(""))?;
     if module.is_empty() {
-        return Err(Error::BadRequest("the request body must be the module (.wasm or .wat)".into()));
+        return Err(Error::BadRequest(
+            "the request body must be the module (.wasm or .wat)".into(),
+        ));
     }
     let registry = app.registry.clone();
     let deployed = blocking(move || registry.deploy(name, &module, config)).await?;
-    let status = if deployed.unchanged { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if deployed.unchanged {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     tracing::info!(name = %deployed.name, version = deployed.version, digest = %deployed.digest, unchanged = deployed.unchanged, "deployed");
     Ok((status, Json(deployed)).into_response())
 }
@@ -132,22 +145,33 @@ fn deploy_config(query: &str) -> Result<FunctionConfig, Error> {
                 env.insert(k.to_owned(), Value::from(v));
             }
             "max_concurrency" => {
-                let n: u64 = value
-                    .parse()
-                    .map_err(|_| Error::BadRequest(format!("max_concurrency `{value}` must be a positive integer")))?;
+                let n: u64 = value.parse().map_err(|_| {
+                    Error::BadRequest(format!(
+                        "max_concurrency `{value}` must be a positive integer"
+                    ))
+                })?;
                 limits.insert(key.into_owned(), Value::from(n));
             }
             "memory" | "timeout" | "request_body" | "stdout" | "stderr" => {
                 limits.insert(key.into_owned(), Value::from(value.into_owned()));
             }
-            other => return Err(Error::BadRequest(format!("unknown deploy parameter `{other}`"))),
+            other => {
+                return Err(Error::BadRequest(format!(
+                    "unknown deploy parameter `{other}`"
+                )))
+            }
         }
     }
     let config = serde_json::json!({ "routes": routes, "env": env, "limits": limits });
-    serde_json::from_value(config).map_err(|e| Error::BadRequest(format!("invalid deploy parameters: {e}")))
+    serde_json::from_value(config)
+        .map_err(|e| Error::BadRequest(format!("invalid deploy parameters: {e}")))
 }
 
-async fn remove(_: Admin, State(app): State<Arc<App>>, Path(raw): Path<String>) -> Result<StatusCode, Error> {
+async fn remove(
+    _: Admin,
+    State(app): State<Arc<App>>,
+    Path(raw): Path<String>,
+) -> Result<StatusCode, Error> {
     let name = name(&raw)?;
     let registry = app.registry.clone();
     let removed = name.clone();
@@ -157,7 +181,11 @@ async fn remove(_: Admin, State(app): State<Arc<App>>, Path(raw): Path<String>) 
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn rollback(_: Admin, State(app): State<Arc<App>>, Path(raw): Path<String>) -> Result<Response, Error> {
+async fn rollback(
+    _: Admin,
+    State(app): State<Arc<App>>,
+    Path(raw): Path<String>,
+) -> Result<Response, Error> {
     let name = name(&raw)?;
     let registry = app.registry.clone();
     let deployed = blocking(move || registry.rollback(&name)).await?;
@@ -181,13 +209,18 @@ async fn logs(
     Ok(Json(app.logs.tail(name.as_str(), q.tail.unwrap_or(100))).into_response())
 }
 
-async fn module(_: Admin, State(app): State<Arc<App>>, Path(raw): Path<String>) -> Result<Response, Error> {
+async fn module(
+    _: Admin,
+    State(app): State<Arc<App>>,
+    Path(raw): Path<String>,
+) -> Result<Response, Error> {
     let digest: Digest = raw.parse()?;
     let registry = app.registry.clone();
     let bytes = blocking(move || registry.module(&digest)).await?;
     let mut response = Response::new(Body::from(bytes));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/wasm"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/wasm"),
+    );
     Ok(response)
 }

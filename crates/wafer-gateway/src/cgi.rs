@@ -58,7 +58,8 @@ pub(crate) fn request(
     let method = parts.method.as_str();
     let remote_ip = peer.ip().to_string();
 
-    let mut env: Vec<(String, String)> = Vec::with_capacity(32 + parts.headers.keys_len() + function.config.env.len());
+    let mut env: Vec<(String, String)> =
+        Vec::with_capacity(32 + parts.headers.keys_len() + function.config.env.len());
     let mut set = |k: &str, v: String| env.push((k.to_owned(), v));
     set("AUTH_TYPE", auth_type);
     set("CONTENT_LENGTH", body.len().to_string());
@@ -76,7 +77,13 @@ pub(crate) fn request(
     set("SERVER_PORT", server_port);
     set("SERVER_PROTOCOL", format!("{:?}", parts.version));
     set("SERVER_SOFTWARE", SERVER_SOFTWARE.to_owned());
-    set("X_FULL_URL", format!("http://{host}{}", uri.path_and_query().map_or("/", |p| p.as_str())));
+    set(
+        "X_FULL_URL",
+        format!(
+            "http://{host}{}",
+            uri.path_and_query().map_or("/", |p| p.as_str())
+        ),
+    );
     set("X_MATCHED_ROUTE", route.to_owned());
     set("X_RAW_PATH_INFO", raw_path_info.to_owned());
     // The short names of the original Go FaaS demo.
@@ -97,7 +104,10 @@ pub(crate) fn request(
             .map(|v| String::from_utf8_lossy(v.as_bytes()))
             .collect::<Vec<_>>()
             .join(separator);
-        let key = format!("HTTP_{}", name.as_str().to_ascii_uppercase().replace('-', "_"));
+        let key = format!(
+            "HTTP_{}",
+            name.as_str().to_ascii_uppercase().replace('-', "_")
+        );
         env.push((key, value));
     }
     // Configured variables come last and only where the request did not set the name.
@@ -122,7 +132,10 @@ fn split_host(host: &str, default_port: u16) -> (&str, String) {
     // `[::1]:8080`, `example.com:8080`, `example.com`
     if let Some(end) = host.rfind(']') {
         let port = host[end + 1..].strip_prefix(':').map(str::to_owned);
-        return (&host[..=end], port.unwrap_or_else(|| default_port.to_string()));
+        return (
+            &host[..=end],
+            port.unwrap_or_else(|| default_port.to_string()),
+        );
     }
     match host.rsplit_once(':') {
         Some((name, port)) => (name, port.to_owned()),
@@ -179,7 +192,10 @@ pub(crate) fn parse_output(stdout: Bytes) -> Result<Output, String> {
             let name = HeaderName::from_bytes(name)
                 .map_err(|_| format!("invalid header name {:?}", String::from_utf8_lossy(name)))?;
             let header_value = HeaderValue::from_bytes(value).map_err(|_| {
-                format!("invalid value for header `{name}`: {:?}", String::from_utf8_lossy(value))
+                format!(
+                    "invalid value for header `{name}`: {:?}",
+                    String::from_utf8_lossy(value)
+                )
             })?;
             if name == header::LOCATION {
                 location = true;
@@ -245,7 +261,12 @@ fn parse_status(value: &[u8]) -> Result<StatusCode, String> {
         .and_then(|c| c.parse::<u16>().ok())
         .filter(|c| (100..=599).contains(c))
         .and_then(|c| StatusCode::from_u16(c).ok())
-        .ok_or_else(|| format!("invalid Status {:?}: expected a code from 100 to 599", String::from_utf8_lossy(value)))
+        .ok_or_else(|| {
+            format!(
+                "invalid Status {:?}: expected a code from 100 to 599",
+                String::from_utf8_lossy(value)
+            )
+        })
 }
 
 /// Headers that describe one connection rather than the response; the server sets its own.
@@ -263,6 +284,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -274,7 +296,11 @@ mod tests {
     fn header_block_sets_status_and_keeps_repeated_headers() {
         let out = parse("Status: 404 Not Found\r\nContent-Type: text/html\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\nbody").unwrap();
         assert_eq!(out.status, StatusCode::NOT_FOUND);
-        let cookies: Vec<_> = out.headers.iter().filter(|(n, _)| n == header::SET_COOKIE).collect();
+        let cookies: Vec<_> = out
+            .headers
+            .iter()
+            .filter(|(n, _)| n == header::SET_COOKIE)
+            .collect();
         assert_eq!(cookies.len(), 2);
         assert_eq!(&out.body[..], b"body");
     }
@@ -289,7 +315,13 @@ mod tests {
 
     #[test]
     fn plain_output_is_the_body() {
-        for s in ["hello world\n", "Hello: not cgi\n\nbody", "", "no newline", "a\n\nb"] {
+        for s in [
+            "hello world\n",
+            "Hello: not cgi\n\nbody",
+            "",
+            "no newline",
+            "a\n\nb",
+        ] {
             let out = parse(s).unwrap();
             assert_eq!(out.status, StatusCode::OK);
             assert_eq!(&out.body[..], s.as_bytes());
@@ -308,7 +340,10 @@ mod tests {
 
     #[test]
     fn host_splits_into_name_and_port() {
-        assert_eq!(split_host("example.com:8080", 1), ("example.com", "8080".into()));
+        assert_eq!(
+            split_host("example.com:8080", 1),
+            ("example.com", "8080".into())
+        );
         assert_eq!(split_host("example.com", 1), ("example.com", "1".into()));
         assert_eq!(split_host("[::1]:9", 1), ("[::1]", "9".into()));
     }

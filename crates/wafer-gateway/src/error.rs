@@ -88,11 +88,15 @@ impl Error {
                 | RegistryError::InvalidDigest(_)
                 | RegistryError::InvalidConfig(_)
                 | RegistryError::Compile(_) => StatusCode::BAD_REQUEST,
-                RegistryError::NotFound(_) | RegistryError::ModuleNotFound(_) => StatusCode::NOT_FOUND,
-                RegistryError::RouteTaken { .. } | RegistryError::NoEarlierVersion(_) => StatusCode::CONFLICT,
-                RegistryError::Corrupt { .. } | RegistryError::BadRecord { .. } | RegistryError::Io { .. } => {
-                    StatusCode::INTERNAL_SERVER_ERROR
+                RegistryError::NotFound(_) | RegistryError::ModuleNotFound(_) => {
+                    StatusCode::NOT_FOUND
                 }
+                RegistryError::RouteTaken { .. } | RegistryError::NoEarlierVersion(_) => {
+                    StatusCode::CONFLICT
+                }
+                RegistryError::Corrupt { .. }
+                | RegistryError::BadRecord { .. }
+                | RegistryError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             },
         }
     }
@@ -112,7 +116,10 @@ impl IntoResponse for Error {
         let mut response = Response::new(Body::from(message + "\n"));
         *response.status_mut() = status;
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

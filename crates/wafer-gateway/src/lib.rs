@@ -85,7 +85,12 @@ impl App {
         &self.logs
     }
 
-    async fn handle(&self, admin: axum::Router, request: Request<Incoming>, peer: SocketAddr) -> Response {
+    async fn handle(
+        &self,
+        admin: axum::Router,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response {
         if request.uri().path().starts_with("/_wafer/") {
             return match admin.oneshot(request).await {
                 Ok(response) => response,
@@ -125,7 +130,11 @@ impl App {
         let name = function.name.as_str();
         self.logs.append(name, &request_id, &output.log);
         if output.log_truncated {
-            self.logs.append(name, &request_id, format!("[log truncated at {}]", limits.stderr).as_bytes());
+            self.logs.append(
+                name,
+                &request_id,
+                format!("[log truncated at {}]", limits.stderr).as_bytes(),
+            );
         }
 
         let result = match output.exit {
@@ -146,7 +155,8 @@ impl App {
             },
         };
         let mut response = result.unwrap_or_else(|error| {
-            self.logs.append(name, &request_id, error.to_string().as_bytes());
+            self.logs
+                .append(name, &request_id, error.to_string().as_bytes());
             tracing::warn!(request_id, "{error}");
             error.into_response()
         });
@@ -163,23 +173,37 @@ async fn read_body(body: Incoming, limit: u64) -> Result<Bytes, Error> {
     if hyper::body::Body::size_hint(&body).lower() > limit {
         return Err(Error::BodyTooLarge(limit_size));
     }
-    match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)).collect().await {
+    match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+        .collect()
+        .await
+    {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::BodyTooLarge(limit_size)),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(Error::BodyTooLarge(limit_size))
+        }
         Err(e) => Err(Error::BadBody(e.to_string())),
     }
 }
 
 fn respond(out: cgi::Output, head: bool) -> Response {
     let length = out.body.len();
-    let body = if head { Body::empty() } else { Body::from(out.body) };
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from(out.body)
+    };
     let mut response = Response::new(body);
     *response.status_mut() = out.status;
     let headers = response.headers_mut();
     for (name, value) in out.headers {
         headers.append(name, value);
     }
-    if head && !matches!(out.status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED) {
+    if head
+        && !matches!(
+            out.status,
+            StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
+        )
+    {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     }
     response
@@ -226,7 +250,10 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("requests still running after the shutdown grace period; closing them");
     }
     Ok(())

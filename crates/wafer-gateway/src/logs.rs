@@ -55,12 +55,19 @@ impl LogBook {
     pub fn tail(&self, function: &str, tail: usize) -> Vec<LogLine> {
         let functions = self.functions.lock().unwrap_or_else(|e| e.into_inner());
         functions.get(function).map_or_else(Vec::new, |lines| {
-            lines.iter().skip(lines.len().saturating_sub(tail)).cloned().collect()
+            lines
+                .iter()
+                .skip(lines.len().saturating_sub(tail))
+                .cloned()
+                .collect()
         })
     }
 
     /// Forgets a removed function's lines.
     pub fn forget(&self, function: &str) {
-        self.functions.lock().unwrap_or_else(|e| e.into_inner()).remove(function);
+        self.functions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(function);
     }
 }

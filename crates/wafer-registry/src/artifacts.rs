@@ -20,7 +20,10 @@ pub(crate) struct ArtifactCache {
 impl ArtifactCache {
     pub(crate) fn open(data: &std::path::Path, runtime: &Runtime) -> Result<Self, RegistryError> {
         let dir = data.join("artifacts").join(runtime.fingerprint());
-        fs::create_dir_all(&dir).map_err(RegistryError::io(format!("cannot create {}", dir.display())))?;
+        fs::create_dir_all(&dir).map_err(RegistryError::io(format!(
+            "cannot create {}",
+            dir.display()
+        )))?;
         Ok(Self {
             dir,
             tmp: data.join("tmp"),

@@ -43,7 +43,9 @@ impl FunctionConfig {
             ));
         }
         if limits.timeout.is_zero() {
-            return Err(RegistryError::InvalidConfig("timeout must be above zero".into()));
+            return Err(RegistryError::InvalidConfig(
+                "timeout must be above zero".into(),
+            ));
         }
         if limits.memory.as_u64() < 64 * 1024 {
             return Err(RegistryError::InvalidConfig(format!(

@@ -203,11 +203,14 @@ impl Registry {
         if let Some(same) = unchanged(&records) {
             return Ok(same);
         }
-        let mut record = records.get(&name).cloned().unwrap_or_else(|| FunctionRecord {
-            name: name.clone(),
-            active: 0,
-            versions: Vec::new(),
-        });
+        let mut record = records
+            .get(&name)
+            .cloned()
+            .unwrap_or_else(|| FunctionRecord {
+                name: name.clone(),
+                active: 0,
+                versions: Vec::new(),
+            });
         let version = Version {
             version: record.next_version(),
             digest: digest.clone(),
@@ -311,8 +314,15 @@ impl Registry {
     /// Loads `version` of `name` into a [`Function`]: verify the module, then map the cached
     /// artifact or compile. Failures are kept in the function, not raised, so one bad module
     /// does not stop the server from starting.
-    fn activate(&self, name: &FunctionName, version: &Version, previous: Option<&Function>) -> Function {
-        let program = self.load_program(&version.digest).map_err(|e| e.to_string());
+    fn activate(
+        &self,
+        name: &FunctionName,
+        version: &Version,
+        previous: Option<&Function>,
+    ) -> Function {
+        let program = self
+            .load_program(&version.digest)
+            .map_err(|e| e.to_string());
         Function::new(
             name.clone(),
             version.version,

@@ -115,7 +115,9 @@ impl TryFrom<String> for Route {
             return Err(invalid("paths under `/_wafer` belong to the server"));
         }
         if path.len() > 1 && path.ends_with('/') {
-            return Err(invalid("it must not end with `/` (use `/path/...` to match below it)"));
+            return Err(invalid(
+                "it must not end with `/` (use `/path/...` to match below it)",
+            ));
         }
         if let Some(bad) = path.chars().find(|c| {
             c.is_ascii_control() || c.is_whitespace() || matches!(c, '?' | '#' | '%' | '*')
@@ -128,7 +130,9 @@ impl TryFrom<String> for Route {
             .any(|seg| seg == "." || seg == ".." || seg == "...")
             || (path.len() > 1 && path.split('/').skip(1).any(str::is_empty))
         {
-            return Err(invalid("empty, `.`, `..` and `...` segments are not allowed"));
+            return Err(invalid(
+                "empty, `.`, `..` and `...` segments are not allowed",
+            ));
         }
         Ok(Self(route))
     }
@@ -181,7 +185,10 @@ impl TryFrom<String> for Digest {
 
     fn try_from(digest: String) -> Result<Self, Self::Error> {
         let valid = digest.strip_prefix("sha256:").is_some_and(|hex| {
-            hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            hex.len() == 64
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         });
         if valid {
             Ok(Self(digest))
@@ -212,12 +219,24 @@ impl fmt::Display for Digest {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn function_names_reject_path_tricks() {
-        for bad in ["", "..", "../etc", "a/b", "Hello", "-x", "_x", "a.b", "a b", &"x".repeat(64)] {
+        for bad in [
+            "",
+            "..",
+            "../etc",
+            "a/b",
+            "Hello",
+            "-x",
+            "_x",
+            "a.b",
+            "a b",
+            &"x".repeat(64),
+        ] {
             assert!(bad.parse::<FunctionName>().is_err(), "{bad:?} accepted");
         }
         for good in ["a", "hello", "hello-world_2", "0x", &"x".repeat(63)] {
@@ -233,7 +252,16 @@ mod tests {
         assert_eq!(r.pattern(), ("", true));
         let r: Route = "/exact".parse().unwrap();
         assert_eq!(r.pattern(), ("/exact", false));
-        for bad in ["api", "/a/../b", "/a//b", "/a/", "/a?b", "/_wafer/x", "/a b", "/a/.../b"] {
+        for bad in [
+            "api",
+            "/a/../b",
+            "/a//b",
+            "/a/",
+            "/a?b",
+            "/_wafer/x",
+            "/a b",
+            "/a/.../b",
+        ] {
             assert!(bad.parse::<Route>().is_err(), "{bad:?} accepted");
         }
     }
@@ -243,6 +271,8 @@ mod tests {
         let d = Digest::of(b"abc");
         assert_eq!(d.as_str().parse::<Digest>().unwrap(), d);
         assert!("sha256:xyz".parse::<Digest>().is_err());
-        assert!(format!("sha256:{}", "A".repeat(64)).parse::<Digest>().is_err());
+        assert!(format!("sha256:{}", "A".repeat(64))
+            .parse::<Digest>()
+            .is_err());
     }
 }

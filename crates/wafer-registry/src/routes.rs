@@ -34,12 +34,18 @@ pub(crate) struct RouteTable {
 
 impl RouteTable {
     /// Builds the table for `functions`, refusing two functions on one route.
-    pub(crate) fn build<'a>(functions: impl IntoIterator<Item = &'a Arc<Function>>) -> Result<Self, RegistryError> {
+    pub(crate) fn build<'a>(
+        functions: impl IntoIterator<Item = &'a Arc<Function>>,
+    ) -> Result<Self, RegistryError> {
         let mut table = Self::default();
         for function in functions {
             for (index, route) in function.config.routes.iter().enumerate() {
                 let (path, wildcard) = route.pattern();
-                let map = if wildcard { &mut table.prefix } else { &mut table.exact };
+                let map = if wildcard {
+                    &mut table.prefix
+                } else {
+                    &mut table.exact
+                };
                 let target = Target {
                     function: function.clone(),
                     route: index,

@@ -50,7 +50,8 @@ impl LocalStore {
             tmp: dir.join("tmp"),
         };
         for d in [&store.modules, &store.functions, &store.tmp] {
-            fs::create_dir_all(d).map_err(RegistryError::io(format!("cannot create {}", d.display())))?;
+            fs::create_dir_all(d)
+                .map_err(RegistryError::io(format!("cannot create {}", d.display())))?;
         }
         clear_dir(&store.tmp)?;
         Ok(store)
@@ -94,7 +95,8 @@ impl Store for LocalStore {
     }
 
     fn put_record(&self, record: &FunctionRecord) -> Result<(), RegistryError> {
-        let json = serde_json::to_vec_pretty(record).map_err(|e| RegistryError::io("cannot encode record")(e.into()))?;
+        let json = serde_json::to_vec_pretty(record)
+            .map_err(|e| RegistryError::io("cannot encode record")(e.into()))?;
         write_atomically(&self.tmp, &self.record_path(&record.name), &json)
     }
 
@@ -102,21 +104,31 @@ impl Store for LocalStore {
         let path = self.record_path(name);
         match fs::remove_file(&path) {
             Ok(()) => sync_dir(&self.functions),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(RegistryError::NotFound(name.to_string())),
-            Err(e) => Err(RegistryError::io(format!("cannot remove {}", path.display()))(e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(RegistryError::NotFound(name.to_string()))
+            }
+            Err(e) => Err(RegistryError::io(format!(
+                "cannot remove {}",
+                path.display()
+            ))(e)),
         }
     }
 
     fn records(&self) -> Result<Vec<FunctionRecord>, RegistryError> {
-        let entries = fs::read_dir(&self.functions)
-            .map_err(RegistryError::io(format!("cannot list {}", self.functions.display())))?;
+        let entries = fs::read_dir(&self.functions).map_err(RegistryError::io(format!(
+            "cannot list {}",
+            self.functions.display()
+        )))?;
         let mut records = Vec::new();
         for entry in entries {
-            let path = entry.map_err(RegistryError::io("cannot list functions"))?.path();
+            let path = entry
+                .map_err(RegistryError::io("cannot list functions"))?
+                .path();
             if path.extension().is_none_or(|ext| ext != "json") {
                 continue;
             }
-            let bytes = fs::read(&path).map_err(RegistryError::io(format!("cannot read {}", path.display())))?;
+            let bytes = fs::read(&path)
+                .map_err(RegistryError::io(format!("cannot read {}", path.display())))?;
             let record = serde_json::from_slice(&bytes).map_err(|e| RegistryError::BadRecord {
                 path: path.clone(),
                 reason: e.to_string(),
@@ -129,7 +141,11 @@ impl Store for LocalStore {
 
 /// Writes `bytes` to `path` so that a crash leaves either the old file or the complete new
 /// one: write a temporary file beside it, fsync it, rename it over `path`, fsync the directory.
-pub(crate) fn write_atomically(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), RegistryError> {
+pub(crate) fn write_atomically(
+    tmp_dir: &Path,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(), RegistryError> {
     let failed = || RegistryError::io(format!("cannot write {}", path.display()));
     let mut file = tempfile::NamedTempFile::new_in(tmp_dir).map_err(failed())?;
     file.write_all(bytes).map_err(failed())?;
@@ -149,7 +165,8 @@ fn sync_dir(dir: &Path) -> Result<(), RegistryError> {
 }
 
 fn clear_dir(dir: &Path) -> Result<(), RegistryError> {
-    let entries = fs::read_dir(dir).map_err(RegistryError::io(format!("cannot list {}", dir.display())))?;
+    let entries =
+        fs::read_dir(dir).map_err(RegistryError::io(format!("cannot list {}", dir.display())))?;
     for entry in entries.flatten() {
         let _ = fs::remove_file(entry.path());
     }
@@ -165,9 +182,14 @@ pub fn admin_token(dir: &Path) -> Result<String, RegistryError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(RegistryError::io(format!("cannot read {}", path.display()))(e)),
     }
-    fs::create_dir_all(dir).map_err(RegistryError::io(format!("cannot create {}", dir.display())))?;
+    fs::create_dir_all(dir).map_err(RegistryError::io(format!(
+        "cannot create {}",
+        dir.display()
+    )))?;
     let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(|e| RegistryError::io("cannot generate the admin token")(io::Error::other(e.to_string())))?;
+    getrandom::fill(&mut secret).map_err(|e| {
+        RegistryError::io("cannot generate the admin token")(io::Error::other(e.to_string()))
+    })?;
     let token = hex::encode(secret);
     let failed = || RegistryError::io(format!("cannot write {}", path.display()));
     let tmp = dir.join("admin-token.tmp");

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig,
+};
 
 use crate::error::{CompileError, RuntimeError};
 use crate::program::{Abi, GuestCtx, Program};
@@ -128,7 +130,8 @@ impl Runtime {
     /// This is the slow step (whole seconds for a large Go module); do it once, at deploy.
     pub fn compile(&self, bytes: &[u8]) -> Result<Compiled, CompileError> {
         let wasm = self.parse(bytes)?;
-        let module = Module::new(&self.engine, &wasm).map_err(|e| CompileError::Invalid(format!("{e:#}")))?;
+        let module = Module::new(&self.engine, &wasm)
+            .map_err(|e| CompileError::Invalid(format!("{e:#}")))?;
         let artifact = module
             .serialize()
             .map_err(|e| CompileError::Invalid(format!("{e:#}")))?;

@@ -62,7 +62,9 @@ impl fmt::Display for Fault {
                 humantime::format_duration(*limit)
             ),
             Fault::OutOfMemory(limit) => write!(f, "exceeded its memory limit of {limit}"),
-            Fault::OutputTooLarge(limit) => write!(f, "wrote more than its output limit of {limit}"),
+            Fault::OutputTooLarge(limit) => {
+                write!(f, "wrote more than its output limit of {limit}")
+            }
             Fault::Busy => write!(f, "could not start: every instance slot is in use"),
         }
     }

@@ -139,9 +139,13 @@ impl ResourceLimiter for MemoryLimiter {
 pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<GuestCtx>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_async(&mut linker, |cx: &mut GuestCtx| &mut cx.wasi)?;
-    linker.func_wrap("env", "log_i32", |caller: Caller<'_, GuestCtx>, value: i32| {
-        caller.data().log.append(format!("{value}\n").as_bytes());
-    })?;
+    linker.func_wrap(
+        "env",
+        "log_i32",
+        |caller: Caller<'_, GuestCtx>, value: i32| {
+            caller.data().log.append(format!("{value}\n").as_bytes());
+        },
+    )?;
     linker.func_wrap(
         "env",
         "log_string",
@@ -288,7 +292,12 @@ fn describe_trap(error: &wasmtime::Error) -> String {
         None => error.to_string(),
     };
     if let Some(trace) = error.downcast_ref::<wasmtime::WasmBacktrace>() {
-        let frames: Vec<&str> = trace.frames().iter().filter_map(|f| f.func_name()).take(4).collect();
+        let frames: Vec<&str> = trace
+            .frames()
+            .iter()
+            .filter_map(|f| f.func_name())
+            .take(4)
+            .collect();
         if !frames.is_empty() {
             text.push_str(" (in ");
             text.push_str(&frames.join(" <- "));

@@ -1,5 +1,5 @@
 //! Test harness: a real `wafer serve` child process on 127.0.0.1:0, talked to over real sockets.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -28,7 +28,9 @@ pub fn built(name: &str) -> PathBuf {
 
 /// A WAT test guest under crates/wafer-cli/tests/guests.
 pub fn guest(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/guests")
+        .join(name)
 }
 
 pub struct Server {
@@ -74,7 +76,10 @@ impl Server {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line from wafer: {line:?}"))
             .to_owned();
-        let token = std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_owned();
+        let token = std::fs::read_to_string(data.join("admin-token"))
+            .unwrap()
+            .trim()
+            .to_owned();
         let client = Client::builder()
             .timeout(Duration::from_secs(60))
             .redirect(reqwest::redirect::Policy::none())
@@ -91,7 +96,10 @@ impl Server {
     }
 
     pub fn get(&self, path: &str) -> Response {
-        self.client.get(format!("{}{path}", self.url)).send().unwrap()
+        self.client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .unwrap()
     }
 
     pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
@@ -114,7 +122,10 @@ impl Server {
         let response = self.deploy_with(name, module, query);
         let status = response.status();
         let text = response.text().unwrap();
-        assert!(status.is_success(), "deploy of {name} failed: {status} {text}");
+        assert!(
+            status.is_success(),
+            "deploy of {name} failed: {status} {text}"
+        );
         serde_json::from_str(&text).unwrap()
     }
 
