@@ -11,6 +11,10 @@ use anyhow::Context;
 use wafer_registry::{FunctionConfig, Registry};
 use wafer_runtime::{CgiRequest, Limits, Program, Runtime, RuntimeConfig};
 
+/// The allocator `wafer` uses, so that in-process figures match the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A request environment the size of a typical CGI call (~30 variables).
 fn request() -> CgiRequest {
     let mut env: Vec<(String, String)> = [
@@ -76,6 +80,8 @@ async fn main() -> anyhow::Result<()> {
             .nth(1)
             .unwrap_or_else(|| "target/wasm".into()),
     );
+    // WAFER_BENCH_ONLY=hello-wat times one example (and skips the restart), for profiling.
+    let only = std::env::var("WAFER_BENCH_ONLY").ok();
     let runtime = Arc::new(Runtime::new(&RuntimeConfig::default())?);
     let limits = Limits::default();
     println!("in-process instantiate + run per request (fresh instance each, no HTTP):");
@@ -89,10 +95,14 @@ async fn main() -> anyhow::Result<()> {
         "hello-rust.wasm",
         "hello-go.wasm",
     ] {
+        if only.as_ref().is_some_and(|only| !name.starts_with(only.as_str())) {
+            continue;
+        }
         let bytes = std::fs::read(dir.join(name))
             .with_context(|| format!("{}", dir.join(name).display()))?;
         let program = runtime.compile(&bytes)?.program;
         let n = if name.contains("go") { 500 } else { 5000 };
+        let n = if only.is_some() { n * 40 } else { n };
         time_calls(&program, &limits, n / 10).await?;
         let times = time_calls(&program, &limits, n).await?;
         let mean = times.iter().sum::<Duration>() / times.len() as u32;
@@ -105,6 +115,9 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    if only.is_some() {
+        return Ok(());
+    }
     // Restart: deploy Go into a data directory, drop everything, reopen, time the first call.
     let data = tempfile::tempdir()?;
     let go = std::fs::read(dir.join("hello-go.wasm"))?;

@@ -9,7 +9,7 @@ use http::request::Parts;
 use http::StatusCode;
 use percent_encoding::percent_decode_str;
 use wafer_registry::Resolved;
-use wafer_runtime::CgiRequest;
+use wafer_runtime::{CgiRequest, Inputs};
 
 /// What the server tells the guest about itself.
 pub(crate) const SERVER_SOFTWARE: &str = concat!("Wafer/", env!("CARGO_PKG_VERSION"));
@@ -20,14 +20,47 @@ fn is_withheld(name: &HeaderName) -> bool {
     name == header::AUTHORIZATION || name == header::PROXY_AUTHORIZATION || name.as_str() == "proxy"
 }
 
-/// Builds the CGI environment and argv for one request.
+/// Builds the CGI request: the environment and argv, as far as the program can read them
+/// (`inputs`), and the body as stdin.
 pub(crate) fn request(
     parts: &Parts,
     body: Bytes,
     peer: SocketAddr,
     local: SocketAddr,
     resolved: &Resolved,
+    inputs: Inputs,
 ) -> CgiRequest {
+    let raw_path = parts.uri.path();
+    let script_name = &raw_path[..resolved.script_name_len];
+    let query = parts.uri.query().unwrap_or("");
+    let args = if inputs.args {
+        let mut args = vec![script_name.to_owned()];
+        args.extend(form_urlencoded::parse(query.as_bytes()).map(|(k, v)| format!("{k}={v}")));
+        args
+    } else {
+        Vec::new()
+    };
+    let env = if inputs.env {
+        environment(parts, body.len(), peer, local, resolved)
+    } else {
+        Vec::new()
+    };
+    CgiRequest {
+        args,
+        env,
+        stdin: body,
+    }
+}
+
+/// The CGI environment of a request: RFC 3875 and WAGI variables, the headers as `HTTP_*`,
+/// then the function's configured variables.
+fn environment(
+    parts: &Parts,
+    content_length: usize,
+    peer: SocketAddr,
+    local: SocketAddr,
+    resolved: &Resolved,
+) -> Vec<(String, String)> {
     let function = &resolved.function;
     let uri = &parts.uri;
     let raw_path = uri.path();
@@ -62,7 +95,7 @@ pub(crate) fn request(
         Vec::with_capacity(32 + parts.headers.keys_len() + function.config.env.len());
     let mut set = |k: &str, v: String| env.push((k.to_owned(), v));
     set("AUTH_TYPE", auth_type);
-    set("CONTENT_LENGTH", body.len().to_string());
+    set("CONTENT_LENGTH", content_length.to_string());
     set("CONTENT_TYPE", content_type);
     set("GATEWAY_INTERFACE", "CGI/1.1".into());
     set("PATH_INFO", path_info.to_string());
@@ -117,14 +150,7 @@ pub(crate) fn request(
             env.push((key.clone(), value.clone()));
         }
     }
-
-    let mut args = vec![script_name.to_owned()];
-    args.extend(form_urlencoded::parse(query.as_bytes()).map(|(k, v)| format!("{k}={v}")));
-    CgiRequest {
-        args,
-        env,
-        stdin: body,
-    }
+    env
 }
 
 /// Splits a Host header into name and port (the listening port when it names none).

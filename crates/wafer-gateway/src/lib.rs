@@ -125,7 +125,7 @@ impl App {
 
         let request_id = format!("{:x}", self.requests.fetch_add(1, Ordering::Relaxed));
         let head = parts.method == Method::HEAD;
-        let cgi_request = cgi::request(&parts, body, peer, self.local, &resolved);
+        let cgi_request = cgi::request(&parts, body, peer, self.local, &resolved, program.inputs());
         let output = program.run_cgi(cgi_request, limits).await;
         let name = function.name.as_str();
         self.logs.append(name, &request_id, &output.log);

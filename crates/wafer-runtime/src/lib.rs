@@ -43,4 +43,4 @@ pub use bytesize::ByteSize;
 pub use engine::{Compiled, Runtime, RuntimeConfig};
 pub use error::{CompileError, Fault, RuntimeError};
 pub use limits::Limits;
-pub use program::{Abi, CgiOutput, CgiRequest, CommandOptions, Program};
+pub use program::{Abi, CgiOutput, CgiRequest, CommandOptions, Inputs, Program};
