@@ -7,7 +7,8 @@
 #   native            bench/native-hello (hyper, current-thread tokio) - the reference
 #   wafer hello-wat   `wafer up` serving target/wasm/hello-wat.wat
 #   wafer hello-rust  `wafer up` serving target/wasm/hello-rust.wasm
-# Then, if it was built, target/release/wafer-bench (in-process timings) runs last.
+# Then the Go example's first request after each of five restarts of `wafer serve`, and, if it
+# was built, target/release/wafer-bench (in-process timings).
 #
 # Output: a table on stdout, the same rows as JSON lines in target/bench/results.jsonl
 # (overwritten each run), and the raw wrk outputs in target/bench/wrk-<target>-c<N>.txt.
@@ -301,6 +302,50 @@ for r in "${rows[@]}"; do
     "$(fmt_num "$ratio" '%.3f')" "$errors"
 done
 echo "results: ${results#"$root"/}; raw wrk output: ${out_dir#"$root"/}/wrk-*.txt"
+
+# --- restart --------------------------------------------------------------------------
+# The Go example's first request after a real restart of `wafer serve`: deploy it once, then
+# five times stop the server (SIGTERM), start it on the same data directory, and time the
+# first request once it prints its address. The artifact directory must not change: a
+# restart compiles nothing.
+restart_ms=()
+if [ $want_wafer = 1 ] && go_wasm="$(guest_path hello-go)"; then
+  data="$tmp/restart-data"
+  port="$(free_port)"
+  url="http://127.0.0.1:$port/hello-go"
+  start_go_server() {
+    taskset -c "$server_cpu" "$bin/wafer" serve --listen "127.0.0.1:$port" --data "$data" \
+      >"$tmp/restart.log" 2>&1 &
+    started_pid=$!
+    server_pids+=("$started_pid")
+    local deadline=$((SECONDS + 30))
+    until grep -q '^listening on ' "$tmp/restart.log"; do
+      kill -0 "$started_pid" 2>/dev/null || { sed 's/^/    /' "$tmp/restart.log" >&2; die "wafer serve exited"; }
+      [ "$SECONDS" -lt "$deadline" ] || die "wafer serve did not start within 30 s"
+      sleep 0.01
+    done
+  }
+  start_go_server
+  WAFER_DATA="$data" "$bin/wafer" deploy hello-go "$go_wasm" --server "http://127.0.0.1:$port" >/dev/null
+  curl -sf -o /dev/null "$url" || die "hello-go does not answer after deploy"
+  artifacts_before="$(find "$data/artifacts" -type f -printf '%p %T@\n' | sort)"
+  for _ in 1 2 3 4 5; do
+    stop_servers
+    start_go_server
+    t="$(curl -sf -o /dev/null -w '%{time_total}' "$url")" || die "hello-go does not answer after restart"
+    restart_ms+=("$(awk -v t="$t" 'BEGIN { printf "%.2f", t * 1000 }')")
+  done
+  stop_servers
+  artifacts_after="$(find "$data/artifacts" -type f -printf '%p %T@\n' | sort)"
+  echo
+  echo "hello-go, first request after a restart of wafer serve (curl time_total, 5 restarts): ${restart_ms[*]} ms"
+  if [ -n "$artifacts_before" ] && [ "$artifacts_before" = "$artifacts_after" ]; then
+    echo "compiled artifacts unchanged across the restarts: nothing was recompiled"
+  else
+    log "error: the compiled artifacts changed across restarts"
+    failed=1
+  fi
+fi
 
 if [ -x "$bin/wafer-bench" ]; then
   echo

@@ -16,7 +16,15 @@ use wafer_runtime::{CgiRequest, Limits, Program, Runtime, RuntimeConfig};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// A request environment the size of a typical CGI call (~30 variables).
-fn request() -> CgiRequest {
+fn request(program: &Program) -> CgiRequest {
+    // As the gateway does: no environment for a guest that cannot read one.
+    if !program.inputs().env {
+        return CgiRequest {
+            args: Vec::new(),
+            env: Vec::new(),
+            stdin: Default::default(),
+        };
+    }
     let mut env: Vec<(String, String)> = [
         "AUTH_TYPE",
         "CONTENT_LENGTH",
@@ -61,7 +69,7 @@ async fn time_calls(program: &Program, limits: &Limits, n: usize) -> anyhow::Res
     let mut times = Vec::with_capacity(n);
     for _ in 0..n {
         let start = Instant::now();
-        let out = program.run_cgi(request(), limits).await;
+        let out = program.run_cgi(request(program), limits).await;
         times.push(start.elapsed());
         anyhow::ensure!(out.exit == Ok(0), "guest failed: {:?}", out.exit);
     }
@@ -134,7 +142,7 @@ async fn main() -> anyhow::Result<()> {
         .context("hello-go not served after reopen")?;
     let function = resolved.function;
     let program = function.program().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let out = program.run_cgi(request(), &limits).await;
+    let out = program.run_cgi(request(program), &limits).await;
     let first_time = first.elapsed();
     anyhow::ensure!(out.exit == Ok(0), "go guest failed: {:?}", out.exit);
     println!(
