@@ -103,7 +103,10 @@ async fn main() -> anyhow::Result<()> {
         "hello-rust.wasm",
         "hello-go.wasm",
     ] {
-        if only.as_ref().is_some_and(|only| !name.starts_with(only.as_str())) {
+        if only
+            .as_ref()
+            .is_some_and(|only| !name.starts_with(only.as_str()))
+        {
             continue;
         }
         let bytes = std::fs::read(dir.join(name))

@@ -348,3 +348,51 @@ fn describe_trap(error: &wasmtime::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::{Runtime, RuntimeConfig};
+
+    fn inputs(imports: &str) -> Inputs {
+        let runtime = Runtime::new(&RuntimeConfig {
+            pooling: false,
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        let wat =
+            format!(r#"(module {imports} (memory (export "memory") 1) (func (export "_start")))"#);
+        runtime.compile(wat.as_bytes()).unwrap().program.inputs()
+    }
+
+    fn import(name: &str) -> String {
+        format!(r#"(import "wasi_snapshot_preview1" "{name}" (func (param i32 i32) (result i32)))"#)
+    }
+
+    #[test]
+    fn inputs_follow_the_wasi_imports() {
+        let none = Inputs {
+            env: false,
+            args: false,
+        };
+        assert_eq!(inputs(""), none);
+        assert_eq!(inputs(&import("environ_get")), Inputs { env: true, ..none });
+        assert_eq!(
+            inputs(&import("environ_sizes_get")),
+            Inputs { env: true, ..none }
+        );
+        assert_eq!(
+            inputs(&import("args_sizes_get")),
+            Inputs { args: true, ..none }
+        );
+        let both = format!("{}{}", import("args_get"), import("environ_get"));
+        assert_eq!(
+            inputs(&both),
+            Inputs {
+                env: true,
+                args: true
+            }
+        );
+    }
+}
