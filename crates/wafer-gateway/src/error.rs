@@ -4,7 +4,7 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
 use wafer_registry::RegistryError;
-use wafer_runtime::{ByteSize, Fault};
+use wafer_runtime::{ByteSize, CallError, Fault};
 
 /// Why a request failed. The message is for the client: it names what went wrong, never an
 /// internal path.
@@ -54,6 +54,20 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A waPC or exports function was called without an operation.
+    #[error("function `{0}` is called by operation: POST /{0}/OPERATION")]
+    NoOperation(String),
+    /// Operations are called with POST.
+    #[error("method {0} not allowed: call an operation with POST")]
+    MethodNotAllowed(http::Method),
+    /// A waPC operation or export call failed.
+    #[error("function `{name}`: {error}")]
+    Call {
+        /// The function.
+        name: String,
+        /// Why.
+        error: CallError,
+    },
     /// Missing or wrong admin token.
     #[error("missing or invalid admin token: send `Authorization: Bearer <token>` (the token is in the server's data directory, file `admin-token`)")]
     Unauthorized,
@@ -73,11 +87,16 @@ impl Error {
             Error::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::BadBody(_) | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Error::Guest { fault, .. } => match fault {
-                Fault::Trap(_) | Fault::OutOfMemory(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                Fault::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                Fault::OutputTooLarge(_) => StatusCode::BAD_GATEWAY,
-                Fault::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Guest { fault, .. } => fault_status(fault),
+            Error::NoOperation(_) => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Error::Call { error, .. } => match error {
+                CallError::Fault(fault) | CallError::Poisoned(fault) => fault_status(fault),
+                CallError::Guest(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                CallError::UnknownOperation(_) | CallError::NoExport { .. } => {
+                    StatusCode::NOT_FOUND
+                }
+                CallError::Signature { .. } | CallError::Unsupported(_) => StatusCode::BAD_REQUEST,
             },
             Error::Exit { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Error::BadOutput { .. } => StatusCode::BAD_GATEWAY,
@@ -102,6 +121,15 @@ impl Error {
     }
 }
 
+fn fault_status(fault: &Fault) -> StatusCode {
+    match fault {
+        Fault::Trap(_) | Fault::OutOfMemory(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Fault::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        Fault::OutputTooLarge(_) => StatusCode::BAD_GATEWAY,
+        Fault::Busy => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -122,6 +150,9 @@ impl IntoResponse for Error {
         );
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
         }
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

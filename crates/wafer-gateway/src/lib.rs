@@ -28,6 +28,7 @@
 mod admin;
 mod cgi;
 mod error;
+mod invoke;
 mod logs;
 
 use std::convert::Infallible;
@@ -49,7 +50,9 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
-use wafer_registry::Registry;
+use invoke::{Invocation, ServerHost};
+use wafer_registry::{Registry, Resolved};
+use wafer_runtime::{Abi, CallOptions};
 
 pub use admin::MAX_UPLOAD;
 pub use error::Error;
@@ -62,7 +65,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub struct App {
     registry: Arc<Registry>,
     token: String,
-    logs: LogBook,
+    logs: Arc<LogBook>,
     local: SocketAddr,
     requests: AtomicU64,
 }
@@ -74,7 +77,7 @@ impl App {
         Arc::new(Self {
             registry,
             token,
-            logs: LogBook::default(),
+            logs: Arc::default(),
             local,
             requests: AtomicU64::new(0),
         })
@@ -124,20 +127,76 @@ impl App {
             .ok_or_else(|| Error::Busy(function.name.to_string()))?;
 
         let request_id = format!("{:x}", self.requests.fetch_add(1, Ordering::Relaxed));
-        let head = parts.method == Method::HEAD;
-        let cgi_request = cgi::request(&parts, body, peer, self.local, &resolved, program.inputs());
-        let output = program.run_cgi(cgi_request, limits).await;
         let name = function.name.as_str();
-        self.logs.append(name, &request_id, &output.log);
+        let result = match program.abi() {
+            Abi::Cgi => {
+                self.call_cgi(program, &parts, body, peer, &resolved, &request_id)
+                    .await
+            }
+            Abi::Wapc | Abi::Exports => {
+                let options = CallOptions {
+                    limits: *limits,
+                    host: Some(Arc::new(ServerHost {
+                        logs: self.logs.clone(),
+                        function: name.to_owned(),
+                        request_id: request_id.clone(),
+                    })),
+                };
+                let call = Invocation {
+                    function: name,
+                    method: &parts.method,
+                    rest: &parts.uri.path()[resolved.script_name_len..],
+                    query: parts.uri.query(),
+                    content_type: parts
+                        .headers
+                        .get(header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok()),
+                    body,
+                };
+                let (result, log) = invoke::invoke(program, &options, call).await;
+                self.logs.append(name, &request_id, &log);
+                result
+            }
+        };
+        let mut response = result.unwrap_or_else(|error| {
+            self.logs
+                .append(name, &request_id, error.to_string().as_bytes());
+            tracing::warn!(request_id, "{error}");
+            error.into_response()
+        });
+        if let Ok(id) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert("x-wafer-request-id", id);
+        }
+        Ok(response)
+    }
+}
+
+impl App {
+    /// Runs a CGI function and turns its stdout into the response.
+    async fn call_cgi(
+        &self,
+        program: &wafer_runtime::Program,
+        parts: &http::request::Parts,
+        body: Bytes,
+        peer: SocketAddr,
+        resolved: &Resolved,
+        request_id: &str,
+    ) -> Result<Response, Error> {
+        let function = &resolved.function;
+        let name = function.name.as_str();
+        let limits = &function.config.limits;
+        let head = parts.method == Method::HEAD;
+        let cgi_request = cgi::request(parts, body, peer, self.local, resolved, program.inputs());
+        let output = program.run_cgi(cgi_request, limits).await;
+        self.logs.append(name, request_id, &output.log);
         if output.log_truncated {
             self.logs.append(
                 name,
-                &request_id,
+                request_id,
                 format!("[log truncated at {}]", limits.stderr).as_bytes(),
             );
         }
-
-        let result = match output.exit {
+        match output.exit {
             Err(fault) => Err(Error::Guest {
                 name: name.to_owned(),
                 fault,
@@ -153,17 +212,7 @@ impl App {
                 }),
                 Ok(out) => Ok(respond(out, head)),
             },
-        };
-        let mut response = result.unwrap_or_else(|error| {
-            self.logs
-                .append(name, &request_id, error.to_string().as_bytes());
-            tracing::warn!(request_id, "{error}");
-            error.into_response()
-        });
-        if let Ok(id) = HeaderValue::from_str(&request_id) {
-            response.headers_mut().insert("x-wafer-request-id", id);
         }
-        Ok(response)
     }
 }
 

@@ -13,7 +13,7 @@ use wasmtime::{
 };
 
 use crate::error::{CompileError, RuntimeError};
-use crate::program::{Abi, GuestCtx, Program};
+use crate::program::{GuestCtx, Program};
 
 /// How often the epoch advances. A running guest checks its deadline, and yields to other
 /// tasks, once per tick: 1 ms keeps timeouts precise and a busy guest from hogging a thread,
@@ -110,6 +110,28 @@ impl Runtime {
         })
     }
 
+    /// Adds a host function that guests may import as `module`.`name`, before compiling the
+    /// programs that import it.
+    ///
+    /// ```
+    /// # fn demo() -> anyhow::Result<()> {
+    /// use wafer_runtime::{Runtime, RuntimeConfig};
+    /// let mut runtime = Runtime::new(&RuntimeConfig::default())?;
+    /// runtime.func_wrap("host", "double", |x: i32| x * 2)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn func_wrap<Params, Results>(
+        &mut self,
+        module: &str,
+        name: &str,
+        func: impl wasmtime::IntoFunc<GuestCtx, Params, Results>,
+    ) -> Result<&mut Self, RuntimeError> {
+        self.linker
+            .func_wrap(module, name, func)
+            .map_err(RuntimeError::engine)?;
+        Ok(self)
+    }
+
     /// Identifies the engine's code generation settings: a compiled artifact is only valid for
     /// the fingerprint it was compiled under, so caches key artifacts by it.
     pub fn fingerprint(&self) -> &str {
@@ -164,12 +186,11 @@ impl Runtime {
     }
 
     fn prepare(&self, module: Module) -> Result<Program, CompileError> {
-        let abi = Abi::detect(&module)?;
         let pre = self
             .linker
             .instantiate_pre(&module)
             .map_err(|e| CompileError::Link(format!("{e:#}")))?;
-        Program::new(abi, pre)
+        Ok(Program::new(pre))
     }
 }
 

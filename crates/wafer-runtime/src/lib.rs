@@ -33,14 +33,21 @@
 //! ```
 #![warn(missing_docs)]
 
+mod call;
 mod engine;
 mod error;
 mod limits;
 mod output;
 mod program;
+mod wapc;
 
 pub use bytesize::ByteSize;
 pub use engine::{Compiled, Runtime, RuntimeConfig};
 pub use error::{CompileError, Fault, RuntimeError};
 pub use limits::Limits;
-pub use program::{Abi, CgiOutput, CgiRequest, CommandOptions, Inputs, Program};
+pub use call::{
+    CallError, CallOptions, FromValue, Instance, IntoValue, Params, Results, Shape, Value,
+};
+pub use program::{Abi, CgiOutput, CgiRequest, CommandOptions, GuestCtx, Inputs, Program};
+pub use wapc::{HostCall, HostCallFuture, HostCalls};
+pub use wasmtime::{FuncType, ValType};

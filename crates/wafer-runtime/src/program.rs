@@ -1,6 +1,7 @@
 //! A compiled, linked module and the ways to call it.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -13,35 +14,46 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
-use crate::error::{CompileError, Fault};
+use crate::error::Fault;
 use crate::limits::Limits;
 use crate::output::{CappedPipe, Overflow};
+use crate::wapc::{HostCalls, WapcState};
 
-/// How the host talks to a module, detected from its imports and exports.
+/// How the host talks to a module, detected from its exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Abi {
     /// A WASI preview1 command (`_start`) run CGI-style: request in env and stdin, response
     /// on stdout.
     Cgi,
+    /// A waPC module (`__guest_call`): operations called by name with a byte payload.
+    Wapc,
+    /// Any other module: its exported functions called by name with numbers, strings and
+    /// bytes (see [`Instance::call`](crate::Instance::call)).
+    Exports,
 }
 
 impl Abi {
-    pub(crate) fn detect(module: &Module) -> Result<Self, CompileError> {
+    /// The ABI a module's exports call for: `__guest_call` makes it waPC, otherwise `_start`
+    /// makes it a CGI command, otherwise it is called by its exports.
+    pub(crate) fn detect(module: &Module) -> Self {
         if module.get_export_index("__guest_call").is_some() {
-            return Err(CompileError::Unsupported(
-                "this is a waPC module (exports `__guest_call`); this server runs WASI command modules (CGI) so far"
-                    .into(),
-            ));
+            Abi::Wapc
+        } else if module.get_export_index("_start").is_some() {
+            Abi::Cgi
+        } else {
+            Abi::Exports
         }
-        if module.get_export_index("_start").is_none() {
-            return Err(CompileError::Unsupported(
-                "the module exports no `_start` function; build it as a WASI command \
-                 (for example `--target wasm32-wasip1` with a `main`)"
-                    .into(),
-            ));
-        }
-        Ok(Abi::Cgi)
+    }
+}
+
+impl std::fmt::Display for Abi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Abi::Cgi => "cgi",
+            Abi::Wapc => "wapc",
+            Abi::Exports => "exports",
+        })
     }
 }
 
@@ -112,24 +124,98 @@ pub struct CommandOptions {
 pub struct Program {
     abi: Abi,
     inputs: Inputs,
-    pre: InstancePre<GuestCtx>,
-    start: ModuleExport,
+    pub(crate) pre: InstancePre<GuestCtx>,
+    start: Option<ModuleExport>,
 }
 
-/// Per-call state of a guest.
-pub(crate) struct GuestCtx {
+/// The state of one instance, as host functions see it (through `wasmtime::Caller`); its
+/// contents are private to the runtime.
+pub struct GuestCtx {
     wasi: WasiP1Ctx,
-    memory: MemoryLimiter,
-    deadline: Option<Instant>,
-    timed_out: bool,
-    log: CappedPipe,
+    pub(crate) memory: MemoryLimiter,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) timed_out: bool,
+    pub(crate) log: CappedPipe,
+    pub(crate) wapc: WapcState,
+    pub(crate) host: Option<Arc<dyn HostCalls>>,
+    /// Largest answer (waPC response or error, returned bytes) the guest may give.
+    pub(crate) response_limit: usize,
+    /// The limit as configured, for messages.
+    pub(crate) limits: Limits,
+}
+
+impl GuestCtx {
+    pub(crate) fn new(wasi: WasiP1Ctx, limits: &Limits, log: CappedPipe) -> Self {
+        Self {
+            wasi,
+            memory: MemoryLimiter {
+                limit: limits.memory_bytes(),
+                exceeded: false,
+            },
+            deadline: Some(Instant::now() + limits.timeout),
+            timed_out: false,
+            log,
+            wapc: WapcState::default(),
+            host: None,
+            response_limit: limits.stdout_bytes(),
+            limits: *limits,
+        }
+    }
+
+    /// Refuses an answer larger than the response limit; the call then ends with
+    /// [`Fault::OutputTooLarge`].
+    pub(crate) fn check_response_size(&self, len: i32) -> wasmtime::Result<()> {
+        if len as u32 as usize > self.response_limit {
+            return Err(wasmtime::Error::new(OutputLimit));
+        }
+        Ok(())
+    }
+
+    /// What a failed call amounts to, given what this state saw during it.
+    pub(crate) fn fault(&self, error: &wasmtime::Error) -> Fault {
+        if self.timed_out {
+            Fault::Timeout(self.limits.timeout)
+        } else if self.memory.exceeded {
+            Fault::OutOfMemory(self.limits.memory)
+        } else if error.is::<OutputLimit>() {
+            Fault::OutputTooLarge(self.limits.stdout)
+        } else if error.is::<PoolConcurrencyLimitError>() {
+            Fault::Busy
+        } else {
+            Fault::Trap(describe_trap(error))
+        }
+    }
+}
+
+/// The error a host function returns for an answer over the response limit.
+#[derive(Debug, thiserror::Error)]
+#[error("the guest's answer is larger than its output limit")]
+pub(crate) struct OutputLimit;
+
+/// Builds the store for a call: limiter, and the deadline checked at every epoch tick.
+pub(crate) fn store(engine: &Engine, ctx: GuestCtx) -> Store<GuestCtx> {
+    let mut store = Store::new(engine, ctx);
+    store.limiter(|cx| &mut cx.memory);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|mut cx| {
+        let cx = cx.data_mut();
+        match cx.deadline {
+            Some(deadline) if Instant::now() >= deadline => {
+                cx.timed_out = true;
+                Ok(UpdateDeadline::Interrupt)
+            }
+            // Let other requests run on this thread, then carry on.
+            _ => Ok(UpdateDeadline::Yield(1)),
+        }
+    });
+    store
 }
 
 /// Grants linear memory up to the function's limit and remembers a refusal, so that the trap
 /// that usually follows is reported as what it is.
-struct MemoryLimiter {
+pub(crate) struct MemoryLimiter {
     limit: usize,
-    exceeded: bool,
+    pub(crate) exceeded: bool,
 }
 
 /// Table growth limit: far above what compilers emit, low enough that a table cannot be
@@ -165,6 +251,7 @@ impl ResourceLimiter for MemoryLimiter {
 pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<GuestCtx>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_async(&mut linker, |cx: &mut GuestCtx| &mut cx.wasi)?;
+    crate::wapc::add_to_linker(&mut linker)?;
     linker.func_wrap(
         "env",
         "log_i32",
@@ -194,18 +281,16 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<GuestCtx>> {
 }
 
 impl Program {
-    pub(crate) fn new(abi: Abi, pre: InstancePre<GuestCtx>) -> Result<Self, CompileError> {
-        let start = pre
-            .module()
-            .get_export_index("_start")
-            .ok_or_else(|| CompileError::Unsupported("the module exports no `_start`".into()))?;
+    pub(crate) fn new(pre: InstancePre<GuestCtx>) -> Self {
+        let abi = Abi::detect(pre.module());
+        let start = pre.module().get_export_index("_start");
         let inputs = Inputs::of(pre.module());
-        Ok(Self {
+        Self {
             abi,
             inputs,
             pre,
             start,
-        })
+        }
     }
 
     /// How this program is called.
@@ -234,23 +319,10 @@ impl Program {
             wasi.envs(&request.env);
         }
         let wasi = wasi.build_p1();
-        let ctx = GuestCtx {
-            wasi,
-            memory: MemoryLimiter {
-                limit: limits.memory_bytes(),
-                exceeded: false,
-            },
-            deadline: Some(Instant::now() + limits.timeout),
-            timed_out: false,
-            log: log.clone(),
-        };
-        let (result, ctx) = self.call(ctx).await;
-        let exit = match result {
-            Ok(code) => Ok(code),
-            Err(_) if ctx.timed_out => Err(Fault::Timeout(limits.timeout)),
-            Err(_) if ctx.memory.exceeded => Err(Fault::OutOfMemory(limits.memory)),
-            Err(_) if stdout.overflowed() => Err(Fault::OutputTooLarge(limits.stdout)),
-            Err(fault) => Err(fault),
+        let ctx = GuestCtx::new(wasi, limits, log.clone());
+        let exit = match self.run_start(ctx).await {
+            Err(Fault::Trap(_)) if stdout.overflowed() => Err(Fault::OutputTooLarge(limits.stdout)),
+            result => result,
         };
         CgiOutput {
             exit,
@@ -270,17 +342,10 @@ impl Program {
             wasi.preopened_dir(host, guest, FsPerms::ReadWrite)
                 .map_err(|e| anyhow::anyhow!("cannot open directory {}: {e:#}", host.display()))?;
         }
-        let ctx = GuestCtx {
-            wasi: wasi.build_p1(),
-            memory: MemoryLimiter {
-                limit: usize::MAX,
-                exceeded: false,
-            },
-            deadline: None,
-            timed_out: false,
-            log: log.clone(),
-        };
-        let (result, _) = self.call(ctx).await;
+        let mut ctx = GuestCtx::new(wasi.build_p1(), &Limits::default(), log.clone());
+        ctx.memory.limit = usize::MAX;
+        ctx.deadline = None;
+        let result = self.run_start(ctx).await;
         let logged = log.take();
         if !logged.is_empty() {
             eprint!("{}", String::from_utf8_lossy(&logged));
@@ -288,42 +353,29 @@ impl Program {
         result.map_err(|fault| anyhow::anyhow!("{fault}"))
     }
 
-    /// Instantiates and runs `_start` in a fresh store. Returns the exit code or the fault,
-    /// and the store's state for the caller to classify the fault with.
-    async fn call(&self, ctx: GuestCtx) -> (Result<i32, Fault>, GuestCtx) {
-        let mut store = Store::new(self.pre.module().engine(), ctx);
-        store.limiter(|cx| &mut cx.memory);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|mut cx| {
-            let cx = cx.data_mut();
-            match cx.deadline {
-                Some(deadline) if Instant::now() >= deadline => {
-                    cx.timed_out = true;
-                    Ok(UpdateDeadline::Interrupt)
-                }
-                // Let other requests run on this thread, then carry on.
-                _ => Ok(UpdateDeadline::Yield(1)),
-            }
-        });
+    /// Instantiates and runs `_start` in a fresh store; returns the exit code or the fault.
+    async fn run_start(&self, ctx: GuestCtx) -> Result<i32, Fault> {
+        let mut store = store(self.pre.module().engine(), ctx);
         let result = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
+            let Some(start) = &self.start else {
+                wasmtime::bail!("the module exports no `_start`; it is not a WASI command");
+            };
             let start = instance
-                .get_module_export(&mut store, &self.start)
+                .get_module_export(&mut store, start)
                 .and_then(Extern::into_func)
                 .ok_or_else(|| wasmtime::format_err!("`_start` is not a function"))?
                 .typed::<(), ()>(&store)?;
             start.call_async(&mut store, ()).await
         }
         .await;
-        let outcome = match result {
+        match result {
             Ok(()) => Ok(0),
             Err(e) => match e.downcast_ref::<I32Exit>() {
                 Some(exit) => Ok(exit.0),
-                None if e.is::<PoolConcurrencyLimitError>() => Err(Fault::Busy),
-                None => Err(Fault::Trap(describe_trap(&e))),
+                None => Err(store.data().fault(&e)),
             },
-        };
-        (outcome, store.into_data())
+        }
     }
 }
 

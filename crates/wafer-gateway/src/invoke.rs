@@ -1,0 +1,294 @@
+//! Function calls over HTTP: `POST /NAME/OPERATION` runs a waPC operation or a plain export
+//! (see `docs/calls.md`).
+//!
+//! - waPC: the body is the payload; the guest's response bytes are the answer
+//!   (`application/octet-stream`).
+//! - Plain exports: the body is a JSON array of arguments (numbers; strings are passed through
+//!   the guest's allocator), or, with `Content-Type: application/octet-stream` or
+//!   `text/plain`, one bytes/string argument. `?returns=string|bytes` reads the result as a
+//!   buffer the guest returned; the default is numbers, answered as JSON.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, StatusCode};
+use percent_encoding::percent_decode_str;
+use wafer_runtime::{
+    Abi, CallError, CallOptions, FuncType, HostCall, HostCallFuture, HostCalls, Program, Shape,
+    ValType, Value,
+};
+
+use crate::error::Error;
+use crate::logs::LogBook;
+
+/// What an HTTP request asks a waPC or exports function to do.
+pub(crate) struct Invocation<'a> {
+    pub(crate) function: &'a str,
+    pub(crate) method: &'a Method,
+    /// The path after the function's route: `/OPERATION`.
+    pub(crate) rest: &'a str,
+    pub(crate) query: Option<&'a str>,
+    pub(crate) content_type: Option<&'a str>,
+    pub(crate) body: Bytes,
+}
+
+/// How the result of a plain export is read and answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Returns {
+    /// Numbers, answered as JSON.
+    Numbers,
+    /// A UTF-8 buffer, answered as text.
+    String,
+    /// A buffer, answered as bytes.
+    Bytes,
+}
+
+impl Returns {
+    pub(crate) fn parse(text: &str) -> Result<Self, Error> {
+        match text {
+            "" | "number" | "numbers" | "json" => Ok(Returns::Numbers),
+            "string" => Ok(Returns::String),
+            "bytes" => Ok(Returns::Bytes),
+            other => Err(Error::BadRequest(format!(
+                "`returns` must be `number`, `string` or `bytes`, not `{other}`"
+            ))),
+        }
+    }
+}
+
+/// The host calls a function may make on this server: binding `wafer`, namespace `log`
+/// (the operation is the level). Lines go to the function's log with the request id.
+pub(crate) struct ServerHost {
+    pub(crate) logs: Arc<LogBook>,
+    pub(crate) function: String,
+    pub(crate) request_id: String,
+}
+
+impl HostCalls for ServerHost {
+    fn call<'a>(&'a self, call: HostCall<'a>) -> HostCallFuture<'a> {
+        let answer = match (call.binding, call.namespace) {
+            ("wafer", "log") => {
+                let line = match call.operation {
+                    "" | "info" => call.payload.to_vec(),
+                    level => [format!("[{level}] ").as_bytes(), call.payload].concat(),
+                };
+                self.logs.append(&self.function, &self.request_id, &line);
+                Ok(Vec::new())
+            }
+            ("wafer", namespace) => Err(format!(
+                "the host has no capability `{namespace}` for this function (available: log)"
+            )),
+            (binding, _) => Err(format!(
+                "unknown binding `{binding}`: this host answers binding `wafer`"
+            )),
+        };
+        Box::pin(std::future::ready(answer))
+    }
+}
+
+/// Runs one waPC operation or plain export call; returns the response and the call's log.
+pub(crate) async fn invoke(
+    program: &Program,
+    options: &CallOptions,
+    call: Invocation<'_>,
+) -> (Result<Response, Error>, Bytes) {
+    let name = call.function;
+    let operation = match operation(&call) {
+        Ok(operation) => operation,
+        Err(e) => return (Err(e), Bytes::new()),
+    };
+    let mut instance = match program.instantiate(options).await {
+        Ok(instance) => instance,
+        Err(e) => return (Err(call_error(name, e)), Bytes::new()),
+    };
+    let result = match program.abi() {
+        Abi::Wapc => instance
+            .call_wapc(&operation, &call.body)
+            .await
+            .map(|bytes| respond(Bytes::from(bytes), "application/octet-stream"))
+            .map_err(|e| call_error(name, e)),
+        _ => call_export(&mut instance, &operation, &call).await,
+    };
+    (result, instance.take_log())
+}
+
+/// The operation named by the path, percent-decoded; only `POST` calls one.
+fn operation(call: &Invocation<'_>) -> Result<String, Error> {
+    let operation = call.rest.trim_start_matches('/');
+    if operation.is_empty() {
+        return Err(Error::NoOperation(call.function.to_owned()));
+    }
+    if call.method != Method::POST {
+        return Err(Error::MethodNotAllowed(call.method.clone()));
+    }
+    percent_decode_str(operation)
+        .decode_utf8()
+        .map(|op| op.into_owned())
+        .map_err(|_| Error::BadRequest("the operation name is not UTF-8".into()))
+}
+
+async fn call_export(
+    instance: &mut wafer_runtime::Instance,
+    export: &str,
+    call: &Invocation<'_>,
+) -> Result<Response, Error> {
+    let name = call.function;
+    let returns = form_urlencoded::parse(call.query.unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "returns")
+        .map_or(Ok(Returns::Numbers), |(_, v)| Returns::parse(&v))?;
+    let Some(ty) = instance.export_type(export) else {
+        // The runtime's error names the exports there are.
+        let error = match instance.call_values(export, Vec::new(), &[]).await {
+            Err(e) => e,
+            Ok(_) => CallError::Unsupported(format!("no export `{export}`")),
+        };
+        return Err(call_error(name, error));
+    };
+    let args = match media_type(call.content_type) {
+        Some("application/octet-stream" | "text/plain") => vec![Value::Bytes(call.body.to_vec())],
+        _ => json_args(&ty, &call.body).map_err(Error::BadRequest)?,
+    };
+    let shapes = match returns {
+        Returns::Numbers => vec![Shape::Number; ty.results().len()],
+        Returns::String | Returns::Bytes => vec![Shape::Bytes],
+    };
+    let values = instance
+        .call_values(export, args, &shapes)
+        .await
+        .map_err(|e| call_error(name, e))?;
+    Ok(match (returns, values.into_iter().next()) {
+        (Returns::String, Some(Value::Bytes(bytes))) => match String::from_utf8(bytes) {
+            Ok(text) => respond(Bytes::from(text), "text/plain; charset=utf-8"),
+            Err(_) => {
+                return Err(Error::BadRequest(format!(
+                    "`{export}` returned bytes that are not UTF-8; ask for `returns=bytes`"
+                )))
+            }
+        },
+        (Returns::Bytes, Some(Value::Bytes(bytes))) => {
+            respond(Bytes::from(bytes), "application/octet-stream")
+        }
+        (_, first) => {
+            let mut values: Vec<serde_json::Value> = first.into_iter().map(to_json).collect();
+            let json = match values.len() {
+                0 => serde_json::Value::Null,
+                1 => values.remove(0),
+                _ => serde_json::Value::Array(values),
+            };
+            respond(Bytes::from(format!("{json}\n")), "application/json")
+        }
+    })
+}
+
+/// The type and subtype of a Content-Type header, lower-cased.
+fn media_type(content_type: Option<&str>) -> Option<&str> {
+    content_type.map(|v| v.split(';').next().unwrap_or("").trim())
+}
+
+/// Turns a JSON body into arguments for an export of type `ty`: numbers take the type of
+/// the parameter they land on; a string is passed as bytes (two `i32` parameters).
+pub(crate) fn json_args(ty: &FuncType, body: &[u8]) -> Result<Vec<Value>, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    let json: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| format!("the body is not valid JSON ({e}); send the arguments as a JSON array, e.g. [3, 2]"))?;
+    let args = match json {
+        serde_json::Value::Array(args) => args,
+        single => vec![single],
+    };
+    let params: Vec<ValType> = ty.params().collect();
+    let mut next = 0;
+    let mut values = Vec::with_capacity(args.len());
+    for (i, arg) in args.iter().enumerate() {
+        let n = i + 1;
+        let value = match arg {
+            serde_json::Value::String(s) => {
+                next += 2;
+                Value::Bytes(s.as_bytes().to_vec())
+            }
+            serde_json::Value::Number(number) => {
+                let param = params.get(next).cloned();
+                next += 1;
+                number_arg(n, number, param)?
+            }
+            other => {
+                return Err(format!(
+                    "argument {n} is {}; arguments are numbers or strings",
+                    json_kind(other)
+                ))
+            }
+        };
+        values.push(value);
+    }
+    Ok(values)
+}
+
+fn number_arg(
+    n: usize,
+    number: &serde_json::Number,
+    param: Option<ValType>,
+) -> Result<Value, String> {
+    let int = number.as_i64().or_else(|| number.as_u64().map(|u| u as i64));
+    let out_of_range = |ty: &str| format!("argument {n} ({number}) does not fit in {ty}");
+    Ok(match param {
+        Some(ValType::I32) => {
+            let v = int.ok_or_else(|| format!("argument {n} ({number}) must be an integer (i32)"))?;
+            // Accept the signed and the unsigned range; wasm does not distinguish them.
+            if v < i64::from(i32::MIN) || v > i64::from(u32::MAX) {
+                return Err(out_of_range("i32"));
+            }
+            Value::I32(v as i32)
+        }
+        Some(ValType::I64) => {
+            Value::I64(int.ok_or_else(|| format!("argument {n} ({number}) must be an integer (i64)"))?)
+        }
+        Some(ValType::F32) => Value::F32(number.as_f64().unwrap_or(f64::NAN) as f32),
+        Some(ValType::F64) => Value::F64(number.as_f64().unwrap_or(f64::NAN)),
+        // No such parameter, or one a number cannot fill: the runtime reports the mismatch
+        // against the real signature.
+        _ => match int {
+            Some(v) => Value::I64(v),
+            None => Value::F64(number.as_f64().unwrap_or(f64::NAN)),
+        },
+    })
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+fn to_json(value: Value) -> serde_json::Value {
+    match value {
+        Value::I32(v) => v.into(),
+        Value::I64(v) => v.into(),
+        Value::F32(v) => serde_json::Number::from_f64(f64::from(v)).map_or(serde_json::Value::Null, Into::into),
+        Value::F64(v) => serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into),
+        Value::Bytes(bytes) => String::from_utf8_lossy(&bytes).into_owned().into(),
+    }
+}
+
+fn respond(body: Bytes, content_type: &'static str) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = StatusCode::OK;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+pub(crate) fn call_error(name: &str, error: CallError) -> Error {
+    Error::Call {
+        name: name.to_owned(),
+        error,
+    }
+}
