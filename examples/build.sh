@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds every example guest into <repo>/target/wasm/:
 #   hello-rust.wasm rustenv.wasm   (cargo, wasm32-wasip1)
+#   wapc-rust.wasm exports-rust.wasm (cargo, wasm32-wasip1)
+#   wapc-rust-unknown.wasm         (cargo, wasm32-unknown-unknown)
 #   hello-go.wasm goenv.wasm       (Go >= 1.21, GOOS=wasip1)
 #   hello-c.wasm                   (clang + wasi-libc)
 #   hello-wat.wat watenv.wat       (copied as is; the server compiles .wat itself)
@@ -107,6 +109,15 @@ CARGO_TARGET_DIR="$work" cargo build --quiet --release --target wasm32-wasip1 \
 for crate in hello-rust rustenv; do
   install_artifact "$work/wasm32-wasip1/release/$crate.wasm" "$crate.wasm"
 done
+# Library crates (cdylib) are named with underscores.
+for crate in wapc-rust exports-rust; do
+  install_artifact "$work/wasm32-wasip1/release/${crate//-/_}.wasm" "$crate.wasm"
+done
+# The waPC guest also without WASI, as most waPC hosts build it.
+CARGO_TARGET_DIR="$work" cargo build --quiet --release --target wasm32-unknown-unknown \
+  --manifest-path "$ex/Cargo.toml" -p wapc-rust \
+  || die "cargo build of examples/wapc-rust for wasm32-unknown-unknown failed"
+install_artifact "$work/wasm32-unknown-unknown/release/wapc_rust.wasm" "wapc-rust-unknown.wasm"
 
 # --- Go -------------------------------------------------------------------------------
 mkdir -p "$work/go"
