@@ -78,6 +78,32 @@ pub(crate) struct LogsArgs {
     server: ServerArgs,
 }
 
+/// Options of `wafer invoke`.
+#[derive(clap::Args)]
+pub(crate) struct InvokeArgs {
+    /// The function's name.
+    name: String,
+    /// The waPC operation or the export to call.
+    operation: String,
+    /// Arguments of an export, as a JSON array: numbers, and strings (passed through the
+    /// guest's allocator), e.g. `[3, 2]` or `["world"]`.
+    #[arg(long, conflicts_with_all = ["payload", "payload_file"])]
+    args: Option<String>,
+    /// The payload of a waPC operation (or the one bytes argument of an export), as text;
+    /// `-` reads standard input.
+    #[arg(long, conflicts_with = "payload_file")]
+    payload: Option<String>,
+    /// The payload, read from a file.
+    #[arg(long, value_name = "PATH")]
+    payload_file: Option<PathBuf>,
+    /// How to read an export's result: `number` (default, printed as JSON), `string` or
+    /// `bytes` (returned as `(ptr << 32) | len` in an i64).
+    #[arg(long)]
+    returns: Option<String>,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
 impl ServerArgs {
     fn token(&self) -> anyhow::Result<String> {
         if let Some(token) = &self.token {
@@ -245,6 +271,53 @@ pub(crate) async fn logs(args: LogsArgs) -> anyhow::Result<()> {
             line["request_id"].as_str().unwrap_or(""),
             line["text"].as_str().unwrap_or("")
         );
+    }
+    Ok(())
+}
+
+/// `wafer invoke`: calls a waPC operation or an export and writes the answer to stdout.
+pub(crate) async fn invoke(args: InvokeArgs) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let operation =
+        percent_encoding::utf8_percent_encode(&args.operation, percent_encoding::NON_ALPHANUMERIC);
+    let mut path = format!("functions/{}/invoke/{operation}", args.name);
+    if let Some(returns) = &args.returns {
+        path.push_str(&format!("?returns={returns}"));
+    }
+    let request = args.server.request(Method::POST, &path)?;
+    let request = match (&args.args, &args.payload, &args.payload_file) {
+        (Some(json), _, _) => request
+            .header("content-type", "application/json")
+            .body(json.clone()),
+        (_, Some(data), _) => {
+            let bytes = if data == "-" {
+                let mut bytes = Vec::new();
+                std::io::stdin()
+                    .read_to_end(&mut bytes)
+                    .context("cannot read standard input")?;
+                bytes
+            } else {
+                data.clone().into_bytes()
+            };
+            request
+                .header("content-type", "application/octet-stream")
+                .body(bytes)
+        }
+        (_, _, Some(file)) => {
+            let bytes =
+                std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            request
+                .header("content-type", "application/octet-stream")
+                .body(bytes)
+        }
+        (None, None, None) => request,
+    };
+    let response = args.server.send(request).await?;
+    let bytes = response.bytes().await?;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&bytes)?;
+    if std::io::IsTerminal::is_terminal(&stdout) && !bytes.ends_with(b"\n") {
+        stdout.write_all(b"\n")?;
     }
     Ok(())
 }

@@ -114,7 +114,7 @@ fn invalid_uploads_get_400_with_the_reason_and_change_nothing() {
             "invalid wasm module",
         ),
         ("hello", b"(module", &[], "invalid WAT"),
-        ("hello", b"(module (memory 1))", &[], "exports no `_start`"),
+        ("hello", b"(component)", &[], "unsupported module"),
         (
             "hello",
             b"(module (import \"nope\" \"f\" (func)) (func (export \"_start\")))",

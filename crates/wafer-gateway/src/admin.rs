@@ -11,6 +11,7 @@
 //! | `POST /_wafer/functions/NAME/rollback`  | re-activate the version before the active one|
 //! | `GET /_wafer/functions/NAME/logs?tail=N`| the last N log lines (default 100)           |
 //! | `GET /_wafer/modules/sha256:HEX`        | a module's bytes, verified against the digest|
+//! | `POST /_wafer/functions/NAME/invoke/OP` | call a waPC operation or export (as `POST /NAME/OP`) |
 
 use std::sync::Arc;
 
@@ -42,6 +43,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         )
         .route("/_wafer/functions/{name}/rollback", post(rollback))
         .route("/_wafer/functions/{name}/logs", get(logs))
+        .route("/_wafer/functions/{name}/invoke/{operation}", post(invoke))
         .route("/_wafer/modules/{digest}", get(module))
         .fallback(|uri: http::Uri| async move { Error::NoRoute(uri.path().to_owned()) })
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
@@ -191,6 +193,23 @@ async fn rollback(
     let deployed = blocking(move || registry.rollback(&name)).await?;
     tracing::info!(name = %deployed.name, version = deployed.version, "rolled back");
     Ok(Json(deployed).into_response())
+}
+
+/// Calls an operation like `POST /NAME/OPERATION` does, for functions with any routes.
+async fn invoke(
+    _: Admin,
+    State(app): State<Arc<App>>,
+    Path((raw, operation)): Path<(String, String)>,
+    request: axum::extract::Request,
+) -> Result<Response, Error> {
+    let name = name(&raw)?;
+    let function = app
+        .registry
+        .function(&name)
+        .ok_or_else(|| wafer_registry::RegistryError::NotFound(name.to_string()))?;
+    let (parts, body) = request.into_parts();
+    app.invoke_by_name(&function, &operation, &parts, body)
+        .await
 }
 
 #[derive(Deserialize)]

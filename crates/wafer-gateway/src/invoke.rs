@@ -193,8 +193,9 @@ pub(crate) fn json_args(ty: &FuncType, body: &[u8]) -> Result<Vec<Value>, String
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Vec::new());
     }
-    let json: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| format!("the body is not valid JSON ({e}); send the arguments as a JSON array, e.g. [3, 2]"))?;
+    let json: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        format!("the body is not valid JSON ({e}); send the arguments as a JSON array, e.g. [3, 2]")
+    })?;
     let args = match json {
         serde_json::Value::Array(args) => args,
         single => vec![single],
@@ -231,20 +232,23 @@ fn number_arg(
     number: &serde_json::Number,
     param: Option<ValType>,
 ) -> Result<Value, String> {
-    let int = number.as_i64().or_else(|| number.as_u64().map(|u| u as i64));
+    let int = number
+        .as_i64()
+        .or_else(|| number.as_u64().map(|u| u as i64));
     let out_of_range = |ty: &str| format!("argument {n} ({number}) does not fit in {ty}");
     Ok(match param {
         Some(ValType::I32) => {
-            let v = int.ok_or_else(|| format!("argument {n} ({number}) must be an integer (i32)"))?;
+            let v =
+                int.ok_or_else(|| format!("argument {n} ({number}) must be an integer (i32)"))?;
             // Accept the signed and the unsigned range; wasm does not distinguish them.
             if v < i64::from(i32::MIN) || v > i64::from(u32::MAX) {
                 return Err(out_of_range("i32"));
             }
             Value::I32(v as i32)
         }
-        Some(ValType::I64) => {
-            Value::I64(int.ok_or_else(|| format!("argument {n} ({number}) must be an integer (i64)"))?)
-        }
+        Some(ValType::I64) => Value::I64(
+            int.ok_or_else(|| format!("argument {n} ({number}) must be an integer (i64)"))?,
+        ),
         Some(ValType::F32) => Value::F32(number.as_f64().unwrap_or(f64::NAN) as f32),
         Some(ValType::F64) => Value::F64(number.as_f64().unwrap_or(f64::NAN)),
         // No such parameter, or one a number cannot fill: the runtime reports the mismatch
@@ -271,8 +275,12 @@ fn to_json(value: Value) -> serde_json::Value {
     match value {
         Value::I32(v) => v.into(),
         Value::I64(v) => v.into(),
-        Value::F32(v) => serde_json::Number::from_f64(f64::from(v)).map_or(serde_json::Value::Null, Into::into),
-        Value::F64(v) => serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into),
+        Value::F32(v) => {
+            serde_json::Number::from_f64(f64::from(v)).map_or(serde_json::Value::Null, Into::into)
+        }
+        Value::F64(v) => {
+            serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into)
+        }
         Value::Bytes(bytes) => String::from_utf8_lossy(&bytes).into_owned().into(),
     }
 }

@@ -48,10 +48,10 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
+use invoke::{Invocation, ServerHost};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
-use invoke::{Invocation, ServerHost};
-use wafer_registry::{Registry, Resolved};
+use wafer_registry::{Admission, Function, Registry, Resolved};
 use wafer_runtime::{Abi, CallOptions};
 
 pub use admin::MAX_UPLOAD;
@@ -118,46 +118,70 @@ impl App {
             name: function.name.to_string(),
             reason: reason.to_owned(),
         })?;
-        let limits = &function.config.limits;
         let (parts, body) = request.into_parts();
-        let body = read_body(body, limits.request_body.as_u64()).await?;
-        let _admission = function
-            .admit()
-            .await
-            .ok_or_else(|| Error::Busy(function.name.to_string()))?;
-
-        let request_id = format!("{:x}", self.requests.fetch_add(1, Ordering::Relaxed));
-        let name = function.name.as_str();
+        let (body, _admission) = self.admit(function, body).await?;
+        let request_id = self.request_id();
         let result = match program.abi() {
             Abi::Cgi => {
                 self.call_cgi(program, &parts, body, peer, &resolved, &request_id)
                     .await
             }
             Abi::Wapc | Abi::Exports => {
-                let options = CallOptions {
-                    limits: *limits,
-                    host: Some(Arc::new(ServerHost {
-                        logs: self.logs.clone(),
-                        function: name.to_owned(),
-                        request_id: request_id.clone(),
-                    })),
-                };
-                let call = Invocation {
-                    function: name,
-                    method: &parts.method,
-                    rest: &parts.uri.path()[resolved.script_name_len..],
-                    query: parts.uri.query(),
-                    content_type: parts
-                        .headers
-                        .get(header::CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok()),
-                    body,
-                };
-                let (result, log) = invoke::invoke(program, &options, call).await;
-                self.logs.append(name, &request_id, &log);
-                result
+                let rest = &parts.uri.path()[resolved.script_name_len..];
+                self.invoke(function, program, &parts, rest, body, &request_id)
+                    .await
             }
         };
+        Ok(self.finish(function.name.as_str(), result, request_id))
+    }
+
+    /// Calls an operation of a waPC or exports function for the admin API.
+    pub(crate) async fn invoke_by_name(
+        &self,
+        function: &Function,
+        operation: &str,
+        parts: &http::request::Parts,
+        body: axum::body::Body,
+    ) -> Result<Response, Error> {
+        let name = function.name.as_str();
+        let program = function.program().map_err(|reason| Error::Unavailable {
+            name: name.to_owned(),
+            reason: reason.to_owned(),
+        })?;
+        if program.abi() == Abi::Cgi {
+            return Err(Error::BadRequest(format!(
+                "function `{name}` is a CGI program: call it over HTTP at its route"
+            )));
+        }
+        let (body, _admission) = self.admit(function, body).await?;
+        let request_id = self.request_id();
+        let rest = format!("/{operation}");
+        let result = self
+            .invoke(function, program, parts, &rest, body, &request_id)
+            .await;
+        Ok(self.finish(name, result, request_id))
+    }
+
+    /// Reads the body within the function's limit, then waits for a free instance slot.
+    async fn admit<B>(&self, function: &Function, body: B) -> Result<(Bytes, Admission), Error>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let body = read_body(body, function.config.limits.request_body.as_u64()).await?;
+        let admission = function
+            .admit()
+            .await
+            .ok_or_else(|| Error::Busy(function.name.to_string()))?;
+        Ok((body, admission))
+    }
+
+    fn request_id(&self) -> String {
+        format!("{:x}", self.requests.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Logs a failure and tags the response with the request id.
+    fn finish(&self, name: &str, result: Result<Response, Error>, request_id: String) -> Response {
         let mut response = result.unwrap_or_else(|error| {
             self.logs
                 .append(name, &request_id, error.to_string().as_bytes());
@@ -167,7 +191,42 @@ impl App {
         if let Ok(id) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert("x-wafer-request-id", id);
         }
-        Ok(response)
+        response
+    }
+
+    /// Runs a waPC operation or a plain export (`rest` is `/OPERATION`).
+    async fn invoke(
+        &self,
+        function: &Function,
+        program: &wafer_runtime::Program,
+        parts: &http::request::Parts,
+        rest: &str,
+        body: Bytes,
+        request_id: &str,
+    ) -> Result<Response, Error> {
+        let name = function.name.as_str();
+        let options = CallOptions {
+            limits: function.config.limits,
+            host: Some(Arc::new(ServerHost {
+                logs: self.logs.clone(),
+                function: name.to_owned(),
+                request_id: request_id.to_owned(),
+            })),
+        };
+        let call = Invocation {
+            function: name,
+            method: &parts.method,
+            rest,
+            query: parts.uri.query(),
+            content_type: parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+            body,
+        };
+        let (result, log) = invoke::invoke(program, &options, call).await;
+        self.logs.append(name, request_id, &log);
+        result
     }
 }
 
@@ -217,7 +276,11 @@ impl App {
 }
 
 /// Reads the whole body, refusing one larger than `limit` bytes.
-async fn read_body(body: Incoming, limit: u64) -> Result<Bytes, Error> {
+async fn read_body<B>(body: B, limit: u64) -> Result<Bytes, Error>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let limit_size = wafer_runtime::ByteSize::b(limit);
     if hyper::body::Body::size_hint(&body).lower() > limit {
         return Err(Error::BodyTooLarge(limit_size));

@@ -161,6 +161,11 @@ impl Registry {
         self.live.load().routes.resolve(path)
     }
 
+    /// The active version of a function, ready to call.
+    pub fn function(&self, name: &FunctionName) -> Option<Arc<Function>> {
+        self.live.load().functions.get(name).cloned()
+    }
+
     /// Deploys `module` (binary wasm or WAT) as a new version of `name` and makes it active.
     ///
     /// If the module and config equal the active version's, nothing is written and the active

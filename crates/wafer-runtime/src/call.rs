@@ -251,7 +251,14 @@ macro_rules! tuples {
         }
     )*};
 }
-tuples!((A), (A, B), (A, B, C), (A, B, C, D), (A, B, C, D, E), (A, B, C, D, E, F));
+tuples!(
+    (A),
+    (A, B),
+    (A, B, C),
+    (A, B, C, D),
+    (A, B, C, D, E),
+    (A, B, C, D, E, F)
+);
 
 macro_rules! result_tuples {
     ($(($($t:ident),+)),* $(,)?) => {$(
@@ -434,9 +441,7 @@ impl Instance {
         let len = too_large("payload", payload.len())?;
         self.begin()?;
         self.store.data_mut().wapc.start(operation, payload);
-        let result = guest_call
-            .call_async(&mut self.store, (op_len, len))
-            .await;
+        let result = guest_call.call_async(&mut self.store, (op_len, len)).await;
         let ok = self.finish(result)?;
         let wapc = &mut self.store.data_mut().wapc;
         let (response, error) = (wapc.response.take(), wapc.error.take());
@@ -565,7 +570,9 @@ impl Instance {
             }
         }
         let mut returned = vec![Val::I32(0); results.len()];
-        let result = func.call_async(&mut self.store, &params, &mut returned).await;
+        let result = func
+            .call_async(&mut self.store, &params, &mut returned)
+            .await;
         self.finish(result)?;
         for (ptr, len) in buffers {
             self.free(ptr, len).await?;

@@ -42,12 +42,12 @@ mod program;
 mod wapc;
 
 pub use bytesize::ByteSize;
-pub use engine::{Compiled, Runtime, RuntimeConfig};
-pub use error::{CompileError, Fault, RuntimeError};
-pub use limits::Limits;
 pub use call::{
     CallError, CallOptions, FromValue, Instance, IntoValue, Params, Results, Shape, Value,
 };
+pub use engine::{Compiled, Runtime, RuntimeConfig};
+pub use error::{CompileError, Fault, RuntimeError};
+pub use limits::Limits;
 pub use program::{Abi, CgiOutput, CgiRequest, CommandOptions, GuestCtx, Inputs, Program};
 pub use wapc::{HostCall, HostCallFuture, HostCalls};
 pub use wasmtime::{FuncType, ValType};

@@ -95,7 +95,9 @@ async fn mismatched_calls_name_the_real_signature() {
         .call::<_, i32>(&options, "sum", (1_i64, 2_i64))
         .await
         .unwrap_err();
-    assert!(matches!(&err, CallError::Signature { signature, .. } if signature == "sum(i32, i32) -> i32"));
+    assert!(
+        matches!(&err, CallError::Signature { signature, .. } if signature == "sum(i32, i32) -> i32")
+    );
     let err = exports
         .call::<_, f64>(&options, "sum", (1, 2))
         .await
@@ -114,7 +116,10 @@ async fn mismatched_calls_name_the_real_signature() {
     match err {
         CallError::NoExport { name, exports } => {
             assert_eq!(name, "missing");
-            assert!(exports.contains("sum") && exports.contains("greet"), "{exports}");
+            assert!(
+                exports.contains("sum") && exports.contains("greet"),
+                "{exports}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -137,7 +142,10 @@ async fn a_reused_instance_keeps_serving_until_a_call_fails() {
         "{err:?}"
     );
     let err = instance.call::<_, i32>("sum", (1, 1)).await.unwrap_err();
-    assert!(matches!(err, CallError::Poisoned(Fault::Trap(_))), "{err:?}");
+    assert!(
+        matches!(err, CallError::Poisoned(Fault::Trap(_))),
+        "{err:?}"
+    );
 
     // A fresh instance per call is unaffected by another call's failure.
     let sum: i32 = exports.call(&quick(), "sum", (1, 1)).await.unwrap();
@@ -161,21 +169,23 @@ async fn a_looping_export_ends_at_the_time_limit() {
 /// Host callbacks of the tests: `app/math/double` doubles a decimal number; `wafer/log`
 /// lines are collected.
 fn host(lines: Arc<Mutex<Vec<String>>>) -> CallOptions {
-    quick().host(move |call: HostCall<'_>| match (call.binding, call.namespace, call.operation) {
-        ("app", "math", "double") => {
-            let n: i64 = std::str::from_utf8(call.payload)
-                .map_err(|e| e.to_string())?
-                .parse()
-                .map_err(|e| format!("not a number: {e}"))?;
-            Ok((n * 2).to_string().into_bytes())
-        }
-        ("wafer", "log", level) => {
-            let text = String::from_utf8_lossy(call.payload);
-            lines.lock().unwrap().push(format!("{level}: {text}"));
-            Ok(Vec::new())
-        }
-        (b, n, o) => Err(format!("no such host call {b}/{n}/{o}")),
-    })
+    quick().host(
+        move |call: HostCall<'_>| match (call.binding, call.namespace, call.operation) {
+            ("app", "math", "double") => {
+                let n: i64 = std::str::from_utf8(call.payload)
+                    .map_err(|e| e.to_string())?
+                    .parse()
+                    .map_err(|e| format!("not a number: {e}"))?;
+                Ok((n * 2).to_string().into_bytes())
+            }
+            ("wafer", "log", level) => {
+                let text = String::from_utf8_lossy(call.payload);
+                lines.lock().unwrap().push(format!("{level}: {text}"));
+                Ok(Vec::new())
+            }
+            (b, n, o) => Err(format!("no such host call {b}/{n}/{o}")),
+        },
+    )
 }
 
 async fn wapc_round_trips(module: &str) {
@@ -185,7 +195,10 @@ async fn wapc_round_trips(module: &str) {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let options = host(lines.clone());
 
-    assert_eq!(wapc.call_wapc(&options, "ping", b"").await.unwrap(), b"pong");
+    assert_eq!(
+        wapc.call_wapc(&options, "ping", b"").await.unwrap(),
+        b"pong"
+    );
     let payload: Vec<u8> = (0..=255).collect();
     assert_eq!(
         wapc.call_wapc(&options, "echo", &payload).await.unwrap(),
@@ -219,10 +232,7 @@ async fn wapc_round_trips(module: &str) {
     );
 
     // Without host callbacks, a host call fails with a message and the guest reports it.
-    let err = wapc
-        .call_wapc(&quick(), "relay", b"1")
-        .await
-        .unwrap_err();
+    let err = wapc.call_wapc(&quick(), "relay", b"1").await.unwrap_err();
     assert!(
         matches!(&err, CallError::Guest(msg) if msg.contains("no host calls are available")),
         "{err:?}"
@@ -243,10 +253,7 @@ async fn wapc_guest_built_for_wasm32_unknown_unknown() {
 async fn wapc_calls_on_other_modules_are_refused() {
     let runtime = runtime();
     let exports = program(&runtime, "exports-rust.wasm");
-    let err = exports
-        .call_wapc(&quick(), "ping", b"")
-        .await
-        .unwrap_err();
+    let err = exports.call_wapc(&quick(), "ping", b"").await.unwrap_err();
     assert!(
         matches!(&err, CallError::Unsupported(msg) if msg.contains("not a waPC module")),
         "{err:?}"
@@ -285,7 +292,11 @@ async fn host_functions_registered_as_closures() {
         .instantiate(&options)
         .await
         .unwrap()
-        .call_values("quadruple", vec![Value::I32(5)], &[wafer_runtime::Shape::Number])
+        .call_values(
+            "quadruple",
+            vec![Value::I32(5)],
+            &[wafer_runtime::Shape::Number],
+        )
         .await
         .unwrap();
     assert_eq!(values, [Value::I32(20)]);
