@@ -4,7 +4,7 @@
 #   wapc-rust.wasm exports-rust.wasm (cargo, wasm32-wasip1)
 #   wapc-rust-unknown.wasm         (cargo, wasm32-unknown-unknown)
 #   hello-go.wasm goenv.wasm       (Go >= 1.21, GOOS=wasip1)
-#   hello-c.wasm                   (clang + wasi-libc)
+#   hello-c.wasm exports-c.wasm    (clang + wasi-libc)
 #   hello-wat.wat watenv.wat       (copied as is; the server compiles .wat itself)
 #
 # Intermediate output goes to <repo>/target/guests/. An artifact in target/wasm/ is only
@@ -137,6 +137,11 @@ mkdir -p "$work/c"
   -o "$work/c/hello-c.wasm" "$ex/hello-c/hello.c" \
   || die "clang build of examples/hello-c failed"
 install_artifact "$work/c/hello-c.wasm" "hello-c.wasm"
+# A reactor (no main): its exports are called, `_initialize` sets up libc first.
+"$cc" -O2 --target=wasm32-wasi --sysroot="$wasi_sysroot" -mexec-model=reactor -Wall -Wextra \
+  -Wl,--strip-all -o "$work/c/exports-c.wasm" "$ex/exports-c/exports.c" \
+  || die "clang build of examples/exports-c failed"
+install_artifact "$work/c/exports-c.wasm" "exports-c.wasm"
 
 # --- WAT (served as text) -------------------------------------------------------------
 install_artifact "$ex/hello-wat/hello.wat" "hello-wat.wat"

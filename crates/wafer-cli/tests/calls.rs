@@ -218,6 +218,14 @@ fn exports_with_json_arguments() {
     assert!(text.contains("time limit"), "{text}");
     assert_eq!(json("/ex/div", "[7, 2]"), (200, "3\n".into()));
 
+    // The C example follows the same convention.
+    server.deploy("exc", &built("exports-c.wasm"), &[]);
+    assert_eq!(json("/exc/sum", "[40, 2]"), (200, "42\n".into()));
+    assert_eq!(
+        json("/exc/greet?returns=string", r#"["C"]"#),
+        (200, "Hello, C!".into())
+    );
+
     // The CLI and the admin API's invoke.
     let out = server.cli(&["invoke", "ex", "sum", "--args", "[40, 2]"]);
     assert!(out.status.success(), "{out:?}");

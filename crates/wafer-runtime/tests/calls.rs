@@ -301,3 +301,17 @@ async fn host_functions_registered_as_closures() {
         .unwrap();
     assert_eq!(values, [Value::I32(20)]);
 }
+
+#[tokio::test]
+async fn c_guest_with_the_same_convention() {
+    let runtime = runtime();
+    let exports = program(&runtime, "exports-c.wasm");
+    assert_eq!(exports.abi(), Abi::Exports);
+    let mut instance = exports.instantiate(&quick()).await.unwrap();
+    let sum: i32 = instance.call("sum", (40, 2)).await.unwrap();
+    assert_eq!(sum, 42);
+    for name in ["C", "a longer name, to exercise malloc"] {
+        let greeting: String = instance.call("greet", name).await.unwrap();
+        assert_eq!(greeting, format!("Hello, {name}!"));
+    }
+}
