@@ -36,6 +36,21 @@ fn examples_manifest_serves_every_example() {
         .text()
         .unwrap()
         .contains("GREETING=hello from the manifest"));
+    let post = |path: &str, body: &str| {
+        reqwest::blocking::Client::new()
+            .post(format!("{}{path}", server.url))
+            .body(body.to_owned())
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    assert_eq!(post("/wapc-rust/hello", "README"), "Hello, README!");
+    assert_eq!(post("/exports-rust/sum", "[3, 2]"), "5\n");
+    assert_eq!(
+        post("/exports-c/greet?returns=string", r#"["C"]"#),
+        "Hello, C!"
+    );
 }
 
 #[test]

@@ -22,7 +22,10 @@ fn calls(c: &mut Criterion) {
         .unwrap();
     let runtime = Runtime::new(&RuntimeConfig::default()).unwrap();
     let sum = runtime.compile(SUM.as_bytes()).unwrap().program;
-    let exports_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/wasm/exports-rust.wasm");
+    let exports_path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../target/wasm/exports-rust.wasm"
+    );
     let exports = std::fs::read(exports_path)
         .unwrap_or_else(|e| panic!("{exports_path}: {e}; run bash examples/build.sh"));
     let exports = runtime.compile(&exports).unwrap().program;
