@@ -73,7 +73,7 @@ impl FromRequestParts<Arc<App>> for Admin {
 
 /// Compares without an early exit, so response timing does not reveal how much of a guess
 /// was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -82,7 +82,7 @@ fn name(raw: &str) -> Result<FunctionName, Error> {
 }
 
 /// Registry calls touch the disk and may compile: keep them off the request threads.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, wafer_registry::RegistryError> + Send + 'static,
 ) -> Result<T, Error> {
     tokio::task::spawn_blocking(f)
@@ -164,6 +164,16 @@ fn deploy_config(query: &str) -> Result<FunctionConfig, Error> {
             }
         }
     }
+    config(routes, env, limits)
+}
+
+/// A function's configuration from its parts, through the same serde definitions a manifest
+/// uses (the gRPC Deploy builds one too).
+pub(crate) fn config(
+    routes: Vec<Value>,
+    env: Map<String, Value>,
+    limits: Map<String, Value>,
+) -> Result<FunctionConfig, Error> {
     let config = serde_json::json!({ "routes": routes, "env": env, "limits": limits });
     serde_json::from_value(config)
         .map_err(|e| Error::BadRequest(format!("invalid deploy parameters: {e}")))
@@ -199,17 +209,29 @@ async fn rollback(
 async fn invoke(
     _: Admin,
     State(app): State<Arc<App>>,
-    Path((raw, operation)): Path<(String, String)>,
-    request: axum::extract::Request,
-) -> Result<Response, Error> {
-    let name = name(&raw)?;
-    let function = app
-        .registry
-        .function(&name)
-        .ok_or_else(|| wafer_registry::RegistryError::NotFound(name.to_string()))?;
-    let (parts, body) = request.into_parts();
-    app.invoke_by_name(&function, &operation, &parts, body)
-        .await
+    Path((name, operation)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let call = crate::invoke::Call {
+        method: &http::Method::POST,
+        rest: &format!("/{operation}"),
+        query: query.as_deref(),
+        content_type: headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+        body,
+    };
+    let (result, request_id) = app.invoke_named(&name, call).await;
+    let mut response = match result {
+        Ok(answer) => answer.into_response(),
+        Err(error) => error.into_response(),
+    };
+    if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        response.headers_mut().insert("x-wafer-request-id", id);
+    }
+    response
 }
 
 #[derive(Deserialize)]

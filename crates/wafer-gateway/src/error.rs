@@ -80,7 +80,7 @@ pub enum Error {
 }
 
 impl Error {
-    fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Error::NoRoute(_) => StatusCode::NOT_FOUND,
             Error::Unavailable { .. } => StatusCode::INTERNAL_SERVER_ERROR,

@@ -23,15 +23,39 @@ use wafer_runtime::{
 use crate::error::Error;
 use crate::logs::LogBook;
 
-/// What an HTTP request asks a waPC or exports function to do.
-pub(crate) struct Invocation<'a> {
-    pub(crate) function: &'a str,
+/// What a request asks a waPC or exports function to do.
+pub(crate) struct Call<'a> {
     pub(crate) method: &'a Method,
     /// The path after the function's route: `/OPERATION`.
     pub(crate) rest: &'a str,
     pub(crate) query: Option<&'a str>,
     pub(crate) content_type: Option<&'a str>,
     pub(crate) body: Bytes,
+}
+
+/// A successful call's answer.
+pub(crate) struct Answer {
+    pub(crate) body: Bytes,
+    pub(crate) content_type: &'static str,
+}
+
+impl Answer {
+    fn new(body: impl Into<Bytes>, content_type: &'static str) -> Self {
+        Self {
+            body: body.into(),
+            content_type,
+        }
+    }
+
+    pub(crate) fn into_response(self) -> Response {
+        let mut response = Response::new(Body::from(self.body));
+        *response.status_mut() = StatusCode::OK;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(self.content_type),
+        );
+        response
+    }
 }
 
 /// How the result of a plain export is read and answered.
@@ -92,10 +116,10 @@ impl HostCalls for ServerHost {
 pub(crate) async fn invoke(
     program: &Program,
     options: &CallOptions,
-    call: Invocation<'_>,
-) -> (Result<Response, Error>, Bytes) {
-    let name = call.function;
-    let operation = match operation(&call) {
+    name: &str,
+    call: Call<'_>,
+) -> (Result<Answer, Error>, Bytes) {
+    let operation = match operation(name, &call) {
         Ok(operation) => operation,
         Err(e) => return (Err(e), Bytes::new()),
     };
@@ -107,18 +131,18 @@ pub(crate) async fn invoke(
         Abi::Wapc => instance
             .call_wapc(&operation, &call.body)
             .await
-            .map(|bytes| respond(Bytes::from(bytes), "application/octet-stream"))
+            .map(|bytes| Answer::new(bytes, "application/octet-stream"))
             .map_err(|e| call_error(name, e)),
-        _ => call_export(&mut instance, &operation, &call).await,
+        _ => call_export(&mut instance, name, &operation, &call).await,
     };
     (result, instance.take_log())
 }
 
 /// The operation named by the path, percent-decoded; only `POST` calls one.
-fn operation(call: &Invocation<'_>) -> Result<String, Error> {
+fn operation(name: &str, call: &Call<'_>) -> Result<String, Error> {
     let operation = call.rest.trim_start_matches('/');
     if operation.is_empty() {
-        return Err(Error::NoOperation(call.function.to_owned()));
+        return Err(Error::NoOperation(name.to_owned()));
     }
     if call.method != Method::POST {
         return Err(Error::MethodNotAllowed(call.method.clone()));
@@ -131,10 +155,10 @@ fn operation(call: &Invocation<'_>) -> Result<String, Error> {
 
 async fn call_export(
     instance: &mut wafer_runtime::Instance,
+    name: &str,
     export: &str,
-    call: &Invocation<'_>,
-) -> Result<Response, Error> {
-    let name = call.function;
+    call: &Call<'_>,
+) -> Result<Answer, Error> {
     let returns = form_urlencoded::parse(call.query.unwrap_or("").as_bytes())
         .find(|(k, _)| k == "returns")
         .map_or(Ok(Returns::Numbers), |(_, v)| Returns::parse(&v))?;
@@ -160,7 +184,7 @@ async fn call_export(
         .map_err(|e| call_error(name, e))?;
     Ok(match (returns, values.into_iter().next()) {
         (Returns::String, Some(Value::Bytes(bytes))) => match String::from_utf8(bytes) {
-            Ok(text) => respond(Bytes::from(text), "text/plain; charset=utf-8"),
+            Ok(text) => Answer::new(text, "text/plain; charset=utf-8"),
             Err(_) => {
                 return Err(Error::BadRequest(format!(
                     "`{export}` returned bytes that are not UTF-8; ask for `returns=bytes`"
@@ -168,7 +192,7 @@ async fn call_export(
             }
         },
         (Returns::Bytes, Some(Value::Bytes(bytes))) => {
-            respond(Bytes::from(bytes), "application/octet-stream")
+            Answer::new(bytes, "application/octet-stream")
         }
         (_, first) => {
             let mut values: Vec<serde_json::Value> = first.into_iter().map(to_json).collect();
@@ -177,7 +201,7 @@ async fn call_export(
                 1 => values.remove(0),
                 _ => serde_json::Value::Array(values),
             };
-            respond(Bytes::from(format!("{json}\n")), "application/json")
+            Answer::new(format!("{json}\n"), "application/json")
         }
     })
 }
@@ -283,15 +307,6 @@ fn to_json(value: Value) -> serde_json::Value {
         }
         Value::Bytes(bytes) => String::from_utf8_lossy(&bytes).into_owned().into(),
     }
-}
-
-fn respond(body: Bytes, content_type: &'static str) -> Response {
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = StatusCode::OK;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
 }
 
 pub(crate) fn call_error(name: &str, error: CallError) -> Error {

@@ -28,6 +28,7 @@
 mod admin;
 mod cgi;
 mod error;
+mod grpc;
 mod invoke;
 mod logs;
 
@@ -44,11 +45,11 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use invoke::{Invocation, ServerHost};
+use invoke::{Answer, Call, ServerHost};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 use wafer_registry::{Admission, Function, Registry, Resolved};
@@ -56,6 +57,7 @@ use wafer_runtime::{Abi, CallOptions};
 
 pub use admin::MAX_UPLOAD;
 pub use error::Error;
+pub use grpc::proto;
 pub use logs::{LogBook, LogLine, LINES_KEPT};
 
 /// How long shutdown waits for requests in flight before closing their connections.
@@ -90,12 +92,19 @@ impl App {
 
     async fn handle(
         &self,
-        admin: axum::Router,
+        routers: &Routers,
         request: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response {
-        if request.uri().path().starts_with("/_wafer/") {
-            return match admin.oneshot(request).await {
+        let router = if request.uri().path().starts_with("/_wafer/") {
+            Some(&routers.admin)
+        } else if is_grpc(&request) {
+            Some(&routers.grpc)
+        } else {
+            None
+        };
+        if let Some(router) = router {
+            return match router.clone().oneshot(request).await {
                 Ok(response) => response,
                 Err(never) => match never {},
             };
@@ -127,39 +136,71 @@ impl App {
                     .await
             }
             Abi::Wapc | Abi::Exports => {
-                let rest = &parts.uri.path()[resolved.script_name_len..];
-                self.invoke(function, program, &parts, rest, body, &request_id)
+                let call = Call {
+                    method: &parts.method,
+                    rest: &parts.uri.path()[resolved.script_name_len..],
+                    query: parts.uri.query(),
+                    content_type: parts
+                        .headers
+                        .get(header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok()),
+                    body,
+                };
+                self.invoke(function, program, call, &request_id)
                     .await
+                    .map(Answer::into_response)
             }
         };
         Ok(self.finish(function.name.as_str(), result, request_id))
     }
 
-    /// Calls an operation of a waPC or exports function for the admin API.
-    pub(crate) async fn invoke_by_name(
+    /// Calls an operation of a waPC or exports function by the function's name (the admin
+    /// API's and gRPC's Invoke). Returns the answer and the request id.
+    pub(crate) async fn invoke_named(
         &self,
-        function: &Function,
-        operation: &str,
-        parts: &http::request::Parts,
-        body: axum::body::Body,
-    ) -> Result<Response, Error> {
-        let name = function.name.as_str();
-        let program = function.program().map_err(|reason| Error::Unavailable {
-            name: name.to_owned(),
-            reason: reason.to_owned(),
-        })?;
+        name: &str,
+        call: Call<'_>,
+    ) -> (Result<Answer, Error>, Option<String>) {
+        let function = match name.parse::<wafer_registry::FunctionName>() {
+            Err(e) => return (Err(Error::Registry(e)), None),
+            Ok(name) => match self.registry.function(&name) {
+                Some(function) => function,
+                None => {
+                    let missing = wafer_registry::RegistryError::NotFound(name.to_string());
+                    return (Err(missing.into()), None);
+                }
+            },
+        };
+        let program = match function.program() {
+            Ok(program) => program,
+            Err(reason) => {
+                let error = Error::Unavailable {
+                    name: name.to_owned(),
+                    reason: reason.to_owned(),
+                };
+                return (Err(error), None);
+            }
+        };
         if program.abi() == Abi::Cgi {
-            return Err(Error::BadRequest(format!(
+            let error = Error::BadRequest(format!(
                 "function `{name}` is a CGI program: call it over HTTP at its route"
-            )));
+            ));
+            return (Err(error), None);
         }
-        let (body, _admission) = self.admit(function, body).await?;
+        let limit = function.config.limits.request_body;
+        if call.body.len() as u64 > limit.as_u64() {
+            return (Err(Error::BodyTooLarge(limit)), None);
+        }
+        let _admission = match self.admission(&function).await {
+            Ok(admission) => admission,
+            Err(e) => return (Err(e), None),
+        };
         let request_id = self.request_id();
-        let rest = format!("/{operation}");
-        let result = self
-            .invoke(function, program, parts, &rest, body, &request_id)
-            .await;
-        Ok(self.finish(name, result, request_id))
+        let result = self.invoke(&function, program, call, &request_id).await;
+        if let Err(error) = &result {
+            self.log_failure(name, &request_id, error);
+        }
+        (result, Some(request_id))
     }
 
     /// Reads the body within the function's limit, then waits for a free instance slot.
@@ -169,23 +210,31 @@ impl App {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let body = read_body(body, function.config.limits.request_body.as_u64()).await?;
-        let admission = function
+        Ok((body, self.admission(function).await?))
+    }
+
+    /// Waits for a free instance slot of `function`.
+    async fn admission(&self, function: &Function) -> Result<Admission, Error> {
+        function
             .admit()
             .await
-            .ok_or_else(|| Error::Busy(function.name.to_string()))?;
-        Ok((body, admission))
+            .ok_or_else(|| Error::Busy(function.name.to_string()))
     }
 
     fn request_id(&self) -> String {
         format!("{:x}", self.requests.fetch_add(1, Ordering::Relaxed))
     }
 
+    fn log_failure(&self, name: &str, request_id: &str, error: &Error) {
+        self.logs
+            .append(name, request_id, error.to_string().as_bytes());
+        tracing::warn!(request_id, "{error}");
+    }
+
     /// Logs a failure and tags the response with the request id.
     fn finish(&self, name: &str, result: Result<Response, Error>, request_id: String) -> Response {
         let mut response = result.unwrap_or_else(|error| {
-            self.logs
-                .append(name, &request_id, error.to_string().as_bytes());
-            tracing::warn!(request_id, "{error}");
+            self.log_failure(name, &request_id, &error);
             error.into_response()
         });
         if let Ok(id) = HeaderValue::from_str(&request_id) {
@@ -194,16 +243,14 @@ impl App {
         response
     }
 
-    /// Runs a waPC operation or a plain export (`rest` is `/OPERATION`).
+    /// Runs a waPC operation or a plain export.
     async fn invoke(
         &self,
         function: &Function,
         program: &wafer_runtime::Program,
-        parts: &http::request::Parts,
-        rest: &str,
-        body: Bytes,
+        call: Call<'_>,
         request_id: &str,
-    ) -> Result<Response, Error> {
+    ) -> Result<Answer, Error> {
         let name = function.name.as_str();
         let options = CallOptions {
             limits: function.config.limits,
@@ -213,18 +260,7 @@ impl App {
                 request_id: request_id.to_owned(),
             })),
         };
-        let call = Invocation {
-            function: name,
-            method: &parts.method,
-            rest,
-            query: parts.uri.query(),
-            content_type: parts
-                .headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok()),
-            body,
-        };
-        let (result, log) = invoke::invoke(program, &options, call).await;
+        let (result, log) = invoke::invoke(program, &options, name, call).await;
         self.logs.append(name, request_id, &log);
         result
     }
@@ -273,6 +309,20 @@ impl App {
             },
         }
     }
+}
+
+/// The routers beside the function routes: the admin API and the gRPC service.
+struct Routers {
+    admin: axum::Router,
+    grpc: axum::Router,
+}
+
+/// gRPC requests are told apart by their content type (`application/grpc`, `+proto`, ...).
+fn is_grpc(request: &Request<Incoming>) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// Reads the whole body, refusing one larger than `limit` bytes.
@@ -329,7 +379,18 @@ pub async fn serve(
     shutdown: impl Future<Output = impl Sized>,
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
-    let admin = admin::router(app.clone());
+    let routers = Arc::new(Routers {
+        admin: admin::router(app.clone()),
+        grpc: grpc::router(app.clone()),
+    });
+    // HTTP/1.1 for function calls and the admin API; HTTP/2 as well, for gRPC (and any
+    // client that prefers it).
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    builder.http2().timer(TokioTimer::new());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -345,15 +406,14 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let (app, admin) = (app.clone(), admin.clone());
+        let (app, routers) = (app.clone(), routers.clone());
         let service = service_fn(move |request| {
-            let (app, admin) = (app.clone(), admin.clone());
-            async move { Ok::<_, Infallible>(app.handle(admin, request, peer).await) }
+            let (app, routers) = (app.clone(), routers.clone());
+            async move { Ok::<_, Infallible>(app.handle(&routers, request, peer).await) }
         });
-        let connection = http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
-            .serve_connection(TokioIo::new(stream), service);
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {

@@ -1,0 +1,440 @@
+//! The gRPC service through its generated client, on the server's HTTP port: every method,
+//! reflection, the token check, and a corrupted module refused on fetch.
+
+#![allow(clippy::unwrap_used, clippy::type_complexity)]
+
+mod common;
+
+use common::{built, Server};
+use tokio_stream::StreamExt;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+use wafer_gateway::proto::wafer_client::WaferClient;
+use wafer_gateway::proto::*;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn client(server: &Server) -> WaferClient<Channel> {
+    WaferClient::connect(server.url.clone()).await.unwrap()
+}
+
+/// A request with the admin token.
+fn authed<T>(server: &Server, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    let token: MetadataValue<_> = format!("Bearer {}", server.token).parse().unwrap();
+    request.metadata_mut().insert("authorization", token);
+    request
+}
+
+fn deploy_stream(name: &str, module: &[u8], limits: Option<Limits>) -> Vec<DeployRequest> {
+    let mut messages = vec![DeployRequest {
+        part: Some(deploy_request::Part::Metadata(DeployMetadata {
+            name: name.into(),
+            routes: Vec::new(),
+            env: Default::default(),
+            limits,
+        })),
+    }];
+    for chunk in module.chunks(7000) {
+        messages.push(DeployRequest {
+            part: Some(deploy_request::Part::Chunk(chunk.to_vec())),
+        });
+    }
+    messages
+}
+
+async fn deploy(
+    server: &Server,
+    client: &mut WaferClient<Channel>,
+    name: &str,
+    module: &[u8],
+    limits: Option<Limits>,
+) -> Result<Deployed, tonic::Status> {
+    let stream = tokio_stream::iter(deploy_stream(name, module, limits));
+    client
+        .deploy(authed(server, stream))
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[test]
+fn every_method_through_the_generated_client() {
+    // The server (and its blocking HTTP client) live outside the async runtime.
+    let server = Server::start();
+    runtime().block_on(async {
+        let mut client = client(&server).await;
+        let wapc = std::fs::read(built("wapc-rust.wasm")).unwrap();
+
+        let first = deploy(&server, &mut client, "wapc", &wapc, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            (first.name.as_str(), first.version, first.unchanged),
+            ("wapc", 1, false)
+        );
+        assert!(first.digest.starts_with("sha256:"));
+        let again = deploy(&server, &mut client, "wapc", &wapc, None)
+            .await
+            .unwrap();
+        assert!(again.unchanged);
+        let limits = Limits {
+            timeout: "2s".into(),
+            ..Default::default()
+        };
+        let second = deploy(&server, &mut client, "wapc", &wapc, Some(limits))
+            .await
+            .unwrap();
+        assert_eq!(second.version, 2);
+
+        // HTTP sees what gRPC deployed.
+        let pong = tokio::task::block_in_place(|| {
+            server
+                .client
+                .post(format!("{}/wapc/ping", server.url))
+                .send()
+                .unwrap()
+                .text()
+                .unwrap()
+        });
+        assert_eq!(pong, "pong");
+
+        let listed = client
+            .list(authed(&server, ListRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        let summary = listed.functions.iter().find(|f| f.name == "wapc").unwrap();
+        assert_eq!((summary.version, summary.versions), (2, 2));
+        assert_eq!(summary.routes, ["/wapc/..."]);
+        assert!(summary.error.is_empty());
+
+        let record = client
+            .get(authed(
+                &server,
+                GetRequest {
+                    name: "wapc".into(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(record.active, 2);
+        assert_eq!(record.versions.len(), 2);
+        assert!(record.versions.iter().all(|v| v.abi == "wapc"));
+
+        let answer = client
+            .invoke(authed(
+                &server,
+                InvokeRequest {
+                    function: "wapc".into(),
+                    operation: "hello".into(),
+                    payload: b"gRPC".to_vec(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(answer.payload, b"Hello, gRPC!");
+        assert_eq!(answer.content_type, "application/octet-stream");
+        assert!(!answer.request_id.is_empty());
+        let unknown = client
+            .invoke(authed(
+                &server,
+                InvokeRequest {
+                    function: "wapc".into(),
+                    operation: "nope".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(unknown.code(), Code::NotFound);
+        assert!(unknown.message().contains("unknown operation `nope`"));
+        let failed = client
+            .invoke(authed(
+                &server,
+                InvokeRequest {
+                    function: "wapc".into(),
+                    operation: "fail".into(),
+                    payload: b"xy".to_vec(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(failed.code(), Code::Internal);
+        assert!(failed.message().contains("refusing 2 bytes"), "{failed:?}");
+
+        let exports = std::fs::read(built("exports-rust.wasm")).unwrap();
+        deploy(&server, &mut client, "ex", &exports, None)
+            .await
+            .unwrap();
+        let invoke = |operation: &str, payload: &str, returns: &str| InvokeRequest {
+            function: "ex".into(),
+            operation: operation.into(),
+            payload: payload.as_bytes().to_vec(),
+            content_type: "application/json".into(),
+            returns: returns.into(),
+        };
+        let sum = client
+            .invoke(authed(&server, invoke("sum", "[3, 2]", "")))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (sum.payload.as_slice(), sum.content_type.as_str()),
+            (&b"5\n"[..], "application/json")
+        );
+        let greeting = client
+            .invoke(authed(&server, invoke("greet", r#"["gRPC"]"#, "string")))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(greeting.payload, b"Hello, gRPC!");
+        let wrong = client
+            .invoke(authed(&server, invoke("sum", "[3]", "")))
+            .await
+            .unwrap_err();
+        assert_eq!(wrong.code(), Code::InvalidArgument);
+        assert!(wrong.message().contains("sum(i32, i32) -> i32"));
+
+        // GetModule streams the module back, verified.
+        let mut chunks = client
+            .get_module(authed(
+                &server,
+                GetModuleRequest {
+                    digest: first.digest.clone(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut fetched = Vec::new();
+        let mut count = 0;
+        while let Some(chunk) = chunks.next().await {
+            fetched.extend(chunk.unwrap().data);
+            count += 1;
+        }
+        assert_eq!(fetched, wapc);
+        assert!(count >= 1);
+
+        let rolled = client
+            .rollback(authed(
+                &server,
+                RollbackRequest {
+                    name: "wapc".into(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(rolled.version, 1);
+        let rolled = client
+            .rollback(authed(
+                &server,
+                RollbackRequest {
+                    name: "wapc".into(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(rolled.code(), Code::FailedPrecondition);
+
+        client
+            .delete(authed(
+                &server,
+                DeleteRequest {
+                    name: "wapc".into(),
+                },
+            ))
+            .await
+            .unwrap();
+        let gone = client
+            .get(authed(
+                &server,
+                GetRequest {
+                    name: "wapc".into(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(gone.code(), Code::NotFound);
+        let invalid = client
+            .get(authed(
+                &server,
+                GetRequest {
+                    name: "../etc".into(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(invalid.code(), Code::InvalidArgument);
+    });
+}
+
+#[test]
+fn bad_deploys_and_modules() {
+    // The server (and its blocking HTTP client) live outside the async runtime.
+    let server = Server::start();
+    runtime().block_on(async {
+        let mut client = client(&server).await;
+
+        let bad = deploy(&server, &mut client, "bad", b"\0asm\x01\0\0\0garbage", None)
+            .await
+            .unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        assert!(bad.message().contains("invalid wasm module"), "{bad:?}");
+        let no_metadata = tokio_stream::iter(vec![DeployRequest {
+            part: Some(deploy_request::Part::Chunk(b"(module)".to_vec())),
+        }]);
+        let err = client
+            .deploy(authed(&server, no_metadata))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("metadata"));
+        let limits = Limits {
+            memory: "lots".into(),
+            ..Default::default()
+        };
+        let err = deploy(&server, &mut client, "bad", b"(module)", Some(limits))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(
+            err.message().contains("invalid deploy parameters"),
+            "{err:?}"
+        );
+
+        // A module whose stored bytes no longer match their digest is reported, not returned.
+        let module = std::fs::read(built("exports-c.wasm")).unwrap();
+        let deployed = deploy(&server, &mut client, "victim", &module, None)
+            .await
+            .unwrap();
+        let hex = deployed.digest.strip_prefix("sha256:").unwrap();
+        let blob = server
+            .data
+            .join("modules/sha256")
+            .join(format!("{hex}.wasm"));
+        let mut bytes = std::fs::read(&blob).unwrap();
+        bytes[100] ^= 0xff;
+        std::fs::write(&blob, bytes).unwrap();
+        let err = client
+            .get_module(authed(
+                &server,
+                GetModuleRequest {
+                    digest: deployed.digest.clone(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::DataLoss, "{err:?}");
+        assert!(err.message().contains(hex), "{err:?}");
+        for (digest, code) in [
+            ("sha256:nothex", Code::InvalidArgument),
+            (
+                "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+                Code::NotFound,
+            ),
+        ] {
+            let err = client
+                .get_module(authed(
+                    &server,
+                    GetModuleRequest {
+                        digest: digest.into(),
+                    },
+                ))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), code, "{digest}: {err:?}");
+        }
+    });
+}
+
+#[test]
+fn calls_without_the_token_are_refused_and_change_nothing() {
+    // The server (and its blocking HTTP client) live outside the async runtime.
+    let server = Server::start();
+    runtime().block_on(async {
+        let mut client = client(&server).await;
+        let err = client.list(ListRequest {}).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+        let mut wrong = Request::new(ListRequest {});
+        wrong
+            .metadata_mut()
+            .insert("authorization", "Bearer wrong".parse().unwrap());
+        assert_eq!(
+            client.list(wrong).await.unwrap_err().code(),
+            Code::Unauthenticated
+        );
+        let module = std::fs::read(built("hello-wat.wat")).unwrap();
+        let stream = tokio_stream::iter(deploy_stream("sneaky", &module, None));
+        let err = client.deploy(stream).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+        let status = tokio::task::block_in_place(|| server.get("/sneaky").status());
+        assert_eq!(status, 404);
+    });
+}
+
+#[test]
+fn reflection_lists_the_service() {
+    // The server (and its blocking HTTP client) live outside the async runtime.
+    let server = Server::start();
+    runtime().block_on(async {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let channel = Channel::from_shared(server.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.next().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer: {response:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"wafer.v1.Wafer".to_owned()), "{names:?}");
+
+    // The service's file descriptor is there for generic clients to build calls from.
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(
+            "wafer.v1.Wafer".into(),
+        )),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.next().await.unwrap().unwrap();
+    assert!(
+        matches!(
+            response.message_response,
+            Some(MessageResponse::FileDescriptorResponse(ref files)) if !files.file_descriptor_proto.is_empty()
+        ),
+        "{response:?}"
+    );
+    });
+}

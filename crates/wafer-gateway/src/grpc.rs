@@ -1,0 +1,321 @@
+//! The gRPC service `wafer.v1.Wafer` (`proto/wafer/v1/wafer.proto`): the admin API's
+//! operations and Invoke, on the same port as HTTP. Requests whose `content-type` starts
+//! with `application/grpc` come here; every call needs `authorization: Bearer TOKEN`.
+//! Server reflection (`grpc.reflection.v1` and `v1alpha`) is on and needs no token.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::StatusCode;
+use serde_json::{Map, Value};
+use tokio_stream::{Stream, StreamExt};
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Request, Response, Status, Streaming};
+use wafer_registry::{Digest, FunctionName};
+
+use crate::admin::{blocking, config, constant_time_eq, MAX_UPLOAD};
+use crate::error::Error;
+use crate::invoke::Call;
+use crate::App;
+
+/// The generated messages, service and client of `wafer.v1`.
+#[allow(missing_docs, clippy::all)]
+pub mod proto {
+    tonic::include_proto!("wafer.v1");
+
+    /// The encoded descriptor set of `wafer.proto`, for reflection.
+    pub const DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/wafer_descriptor.bin"));
+}
+
+use proto::wafer_server::{Wafer, WaferServer};
+use proto::*;
+
+/// Size of the chunks GetModule streams.
+const CHUNK: usize = 64 << 10;
+
+/// The service, with the admin token check in front of it and reflection beside it.
+pub(crate) fn router(app: Arc<App>) -> axum::Router {
+    let token = app.token.clone();
+    let wafer = WaferServer::new(Service { app }).max_decoding_message_size(MAX_UPLOAD);
+    let wafer = InterceptedService::new(wafer, move |request: Request<()>| {
+        authorize(&token, &request)?;
+        Ok(request)
+    });
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::DESCRIPTOR_SET)
+    };
+    let (v1, v1alpha) = match (reflection().build_v1(), reflection().build_v1alpha()) {
+        (Ok(v1), Ok(v1alpha)) => (Some(v1), Some(v1alpha)),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "gRPC reflection is off: the descriptor set does not load");
+            (None, None)
+        }
+    };
+    let mut routes = tonic::service::Routes::new(wafer);
+    if let (Some(v1), Some(v1alpha)) = (v1, v1alpha) {
+        routes = routes.add_service(v1).add_service(v1alpha);
+    }
+    routes.into_axum_router()
+}
+
+fn authorize(token: &str, request: &Request<()>) -> Result<(), Status> {
+    let given = request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| Status::unauthenticated(Error::Unauthorized.to_string()))?;
+    if constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
+        Ok(())
+    } else {
+        Err(Status::unauthenticated(Error::Unauthorized.to_string()))
+    }
+}
+
+/// The gRPC status for an error, by the HTTP status the same error gets.
+fn status(error: Error) -> Status {
+    let message = error.to_string();
+    match error.status() {
+        StatusCode::BAD_REQUEST => Status::invalid_argument(message),
+        StatusCode::UNAUTHORIZED => Status::unauthenticated(message),
+        StatusCode::NOT_FOUND => Status::not_found(message),
+        StatusCode::METHOD_NOT_ALLOWED => Status::unimplemented(message),
+        StatusCode::CONFLICT => Status::failed_precondition(message),
+        StatusCode::PAYLOAD_TOO_LARGE => Status::resource_exhausted(message),
+        StatusCode::SERVICE_UNAVAILABLE => Status::unavailable(message),
+        StatusCode::GATEWAY_TIMEOUT => Status::deadline_exceeded(message),
+        _ => match &error {
+            Error::Registry(wafer_registry::RegistryError::Corrupt { .. }) => {
+                Status::data_loss(message)
+            }
+            _ => Status::internal(message),
+        },
+    }
+}
+
+fn function_name(raw: &str) -> Result<FunctionName, Status> {
+    raw.parse::<FunctionName>()
+        .map_err(|e| status(Error::Registry(e)))
+}
+
+struct Service {
+    app: Arc<App>,
+}
+
+fn deployed(d: wafer_registry::Deployed) -> Deployed {
+    Deployed {
+        name: d.name.to_string(),
+        version: d.version,
+        digest: d.digest.to_string(),
+        unchanged: d.unchanged,
+    }
+}
+
+#[tonic::async_trait]
+impl Wafer for Service {
+    async fn deploy(
+        &self,
+        request: Request<Streaming<DeployRequest>>,
+    ) -> Result<Response<Deployed>, Status> {
+        let mut stream = request.into_inner();
+        let metadata = match stream.next().await {
+            Some(Ok(DeployRequest {
+                part: Some(deploy_request::Part::Metadata(metadata)),
+            })) => metadata,
+            Some(Err(e)) => return Err(e),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message of Deploy must carry `metadata`",
+                ))
+            }
+        };
+        let name = function_name(&metadata.name)?;
+        let config = deploy_config(metadata).map_err(status)?;
+        let mut module = Vec::new();
+        while let Some(message) = stream.next().await {
+            match message?.part {
+                Some(deploy_request::Part::Chunk(chunk)) => {
+                    if module.len() + chunk.len() > MAX_UPLOAD {
+                        return Err(Status::resource_exhausted(format!(
+                            "the module is larger than the upload limit of {MAX_UPLOAD} bytes"
+                        )));
+                    }
+                    module.extend_from_slice(&chunk);
+                }
+                Some(deploy_request::Part::Metadata(_)) => {
+                    return Err(Status::invalid_argument(
+                        "only the first message of Deploy carries `metadata`",
+                    ))
+                }
+                None => {}
+            }
+        }
+        if module.is_empty() {
+            return Err(Status::invalid_argument(
+                "no module: send its bytes in `chunk` messages after the metadata",
+            ));
+        }
+        let registry = self.app.registry.clone();
+        let result = blocking(move || registry.deploy(name, &module, config))
+            .await
+            .map_err(status)?;
+        tracing::info!(name = %result.name, version = result.version, digest = %result.digest, unchanged = result.unchanged, "deployed (gRPC)");
+        Ok(Response::new(deployed(result)))
+    }
+
+    type GetModuleStream = Pin<Box<dyn Stream<Item = Result<ModuleChunk, Status>> + Send>>;
+
+    async fn get_module(
+        &self,
+        request: Request<GetModuleRequest>,
+    ) -> Result<Response<Self::GetModuleStream>, Status> {
+        let digest: Digest = request
+            .into_inner()
+            .digest
+            .parse()
+            .map_err(|e| status(Error::Registry(e)))?;
+        let registry = self.app.registry.clone();
+        let bytes = Bytes::from(
+            blocking(move || registry.module(&digest))
+                .await
+                .map_err(status)?,
+        );
+        let chunks: Vec<Result<ModuleChunk, Status>> = (0..bytes.len())
+            .step_by(CHUNK)
+            .map(|at| {
+                Ok(ModuleChunk {
+                    data: bytes.slice(at..(at + CHUNK).min(bytes.len())).to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn list(&self, _: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        let functions = self
+            .app
+            .registry
+            .list()
+            .into_iter()
+            .map(|f| FunctionSummary {
+                name: f.name.to_string(),
+                version: f.version,
+                versions: u32::try_from(f.versions).unwrap_or(u32::MAX),
+                digest: f.digest.to_string(),
+                routes: f
+                    .config
+                    .effective_routes(&f.name)
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect(),
+                error: f.error.unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(ListResponse { functions }))
+    }
+
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<FunctionRecord>, Status> {
+        let name = function_name(&request.into_inner().name)?;
+        let record = self.app.registry.get(&name).map_err(|e| status(e.into()))?;
+        Ok(Response::new(FunctionRecord {
+            name: record.name.to_string(),
+            active: record.active,
+            versions: record
+                .versions
+                .iter()
+                .map(|v| Version {
+                    version: v.version,
+                    digest: v.digest.to_string(),
+                    abi: v.abi.to_string(),
+                    routes: v
+                        .config
+                        .effective_routes(&record.name)
+                        .iter()
+                        .map(|r| r.to_string())
+                        .collect(),
+                    created: v.created.clone(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let name = function_name(&request.into_inner().name)?;
+        let registry = self.app.registry.clone();
+        let removed = name.clone();
+        blocking(move || registry.remove(&removed))
+            .await
+            .map_err(status)?;
+        self.app.logs.forget(name.as_str());
+        tracing::info!(%name, "removed (gRPC)");
+        Ok(Response::new(DeleteResponse {}))
+    }
+
+    async fn rollback(
+        &self,
+        request: Request<RollbackRequest>,
+    ) -> Result<Response<Deployed>, Status> {
+        let name = function_name(&request.into_inner().name)?;
+        let registry = self.app.registry.clone();
+        let result = blocking(move || registry.rollback(&name))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(deployed(result)))
+    }
+
+    async fn invoke(
+        &self,
+        request: Request<InvokeRequest>,
+    ) -> Result<Response<InvokeResponse>, Status> {
+        let request = request.into_inner();
+        let query = (!request.returns.is_empty()).then(|| format!("returns={}", request.returns));
+        let call = Call {
+            method: &http::Method::POST,
+            rest: &format!("/{}", request.operation),
+            query: query.as_deref(),
+            content_type: (!request.content_type.is_empty()).then_some(&*request.content_type),
+            body: Bytes::from(request.payload),
+        };
+        let (result, request_id) = self.app.invoke_named(&request.function, call).await;
+        let answer = result.map_err(status)?;
+        Ok(Response::new(InvokeResponse {
+            payload: answer.body.to_vec(),
+            content_type: answer.content_type.to_owned(),
+            request_id: request_id.unwrap_or_default(),
+        }))
+    }
+}
+
+/// A function's configuration from Deploy's metadata.
+fn deploy_config(metadata: DeployMetadata) -> Result<wafer_registry::FunctionConfig, Error> {
+    let routes = metadata.routes.into_iter().map(Value::from).collect();
+    let env = metadata
+        .env
+        .into_iter()
+        .map(|(k, v)| (k, Value::from(v)))
+        .collect();
+    let mut limits = Map::new();
+    if let Some(l) = metadata.limits {
+        for (key, value) in [
+            ("memory", l.memory),
+            ("timeout", l.timeout),
+            ("request_body", l.request_body),
+            ("stdout", l.stdout),
+            ("stderr", l.stderr),
+        ] {
+            if !value.is_empty() {
+                limits.insert(key.to_owned(), Value::from(value));
+            }
+        }
+        if l.max_concurrency != 0 {
+            limits.insert("max_concurrency".to_owned(), Value::from(l.max_concurrency));
+        }
+    }
+    config(routes, env, limits)
+}
