@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds every example guest into <repo>/target/wasm/:
 #   hello-rust.wasm rustenv.wasm   (cargo, wasm32-wasip1)
-#   wapc-rust.wasm exports-rust.wasm (cargo, wasm32-wasip1)
+#   wapc-rust.wasm exports-rust.wasm complex-rust.wasm (cargo, wasm32-wasip1)
 #   wapc-rust-unknown.wasm         (cargo, wasm32-unknown-unknown)
 #   hello-go.wasm goenv.wasm       (Go >= 1.21, GOOS=wasip1)
 #   hello-c.wasm exports-c.wasm    (clang + wasi-libc)
@@ -110,7 +110,7 @@ for crate in hello-rust rustenv; do
   install_artifact "$work/wasm32-wasip1/release/$crate.wasm" "$crate.wasm"
 done
 # Library crates (cdylib) are named with underscores.
-for crate in wapc-rust exports-rust; do
+for crate in wapc-rust exports-rust complex-rust; do
   install_artifact "$work/wasm32-wasip1/release/${crate//-/_}.wasm" "$crate.wasm"
 done
 # The waPC guest also without WASI, as most waPC hosts build it.

@@ -62,6 +62,15 @@ pub(crate) struct DeployArgs {
     /// Log output kept per call (default 1 MiB).
     #[arg(long)]
     stderr: Option<String>,
+    /// A `.proto` file with the operations' message types (compiled by the server).
+    #[arg(long, value_name = "FILE", conflicts_with = "descriptor_set")]
+    proto: Option<PathBuf>,
+    /// An encoded `FileDescriptorSet` with the operations' message types.
+    #[arg(long, value_name = "FILE")]
+    descriptor_set: Option<PathBuf>,
+    /// An operation's protobuf types (repeatable): JSON calls of it are transcoded.
+    #[arg(long = "operation", value_name = "OP=INPUT:OUTPUT")]
+    operations: Vec<String>,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -164,11 +173,28 @@ pub(crate) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         ("stderr", args.stderr.clone()),
     ];
     query.extend(limits.into_iter().filter_map(|(k, v)| Some((k, v?))));
+    query.extend(args.operations.iter().map(|o| ("operation", o.clone())));
     let request = args
         .server
         .request(Method::PUT, &format!("functions/{}", args.name))?
-        .query(&query)
-        .body(module);
+        .query(&query);
+    let schema = match (&args.proto, &args.descriptor_set) {
+        (Some(path), _) => Some(("proto", path)),
+        (_, Some(path)) => Some(("descriptor_set", path)),
+        _ => None,
+    };
+    let request = match schema {
+        None => request.body(module),
+        Some((part, path)) => {
+            let bytes = tokio::fs::read(path)
+                .await
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let form = reqwest::multipart::Form::new()
+                .part("module", reqwest::multipart::Part::bytes(module))
+                .part(part, reqwest::multipart::Part::bytes(bytes));
+            request.multipart(form)
+        }
+    };
     let deployed: Value = args.server.send(request).await?.json().await?;
     let unchanged = deployed["unchanged"].as_bool().unwrap_or(false);
     println!(

@@ -7,6 +7,8 @@
 //! routes = ["/hello/..."]        # default: /NAME/...
 //! env = { GREETING = "hi" }
 //! limits = { memory = "64MiB", timeout = "5s", max_concurrency = 16 }
+//! proto = "complex.proto"        # protobuf types of the operations (relative to this file)
+//! operations = { mul = "complex.Pair:complex.Complex" }
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -37,6 +39,12 @@ pub(crate) struct ManifestFunction {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub limits: Limits,
+    /// A `.proto` file with the operations' message types.
+    #[serde(default)]
+    pub proto: Option<PathBuf>,
+    /// `OPERATION = "INPUT_TYPE:OUTPUT_TYPE"`.
+    #[serde(default)]
+    pub operations: BTreeMap<String, String>,
 }
 
 impl ManifestFunction {
@@ -45,6 +53,7 @@ impl ManifestFunction {
             routes: self.routes.clone(),
             env: self.env.clone(),
             limits: self.limits,
+            schema: None,
         }
     }
 }
@@ -68,6 +77,7 @@ impl Manifest {
                 .validate()
                 .with_context(|| format!("function `{}`", f.name))?;
             f.module = base.join(&f.module);
+            f.proto = f.proto.as_ref().map(|p| base.join(p));
         }
         Ok(manifest)
     }

@@ -136,7 +136,25 @@ async fn deploy_from_manifest(
             function.module.display()
         )
     })?;
-    let (registry, name, config) = (registry.clone(), function.name.clone(), function.config());
+    let mut config = function.config();
+    let proto = match &function.proto {
+        Some(path) => Some(tokio::fs::read_to_string(path).await.with_context(|| {
+            format!(
+                "function `{}`: cannot read {}",
+                function.name,
+                path.display()
+            )
+        })?),
+        None => None,
+    };
+    let operations = function
+        .operations
+        .iter()
+        .map(|(op, types)| format!("{op}={types}"))
+        .collect::<Vec<_>>();
+    config.schema = wafer_gateway::schema(proto, &operations)
+        .with_context(|| format!("function `{}`", function.name))?;
+    let (registry, name) = (registry.clone(), function.name.clone());
     let deployed = tokio::task::spawn_blocking(move || registry.deploy(name, &module, config))
         .await?
         .with_context(|| {

@@ -271,3 +271,115 @@ fn cgi_functions_are_not_invoked_by_operation() {
     let out = server.cli(&["invoke", "missing", "op"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn protobuf_described_functions_transcode_json() {
+    let server = Server::start();
+    let proto = common::root().join("examples/complex-rust/complex.proto");
+    let module = built("complex-rust.wasm");
+    let out = server.cli(&[
+        "deploy",
+        "complex",
+        module.to_str().unwrap(),
+        "--proto",
+        proto.to_str().unwrap(),
+        "--operation",
+        "mul=complex.Pair:complex.Complex",
+        "--operation",
+        "add=complex.Pair:complex.Complex",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let json =
+        |path: &str, body: &str| answer(post(&server, path, "application/json", body.as_bytes()));
+
+    let pair = r#"{"a": {"re": 1, "im": 2}, "b": {"re": 3, "im": 4}}"#;
+    let (status, text) = json("/complex/mul", pair);
+    assert_eq!(status, 200, "{text}");
+    let product: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(product, serde_json::json!({"re": -5.0, "im": 10.0}));
+    let (_, text) = json("/complex/add", pair);
+    let sum: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(sum, serde_json::json!({"re": 4.0, "im": 6.0}));
+
+    // Invalid input is refused before the guest runs, naming the field.
+    let (status, text) = json("/complex/mul", r#"{"a": {"real": 1}}"#);
+    assert_eq!(status, 400);
+    assert!(
+        text.contains("complex.Pair") && text.contains("real"),
+        "{text}"
+    );
+    let (status, text) = json("/complex/mul", r#"{"a": {"re": "one"}}"#);
+    assert_eq!(status, 400);
+    assert!(text.contains("complex.Pair"), "{text}");
+    let (status, text) = json("/complex/mul", r#"{"a": "#);
+    assert_eq!(status, 400);
+    assert!(text.contains("not a valid `complex.Pair`"), "{text}");
+
+    // Binary protobuf passes straight through.
+    let complex = |tag: u8, re: f64| {
+        let mut m = vec![tag, 9, 0x09];
+        m.extend_from_slice(&re.to_le_bytes());
+        m
+    };
+    let mut pair = complex(0x0a, 1.5);
+    pair.extend(complex(0x12, 2.0));
+    let r = post(&server, "/complex/add", "application/octet-stream", &pair);
+    assert_eq!(r.status(), 200);
+    let mut expected = vec![0x09];
+    expected.extend_from_slice(&3.5f64.to_le_bytes());
+    assert_eq!(r.bytes().unwrap().as_ref(), expected.as_slice());
+
+    // The CLI sends JSON arguments as JSON, so it transcodes too.
+    let out = server.cli(&[
+        "invoke",
+        "complex",
+        "mul",
+        "--args",
+        r#"{"a": {"re": 2}, "b": {"re": 3}}"#,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let product: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(product, serde_json::json!({"re": 6.0}));
+
+    // Bad schemas change nothing.
+    let deploy = |extra: &[&str]| {
+        let mut args = vec!["deploy", "complex", module.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = server.cli(&args);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = deploy(&[
+        "--proto",
+        proto.to_str().unwrap(),
+        "--operation",
+        "mul=complex.Pair:complex.Nope",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("no message type `complex.Nope`"), "{err}");
+    let (ok, err) = deploy(&["--operation", "mul=complex.Pair:complex.Complex"]);
+    assert!(!ok);
+    assert!(err.contains("need a schema"), "{err}");
+    let broken = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(broken.path(), "syntax = \"proto3\"; message {").unwrap();
+    let (ok, err) = deploy(&[
+        "--proto",
+        broken.path().to_str().unwrap(),
+        "--operation",
+        "mul=a.B:a.C",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("invalid .proto"), "{err}");
+    let (ok, err) = deploy(&["--proto", proto.to_str().unwrap(), "--operation", "mul"]);
+    assert!(!ok);
+    assert!(err.contains("OPERATION=INPUT_TYPE:OUTPUT_TYPE"), "{err}");
+    let versions: serde_json::Value = server
+        .admin(Method::GET, "functions/complex")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(versions["versions"].as_array().unwrap().len(), 1);
+}

@@ -109,10 +109,13 @@ async fn deploy(
     State(app): State<Arc<App>>,
     Path(raw): Path<String>,
     RawQuery(query): RawQuery,
-    module: Bytes,
+    request: axum::extract::Request,
 ) -> Result<Response, Error> {
     let name = name(&raw)?;
-    let config = deploy_config(query.as_deref().unwrap_or(""))?;
+    let (mut config, operations) = deploy_config(query.as_deref().unwrap_or(""))?;
+    let upload = Upload::read(request).await?;
+    config.schema = schema_of(upload.proto, upload.descriptor_set, operations)?;
+    let module = upload.module;
     if module.is_empty() {
         return Err(Error::BadRequest(
             "the request body must be the module (.wasm or .wat)".into(),
@@ -129,17 +132,121 @@ async fn deploy(
     Ok((status, Json(deployed)).into_response())
 }
 
+/// A deploy's upload: the module as the whole body, or, as `multipart/form-data`, parts
+/// `module`, and `proto` (a `.proto` file) or `descriptor_set` (an encoded
+/// `FileDescriptorSet`) for a protobuf-described function.
+struct Upload {
+    module: Bytes,
+    proto: Option<String>,
+    descriptor_set: Option<Bytes>,
+}
+
+impl Upload {
+    async fn read(request: axum::extract::Request) -> Result<Self, Error> {
+        use axum::extract::FromRequest;
+        let multipart = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"multipart/form-data"));
+        if !multipart {
+            let module = Bytes::from_request(request, &())
+                .await
+                .map_err(|e| Error::BadBody(e.body_text()))?;
+            return Ok(Self {
+                module,
+                proto: None,
+                descriptor_set: None,
+            });
+        }
+        let mut form = axum::extract::Multipart::from_request(request, &())
+            .await
+            .map_err(|e| Error::BadRequest(e.body_text()))?;
+        let mut upload = Self {
+            module: Bytes::new(),
+            proto: None,
+            descriptor_set: None,
+        };
+        while let Some(field) = form
+            .next_field()
+            .await
+            .map_err(|e| Error::BadRequest(e.body_text()))?
+        {
+            let part = field.name().unwrap_or("").to_owned();
+            let bytes = field
+                .bytes()
+                .await
+                .map_err(|e| Error::BadRequest(e.body_text()))?;
+            match part.as_str() {
+                "module" => upload.module = bytes,
+                "proto" => {
+                    let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
+                        Error::BadRequest("the `proto` part is not UTF-8 text".into())
+                    })?;
+                    upload.proto = Some(text);
+                }
+                "descriptor_set" => upload.descriptor_set = Some(bytes),
+                other => {
+                    return Err(Error::BadRequest(format!(
+                        "unknown deploy part `{other}` (parts: module, proto, descriptor_set)"
+                    )))
+                }
+            }
+        }
+        Ok(upload)
+    }
+}
+
+/// The schema of a protobuf-described function, from a `.proto` or a descriptor set and
+/// the operations' types; checked before anything is stored.
+pub(crate) fn schema_of(
+    proto: Option<String>,
+    descriptor_set: Option<Bytes>,
+    operations: Vec<(String, wafer_registry::OperationTypes)>,
+) -> Result<Option<wafer_registry::Schema>, Error> {
+    let descriptors = match (proto, descriptor_set) {
+        (Some(_), Some(_)) => {
+            return Err(Error::BadRequest(
+                "give a .proto or a descriptor set, not both".into(),
+            ))
+        }
+        (Some(proto), None) => crate::schema::compile_proto(&proto)?,
+        (None, Some(set)) => set.to_vec(),
+        (None, None) if operations.is_empty() => return Ok(None),
+        (None, None) => {
+            return Err(Error::BadRequest(
+                "operation types need a schema: a .proto or a descriptor set".into(),
+            ))
+        }
+    };
+    let schema = wafer_registry::Schema {
+        descriptors,
+        operations: operations.into_iter().collect(),
+    };
+    crate::schema::check(&schema)?;
+    Ok(Some(schema))
+}
+
 /// Turns deploy query parameters into a [`FunctionConfig`] through the same serde
 /// definitions a manifest uses, so both accept and reject exactly the same things:
 /// `route` (repeatable), `env=KEY=VALUE` (repeatable) and each limit by name
 /// (`memory=64MiB`, `timeout=5s`, `max_concurrency=8`, ...).
-fn deploy_config(query: &str) -> Result<FunctionConfig, Error> {
+fn deploy_config(
+    query: &str,
+) -> Result<
+    (
+        FunctionConfig,
+        Vec<(String, wafer_registry::OperationTypes)>,
+    ),
+    Error,
+> {
+    let mut operations = Vec::new();
     let mut routes = Vec::new();
     let mut env = Map::new();
     let mut limits = Map::new();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         match &*key {
             "route" => routes.push(Value::from(value.into_owned())),
+            "operation" => operations.push(crate::schema::operation(&value)?),
             "env" => {
                 let (k, v) = value
                     .split_once('=')
@@ -164,7 +271,7 @@ fn deploy_config(query: &str) -> Result<FunctionConfig, Error> {
             }
         }
     }
-    config(routes, env, limits)
+    Ok((config(routes, env, limits)?, operations))
 }
 
 /// A function's configuration from its parts, through the same serde definitions a manifest

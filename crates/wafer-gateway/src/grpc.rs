@@ -14,7 +14,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 use wafer_registry::{Digest, FunctionName};
 
-use crate::admin::{blocking, config, constant_time_eq, MAX_UPLOAD};
+use crate::admin::{blocking, config, constant_time_eq, schema_of, MAX_UPLOAD};
 use crate::error::Error;
 use crate::invoke::Call;
 use crate::App;
@@ -133,7 +133,28 @@ impl Wafer for Service {
             }
         };
         let name = function_name(&metadata.name)?;
-        let config = deploy_config(metadata).map_err(status)?;
+        let mut metadata = metadata;
+        let schema = metadata.schema.take();
+        let mut config = deploy_config(metadata).map_err(status)?;
+        if let Some(schema) = schema {
+            let (proto, set) = match schema.source {
+                Some(schema::Source::Proto(text)) => (Some(text), None),
+                Some(schema::Source::DescriptorSet(bytes)) => (None, Some(Bytes::from(bytes))),
+                None => (None, None),
+            };
+            let operations = schema
+                .operations
+                .into_iter()
+                .map(|(op, t)| {
+                    let types = wafer_registry::OperationTypes {
+                        input: t.input,
+                        output: t.output,
+                    };
+                    (op, types)
+                })
+                .collect();
+            config.schema = schema_of(proto, set, operations).map_err(status)?;
+        }
         let mut module = Vec::new();
         while let Some(message) = stream.next().await {
             match message?.part {

@@ -22,6 +22,7 @@ use wafer_runtime::{
 
 use crate::error::Error;
 use crate::logs::LogBook;
+use crate::schema::{self, Types};
 
 /// What a request asks a waPC or exports function to do.
 pub(crate) struct Call<'a> {
@@ -113,26 +114,48 @@ impl HostCalls for ServerHost {
 }
 
 /// Runs one waPC operation or plain export call; returns the response and the call's log.
+///
+/// `types` gives the protobuf types of an operation of a protobuf-described function: a JSON
+/// payload is then validated and transcoded to protobuf, and the answer back to JSON.
 pub(crate) async fn invoke(
     program: &Program,
     options: &CallOptions,
     name: &str,
     call: Call<'_>,
+    types: impl Fn(&str) -> Option<Arc<Types>>,
 ) -> (Result<Answer, Error>, Bytes) {
     let operation = match operation(name, &call) {
         Ok(operation) => operation,
         Err(e) => return (Err(e), Bytes::new()),
+    };
+    let transcode = match types(&operation) {
+        Some(types) if media_type(call.content_type) == Some("application/json") => Some(types),
+        _ => None,
+    };
+    let payload = match &transcode {
+        Some(types) => match schema::json_to_protobuf(&types.input, &call.body) {
+            Ok(bytes) => Bytes::from(bytes),
+            Err(e) => return (Err(e), Bytes::new()),
+        },
+        None => call.body.clone(),
     };
     let mut instance = match program.instantiate(options).await {
         Ok(instance) => instance,
         Err(e) => return (Err(call_error(name, e)), Bytes::new()),
     };
     let result = match program.abi() {
-        Abi::Wapc => instance
-            .call_wapc(&operation, &call.body)
-            .await
-            .map(|bytes| Answer::new(bytes, "application/octet-stream"))
-            .map_err(|e| call_error(name, e)),
+        Abi::Wapc => match instance.call_wapc(&operation, &payload).await {
+            Err(e) => Err(call_error(name, e)),
+            Ok(bytes) => match &transcode {
+                None => Ok(Answer::new(bytes, "application/octet-stream")),
+                Some(types) => schema::protobuf_to_json(&types.output, &bytes)
+                    .map(|json| Answer::new(json, "application/json"))
+                    .map_err(|reason| Error::BadOutput {
+                        name: name.to_owned(),
+                        reason,
+                    }),
+            },
+        },
         _ => call_export(&mut instance, name, &operation, &call).await,
     };
     (result, instance.take_log())

@@ -31,6 +31,7 @@ mod error;
 mod grpc;
 mod invoke;
 mod logs;
+mod schema;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -58,6 +59,19 @@ use wafer_runtime::{Abi, CallOptions};
 pub use admin::MAX_UPLOAD;
 pub use error::Error;
 pub use grpc::proto;
+
+/// The schema of a protobuf-described function from `.proto` source and
+/// `OPERATION=INPUT:OUTPUT` specs (as `wafer up` reads them from a manifest), checked.
+pub fn schema(
+    proto: Option<String>,
+    operations: &[String],
+) -> Result<Option<wafer_registry::Schema>, Error> {
+    let operations = operations
+        .iter()
+        .map(|spec| schema::operation(spec))
+        .collect::<Result<Vec<_>, _>>()?;
+    admin::schema_of(proto, None, operations)
+}
 pub use logs::{LogBook, LogLine, LINES_KEPT};
 
 /// How long shutdown waits for requests in flight before closing their connections.
@@ -68,6 +82,7 @@ pub struct App {
     registry: Arc<Registry>,
     token: String,
     logs: Arc<LogBook>,
+    schemas: schema::Schemas,
     local: SocketAddr,
     requests: AtomicU64,
 }
@@ -80,6 +95,7 @@ impl App {
             registry,
             token,
             logs: Arc::default(),
+            schemas: schema::Schemas::default(),
             local,
             requests: AtomicU64::new(0),
         })
@@ -260,7 +276,8 @@ impl App {
                 request_id: request_id.to_owned(),
             })),
         };
-        let (result, log) = invoke::invoke(program, &options, name, call).await;
+        let types = |operation: &str| self.schemas.types(function, operation);
+        let (result, log) = invoke::invoke(program, &options, name, call, types).await;
         self.logs.append(name, request_id, &log);
         result
     }

@@ -19,6 +19,48 @@ pub struct FunctionConfig {
     pub env: BTreeMap<String, String>,
     /// Resource limits.
     pub limits: Limits,
+    /// Protobuf types of the function's operations, for JSON transcoding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Schema>,
+}
+
+/// The protobuf messages a function's operations take and return: with them, a JSON call is
+/// validated and transcoded to protobuf for the guest, and the guest's answer back to JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schema {
+    /// An encoded `google.protobuf.FileDescriptorSet` holding every type used (base64 in
+    /// the stored record).
+    #[serde(with = "base64_bytes")]
+    pub descriptors: Vec<u8>,
+    /// Input and output message types (full names, e.g. `complex.Pair`) per operation.
+    pub operations: BTreeMap<String, OperationTypes>,
+}
+
+/// The message types of one operation.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperationTypes {
+    /// The request message's full name.
+    pub input: String,
+    /// The response message's full name.
+    pub output: String,
+}
+
+mod base64_bytes {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl FunctionConfig {

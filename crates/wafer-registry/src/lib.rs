@@ -54,7 +54,7 @@ use wafer_runtime::{Program, Runtime};
 use crate::artifacts::ArtifactCache;
 use crate::routes::RouteTable;
 
-pub use config::FunctionConfig;
+pub use config::{FunctionConfig, OperationTypes, Schema};
 pub use error::RegistryError;
 pub use function::{Admission, Function, QUEUE_WAIT};
 pub use names::{Digest, FunctionName, Route};
