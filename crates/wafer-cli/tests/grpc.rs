@@ -40,6 +40,7 @@ fn deploy_stream(name: &str, module: &[u8], limits: Option<Limits>) -> Vec<Deplo
             routes: Vec::new(),
             env: Default::default(),
             limits,
+            schema: None,
         })),
     }];
     for chunk in module.chunks(7000) {
@@ -277,6 +278,65 @@ fn every_method_through_the_generated_client() {
             .await
             .unwrap_err();
         assert_eq!(invalid.code(), Code::InvalidArgument);
+    });
+}
+
+#[test]
+fn protobuf_described_function_over_grpc() {
+    let server = Server::start();
+    runtime().block_on(async {
+        let mut client = client(&server).await;
+        let module = std::fs::read(built("complex-rust.wasm")).unwrap();
+        let proto =
+            std::fs::read_to_string(common::root().join("examples/complex-rust/complex.proto"))
+                .unwrap();
+        let types = OperationTypes {
+            input: "complex.Pair".into(),
+            output: "complex.Complex".into(),
+        };
+        let mut messages = deploy_stream("complex", &module, None);
+        if let Some(deploy_request::Part::Metadata(metadata)) = &mut messages[0].part {
+            metadata.schema = Some(Schema {
+                source: Some(schema::Source::Proto(proto)),
+                operations: [("mul".to_owned(), types)].into(),
+            });
+        }
+        client
+            .deploy(authed(&server, tokio_stream::iter(messages)))
+            .await
+            .unwrap();
+        let answer = client
+            .invoke(authed(
+                &server,
+                InvokeRequest {
+                    function: "complex".into(),
+                    operation: "mul".into(),
+                    payload: br#"{"a": {"re": 1, "im": 2}, "b": {"re": 3, "im": 4}}"#.to_vec(),
+                    content_type: "application/json".into(),
+                    returns: String::new(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(answer.content_type, "application/json");
+        let product: serde_json::Value = serde_json::from_slice(&answer.payload).unwrap();
+        assert_eq!(product, serde_json::json!({"re": -5.0, "im": 10.0}));
+        let invalid = client
+            .invoke(authed(
+                &server,
+                InvokeRequest {
+                    function: "complex".into(),
+                    operation: "mul".into(),
+                    payload: br#"{"a": {"re": true}}"#.to_vec(),
+                    content_type: "application/json".into(),
+                    returns: String::new(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(invalid.code(), Code::InvalidArgument);
+        assert!(invalid.message().contains("complex.Pair"), "{invalid:?}");
     });
 }
 
