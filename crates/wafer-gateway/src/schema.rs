@@ -110,10 +110,13 @@ pub(crate) fn operation(spec: &str) -> Result<(String, wafer_registry::Operation
     ))
 }
 
+/// The types of each operation of one schema.
+type Operations = Arc<HashMap<String, Arc<Types>>>;
+
 /// Loaded schemas, per function version (a schema is decoded once, not per call).
 #[derive(Default)]
 pub(crate) struct Schemas {
-    loaded: Mutex<HashMap<(String, u32), Arc<HashMap<String, Arc<Types>>>>>,
+    loaded: Mutex<HashMap<(String, u32), Operations>>,
 }
 
 impl Schemas {
