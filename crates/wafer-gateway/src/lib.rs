@@ -1,9 +1,12 @@
-//! Wafer's HTTP gateway: serves functions CGI-style on their routes, and the admin API under
-//! `/_wafer/`.
+//! Wafer's gateway: serves functions on their routes (HTTP/1.1 and HTTP/2), the admin API
+//! under `/_wafer/`, and the gRPC service `wafer.v1.Wafer` (requests with a gRPC content
+//! type) on the same port.
 //!
 //! Per request: resolve the path in the [`Registry`] (lock-free), read the body within the
 //! function's limit, wait for a free instance (or `503` with `Retry-After`), run the function
-//! in a fresh instance, and turn its stdout into the response (see `docs/cgi.md`). Guest
+//! in a fresh instance, and answer: a CGI program's stdout becomes the response
+//! (`docs/cgi.md`); a waPC operation or a plain export is called with the body
+//! (`docs/calls.md`), JSON transcoded to protobuf when the function has a schema. Guest
 //! faults become `500`/`502`/`504` responses and log lines; they never reach the server.
 //!
 //! [`serve`] takes a bound listener and a shutdown future, so tests run the real server on
