@@ -341,6 +341,25 @@ fn protobuf_described_functions_transcode_json() {
     let product: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(product, serde_json::json!({"re": 6.0}));
 
+    // A descriptor set works as well as a .proto.
+    let set = protox::compile([proto.file_name().unwrap()], [proto.parent().unwrap()]).unwrap();
+    let set_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(set_file.path(), prost::Message::encode_to_vec(&set)).unwrap();
+    let out = server.cli(&[
+        "deploy",
+        "complex-set",
+        module.to_str().unwrap(),
+        "--descriptor-set",
+        set_file.path().to_str().unwrap(),
+        "--operation",
+        "add=complex.Pair:complex.Complex",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let (status, text) = json("/complex-set/add", r#"{"a": {"im": 1}, "b": {"im": 2}}"#);
+    assert_eq!(status, 200, "{text}");
+    let sum: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(sum, serde_json::json!({"im": 3.0}));
+
     // Bad schemas change nothing.
     let deploy = |extra: &[&str]| {
         let mut args = vec!["deploy", "complex", module.to_str().unwrap()];
