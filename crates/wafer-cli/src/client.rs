@@ -210,8 +210,8 @@ pub(crate) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
 pub(crate) async fn ls(args: ServerArgs) -> anyhow::Result<()> {
     let list = args.json(Method::GET, "functions").await?;
     println!(
-        "{:<24} {:>7}  {:<20} {:<40} STATUS",
-        "NAME", "VERSION", "DIGEST", "ROUTES"
+        "{:<24} {:>7}  {:<8} {:<20} {:<40} STATUS",
+        "NAME", "VERSION", "ABI", "DIGEST", "ROUTES"
     );
     for f in list.as_array().into_iter().flatten() {
         let routes: Vec<&str> = f["config"]["routes"]
@@ -225,12 +225,19 @@ pub(crate) async fn ls(args: ServerArgs) -> anyhow::Result<()> {
             Some(e) => format!("error: {e}"),
             None => "ready".into(),
         };
+        let name = f["name"].as_str().unwrap_or("");
+        let default_route = format!("/{name}/...");
         println!(
-            "{:<24} {:>7}  {:<20} {:<40} {status}",
-            f["name"].as_str().unwrap_or(""),
+            "{:<24} {:>7}  {:<8} {:<20} {:<40} {status}",
+            name,
             format!("v{}", f["version"]),
+            f["abi"].as_str().unwrap_or("?"),
             &digest[..digest.len().min(19)],
-            routes.join(" "),
+            if routes.is_empty() {
+                default_route
+            } else {
+                routes.join(" ")
+            },
         );
     }
     Ok(())

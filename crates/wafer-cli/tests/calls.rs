@@ -30,6 +30,12 @@ fn wapc_operations_over_http() {
     server.deploy("wapc-bare", &built("wapc-rust-unknown.wasm"), &[]);
     let listed = server.cli(&["ls"]);
     assert!(listed.status.success());
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    let row = listed.lines().find(|l| l.starts_with("wapc ")).unwrap();
+    assert!(
+        row.contains(" wapc ") && row.contains("/wapc/...") && row.ends_with("ready"),
+        "{listed}"
+    );
 
     for name in ["wapc", "wapc-bare"] {
         let r = post(

@@ -115,6 +115,7 @@ fn every_method_through_the_generated_client() {
         assert_eq!((summary.version, summary.versions), (2, 2));
         assert_eq!(summary.routes, ["/wapc/..."]);
         assert!(summary.error.is_empty());
+        assert_eq!(summary.abi, "wapc");
 
         let record = client
             .get(authed(

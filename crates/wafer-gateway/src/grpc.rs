@@ -233,6 +233,7 @@ impl Wafer for Service {
                     .map(|r| r.to_string())
                     .collect(),
                 error: f.error.unwrap_or_default(),
+                abi: f.abi.to_string(),
             })
             .collect();
         Ok(Response::new(ListResponse { functions }))

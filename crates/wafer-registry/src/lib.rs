@@ -104,6 +104,8 @@ pub struct FunctionStatus {
     pub versions: usize,
     /// The active module.
     pub digest: Digest,
+    /// How the active module is called.
+    pub abi: wafer_runtime::Abi,
     /// The active configuration.
     pub config: FunctionConfig,
     /// `None` when ready; otherwise why it cannot run.
@@ -366,6 +368,7 @@ impl Registry {
                     version: active.version,
                     versions: record.versions.len(),
                     digest: active.digest.clone(),
+                    abi: active.abi,
                     config: active.config.clone(),
                     error,
                 })
