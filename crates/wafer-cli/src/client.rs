@@ -62,6 +62,9 @@ pub(crate) struct DeployArgs {
     /// Log output kept per call (default 1 MiB).
     #[arg(long)]
     stderr: Option<String>,
+    /// Call the module as `cgi`, `wapc` or `exports` rather than as its exports suggest.
+    #[arg(long)]
+    abi: Option<String>,
     /// A `.proto` file with the operations' message types (compiled by the server).
     #[arg(long, value_name = "FILE", conflicts_with = "descriptor_set")]
     proto: Option<PathBuf>,
@@ -174,6 +177,7 @@ pub(crate) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     ];
     query.extend(limits.into_iter().filter_map(|(k, v)| Some((k, v?))));
     query.extend(args.operations.iter().map(|o| ("operation", o.clone())));
+    query.extend(args.abi.iter().map(|a| ("abi", a.clone())));
     let request = args
         .server
         .request(Method::PUT, &format!("functions/{}", args.name))?

@@ -39,6 +39,9 @@ pub(crate) struct ManifestFunction {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub limits: Limits,
+    /// How to call the module, when not as its exports suggest.
+    #[serde(default)]
+    pub abi: Option<wafer_runtime::Abi>,
     /// A `.proto` file with the operations' message types.
     #[serde(default)]
     pub proto: Option<PathBuf>,
@@ -53,6 +56,7 @@ impl ManifestFunction {
             routes: self.routes.clone(),
             env: self.env.clone(),
             limits: self.limits,
+            abi: self.abi,
             schema: None,
         }
     }

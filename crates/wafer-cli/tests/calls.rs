@@ -408,3 +408,54 @@ fn protobuf_described_functions_transcode_json() {
         .unwrap();
     assert_eq!(versions["versions"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn the_abi_can_be_chosen_at_deploy() {
+    let server = Server::start();
+    // A WASI command that also exports a function: CGI by default, exports when asked.
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("both.wat");
+    std::fs::write(
+        &module,
+        r#"(module
+            (memory (export "memory") 1)
+            (func (export "_start"))
+            (func (export "sum") (param i32 i32) (result i32)
+                (i32.add (local.get 0) (local.get 1))))"#,
+    )
+    .unwrap();
+    let path = module.to_str().unwrap();
+    let out = server.cli(&["deploy", "both", path, "--abi", "exports"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        answer(post(&server, "/both/sum", "application/json", b"[40, 2]")),
+        (200, "42\n".into())
+    );
+    let out = server.cli(&["ls"]);
+    let listed = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("both ") && l.contains(" exports ")),
+        "{listed}"
+    );
+
+    let out = server.cli(&["deploy", "both", path, "--abi", "wapc"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot be called as `wapc`: it exports no `__guest_call`"),
+        "{err}"
+    );
+    let out = server.cli(&["deploy", "both", path, "--abi", "grpc"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown variant `grpc`"),
+        "{out:?}"
+    );
+    // Neither failure changed the function.
+    assert_eq!(
+        answer(post(&server, "/both/sum", "application/json", b"[1, 2]")),
+        (200, "3\n".into())
+    );
+}

@@ -41,6 +41,7 @@ fn deploy_stream(name: &str, module: &[u8], limits: Option<Limits>) -> Vec<Deplo
             env: Default::default(),
             limits,
             schema: None,
+            abi: String::new(),
         })),
     }];
     for chunk in module.chunks(7000) {

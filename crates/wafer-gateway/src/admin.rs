@@ -240,6 +240,7 @@ fn deploy_config(
     Error,
 > {
     let mut operations = Vec::new();
+    let mut abi = None;
     let mut routes = Vec::new();
     let mut env = Map::new();
     let mut limits = Map::new();
@@ -247,6 +248,7 @@ fn deploy_config(
         match &*key {
             "route" => routes.push(Value::from(value.into_owned())),
             "operation" => operations.push(crate::schema::operation(&value)?),
+            "abi" => abi = Some(value.into_owned()),
             "env" => {
                 let (k, v) = value
                     .split_once('=')
@@ -271,7 +273,7 @@ fn deploy_config(
             }
         }
     }
-    Ok((config(routes, env, limits)?, operations))
+    Ok((config(routes, env, limits, abi)?, operations))
 }
 
 /// A function's configuration from its parts, through the same serde definitions a manifest
@@ -280,8 +282,9 @@ pub(crate) fn config(
     routes: Vec<Value>,
     env: Map<String, Value>,
     limits: Map<String, Value>,
+    abi: Option<String>,
 ) -> Result<FunctionConfig, Error> {
-    let config = serde_json::json!({ "routes": routes, "env": env, "limits": limits });
+    let config = serde_json::json!({ "routes": routes, "env": env, "limits": limits, "abi": abi });
     serde_json::from_value(config)
         .map_err(|e| Error::BadRequest(format!("invalid deploy parameters: {e}")))
 }

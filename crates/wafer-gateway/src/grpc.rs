@@ -339,5 +339,6 @@ fn deploy_config(metadata: DeployMetadata) -> Result<wafer_registry::FunctionCon
             limits.insert("max_concurrency".to_owned(), Value::from(l.max_concurrency));
         }
     }
-    config(routes, env, limits)
+    let abi = (!metadata.abi.is_empty()).then_some(metadata.abi);
+    config(routes, env, limits, abi)
 }

@@ -19,6 +19,9 @@ pub struct FunctionConfig {
     pub env: BTreeMap<String, String>,
     /// Resource limits.
     pub limits: Limits,
+    /// How the module is called, when not as detected from its exports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abi: Option<wafer_runtime::Abi>,
     /// Protobuf types of the function's operations, for JSON transcoding.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schema: Option<Schema>,

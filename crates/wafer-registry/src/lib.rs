@@ -204,6 +204,7 @@ impl Registry {
                 compiled.program
             }
         };
+        let program = with_abi(program, &config)?;
         self.store.put_module(&digest, &wasm)?;
 
         let mut records = self.lock();
@@ -329,6 +330,7 @@ impl Registry {
     ) -> Function {
         let program = self
             .load_program(&version.digest)
+            .and_then(|p| with_abi(p, &version.config))
             .map_err(|e| e.to_string());
         Function::new(
             name.clone(),
@@ -389,5 +391,13 @@ impl Registry {
     /// A stored module's bytes, verified against `digest`.
     pub fn module(&self, digest: &Digest) -> Result<Vec<u8>, RegistryError> {
         self.store.module(digest)
+    }
+}
+
+/// The program as its configuration says to call it (the detected ABI unless overridden).
+fn with_abi(program: Program, config: &FunctionConfig) -> Result<Program, RegistryError> {
+    match config.abi {
+        Some(abi) => Ok(program.with_abi(abi)?),
+        None => Ok(program),
     }
 }

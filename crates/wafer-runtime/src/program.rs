@@ -298,6 +298,25 @@ impl Program {
         self.abi
     }
 
+    /// This program called through another ABI than the detected one, if the module has what
+    /// that ABI needs: `_start` for CGI, `__guest_call` for waPC (any module has exports).
+    pub fn with_abi(mut self, abi: Abi) -> Result<Self, crate::CompileError> {
+        let needs = match abi {
+            Abi::Cgi => Some("_start"),
+            Abi::Wapc => Some("__guest_call"),
+            Abi::Exports => None,
+        };
+        if let Some(export) = needs {
+            if self.pre.module().get_export_index(export).is_none() {
+                return Err(crate::CompileError::Unsupported(format!(
+                    "the module cannot be called as `{abi}`: it exports no `{export}`"
+                )));
+            }
+        }
+        self.abi = abi;
+        Ok(self)
+    }
+
     /// What of a CGI request this program can read; [`Program::run_cgi`] passes it nothing
     /// else.
     pub fn inputs(&self) -> Inputs {
