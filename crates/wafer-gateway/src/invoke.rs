@@ -16,8 +16,8 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, StatusCode};
 use percent_encoding::percent_decode_str;
 use wafer_runtime::{
-    Abi, CallError, CallOptions, FuncType, HostCall, HostCallFuture, HostCalls, Program, Shape,
-    ValType, Value,
+    Abi, CallError, CallOptions, HostCall, HostCallFuture, HostCalls, Program, Shape, Signature,
+    Value, ValueType,
 };
 
 use crate::error::Error;
@@ -198,7 +198,7 @@ async fn call_export(
         _ => json_args(&ty, &call.body).map_err(Error::BadRequest)?,
     };
     let shapes = match returns {
-        Returns::Numbers => vec![Shape::Number; ty.results().len()],
+        Returns::Numbers => vec![Shape::Number; ty.results.len()],
         Returns::String | Returns::Bytes => vec![Shape::Bytes],
     };
     let values = instance
@@ -236,7 +236,7 @@ fn media_type(content_type: Option<&str>) -> Option<&str> {
 
 /// Turns a JSON body into arguments for an export of type `ty`: numbers take the type of
 /// the parameter they land on; a string is passed as bytes (two `i32` parameters).
-pub(crate) fn json_args(ty: &FuncType, body: &[u8]) -> Result<Vec<Value>, String> {
+pub(crate) fn json_args(ty: &Signature, body: &[u8]) -> Result<Vec<Value>, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Vec::new());
     }
@@ -247,7 +247,7 @@ pub(crate) fn json_args(ty: &FuncType, body: &[u8]) -> Result<Vec<Value>, String
         serde_json::Value::Array(args) => args,
         single => vec![single],
     };
-    let params: Vec<ValType> = ty.params().collect();
+    let params = &ty.params;
     let mut next = 0;
     let mut values = Vec::with_capacity(args.len());
     for (i, arg) in args.iter().enumerate() {
@@ -258,7 +258,7 @@ pub(crate) fn json_args(ty: &FuncType, body: &[u8]) -> Result<Vec<Value>, String
                 Value::Bytes(s.as_bytes().to_vec())
             }
             serde_json::Value::Number(number) => {
-                let param = params.get(next).cloned();
+                let param = params.get(next).copied();
                 next += 1;
                 number_arg(n, number, param)?
             }
@@ -277,14 +277,14 @@ pub(crate) fn json_args(ty: &FuncType, body: &[u8]) -> Result<Vec<Value>, String
 fn number_arg(
     n: usize,
     number: &serde_json::Number,
-    param: Option<ValType>,
+    param: Option<ValueType>,
 ) -> Result<Value, String> {
     let int = number
         .as_i64()
         .or_else(|| number.as_u64().map(|u| u as i64));
     let out_of_range = |ty: &str| format!("argument {n} ({number}) does not fit in {ty}");
     Ok(match param {
-        Some(ValType::I32) => {
+        Some(ValueType::I32) => {
             let v =
                 int.ok_or_else(|| format!("argument {n} ({number}) must be an integer (i32)"))?;
             // Accept the signed and the unsigned range; wasm does not distinguish them.
@@ -293,11 +293,11 @@ fn number_arg(
             }
             Value::I32(v as i32)
         }
-        Some(ValType::I64) => Value::I64(
+        Some(ValueType::I64) => Value::I64(
             int.ok_or_else(|| format!("argument {n} ({number}) must be an integer (i64)"))?,
         ),
-        Some(ValType::F32) => Value::F32(number.as_f64().unwrap_or(f64::NAN) as f32),
-        Some(ValType::F64) => Value::F64(number.as_f64().unwrap_or(f64::NAN)),
+        Some(ValueType::F32) => Value::F32(number.as_f64().unwrap_or(f64::NAN) as f32),
+        Some(ValueType::F64) => Value::F64(number.as_f64().unwrap_or(f64::NAN)),
         // No such parameter, or one a number cannot fill: the runtime reports the mismatch
         // against the real signature.
         _ => match int {

@@ -102,6 +102,42 @@ pub enum Value {
     Bytes(Vec<u8>),
 }
 
+/// The type of a wasm parameter or result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueType {
+    /// `i32`
+    I32,
+    /// `i64`
+    I64,
+    /// `f32`
+    F32,
+    /// `f64`
+    F64,
+    /// A vector or reference, which cannot cross to the host.
+    Other,
+}
+
+impl ValueType {
+    fn of(ty: &ValType) -> Self {
+        match ty {
+            ValType::I32 => ValueType::I32,
+            ValType::I64 => ValueType::I64,
+            ValType::F32 => ValueType::F32,
+            ValType::F64 => ValueType::F64,
+            ValType::V128 | ValType::Ref(_) => ValueType::Other,
+        }
+    }
+}
+
+/// The parameter and result types of an export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    /// Parameter types, in order.
+    pub params: Vec<ValueType>,
+    /// Result types, in order.
+    pub results: Vec<ValueType>,
+}
+
 /// The form of a result the caller expects from a plain export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
@@ -486,8 +522,12 @@ impl Instance {
     }
 
     /// The parameter and result types of an export.
-    pub fn export_type(&mut self, name: &str) -> Option<FuncType> {
-        Some(self.func(name)?.ty(&self.store))
+    pub fn export_type(&mut self, name: &str) -> Option<Signature> {
+        let ty = self.func(name)?.ty(&self.store);
+        Some(Signature {
+            params: ty.params().map(|t| ValueType::of(&t)).collect(),
+            results: ty.results().map(|t| ValueType::of(&t)).collect(),
+        })
     }
 
     /// Calls a plain export with [`Value`]s; `shapes` says how each result comes back.

@@ -75,11 +75,11 @@ mod wapc;
 
 pub use bytesize::ByteSize;
 pub use call::{
-    CallError, CallOptions, FromValue, Instance, IntoValue, Params, Results, Shape, Value,
+    CallError, CallOptions, FromValue, Instance, IntoValue, Params, Results, Shape, Signature,
+    Value, ValueType,
 };
 pub use engine::{Compiled, Runtime, RuntimeConfig};
 pub use error::{CompileError, Fault, RuntimeError};
 pub use limits::Limits;
 pub use program::{Abi, CgiOutput, CgiRequest, CommandOptions, GuestCtx, Inputs, Program};
 pub use wapc::{HostCall, HostCallFuture, HostCalls};
-pub use wasmtime::{FuncType, ValType};
