@@ -33,6 +33,28 @@ fn authed<T>(server: &Server, message: T) -> Request<T> {
     request
 }
 
+async fn invoke(
+    server: &Server,
+    client: &mut WaferClient<Channel>,
+    request: InvokeRequest,
+) -> Result<InvokeResponse, tonic::Status> {
+    client
+        .invoke(authed(server, request))
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// An Invoke of `function`'s `operation` with `payload` as `content_type`.
+fn call(function: &str, operation: &str, payload: &[u8], content_type: &str) -> InvokeRequest {
+    InvokeRequest {
+        function: function.into(),
+        operation: operation.into(),
+        payload: payload.to_vec(),
+        content_type: content_type.into(),
+        returns: String::new(),
+    }
+}
+
 fn deploy_stream(name: &str, module: &[u8], limits: Option<Limits>) -> Vec<DeployRequest> {
     let mut messages = vec![DeployRequest {
         part: Some(deploy_request::Part::Metadata(DeployMetadata {
@@ -132,45 +154,18 @@ fn every_method_through_the_generated_client() {
         assert_eq!(record.versions.len(), 2);
         assert!(record.versions.iter().all(|v| v.abi == "wapc"));
 
-        let answer = client
-            .invoke(authed(
-                &server,
-                InvokeRequest {
-                    function: "wapc".into(),
-                    operation: "hello".into(),
-                    payload: b"gRPC".to_vec(),
-                    ..Default::default()
-                },
-            ))
+        let answer = invoke(&server, &mut client, call("wapc", "hello", b"gRPC", ""))
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         assert_eq!(answer.payload, b"Hello, gRPC!");
         assert_eq!(answer.content_type, "application/octet-stream");
         assert!(!answer.request_id.is_empty());
-        let unknown = client
-            .invoke(authed(
-                &server,
-                InvokeRequest {
-                    function: "wapc".into(),
-                    operation: "nope".into(),
-                    ..Default::default()
-                },
-            ))
+        let unknown = invoke(&server, &mut client, call("wapc", "nope", b"", ""))
             .await
             .unwrap_err();
         assert_eq!(unknown.code(), Code::NotFound);
         assert!(unknown.message().contains("unknown operation `nope`"));
-        let failed = client
-            .invoke(authed(
-                &server,
-                InvokeRequest {
-                    function: "wapc".into(),
-                    operation: "fail".into(),
-                    payload: b"xy".to_vec(),
-                    ..Default::default()
-                },
-            ))
+        let failed = invoke(&server, &mut client, call("wapc", "fail", b"xy", ""))
             .await
             .unwrap_err();
         assert_eq!(failed.code(), Code::Internal);
@@ -180,7 +175,7 @@ fn every_method_through_the_generated_client() {
         deploy(&server, &mut client, "ex", &exports, None)
             .await
             .unwrap();
-        let invoke = |operation: &str, payload: &str, returns: &str| InvokeRequest {
+        let export = |operation: &str, payload: &str, returns: &str| InvokeRequest {
             function: "ex".into(),
             operation: operation.into(),
             payload: payload.as_bytes().to_vec(),
@@ -188,7 +183,7 @@ fn every_method_through_the_generated_client() {
             returns: returns.into(),
         };
         let sum = client
-            .invoke(authed(&server, invoke("sum", "[3, 2]", "")))
+            .invoke(authed(&server, export("sum", "[3, 2]", "")))
             .await
             .unwrap()
             .into_inner();
@@ -197,13 +192,13 @@ fn every_method_through_the_generated_client() {
             (&b"5\n"[..], "application/json")
         );
         let greeting = client
-            .invoke(authed(&server, invoke("greet", r#"["gRPC"]"#, "string")))
+            .invoke(authed(&server, export("greet", r#"["gRPC"]"#, "string")))
             .await
             .unwrap()
             .into_inner();
         assert_eq!(greeting.payload, b"Hello, gRPC!");
         let wrong = client
-            .invoke(authed(&server, invoke("sum", "[3]", "")))
+            .invoke(authed(&server, export("sum", "[3]", "")))
             .await
             .unwrap_err();
         assert_eq!(wrong.code(), Code::InvalidArgument);
@@ -307,36 +302,33 @@ fn protobuf_described_function_over_grpc() {
             .deploy(authed(&server, tokio_stream::iter(messages)))
             .await
             .unwrap();
-        let answer = client
-            .invoke(authed(
-                &server,
-                InvokeRequest {
-                    function: "complex".into(),
-                    operation: "mul".into(),
-                    payload: br#"{"a": {"re": 1, "im": 2}, "b": {"re": 3, "im": 4}}"#.to_vec(),
-                    content_type: "application/json".into(),
-                    returns: String::new(),
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner();
+        let answer = invoke(
+            &server,
+            &mut client,
+            call(
+                "complex",
+                "mul",
+                br#"{"a": {"re": 1, "im": 2}, "b": {"re": 3, "im": 4}}"#,
+                "application/json",
+            ),
+        )
+        .await
+        .unwrap();
         assert_eq!(answer.content_type, "application/json");
         let product: serde_json::Value = serde_json::from_slice(&answer.payload).unwrap();
         assert_eq!(product, serde_json::json!({"re": -5.0, "im": 10.0}));
-        let invalid = client
-            .invoke(authed(
-                &server,
-                InvokeRequest {
-                    function: "complex".into(),
-                    operation: "mul".into(),
-                    payload: br#"{"a": {"re": true}}"#.to_vec(),
-                    content_type: "application/json".into(),
-                    returns: String::new(),
-                },
-            ))
-            .await
-            .unwrap_err();
+        let invalid = invoke(
+            &server,
+            &mut client,
+            call(
+                "complex",
+                "mul",
+                br#"{"a": {"re": true}}"#,
+                "application/json",
+            ),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(invalid.code(), Code::InvalidArgument);
         assert!(invalid.message().contains("complex.Pair"), "{invalid:?}");
     });

@@ -105,6 +105,14 @@ struct Service {
     app: Arc<App>,
 }
 
+fn routes(config: &wafer_registry::FunctionConfig, name: &FunctionName) -> Vec<String> {
+    config
+        .effective_routes(name)
+        .iter()
+        .map(|r| r.to_string())
+        .collect()
+}
+
 fn deployed(d: wafer_registry::Deployed) -> Deployed {
     Deployed {
         name: d.name.to_string(),
@@ -226,12 +234,7 @@ impl Wafer for Service {
                 version: f.version,
                 versions: u32::try_from(f.versions).unwrap_or(u32::MAX),
                 digest: f.digest.to_string(),
-                routes: f
-                    .config
-                    .effective_routes(&f.name)
-                    .iter()
-                    .map(|r| r.to_string())
-                    .collect(),
+                routes: routes(&f.config, &f.name),
                 error: f.error.unwrap_or_default(),
                 abi: f.abi.to_string(),
             })
@@ -252,12 +255,7 @@ impl Wafer for Service {
                     version: v.version,
                     digest: v.digest.to_string(),
                     abi: v.abi.to_string(),
-                    routes: v
-                        .config
-                        .effective_routes(&record.name)
-                        .iter()
-                        .map(|r| r.to_string())
-                        .collect(),
+                    routes: routes(&v.config, &record.name),
                     created: v.created.clone(),
                 })
                 .collect(),

@@ -151,26 +151,24 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestCtx>) -> wasmtime::Result<(
             written
         },
     )?;
-    linker.func_wrap(
-        "wapc",
-        "__guest_response",
-        |mut caller: Caller<'_, GuestCtx>, ptr: i32, len: i32| -> wasmtime::Result<()> {
-            caller.data().check_response_size(len)?;
-            let bytes = read(&mut caller, "__guest_response", ptr, len)?;
-            caller.data_mut().wapc.response = Some(bytes);
-            Ok(())
-        },
-    )?;
-    linker.func_wrap(
-        "wapc",
-        "__guest_error",
-        |mut caller: Caller<'_, GuestCtx>, ptr: i32, len: i32| -> wasmtime::Result<()> {
-            caller.data().check_response_size(len)?;
-            let bytes = read(&mut caller, "__guest_error", ptr, len)?;
-            caller.data_mut().wapc.error = Some(bytes);
-            Ok(())
-        },
-    )?;
+    // The guest's answer: its response, or its error message.
+    for (import, is_error) in [("__guest_response", false), ("__guest_error", true)] {
+        linker.func_wrap(
+            "wapc",
+            import,
+            move |mut caller: Caller<'_, GuestCtx>, ptr: i32, len: i32| -> wasmtime::Result<()> {
+                caller.data().check_response_size(len)?;
+                let bytes = read(&mut caller, import, ptr, len)?;
+                let wapc = &mut caller.data_mut().wapc;
+                *if is_error {
+                    &mut wapc.error
+                } else {
+                    &mut wapc.response
+                } = Some(bytes);
+                Ok(())
+            },
+        )?;
+    }
     linker.func_wrap_async(
         "wapc",
         "__host_call",
