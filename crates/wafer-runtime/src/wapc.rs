@@ -217,36 +217,36 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestCtx>) -> wasmtime::Result<(
             })
         },
     )?;
-    linker.func_wrap(
-        "wapc",
-        "__host_response",
-        |mut caller: Caller<'_, GuestCtx>, ptr: i32| -> wasmtime::Result<()> {
-            let bytes = std::mem::take(&mut caller.data_mut().wapc.host_response);
-            let written = write(&mut caller, "__host_response", ptr, &bytes);
-            caller.data_mut().wapc.host_response = bytes;
-            written
-        },
-    )?;
-    linker.func_wrap(
-        "wapc",
-        "__host_response_len",
-        |caller: Caller<'_, GuestCtx>| -> i32 { length(&caller.data().wapc.host_response) },
-    )?;
-    linker.func_wrap(
-        "wapc",
-        "__host_error",
-        |mut caller: Caller<'_, GuestCtx>, ptr: i32| -> wasmtime::Result<()> {
-            let bytes = std::mem::take(&mut caller.data_mut().wapc.host_error);
-            let written = write(&mut caller, "__host_error", ptr, &bytes);
-            caller.data_mut().wapc.host_error = bytes;
-            written
-        },
-    )?;
-    linker.func_wrap(
-        "wapc",
-        "__host_error_len",
-        |caller: Caller<'_, GuestCtx>| -> i32 { length(&caller.data().wapc.host_error) },
-    )?;
+    // The answer to the guest's last host call: the response, or the error message.
+    for (import, len_import, is_error) in [
+        ("__host_response", "__host_response_len", false),
+        ("__host_error", "__host_error_len", true),
+    ] {
+        fn answer(wapc: &mut WapcState, is_error: bool) -> &mut Vec<u8> {
+            if is_error {
+                &mut wapc.host_error
+            } else {
+                &mut wapc.host_response
+            }
+        }
+        linker.func_wrap(
+            "wapc",
+            import,
+            move |mut caller: Caller<'_, GuestCtx>, ptr: i32| -> wasmtime::Result<()> {
+                let bytes = std::mem::take(answer(&mut caller.data_mut().wapc, is_error));
+                let written = write(&mut caller, import, ptr, &bytes);
+                *answer(&mut caller.data_mut().wapc, is_error) = bytes;
+                written
+            },
+        )?;
+        linker.func_wrap(
+            "wapc",
+            len_import,
+            move |mut caller: Caller<'_, GuestCtx>| -> i32 {
+                length(answer(&mut caller.data_mut().wapc, is_error))
+            },
+        )?;
+    }
     linker.func_wrap(
         "wapc",
         "__console_log",
