@@ -241,6 +241,34 @@ fn corrupt_blob_is_reported_and_others_still_serve() {
 }
 
 #[test]
+fn unreadable_record_is_set_aside_and_others_still_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let mut server = Server::start_in(data);
+    server.deploy("hello-wat", &built("hello-wat.wat"), &[]);
+    server.deploy("hello-c", &built("hello-c.wasm"), &[]);
+    server.kill();
+
+    let record = data.join("functions/hello-wat.json");
+    std::fs::write(&record, b"{ \"name\": \"hello-wat\", truncated").unwrap();
+
+    let server = Server::start_in(data);
+    let (status, body) = get_text(&server, "/hello-c/");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(get_text(&server, "/hello-wat/").0, 404);
+    // Kept, under a name the registry does not read, so a new deploy cannot overwrite it.
+    let aside = data.join("functions/hello-wat.json.unreadable");
+    assert_eq!(
+        std::fs::read(&aside).unwrap(),
+        b"{ \"name\": \"hello-wat\", truncated"
+    );
+    assert!(!record.exists());
+    server.deploy("hello-wat", &built("hello-wat.wat"), &[]);
+    assert_eq!(get_text(&server, "/hello-wat/").0, 200);
+    assert!(aside.exists());
+}
+
+#[test]
 fn invalid_upload_changes_nothing() {
     let server = Server::start();
     server.deploy("hello-wat", &built("hello-wat.wat"), &[]);

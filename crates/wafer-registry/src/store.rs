@@ -129,11 +129,30 @@ impl Store for LocalStore {
             }
             let bytes = fs::read(&path)
                 .map_err(RegistryError::io(format!("cannot read {}", path.display())))?;
-            let record = serde_json::from_slice(&bytes).map_err(|e| RegistryError::BadRecord {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            records.push(record);
+            match serde_json::from_slice(&bytes) {
+                Ok(record) => records.push(record),
+                // One unreadable record (edited by hand, written by a newer version) must not
+                // keep every other function from starting. It is set aside, never deleted, so
+                // a later deploy of the name cannot overwrite the history it holds.
+                Err(e) => {
+                    let mut aside = path.with_extension("json.unreadable");
+                    for n in 1.. {
+                        if !aside.exists() {
+                            break;
+                        }
+                        aside = path.with_extension(format!("json.unreadable.{n}"));
+                    }
+                    fs::rename(&path, &aside).map_err(RegistryError::io(format!(
+                        "cannot set aside the unreadable record {}",
+                        path.display()
+                    )))?;
+                    tracing::error!(
+                        record = %path.display(),
+                        moved_to = %aside.display(),
+                        "function record cannot be read ({e}); the function is not served"
+                    );
+                }
+            }
         }
         Ok(records)
     }
