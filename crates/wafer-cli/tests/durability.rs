@@ -90,6 +90,11 @@ fn restart_reuses_compiled_artifacts() {
     server.deploy("hello-go", &built("hello-go.wasm"), &[]);
     server.deploy("hello-wat", &built("hello-wat.wat"), &[]);
     assert_eq!(get_text(&server, "/hello-go/").0, 200);
+    let request_id = |server: &Server| {
+        let r = server.get("/hello-wat/");
+        u64::from_str_radix(r.headers()["x-wafer-request-id"].to_str().unwrap(), 16).unwrap()
+    };
+    let last_id = request_id(&server);
     server.kill();
 
     let before = mtimes(&data.join("artifacts"));
@@ -108,6 +113,8 @@ fn restart_reuses_compiled_artifacts() {
         before, after,
         "artifacts changed: the modules were recompiled"
     );
+    // Log lines of the two runs never share a request id.
+    assert!(request_id(&server) > last_id);
 }
 
 #[test]

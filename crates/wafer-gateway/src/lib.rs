@@ -100,7 +100,7 @@ impl App {
             logs: Arc::default(),
             schemas: schema::Schemas::default(),
             local,
-            requests: AtomicU64::new(0),
+            requests: AtomicU64::new(first_request_id()),
         })
     }
 
@@ -329,6 +329,16 @@ impl App {
             },
         }
     }
+}
+
+/// Request ids count up from the start time in milliseconds, shifted left 16 bits, so ids
+/// stay unique across restarts (unless a server handles more than 65,536 requests per
+/// millisecond of its lifetime) and still cost one atomic add each.
+fn first_request_id() -> u64 {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    millis << 16
 }
 
 /// The routers beside the function routes: the admin API and the gRPC service.
