@@ -412,16 +412,18 @@ fn protobuf_described_functions_transcode_json() {
 #[test]
 fn the_abi_can_be_chosen_at_deploy() {
     let server = Server::start();
-    // A WASI command that also exports a function: CGI by default, exports when asked.
+    // A WASI command that also exports functions: CGI by default, exports when asked. Its
+    // `_start` (the command's program) traps, so it must not run when exports are called.
     let dir = tempfile::tempdir().unwrap();
     let module = dir.path().join("both.wat");
     std::fs::write(
         &module,
         r#"(module
             (memory (export "memory") 1)
-            (func (export "_start"))
+            (func (export "_start") unreachable)
             (func (export "sum") (param i32 i32) (result i32)
-                (i32.add (local.get 0) (local.get 1))))"#,
+                (i32.add (local.get 0) (local.get 1)))
+            (func (export "pair") (result i32 i64) (i32.const 1) (i64.const 2)))"#,
     )
     .unwrap();
     let path = module.to_str().unwrap();

@@ -334,14 +334,14 @@ async fn invoke(
         body,
     };
     let (result, request_id) = app.invoke_named(&name, call).await;
-    let mut response = match result {
+    let response = match result {
         Ok(answer) => answer.into_response(),
         Err(error) => error.into_response(),
     };
-    if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
-        response.headers_mut().insert("x-wafer-request-id", id);
+    match request_id {
+        Some(id) => crate::with_request_id(response, &id),
+        None => response,
     }
-    response
 }
 
 #[derive(Deserialize)]

@@ -129,7 +129,7 @@ impl Wafer for Service {
         request: Request<Streaming<DeployRequest>>,
     ) -> Result<Response<Deployed>, Status> {
         let mut stream = request.into_inner();
-        let metadata = match stream.next().await {
+        let mut metadata = match stream.next().await {
             Some(Ok(DeployRequest {
                 part: Some(deploy_request::Part::Metadata(metadata)),
             })) => metadata,
@@ -141,7 +141,6 @@ impl Wafer for Service {
             }
         };
         let name = function_name(&metadata.name)?;
-        let mut metadata = metadata;
         let schema = metadata.schema.take();
         let mut config = deploy_config(metadata).map_err(status)?;
         if let Some(schema) = schema {

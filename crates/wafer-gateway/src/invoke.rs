@@ -113,40 +113,57 @@ impl HostCalls for ServerHost {
     }
 }
 
+/// What a call's guest logged: the text, and whether it went past the stderr limit.
+#[derive(Default)]
+pub(crate) struct CallLog {
+    pub(crate) text: Bytes,
+    pub(crate) truncated: bool,
+}
+
+/// A call checked and converted, ready to run in an instance.
+enum Prepared {
+    Wapc {
+        operation: String,
+        payload: Bytes,
+        /// The types to transcode JSON with, for a protobuf-described operation.
+        transcode: Option<Arc<Types>>,
+    },
+    Export {
+        export: String,
+        args: Vec<Value>,
+        shapes: Vec<Shape>,
+        returns: Returns,
+    },
+}
+
 /// Runs one waPC operation or plain export call; returns the response and the call's log.
 ///
 /// `types` gives the protobuf types of an operation of a protobuf-described function: a JSON
-/// payload is then validated and transcoded to protobuf, and the answer back to JSON.
+/// payload is then validated and transcoded to protobuf, and the answer back to JSON. Every
+/// check on the request happens before an instance is created.
 pub(crate) async fn invoke(
     program: &Program,
     options: &CallOptions,
     name: &str,
     call: Call<'_>,
     types: impl Fn(&str) -> Option<Arc<Types>>,
-) -> (Result<Answer, Error>, Bytes) {
-    let operation = match operation(name, &call) {
-        Ok(operation) => operation,
-        Err(e) => return (Err(e), Bytes::new()),
-    };
-    let transcode = match types(&operation) {
-        Some(types) if media_type(call.content_type) == Some("application/json") => Some(types),
-        _ => None,
-    };
-    let payload = match &transcode {
-        Some(types) => match schema::json_to_protobuf(&types.input, &call.body) {
-            Ok(bytes) => Bytes::from(bytes),
-            Err(e) => return (Err(e), Bytes::new()),
-        },
-        None => call.body.clone(),
+) -> (Result<Answer, Error>, CallLog) {
+    let prepared = match prepare(program, name, &call, types) {
+        Ok(prepared) => prepared,
+        Err(e) => return (Err(e), CallLog::default()),
     };
     let mut instance = match program.instantiate(options).await {
         Ok(instance) => instance,
-        Err(e) => return (Err(call_error(name, e)), Bytes::new()),
+        Err(e) => return (Err(call_error(name, e)), CallLog::default()),
     };
-    let result = match program.abi() {
-        Abi::Wapc => match instance.call_wapc(&operation, &payload).await {
+    let result = match prepared {
+        Prepared::Wapc {
+            operation,
+            payload,
+            transcode,
+        } => match instance.call_wapc(&operation, &payload).await {
             Err(e) => Err(call_error(name, e)),
-            Ok(bytes) => match &transcode {
+            Ok(bytes) => match transcode {
                 None => Ok(Answer::new(bytes, "application/octet-stream")),
                 Some(types) => schema::protobuf_to_json(&types.output, &bytes)
                     .map(|json| Answer::new(json, "application/json"))
@@ -156,9 +173,87 @@ pub(crate) async fn invoke(
                     }),
             },
         },
-        _ => call_export(&mut instance, name, &operation, &call).await,
+        Prepared::Export {
+            export,
+            args,
+            shapes,
+            returns,
+        } => match instance.call_values(&export, args, &shapes).await {
+            Err(e) => Err(call_error(name, e)),
+            Ok(values) => answer(&export, values, returns),
+        },
     };
-    (result, instance.take_log())
+    let log = CallLog {
+        text: instance.take_log(),
+        truncated: instance.log_truncated(),
+    };
+    (result, log)
+}
+
+/// Checks the request and converts its body for the guest.
+fn prepare(
+    program: &Program,
+    name: &str,
+    call: &Call<'_>,
+    types: impl Fn(&str) -> Option<Arc<Types>>,
+) -> Result<Prepared, Error> {
+    let operation = operation(name, call)?;
+    let media_type = media_type(call.content_type);
+    if program.abi() == Abi::Wapc {
+        let transcode = types(&operation).filter(|_| media_type == "application/json");
+        let payload = match &transcode {
+            Some(types) => Bytes::from(schema::json_to_protobuf(&types.input, &call.body)?),
+            None => call.body.clone(),
+        };
+        return Ok(Prepared::Wapc {
+            operation,
+            payload,
+            transcode,
+        });
+    }
+    let returns = form_urlencoded::parse(call.query.unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "returns")
+        .map_or(Ok(Returns::Numbers), |(_, v)| Returns::parse(&v))?;
+    let ty = program
+        .export_type(&operation)
+        .map_err(|e| call_error(name, e))?;
+    let args = match media_type.as_str() {
+        "application/octet-stream" | "text/plain" => vec![Value::Bytes(call.body.to_vec())],
+        _ => json_args(&ty, &call.body).map_err(Error::BadRequest)?,
+    };
+    let shapes = match returns {
+        Returns::Numbers => vec![Shape::Number; ty.results.len()],
+        Returns::String | Returns::Bytes => vec![Shape::Bytes],
+    };
+    Ok(Prepared::Export {
+        export: operation,
+        args,
+        shapes,
+        returns,
+    })
+}
+
+/// An export's results as the answer `returns` asks for: one buffer as text or bytes, or
+/// the numbers as JSON (one as is, several as an array, none as `null`).
+fn answer(export: &str, values: Vec<Value>, returns: Returns) -> Result<Answer, Error> {
+    match (returns, <[Value; 1]>::try_from(values)) {
+        (Returns::String, Ok([Value::Bytes(bytes)])) => match String::from_utf8(bytes) {
+            Ok(text) => Ok(Answer::new(text, "text/plain; charset=utf-8")),
+            Err(_) => Err(Error::BadRequest(format!(
+                "`{export}` returned bytes that are not UTF-8; ask for `returns=bytes`"
+            ))),
+        },
+        (Returns::Bytes, Ok([Value::Bytes(bytes)])) => {
+            Ok(Answer::new(bytes, "application/octet-stream"))
+        }
+        (_, Ok([value])) => Ok(json_answer(to_json(value))),
+        (_, Err(values)) if values.is_empty() => Ok(json_answer(serde_json::Value::Null)),
+        (_, Err(values)) => Ok(json_answer(values.into_iter().map(to_json).collect())),
+    }
+}
+
+fn json_answer(json: serde_json::Value) -> Answer {
+    Answer::new(format!("{json}\n"), "application/json")
 }
 
 /// The operation named by the path, percent-decoded; only `POST` calls one.
@@ -176,62 +271,13 @@ fn operation(name: &str, call: &Call<'_>) -> Result<String, Error> {
         .map_err(|_| Error::BadRequest("the operation name is not UTF-8".into()))
 }
 
-async fn call_export(
-    instance: &mut wafer_runtime::Instance,
-    name: &str,
-    export: &str,
-    call: &Call<'_>,
-) -> Result<Answer, Error> {
-    let returns = form_urlencoded::parse(call.query.unwrap_or("").as_bytes())
-        .find(|(k, _)| k == "returns")
-        .map_or(Ok(Returns::Numbers), |(_, v)| Returns::parse(&v))?;
-    let Some(ty) = instance.export_type(export) else {
-        // The runtime's error names the exports there are.
-        let error = match instance.call_values(export, Vec::new(), &[]).await {
-            Err(e) => e,
-            Ok(_) => CallError::Unsupported(format!("no export `{export}`")),
-        };
-        return Err(call_error(name, error));
-    };
-    let args = match media_type(call.content_type) {
-        Some("application/octet-stream" | "text/plain") => vec![Value::Bytes(call.body.to_vec())],
-        _ => json_args(&ty, &call.body).map_err(Error::BadRequest)?,
-    };
-    let shapes = match returns {
-        Returns::Numbers => vec![Shape::Number; ty.results.len()],
-        Returns::String | Returns::Bytes => vec![Shape::Bytes],
-    };
-    let values = instance
-        .call_values(export, args, &shapes)
-        .await
-        .map_err(|e| call_error(name, e))?;
-    Ok(match (returns, values.into_iter().next()) {
-        (Returns::String, Some(Value::Bytes(bytes))) => match String::from_utf8(bytes) {
-            Ok(text) => Answer::new(text, "text/plain; charset=utf-8"),
-            Err(_) => {
-                return Err(Error::BadRequest(format!(
-                    "`{export}` returned bytes that are not UTF-8; ask for `returns=bytes`"
-                )))
-            }
-        },
-        (Returns::Bytes, Some(Value::Bytes(bytes))) => {
-            Answer::new(bytes, "application/octet-stream")
-        }
-        (_, first) => {
-            let mut values: Vec<serde_json::Value> = first.into_iter().map(to_json).collect();
-            let json = match values.len() {
-                0 => serde_json::Value::Null,
-                1 => values.remove(0),
-                _ => serde_json::Value::Array(values),
-            };
-            Answer::new(format!("{json}\n"), "application/json")
-        }
-    })
-}
-
-/// The type and subtype of a Content-Type header, lower-cased.
-fn media_type(content_type: Option<&str>) -> Option<&str> {
-    content_type.map(|v| v.split(';').next().unwrap_or("").trim())
+/// The type and subtype of a Content-Type header, lower-cased (empty without one).
+fn media_type(content_type: Option<&str>) -> String {
+    content_type
+        .and_then(|v| v.split(';').next())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// Turns a JSON body into arguments for an export of type `ty`: numbers take the type of

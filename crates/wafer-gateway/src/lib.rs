@@ -63,6 +63,8 @@ pub use admin::MAX_UPLOAD;
 pub use error::Error;
 pub use grpc::proto;
 
+pub use logs::{LogBook, LogLine, LINES_KEPT};
+
 /// The schema of a protobuf-described function from `.proto` source and
 /// `OPERATION=INPUT:OUTPUT` specs (as `wafer up` reads them from a manifest), checked.
 pub fn schema(
@@ -75,7 +77,6 @@ pub fn schema(
         .collect::<Result<Vec<_>, _>>()?;
     admin::schema_of(proto, None, operations)
 }
-pub use logs::{LogBook, LogLine, LINES_KEPT};
 
 /// How long shutdown waits for requests in flight before closing their connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -142,10 +143,7 @@ impl App {
             .resolve(path)
             .ok_or_else(|| Error::NoRoute(path.to_owned()))?;
         let function = &resolved.function;
-        let program = function.program().map_err(|reason| Error::Unavailable {
-            name: function.name.to_string(),
-            reason: reason.to_owned(),
-        })?;
+        let program = runnable(function)?;
         let (parts, body) = request.into_parts();
         let (body, _admission) = self.admit(function, body).await?;
         let request_id = self.request_id();
@@ -180,46 +178,32 @@ impl App {
         name: &str,
         call: Call<'_>,
     ) -> (Result<Answer, Error>, Option<String>) {
-        let function = match name.parse::<wafer_registry::FunctionName>() {
-            Err(e) => return (Err(Error::Registry(e)), None),
-            Ok(name) => match self.registry.function(&name) {
-                Some(function) => function,
-                None => {
-                    let missing = wafer_registry::RegistryError::NotFound(name.to_string());
-                    return (Err(missing.into()), None);
-                }
-            },
-        };
-        let program = match function.program() {
-            Ok(program) => program,
-            Err(reason) => {
-                let error = Error::Unavailable {
-                    name: name.to_owned(),
-                    reason: reason.to_owned(),
-                };
-                return (Err(error), None);
+        let mut request_id = None;
+        let result = async {
+            let function = self
+                .registry
+                .function(&name.parse()?)
+                .ok_or_else(|| wafer_registry::RegistryError::NotFound(name.to_owned()))?;
+            let program = runnable(&function)?;
+            if program.abi() == Abi::Cgi {
+                return Err(Error::BadRequest(format!(
+                    "function `{name}` is a CGI program: call it over HTTP at its route"
+                )));
             }
-        };
-        if program.abi() == Abi::Cgi {
-            let error = Error::BadRequest(format!(
-                "function `{name}` is a CGI program: call it over HTTP at its route"
-            ));
-            return (Err(error), None);
+            let limit = function.config.limits.request_body;
+            if call.body.len() as u64 > limit.as_u64() {
+                return Err(Error::BodyTooLarge(limit));
+            }
+            let _admission = self.admission(&function).await?;
+            let id = request_id.insert(self.request_id());
+            let result = self.invoke(&function, program, call, id).await;
+            if let Err(error) = &result {
+                self.log_failure(name, id, error);
+            }
+            result
         }
-        let limit = function.config.limits.request_body;
-        if call.body.len() as u64 > limit.as_u64() {
-            return (Err(Error::BodyTooLarge(limit)), None);
-        }
-        let _admission = match self.admission(&function).await {
-            Ok(admission) => admission,
-            Err(e) => return (Err(e), None),
-        };
-        let request_id = self.request_id();
-        let result = self.invoke(&function, program, call, &request_id).await;
-        if let Err(error) = &result {
-            self.log_failure(name, &request_id, error);
-        }
-        (result, Some(request_id))
+        .await;
+        (result, request_id)
     }
 
     /// Reads the body within the function's limit, then waits for a free instance slot.
@@ -252,14 +236,21 @@ impl App {
 
     /// Logs a failure and tags the response with the request id.
     fn finish(&self, name: &str, result: Result<Response, Error>, request_id: String) -> Response {
-        let mut response = result.unwrap_or_else(|error| {
+        let response = result.unwrap_or_else(|error| {
             self.log_failure(name, &request_id, &error);
             error.into_response()
         });
-        if let Ok(id) = HeaderValue::from_str(&request_id) {
-            response.headers_mut().insert("x-wafer-request-id", id);
+        with_request_id(response, &request_id)
+    }
+
+    /// Keeps a call's log lines, noting where the stderr limit cut them.
+    fn append_log(&self, function: &Function, request_id: &str, log: &[u8], truncated: bool) {
+        let name = function.name.as_str();
+        self.logs.append(name, request_id, log);
+        if truncated {
+            let note = format!("[log truncated at {}]", function.config.limits.stderr);
+            self.logs.append(name, request_id, note.as_bytes());
         }
-        response
     }
 
     /// Runs a waPC operation or a plain export.
@@ -281,7 +272,7 @@ impl App {
         };
         let types = |operation: &str| self.schemas.types(function, operation);
         let (result, log) = invoke::invoke(program, &options, name, call, types).await;
-        self.logs.append(name, request_id, &log);
+        self.append_log(function, request_id, &log.text, log.truncated);
         result
     }
 }
@@ -303,14 +294,7 @@ impl App {
         let head = parts.method == Method::HEAD;
         let cgi_request = cgi::request(parts, body, peer, self.local, resolved, program.inputs());
         let output = program.run_cgi(cgi_request, limits).await;
-        self.logs.append(name, request_id, &output.log);
-        if output.log_truncated {
-            self.logs.append(
-                name,
-                request_id,
-                format!("[log truncated at {}]", limits.stderr).as_bytes(),
-            );
-        }
+        self.append_log(function, request_id, &output.log, output.log_truncated);
         match output.exit {
             Err(fault) => Err(Error::Guest {
                 name: name.to_owned(),
@@ -329,6 +313,22 @@ impl App {
             },
         }
     }
+}
+
+/// The program of a function's active version, or why it cannot run.
+fn runnable(function: &Function) -> Result<&wafer_runtime::Program, Error> {
+    function.program().map_err(|reason| Error::Unavailable {
+        name: function.name.to_string(),
+        reason: reason.to_owned(),
+    })
+}
+
+/// Tags a response with the id its log lines carry.
+pub(crate) fn with_request_id(mut response: Response, request_id: &str) -> Response {
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert("x-wafer-request-id", id);
+    }
+    response
 }
 
 /// Request ids count up from the start time in milliseconds, shifted left 16 bits, so ids

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use wasmtime::{Extern, Func, FuncType, Store, Val, ValType};
+use wasmtime::{Extern, ExternType, Func, FuncType, Module, Store, Val, ValType};
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::WasiCtxBuilder;
 
@@ -326,8 +326,9 @@ pub struct Instance {
 }
 
 impl Program {
-    /// Creates an instance, and initializes it as its ABI asks: `_initialize`, then `_start`
-    /// (a waPC module built as a command), then `wapc_init`, each if exported.
+    /// Creates an instance, and initializes it as its ABI asks: `_initialize` (WASI reactors);
+    /// for waPC also `_start` (a waPC module built as a command) and `wapc_init`; each if
+    /// exported. A command's `_start` is its whole program, so other ABIs never run it here.
     pub async fn instantiate(&self, options: &CallOptions) -> Result<Instance, CallError> {
         let limits = &options.limits;
         let log = CappedPipe::new(limits.stderr_bytes(), Overflow::Truncate);
@@ -351,10 +352,11 @@ impl Program {
             timeout: limits.timeout,
             poisoned: None,
         };
-        for init in ["_initialize", "_start", "wapc_init"] {
-            if init == "wapc_init" && instance.abi != Abi::Wapc {
-                continue;
-            }
+        let inits: &[&str] = match instance.abi {
+            Abi::Wapc => &["_initialize", "_start", "wapc_init"],
+            Abi::Cgi | Abi::Exports => &["_initialize"],
+        };
+        for &init in inits {
             if let Some(func) = instance.func(init) {
                 instance.begin()?;
                 let result = func.call_async(&mut instance.store, &[], &mut []).await;
@@ -383,6 +385,19 @@ impl Program {
         args: P,
     ) -> Result<R, CallError> {
         self.instantiate(options).await?.call(name, args).await
+    }
+
+    /// The parameter and result types of an export, or an error listing the exports there
+    /// are.
+    pub fn export_type(&self, name: &str) -> Result<Signature, CallError> {
+        let module = self.pre.module();
+        match module.get_export(name) {
+            Some(ExternType::Func(ty)) => Ok(Signature {
+                params: ty.params().map(|t| ValueType::of(&t)).collect(),
+                results: ty.results().map(|t| ValueType::of(&t)).collect(),
+            }),
+            _ => Err(no_export(module, name)),
+        }
     }
 
     /// Calls a waPC operation in a fresh instance.
@@ -521,15 +536,6 @@ impl Instance {
         Some(signature(name, &ty))
     }
 
-    /// The parameter and result types of an export.
-    pub fn export_type(&mut self, name: &str) -> Option<Signature> {
-        let ty = self.func(name)?.ty(&self.store);
-        Some(Signature {
-            params: ty.params().map(|t| ValueType::of(&t)).collect(),
-            results: ty.results().map(|t| ValueType::of(&t)).collect(),
-        })
-    }
-
     /// Calls a plain export with [`Value`]s; `shapes` says how each result comes back.
     pub async fn call_values(
         &mut self,
@@ -537,10 +543,9 @@ impl Instance {
         args: Vec<Value>,
         shapes: &[Shape],
     ) -> Result<Vec<Value>, CallError> {
-        let func = self.func(name).ok_or_else(|| CallError::NoExport {
-            name: name.to_owned(),
-            exports: self.export_names(),
-        })?;
+        let Some(func) = self.func(name) else {
+            return Err(no_export(self.instance.module(&self.store), name));
+        };
         let ty = func.ty(&self.store);
         let mismatch = |problem: String| CallError::Signature {
             signature: signature(name, &ty),
@@ -636,20 +641,6 @@ impl Instance {
         Ok(values)
     }
 
-    fn export_names(&mut self) -> String {
-        let names: Vec<String> = self
-            .instance
-            .exports(&mut self.store)
-            .filter(|e| e.clone().into_func().is_some())
-            .map(|e| e.name().to_owned())
-            .collect();
-        if names.is_empty() {
-            "none".to_owned()
-        } else {
-            names.join(", ")
-        }
-    }
-
     fn memory(&mut self) -> Result<wasmtime::Memory, CallError> {
         self.instance
             .get_memory(&mut self.store, "memory")
@@ -722,6 +713,23 @@ impl Instance {
             .to_vec();
         self.free(ptr as i32, len as i32).await?;
         Ok(bytes)
+    }
+}
+
+/// The error for a missing export, naming the functions the module does export.
+fn no_export(module: &Module, name: &str) -> CallError {
+    let names: Vec<&str> = module
+        .exports()
+        .filter(|e| matches!(e.ty(), ExternType::Func(_)))
+        .map(|e| e.name())
+        .collect();
+    CallError::NoExport {
+        name: name.to_owned(),
+        exports: if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        },
     }
 }
 
