@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use wafer_registry::{FunctionConfig, Registry};
-use wafer_runtime::{CgiRequest, Limits, Program, Runtime, RuntimeConfig};
+use wafer_runtime::{CallOptions, CgiRequest, Limits, Program, Runtime, RuntimeConfig};
 
 /// The allocator `wafer` uses, so that in-process figures match the server's.
 #[global_allocator]
@@ -66,10 +66,11 @@ fn request(program: &Program) -> CgiRequest {
 }
 
 async fn time_calls(program: &Program, limits: &Limits, n: usize) -> anyhow::Result<Vec<Duration>> {
+    let options = CallOptions::new(*limits);
     let mut times = Vec::with_capacity(n);
     for _ in 0..n {
         let start = Instant::now();
-        let out = program.run_cgi(request(program), limits).await;
+        let out = program.run_cgi(request(program), &options).await;
         times.push(start.elapsed());
         anyhow::ensure!(out.exit == Ok(0), "guest failed: {:?}", out.exit);
     }
@@ -145,7 +146,9 @@ async fn main() -> anyhow::Result<()> {
         .context("hello-go not served after reopen")?;
     let function = resolved.function;
     let program = function.program().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let out = program.run_cgi(request(program), &limits).await;
+    let out = program
+        .run_cgi(request(program), &CallOptions::new(limits))
+        .await;
     let first_time = first.elapsed();
     anyhow::ensure!(out.exit == Ok(0), "go guest failed: {:?}", out.exit);
     println!(

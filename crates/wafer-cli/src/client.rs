@@ -74,8 +74,86 @@ pub(crate) struct DeployArgs {
     /// An operation's protobuf types (repeatable): JSON calls of it are transcoded.
     #[arg(long = "operation", value_name = "OP=INPUT:OUTPUT")]
     operations: Vec<String>,
+    /// Allow outbound HTTP to `[scheme://]host[:port]`, e.g. `https://api.example.com`,
+    /// `*.example.com` (repeatable).
+    #[arg(long = "http", value_name = "ENTRY")]
+    http: Vec<String>,
+    /// Pre-open a server directory for the guest, read-only with `:ro` (repeatable). A
+    /// relative HOST is relative to the current directory.
+    #[arg(long = "dir", value_name = "HOST::GUEST[:ro]")]
+    dirs: Vec<String>,
+    /// A config value the guest reads with `config/get` (repeatable).
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    config: Vec<String>,
+    /// A secret: read like a config value, never shown (repeatable).
+    #[arg(long = "secret", value_name = "KEY=VALUE")]
+    secrets: Vec<String>,
+    /// Give the function a key-value store.
+    #[arg(long)]
+    kv: bool,
+    /// A topic pattern the function may publish to (repeatable).
+    #[arg(long = "publish", value_name = "PATTERN")]
+    publish: Vec<String>,
+    /// A topic pattern whose messages invoke the function (repeatable).
+    #[arg(long = "subscribe", value_name = "PATTERN")]
+    subscribe: Vec<String>,
+    /// Most time one outbound HTTP request may take (default 10s).
+    #[arg(long)]
+    http_timeout: Option<String>,
+    /// Largest outbound HTTP response body (default 4 MiB).
+    #[arg(long)]
+    http_response: Option<String>,
+    /// Largest key-value value (default 1 MiB).
+    #[arg(long)]
+    kv_value: Option<String>,
+    /// Most keys in the key-value store (default 10000).
+    #[arg(long)]
+    kv_keys: Option<u64>,
     #[command(flatten)]
     server: ServerArgs,
+}
+
+impl DeployArgs {
+    /// The grants as the admin API takes them (the `grants` part, JSON); `None` if none.
+    fn grants(&self) -> anyhow::Result<Option<Value>> {
+        let pairs =
+            |list: &[String], what: &str| -> anyhow::Result<serde_json::Map<String, Value>> {
+                list.iter()
+                    .map(|kv| {
+                        let (k, v) = kv
+                            .split_once('=')
+                            .with_context(|| format!("--{what} `{kv}` must be KEY=VALUE"))?;
+                        Ok((k.to_owned(), Value::from(v)))
+                    })
+                    .collect()
+            };
+        let mut dirs = Vec::new();
+        for dir in &self.dirs {
+            let (host, guest) = dir
+                .split_once("::")
+                .with_context(|| format!("--dir `{dir}` must be HOST::GUEST or HOST::GUEST:ro"))?;
+            let host = std::path::absolute(host)
+                .with_context(|| format!("--dir `{dir}`: bad host path"))?;
+            dirs.push(Value::from(format!("{}::{guest}", host.display())));
+        }
+        let grants = serde_json::json!({
+            "http": self.http,
+            "dirs": dirs,
+            "config": pairs(&self.config, "config")?,
+            "secrets": pairs(&self.secrets, "secret")?,
+            "kv": self.kv,
+            "publish": self.publish,
+            "subscribe": self.subscribe,
+        });
+        let empty = self.http.is_empty()
+            && dirs.is_empty()
+            && self.config.is_empty()
+            && self.secrets.is_empty()
+            && !self.kv
+            && self.publish.is_empty()
+            && self.subscribe.is_empty();
+        Ok((!empty).then_some(grants))
+    }
 }
 
 /// Options of `wafer logs`.
@@ -174,6 +252,10 @@ pub(crate) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         ("request_body", args.request_body.clone()),
         ("stdout", args.stdout.clone()),
         ("stderr", args.stderr.clone()),
+        ("http_timeout", args.http_timeout.clone()),
+        ("http_response", args.http_response.clone()),
+        ("kv_value", args.kv_value.clone()),
+        ("kv_keys", args.kv_keys.map(|n| n.to_string())),
     ];
     query.extend(limits.into_iter().filter_map(|(k, v)| Some((k, v?))));
     query.extend(args.operations.iter().map(|o| ("operation", o.clone())));
@@ -187,17 +269,22 @@ pub(crate) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         (_, Some(path)) => Some(("descriptor_set", path)),
         _ => None,
     };
-    let request = match schema {
-        None => request.body(module),
-        Some((part, path)) => {
+    let grants = args.grants()?;
+    let request = if schema.is_none() && grants.is_none() {
+        request.body(module)
+    } else {
+        let mut form =
+            reqwest::multipart::Form::new().part("module", reqwest::multipart::Part::bytes(module));
+        if let Some((part, path)) = schema {
             let bytes = tokio::fs::read(path)
                 .await
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            let form = reqwest::multipart::Form::new()
-                .part("module", reqwest::multipart::Part::bytes(module))
-                .part(part, reqwest::multipart::Part::bytes(bytes));
-            request.multipart(form)
+            form = form.part(part, reqwest::multipart::Part::bytes(bytes));
         }
+        if let Some(grants) = grants {
+            form = form.text("grants", grants.to_string());
+        }
+        request.multipart(form)
     };
     let deployed: Value = args.server.send(request).await?.json().await?;
     let unchanged = deployed["unchanged"].as_bool().unwrap_or(false);
@@ -243,8 +330,39 @@ pub(crate) async fn ls(args: ServerArgs) -> anyhow::Result<()> {
                 routes.join(" ")
             },
         );
+        if let Some(grants) = grants_summary(&f["config"]["grants"]) {
+            println!("{:<24} grants: {grants}", "");
+        }
     }
     Ok(())
+}
+
+/// One line naming a function's grants, as the server shows them (secrets masked).
+fn grants_summary(grants: &Value) -> Option<String> {
+    let object = grants.as_object()?;
+    let mut parts = Vec::new();
+    for (key, value) in object {
+        let shown = match value {
+            Value::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().unwrap_or("?").to_owned())
+                .collect::<Vec<_>>()
+                .join(","),
+            Value::Object(map) => map
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("?")))
+                .collect::<Vec<_>>()
+                .join(","),
+            Value::Bool(true) => String::new(),
+            _ => continue,
+        };
+        parts.push(if shown.is_empty() {
+            key.clone()
+        } else {
+            format!("{key}={shown}")
+        });
+    }
+    (!parts.is_empty()).then(|| parts.join(" "))
 }
 
 pub(crate) async fn rm(args: NameArgs) -> anyhow::Result<()> {

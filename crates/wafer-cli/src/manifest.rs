@@ -9,6 +9,14 @@
 //! limits = { memory = "64MiB", timeout = "5s", max_concurrency = 16 }
 //! proto = "complex.proto"        # protobuf types of the operations (relative to this file)
 //! operations = { mul = "complex.Pair:complex.Complex" }
+//! # capabilities (docs/capabilities.md); all denied unless granted
+//! http = ["https://api.example.com", "http://127.0.0.1:9000"]
+//! dirs = ["data::/data", "static::/static:ro"]   # host paths relative to this file
+//! config = { greeting = "hi" }
+//! secrets = { token = { env = "API_TOKEN" } }    # or a literal string
+//! kv = true
+//! publish = ["telemetry.*"]
+//! subscribe = ["telemetry.>"]
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -16,7 +24,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::Deserialize;
-use wafer_registry::{FunctionConfig, FunctionName, Route};
+use wafer_registry::{
+    DirGrant, FunctionConfig, FunctionName, Grants, HttpRule, Route, Secret, TopicPattern,
+};
 use wafer_runtime::Limits;
 
 /// A parsed manifest, module paths resolved against its directory.
@@ -48,6 +58,43 @@ pub(crate) struct ManifestFunction {
     /// `OPERATION = "INPUT_TYPE:OUTPUT_TYPE"`.
     #[serde(default)]
     pub operations: BTreeMap<String, String>,
+    /// Outbound HTTP allow-list.
+    #[serde(default)]
+    pub http: Vec<HttpRule>,
+    /// Pre-opened directories, `HOST::GUEST[:ro]`, HOST relative to the manifest.
+    #[serde(default)]
+    pub dirs: Vec<DirGrant>,
+    /// Config values.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Secrets: a value, or `{ env = "VAR" }` to read it from `wafer up`'s environment.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// A key-value namespace.
+    #[serde(default)]
+    pub kv: bool,
+    /// Topics the function may publish to.
+    #[serde(default)]
+    pub publish: Vec<TopicPattern>,
+    /// Topics whose messages invoke the function.
+    #[serde(default)]
+    pub subscribe: Vec<TopicPattern>,
+    /// The secrets' values, read when the manifest is parsed.
+    #[serde(skip)]
+    secret_values: BTreeMap<String, Secret>,
+}
+
+/// Where a secret's value comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub(crate) enum SecretSource {
+    /// The value itself.
+    Value(String),
+    /// An environment variable of `wafer up`.
+    Env {
+        /// The variable's name.
+        env: String,
+    },
 }
 
 impl ManifestFunction {
@@ -58,7 +105,39 @@ impl ManifestFunction {
             limits: self.limits,
             abi: self.abi,
             schema: None,
+            grants: Grants {
+                http: self.http.clone(),
+                dirs: self.dirs.clone(),
+                config: self.config.clone(),
+                secrets: self.secret_values.clone(),
+                kv: self.kv,
+                publish: self.publish.clone(),
+                subscribe: self.subscribe.clone(),
+            },
         }
+    }
+
+    /// Reads the secrets' values and anchors relative paths at `base`, the manifest's
+    /// directory.
+    fn resolve(&mut self, base: &Path) -> anyhow::Result<()> {
+        self.module = base.join(&self.module);
+        self.proto = self.proto.as_ref().map(|p| base.join(p));
+        for dir in &mut self.dirs {
+            let host = base.join(&dir.host);
+            dir.host = std::fs::canonicalize(&host).with_context(|| {
+                format!("directory grant `{dir}`: cannot open {}", host.display())
+            })?;
+        }
+        for (name, source) in &self.secrets {
+            let value = match source {
+                SecretSource::Value(value) => value.clone(),
+                SecretSource::Env { env } => std::env::var(env).with_context(|| {
+                    format!("secret `{name}` comes from ${env}, which is not set")
+                })?,
+            };
+            self.secret_values.insert(name.clone(), Secret::new(value));
+        }
+        Ok(())
     }
 }
 
@@ -77,11 +156,10 @@ impl Manifest {
             if !seen.insert(f.name.clone()) {
                 anyhow::bail!("function `{}` is declared twice", f.name);
             }
-            f.config()
-                .validate()
-                .with_context(|| format!("function `{}`", f.name))?;
-            f.module = base.join(&f.module);
-            f.proto = f.proto.as_ref().map(|p| base.join(p));
+            let name = f.name.clone();
+            let context = || format!("function `{name}`");
+            f.resolve(base).with_context(context)?;
+            f.config().validate().with_context(context)?;
         }
         Ok(manifest)
     }

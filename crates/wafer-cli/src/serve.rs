@@ -42,6 +42,7 @@ pub(crate) struct UpArgs {
 /// The server's parts, started in order: engine, registry, listener.
 struct Server {
     registry: Arc<Registry>,
+    caps: Arc<wafer_host::Capabilities>,
     token: String,
     listener: TcpListener,
 }
@@ -50,17 +51,19 @@ impl Server {
     async fn start(args: &ServeArgs) -> anyhow::Result<Self> {
         let runtime = Runtime::new(&RuntimeConfig::default())?;
         let data = args.data.data.clone();
-        let (registry, token) = tokio::task::spawn_blocking(move || {
+        let (registry, caps, token) = tokio::task::spawn_blocking(move || {
             let token = wafer_registry::admin_token(&data)?;
-            let registry = Registry::open(&data, Arc::new(runtime))?;
-            anyhow::Ok((registry, token))
+            let registry = Arc::new(Registry::open(&data, Arc::new(runtime))?);
+            let caps = wafer_host::Capabilities::open(&data, registry.clone())?;
+            anyhow::Ok((registry, caps, token))
         })
         .await??;
         let listener = TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         Ok(Self {
-            registry: Arc::new(registry),
+            registry,
+            caps,
             token,
             listener,
         })
@@ -81,7 +84,7 @@ impl Server {
             "admin token: {} (or set WAFER_TOKEN)",
             data.join("admin-token").display()
         );
-        let app = App::new(self.registry, self.token, local);
+        let app = App::new(self.registry, self.caps, self.token, local);
         wafer_gateway::serve(self.listener, app, shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())

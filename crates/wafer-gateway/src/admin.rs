@@ -11,6 +11,7 @@
 //! | `POST /_wafer/functions/NAME/rollback`  | re-activate the version before the active one|
 //! | `GET /_wafer/functions/NAME/logs?tail=N`| the last N log lines (default 100)           |
 //! | `GET /_wafer/modules/sha256:HEX`        | a module's bytes, verified against the digest|
+//! | `GET /_wafer/pubsub`                    | pub/sub counters per subscriber              |
 //! | `POST /_wafer/functions/NAME/invoke/OP` | call a waPC operation or export (as `POST /NAME/OP`) |
 
 use std::sync::Arc;
@@ -45,6 +46,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/_wafer/functions/{name}/logs", get(logs))
         .route("/_wafer/functions/{name}/invoke/{operation}", post(invoke))
         .route("/_wafer/modules/{digest}", get(module))
+        .route("/_wafer/pubsub", get(pubsub))
         .fallback(|uri: http::Uri| async move { Error::NoRoute(uri.path().to_owned()) })
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .with_state(app)
@@ -115,6 +117,7 @@ async fn deploy(
     let (mut config, operations) = deploy_config(query.as_deref().unwrap_or(""))?;
     let upload = Upload::read(request).await?;
     config.schema = schema_of(upload.proto, upload.descriptor_set, operations)?;
+    config.grants = upload.grants.unwrap_or_default();
     let module = upload.module;
     if module.is_empty() {
         return Err(Error::BadRequest(
@@ -133,12 +136,13 @@ async fn deploy(
 }
 
 /// A deploy's upload: the module as the whole body, or, as `multipart/form-data`, parts
-/// `module`, and `proto` (a `.proto` file) or `descriptor_set` (an encoded
-/// `FileDescriptorSet`) for a protobuf-described function.
+/// `module`, `proto` (a `.proto` file) or `descriptor_set` (an encoded `FileDescriptorSet`)
+/// for a protobuf-described function, and `grants` (JSON, as in the function's record).
 struct Upload {
     module: Bytes,
     proto: Option<String>,
     descriptor_set: Option<Bytes>,
+    grants: Option<wafer_registry::Grants>,
 }
 
 impl Upload {
@@ -156,6 +160,7 @@ impl Upload {
                 module,
                 proto: None,
                 descriptor_set: None,
+                grants: None,
             });
         }
         let mut form = axum::extract::Multipart::from_request(request, &())
@@ -165,6 +170,7 @@ impl Upload {
             module: Bytes::new(),
             proto: None,
             descriptor_set: None,
+            grants: None,
         };
         while let Some(field) = form
             .next_field()
@@ -185,11 +191,14 @@ impl Upload {
                     upload.proto = Some(text);
                 }
                 "descriptor_set" => upload.descriptor_set = Some(bytes),
-                other => {
-                    return Err(Error::BadRequest(format!(
-                        "unknown deploy part `{other}` (parts: module, proto, descriptor_set)"
-                    )))
+                "grants" => {
+                    let grants = serde_json::from_slice(&bytes)
+                        .map_err(|e| Error::BadRequest(format!("the `grants` part: {e}")))?;
+                    upload.grants = Some(grants);
                 }
+                other => return Err(Error::BadRequest(format!(
+                    "unknown deploy part `{other}` (parts: module, proto, descriptor_set, grants)"
+                ))),
             }
         }
         Ok(upload)
@@ -255,15 +264,14 @@ fn deploy_config(
                     .ok_or_else(|| Error::BadRequest(format!("env `{value}` must be KEY=VALUE")))?;
                 env.insert(k.to_owned(), Value::from(v));
             }
-            "max_concurrency" => {
+            "max_concurrency" | "kv_keys" => {
                 let n: u64 = value.parse().map_err(|_| {
-                    Error::BadRequest(format!(
-                        "max_concurrency `{value}` must be a positive integer"
-                    ))
+                    Error::BadRequest(format!("{key} `{value}` must be a positive integer"))
                 })?;
                 limits.insert(key.into_owned(), Value::from(n));
             }
-            "memory" | "timeout" | "request_body" | "stdout" | "stderr" => {
+            "memory" | "timeout" | "request_body" | "stdout" | "stderr" | "http_timeout"
+            | "http_response" | "kv_value" => {
                 limits.insert(key.into_owned(), Value::from(value.into_owned()));
             }
             other => {
@@ -295,10 +303,7 @@ async fn remove(
     Path(raw): Path<String>,
 ) -> Result<StatusCode, Error> {
     let name = name(&raw)?;
-    let registry = app.registry.clone();
-    let removed = name.clone();
-    blocking(move || registry.remove(&removed)).await?;
-    app.logs.forget(name.as_str());
+    app.remove(&name).await?;
     tracing::info!(%name, "removed");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -342,6 +347,10 @@ async fn invoke(
         Some(id) => crate::with_request_id(response, &id),
         None => response,
     }
+}
+
+async fn pubsub(_: Admin, State(app): State<Arc<App>>) -> Json<wafer_host::pubsub::Stats> {
+    Json(app.caps.pubsub_stats())
 }
 
 #[derive(Deserialize)]

@@ -68,6 +68,9 @@ pub enum Error {
         /// Why.
         error: CallError,
     },
+    /// A published message could not be delivered to a subscriber.
+    #[error("message delivery failed: {0}")]
+    Delivery(String),
     /// Missing or wrong admin token.
     #[error("missing or invalid admin token: send `Authorization: Bearer <token>` (the token is in the server's data directory, file `admin-token`)")]
     Unauthorized,
@@ -99,7 +102,7 @@ impl Error {
                 CallError::Signature { .. } | CallError::Unsupported(_) => StatusCode::BAD_REQUEST,
             },
             Error::Exit { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            Error::BadOutput { .. } => StatusCode::BAD_GATEWAY,
+            Error::BadOutput { .. } | Error::Delivery(_) => StatusCode::BAD_GATEWAY,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::Registry(e) => match e {
                 RegistryError::InvalidName { .. }

@@ -266,12 +266,7 @@ impl Wafer for Service {
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         let name = function_name(&request.into_inner().name)?;
-        let registry = self.app.registry.clone();
-        let removed = name.clone();
-        blocking(move || registry.remove(&removed))
-            .await
-            .map_err(status)?;
-        self.app.logs.forget(name.as_str());
+        self.app.remove(&name).await.map_err(status)?;
         tracing::info!(%name, "removed (gRPC)");
         Ok(Response::new(DeleteResponse {}))
     }

@@ -9,12 +9,15 @@
 //!   buffer the guest returned; the default is numbers, answered as JSON.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, StatusCode};
 use percent_encoding::percent_decode_str;
+use wafer_host::Capabilities;
+use wafer_registry::Function;
 use wafer_runtime::{
     Abi, CallError, CallOptions, HostCall, HostCallFuture, HostCalls, Program, Shape, Signature,
     Value, ValueType,
@@ -83,33 +86,35 @@ impl Returns {
     }
 }
 
-/// The host calls a function may make on this server: binding `wafer`, namespace `log`
-/// (the operation is the level). Lines go to the function's log with the request id.
+/// The host calls a function may make on this server, binding `wafer`: `log` (the
+/// operation is the level; lines go to the function's log with the request id) here, every
+/// other namespace through the function's [`Capabilities`].
 pub(crate) struct ServerHost {
     pub(crate) logs: Arc<LogBook>,
-    pub(crate) function: String,
+    pub(crate) caps: Arc<Capabilities>,
+    pub(crate) function: Arc<Function>,
     pub(crate) request_id: String,
+    /// When the guest call must end; capabilities give up by then.
+    pub(crate) deadline: Instant,
 }
 
 impl HostCalls for ServerHost {
     fn call<'a>(&'a self, call: HostCall<'a>) -> HostCallFuture<'a> {
-        let answer = match (call.binding, call.namespace) {
-            ("wafer", "log") => {
-                let line = match call.operation {
-                    "" | "info" => call.payload.to_vec(),
-                    level => [format!("[{level}] ").as_bytes(), call.payload].concat(),
-                };
-                self.logs.append(&self.function, &self.request_id, &line);
-                Ok(Vec::new())
-            }
-            ("wafer", namespace) => Err(format!(
-                "the host has no capability `{namespace}` for this function (available: log)"
-            )),
-            (binding, _) => Err(format!(
-                "unknown binding `{binding}`: this host answers binding `wafer`"
-            )),
-        };
-        Box::pin(std::future::ready(answer))
+        if (call.binding, call.namespace) == ("wafer", "log") {
+            let line = match call.operation {
+                "" | "info" => call.payload.to_vec(),
+                level => [format!("[{level}] ").as_bytes(), call.payload].concat(),
+            };
+            self.logs
+                .append(self.function.name.as_str(), &self.request_id, &line);
+            return Box::pin(std::future::ready(Ok(Vec::new())));
+        }
+        Box::pin(async move {
+            self.caps
+                .call(&self.function, call, self.deadline)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 }
 

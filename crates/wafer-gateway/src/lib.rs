@@ -30,6 +30,7 @@
 
 mod admin;
 mod cgi;
+mod deliver;
 mod error;
 mod grpc;
 mod invoke;
@@ -56,8 +57,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use invoke::{Answer, Call, ServerHost};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
+use wafer_host::{Capabilities, Deliver};
 use wafer_registry::{Admission, Function, Registry, Resolved};
-use wafer_runtime::{Abi, CallOptions};
+use wafer_runtime::{Abi, CallOptions, Preopen};
 
 pub use admin::MAX_UPLOAD;
 pub use error::Error;
@@ -84,6 +86,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// The gateway's shared state.
 pub struct App {
     registry: Arc<Registry>,
+    caps: Arc<Capabilities>,
     token: String,
     logs: Arc<LogBook>,
     schemas: schema::Schemas,
@@ -92,22 +95,44 @@ pub struct App {
 }
 
 impl App {
-    /// State for a gateway serving `registry`, with `token` guarding the admin API, listening
-    /// on `local`.
-    pub fn new(registry: Arc<Registry>, token: String, local: SocketAddr) -> Arc<Self> {
-        Arc::new(Self {
+    /// State for a gateway serving `registry` with the host capabilities `caps`, with `token`
+    /// guarding the admin API, listening on `local`. The app delivers the messages `caps`
+    /// publishes to subscribed functions.
+    pub fn new(
+        registry: Arc<Registry>,
+        caps: Arc<Capabilities>,
+        token: String,
+        local: SocketAddr,
+    ) -> Arc<Self> {
+        let app = Arc::new(Self {
             registry,
+            caps: caps.clone(),
             token,
             logs: Arc::default(),
             schemas: schema::Schemas::default(),
             local,
             requests: AtomicU64::new(first_request_id()),
-        })
+        });
+        let deliver: Arc<dyn Deliver> = app.clone();
+        caps.set_deliver(Arc::downgrade(&deliver));
+        app
     }
 
     /// The function logs.
     pub fn logs(&self) -> &LogBook {
         &self.logs
+    }
+
+    /// Removes a function with everything it had: its log and key-value namespace too.
+    pub(crate) async fn remove(&self, name: &wafer_registry::FunctionName) -> Result<(), Error> {
+        let registry = self.registry.clone();
+        let removed = name.clone();
+        admin::blocking(move || registry.remove(&removed)).await?;
+        self.logs.forget(name.as_str());
+        if let Err(e) = self.caps.forget(name).await {
+            tracing::warn!(%name, "removing the function's key-value namespace failed: {e}");
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -149,7 +174,7 @@ impl App {
         let request_id = self.request_id();
         let result = match program.abi() {
             Abi::Cgi => {
-                self.call_cgi(program, &parts, body, peer, &resolved, &request_id)
+                self.call_cgi(program, &parts, body, peer, &resolved, &request_id, None)
                     .await
             }
             Abi::Wapc | Abi::Exports => {
@@ -169,6 +194,41 @@ impl App {
             }
         };
         Ok(self.finish(function.name.as_str(), result, request_id))
+    }
+
+    /// How to run one call of `function`: its limits, its granted directories, and a host for
+    /// its host calls if the module can make any.
+    fn call_options(
+        &self,
+        function: &Arc<Function>,
+        program: &wafer_runtime::Program,
+        request_id: &str,
+    ) -> CallOptions {
+        let config = &function.config;
+        let host = program.inputs().host_calls.then(|| {
+            Arc::new(ServerHost {
+                logs: self.logs.clone(),
+                caps: self.caps.clone(),
+                function: function.clone(),
+                request_id: request_id.to_owned(),
+                deadline: std::time::Instant::now() + config.limits.timeout,
+            }) as Arc<dyn wafer_runtime::HostCalls>
+        });
+        let dirs = config
+            .grants
+            .dirs
+            .iter()
+            .map(|d| Preopen {
+                host: d.host.clone(),
+                guest: d.guest.clone(),
+                read_only: d.read_only,
+            })
+            .collect();
+        CallOptions {
+            limits: config.limits,
+            host,
+            dirs,
+        }
     }
 
     /// Calls an operation of a waPC or exports function by the function's name (the admin
@@ -256,20 +316,13 @@ impl App {
     /// Runs a waPC operation or a plain export.
     async fn invoke(
         &self,
-        function: &Function,
+        function: &Arc<Function>,
         program: &wafer_runtime::Program,
         call: Call<'_>,
         request_id: &str,
     ) -> Result<Answer, Error> {
         let name = function.name.as_str();
-        let options = CallOptions {
-            limits: function.config.limits,
-            host: Some(Arc::new(ServerHost {
-                logs: self.logs.clone(),
-                function: name.to_owned(),
-                request_id: request_id.to_owned(),
-            })),
-        };
+        let options = self.call_options(function, program, request_id);
         let types = |operation: &str| self.schemas.types(function, operation);
         let (result, log) = invoke::invoke(program, &options, name, call, types).await;
         self.append_log(function, request_id, &log.text, log.truncated);
@@ -287,13 +340,18 @@ impl App {
         peer: SocketAddr,
         resolved: &Resolved,
         request_id: &str,
+        extra_env: Option<(String, String)>,
     ) -> Result<Response, Error> {
         let function = &resolved.function;
         let name = function.name.as_str();
-        let limits = &function.config.limits;
         let head = parts.method == Method::HEAD;
-        let cgi_request = cgi::request(parts, body, peer, self.local, resolved, program.inputs());
-        let output = program.run_cgi(cgi_request, limits).await;
+        let mut cgi_request =
+            cgi::request(parts, body, peer, self.local, resolved, program.inputs());
+        if let (Some(var), true) = (extra_env, program.inputs().env) {
+            cgi_request.env.push(var);
+        }
+        let options = self.call_options(function, program, request_id);
+        let output = program.run_cgi(cgi_request, &options).await;
         self.append_log(function, request_id, &output.log, output.log_truncated);
         match output.exit {
             Err(fault) => Err(Error::Guest {

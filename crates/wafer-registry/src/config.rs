@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use wafer_runtime::Limits;
 
 use crate::error::RegistryError;
+use crate::grants::Grants;
 use crate::names::{FunctionName, Route};
 
 /// Everything about a function except its module: where it is served, its environment and
@@ -25,6 +26,9 @@ pub struct FunctionConfig {
     /// Protobuf types of the function's operations, for JSON transcoding.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schema: Option<Schema>,
+    /// What the function may reach: HTTP hosts, directories, config, key-value, topics.
+    #[serde(skip_serializing_if = "Grants::is_empty")]
+    pub grants: Grants,
 }
 
 /// The protobuf messages a function's operations take and return: with them, a JSON call is
@@ -81,6 +85,7 @@ impl FunctionConfig {
                 )));
             }
         }
+        self.grants.validate()?;
         let limits = &self.limits;
         if limits.max_concurrency == 0 {
             return Err(RegistryError::InvalidConfig(
@@ -99,6 +104,14 @@ impl FunctionConfig {
             )));
         }
         Ok(())
+    }
+
+    /// A copy fit to show: secret values masked.
+    pub fn masked(&self) -> Self {
+        Self {
+            grants: self.grants.masked(),
+            ..self.clone()
+        }
     }
 
     /// The routes the function is served on: the declared ones, or `/NAME/...`.

@@ -38,6 +38,7 @@ mod artifacts;
 mod config;
 mod error;
 mod function;
+mod grants;
 mod names;
 mod record;
 mod routes;
@@ -57,6 +58,9 @@ use crate::routes::RouteTable;
 pub use config::{FunctionConfig, OperationTypes, Schema};
 pub use error::RegistryError;
 pub use function::{Admission, Function, QUEUE_WAIT};
+pub use grants::{
+    check_topic, DirGrant, Grants, HostPattern, HttpRule, PortRule, Scheme, Secret, TopicPattern,
+};
 pub use names::{Digest, FunctionName, Route};
 pub use record::{FunctionRecord, Version};
 pub use routes::Resolved;
@@ -371,7 +375,7 @@ impl Registry {
                     versions: record.versions.len(),
                     digest: active.digest.clone(),
                     abi: active.abi,
-                    config: active.config.clone(),
+                    config: active.config.masked(),
                     error,
                 })
             })
@@ -380,11 +384,24 @@ impl Registry {
         list
     }
 
-    /// A function's record: every version and the active one.
+    /// The live functions subscribed to `topic`, in name order.
+    pub fn subscribers(&self, topic: &str) -> Vec<Arc<Function>> {
+        let live = self.live.load();
+        let mut subscribers: Vec<Arc<Function>> = live
+            .functions
+            .values()
+            .filter(|f| f.config.grants.subscribe.iter().any(|p| p.matches(topic)))
+            .cloned()
+            .collect();
+        subscribers.sort_by(|a, b| a.name.cmp(&b.name));
+        subscribers
+    }
+
+    /// A function's record: every version and the active one, secret values masked.
     pub fn get(&self, name: &FunctionName) -> Result<FunctionRecord, RegistryError> {
         self.lock()
             .get(name)
-            .cloned()
+            .map(FunctionRecord::masked)
             .ok_or_else(|| RegistryError::NotFound(name.to_string()))
     }
 

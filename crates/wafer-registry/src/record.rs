@@ -41,6 +41,15 @@ impl FunctionRecord {
         self.versions.iter().find(|v| v.version == self.active)
     }
 
+    /// A copy fit to show: secret values masked in every version.
+    pub fn masked(&self) -> Self {
+        let mut record = self.clone();
+        for version in &mut record.versions {
+            version.config = version.config.masked();
+        }
+        record
+    }
+
     /// The number the next deploy gets.
     pub(crate) fn next_version(&self) -> u32 {
         self.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1

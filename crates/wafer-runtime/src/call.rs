@@ -23,19 +23,55 @@ use crate::output::{CappedPipe, Overflow};
 use crate::program::{store, Abi, GuestCtx, Program};
 use crate::wapc::HostCalls;
 
-/// How to run calls: the limits, and who answers the guest's host calls.
+/// How to run calls: the limits, who answers the guest's host calls, and the directories
+/// the guest may open.
 #[derive(Clone, Default)]
 pub struct CallOptions {
     /// Memory and time (per call) and the size of answers and logs.
     pub limits: Limits,
     /// Answers waPC `__host_call`s; without it every host call fails with a message.
     pub host: Option<Arc<dyn HostCalls>>,
+    /// Host directories pre-opened for the guest; none by default.
+    pub dirs: Vec<Preopen>,
+}
+
+/// A host directory a guest may use, at a path of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preopen {
+    /// The directory on the host.
+    pub host: std::path::PathBuf,
+    /// Where the guest finds it.
+    pub guest: String,
+    /// Whether the guest may only read.
+    pub read_only: bool,
 }
 
 impl CallOptions {
-    /// Options with these limits and no host calls.
+    /// Options with these limits, no host calls and no directories.
     pub fn new(limits: Limits) -> Self {
-        Self { limits, host: None }
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
+    /// Adds the pre-opened directories to a WASI context.
+    pub(crate) fn preopen(&self, wasi: &mut WasiCtxBuilder) -> Result<(), Fault> {
+        for dir in &self.dirs {
+            let perms = if dir.read_only {
+                wasmtime_wasi::FsPerms::ReadOnly
+            } else {
+                wasmtime_wasi::FsPerms::ReadWrite
+            };
+            wasi.preopened_dir(&dir.host, &dir.guest, perms)
+                .map_err(|e| {
+                    Fault::Trap(format!(
+                        "cannot open the granted directory {}: {e}",
+                        dir.host.display()
+                    ))
+                })?;
+        }
+        Ok(())
     }
 
     /// Answers the guest's host calls with `host`.
@@ -333,12 +369,11 @@ impl Program {
         let limits = &options.limits;
         let log = CappedPipe::new(limits.stderr_bytes(), Overflow::Truncate);
         // Guests built for WASI may print; both streams go to the log. No environment, no
-        // arguments, no files: capabilities are granted elsewhere.
-        let wasi = WasiCtxBuilder::new()
-            .stdout(log.clone())
-            .stderr(log.clone())
-            .build_p1();
-        let mut ctx = GuestCtx::new(wasi, limits, log);
+        // arguments, and only the granted directories.
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(log.clone()).stderr(log.clone());
+        options.preopen(&mut wasi).map_err(CallError::Fault)?;
+        let mut ctx = GuestCtx::new(wasi.build_p1(), limits, log);
         ctx.host = options.host.clone();
         let mut store = store(self.pre.module().engine(), ctx);
         let instance = match self.pre.instantiate_async(&mut store).await {

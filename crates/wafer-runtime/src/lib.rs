@@ -75,8 +75,8 @@ mod wapc;
 
 pub use bytesize::ByteSize;
 pub use call::{
-    CallError, CallOptions, FromValue, Instance, IntoValue, Params, Results, Shape, Signature,
-    Value, ValueType,
+    CallError, CallOptions, FromValue, Instance, IntoValue, Params, Preopen, Results, Shape,
+    Signature, Value, ValueType,
 };
 pub use engine::{Compiled, Runtime, RuntimeConfig};
 pub use error::{CompileError, Fault, RuntimeError};

@@ -30,6 +30,16 @@ pub struct Limits {
     /// Instances of this function running at once. Default 64. Further calls wait in a queue
     /// as long as this for up to one second, then get `503 Service Unavailable`.
     pub max_concurrency: u32,
+    /// Time one outbound HTTP request (host call `http/request`) may take, never past the
+    /// call's own deadline. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub http_timeout: Duration,
+    /// Largest outbound HTTP response body a guest may receive. Default 4 MiB.
+    pub http_response: ByteSize,
+    /// Largest value in the function's key-value store. Default 1 MiB.
+    pub kv_value: ByteSize,
+    /// Most keys the function's key-value store may hold. Default 10,000.
+    pub kv_keys: u64,
 }
 
 impl Default for Limits {
@@ -41,6 +51,10 @@ impl Default for Limits {
             stdout: ByteSize::mib(16),
             stderr: ByteSize::mib(1),
             max_concurrency: 64,
+            http_timeout: Duration::from_secs(10),
+            http_response: ByteSize::mib(4),
+            kv_value: ByteSize::mib(1),
+            kv_keys: 10_000,
         }
     }
 }

@@ -14,6 +14,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
+use crate::call::CallOptions;
 use crate::error::Fault;
 use crate::limits::Limits;
 use crate::output::{CappedPipe, Overflow};
@@ -66,18 +67,22 @@ pub struct Inputs {
     pub env: bool,
     /// The module imports WASI's `args_get` or `args_sizes_get`.
     pub args: bool,
+    /// The module imports waPC's `__host_call`: it may ask the host for capabilities.
+    pub host_calls: bool,
 }
 
 impl Inputs {
     fn of(module: &Module) -> Self {
-        let imports = |names: [&str; 2]| {
+        let imports = |module_name: &str, names: &[&str]| {
             module
                 .imports()
-                .any(|i| i.module() == "wasi_snapshot_preview1" && names.contains(&i.name()))
+                .any(|i| i.module() == module_name && names.contains(&i.name()))
         };
+        let wasi = "wasi_snapshot_preview1";
         Self {
-            env: imports(["environ_get", "environ_sizes_get"]),
-            args: imports(["args_get", "args_sizes_get"]),
+            env: imports(wasi, &["environ_get", "environ_sizes_get"]),
+            args: imports(wasi, &["args_get", "args_sizes_get"]),
+            host_calls: imports("wapc", &["__host_call"]),
         }
     }
 }
@@ -323,8 +328,10 @@ impl Program {
         self.inputs
     }
 
-    /// Runs the program once as a CGI script, in a fresh instance, within `limits`.
-    pub async fn run_cgi(&self, request: CgiRequest, limits: &Limits) -> CgiOutput {
+    /// Runs the program once as a CGI script, in a fresh instance, within the options' limits,
+    /// with their host calls and directories.
+    pub async fn run_cgi(&self, request: CgiRequest, options: &CallOptions) -> CgiOutput {
+        let limits = &options.limits;
         let stdout = CappedPipe::new(limits.stdout_bytes(), Overflow::Trap);
         let log = CappedPipe::new(limits.stderr_bytes(), Overflow::Truncate);
         let mut wasi = WasiCtxBuilder::new();
@@ -337,8 +344,16 @@ impl Program {
         if self.inputs.env {
             wasi.envs(&request.env);
         }
-        let wasi = wasi.build_p1();
-        let ctx = GuestCtx::new(wasi, limits, log.clone());
+        if let Err(fault) = options.preopen(&mut wasi) {
+            return CgiOutput {
+                exit: Err(fault),
+                stdout: Bytes::new(),
+                log: Bytes::new(),
+                log_truncated: false,
+            };
+        }
+        let mut ctx = GuestCtx::new(wasi.build_p1(), limits, log.clone());
+        ctx.host = options.host.clone();
         let exit = match self.run_start(ctx).await {
             Err(Fault::Trap(_)) if stdout.overflowed() => Err(Fault::OutputTooLarge(limits.stdout)),
             result => result,
@@ -446,6 +461,7 @@ mod tests {
         let none = Inputs {
             env: false,
             args: false,
+            host_calls: false,
         };
         assert_eq!(inputs(""), none);
         assert_eq!(inputs(&import("environ_get")), Inputs { env: true, ..none });
@@ -462,7 +478,16 @@ mod tests {
             inputs(&both),
             Inputs {
                 env: true,
-                args: true
+                args: true,
+                ..none
+            }
+        );
+        let host_call = r#"(import "wapc" "__host_call" (func (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))"#;
+        assert_eq!(
+            inputs(host_call),
+            Inputs {
+                host_calls: true,
+                ..none
             }
         );
     }

@@ -198,7 +198,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestCtx>) -> wasmtime::Result<(
                 let answer = match caller.data().host.clone() {
                     Some(host) => host.call(call).await,
                     None => Err(format!(
-                        "no host calls are available to this guest (called {binding}/{namespace}/{operation})"
+                        "denied: no host calls are available to this guest (called {binding}/{namespace}/{operation})"
                     )),
                 };
                 let state = &mut caller.data_mut().wapc;

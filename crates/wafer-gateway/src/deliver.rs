@@ -1,0 +1,120 @@
+//! Delivering published messages: each subscribed function is called once per message.
+//!
+//! - A CGI program gets a `POST` to `SCRIPT_NAME/_message` with the message as its body,
+//!   `CONTENT_TYPE=application/octet-stream`, and the topic in `WAFER_TOPIC` (and, as a
+//!   request header would be, `HTTP_X_WAFER_TOPIC`). A non-2xx status counts as a failure.
+//! - A waPC program gets operation `on_message` with `{"topic": T, "message": "..."}` (or
+//!   `message_base64`) as its payload.
+//!
+//! Failures land in the subscriber's log with a request id, like any failed call.
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request};
+use wafer_host::{Deliver, Message};
+use wafer_registry::{Function, Resolved};
+use wafer_runtime::Abi;
+
+use crate::error::Error;
+use crate::invoke::Call;
+use crate::{runnable, App};
+
+/// The waPC operation a message arrives as.
+pub const ON_MESSAGE: &str = "on_message";
+
+impl Deliver for App {
+    fn deliver(
+        self: Arc<Self>,
+        function: Arc<Function>,
+        message: Message,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> {
+        Box::pin(async move {
+            let request_id = self.request_id();
+            let result = self.deliver_to(&function, message, &request_id).await;
+            if let Err(error) = &result {
+                self.log_failure(function.name.as_str(), &request_id, error);
+            }
+            result.map_err(|e| e.to_string())
+        })
+    }
+}
+
+impl App {
+    async fn deliver_to(
+        &self,
+        function: &Arc<Function>,
+        message: Message,
+        request_id: &str,
+    ) -> Result<(), Error> {
+        let program = runnable(function)?;
+        let _admission = self.admission(function).await?;
+        match program.abi() {
+            Abi::Cgi => {
+                let script = function.config.routes[0].pattern().0.to_owned();
+                let mut request = Request::builder()
+                    .method(Method::POST)
+                    .uri(format!("{script}/_message"))
+                    .header(header::CONTENT_TYPE, "application/octet-stream")
+                    .body(())
+                    .map_err(|e| Error::BadRequest(format!("cannot build the delivery: {e}")))?;
+                if let Ok(topic) = HeaderValue::from_str(&message.topic) {
+                    request.headers_mut().insert("x-wafer-topic", topic);
+                }
+                let (parts, ()) = request.into_parts();
+                let resolved = Resolved {
+                    function: function.clone(),
+                    route: 0,
+                    script_name_len: script.len(),
+                };
+                let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+                let topic = ("WAFER_TOPIC".to_owned(), message.topic);
+                let response = self
+                    .call_cgi(
+                        program,
+                        &parts,
+                        message.body,
+                        peer,
+                        &resolved,
+                        request_id,
+                        Some(topic),
+                    )
+                    .await?;
+                if !response.status().is_success() {
+                    return Err(Error::Delivery(format!(
+                        "the subscriber answered {}",
+                        response.status()
+                    )));
+                }
+                Ok(())
+            }
+            Abi::Wapc | Abi::Exports => {
+                let mut object = serde_json::Map::new();
+                object.insert("topic".into(), message.topic.into());
+                match String::from_utf8(message.body.to_vec()) {
+                    Ok(text) => object.insert("message".into(), text.into()),
+                    Err(_) => {
+                        use base64::Engine;
+                        let encoded =
+                            base64::engine::general_purpose::STANDARD.encode(&message.body);
+                        object.insert("message_base64".into(), encoded.into())
+                    }
+                };
+                let payload = serde_json::to_vec(&object).unwrap_or_default();
+                let call = Call {
+                    method: &Method::POST,
+                    rest: &format!("/{ON_MESSAGE}"),
+                    query: None,
+                    content_type: Some("application/json"),
+                    body: Bytes::from(payload),
+                };
+                self.invoke(function, program, call, request_id)
+                    .await
+                    .map(drop)
+            }
+        }
+    }
+}

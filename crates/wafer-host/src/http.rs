@@ -1,0 +1,400 @@
+//! `http`: outbound HTTP to the function's allow-list.
+//!
+//! Three checks, each with its own message:
+//! 1. The URL's scheme, host and port must match an allow-list entry
+//!    ([`wafer_registry::HttpRule`]).
+//! 2. The address connected to must be public, unless an entry names the address itself (an IP
+//!    address or `localhost`). Names are checked where they are resolved, in the client's DNS
+//!    resolver, so a public name that resolves to `10.0.0.5` is refused too.
+//! 3. Redirects are followed here, not by the client, and each hop goes through 1 and 2.
+//!
+//! Each function version gets its own client (its resolver knows the function's rules), kept
+//! for connection reuse.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::{Method, StatusCode, Url};
+use serde::Deserialize;
+use wafer_registry::{Function, FunctionName, HttpRule, Scheme};
+
+use crate::{bytes_field, json, put_bytes, unknown_operation, GuestError};
+
+/// Redirects followed before giving up.
+pub const MAX_REDIRECTS: usize = 5;
+
+/// The clients of the functions that made requests, by function and version.
+#[derive(Default)]
+pub(crate) struct Http {
+    clients: Mutex<HashMap<(FunctionName, u32), reqwest::Client>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Request {
+    #[serde(default)]
+    method: Option<String>,
+    url: String,
+    #[serde(default)]
+    headers: Vec<(String, String)>,
+    body: Option<String>,
+    body_base64: Option<String>,
+}
+
+impl Http {
+    pub(crate) async fn call(
+        &self,
+        function: &Function,
+        operation: &str,
+        payload: &[u8],
+        deadline: Instant,
+    ) -> Result<Vec<u8>, GuestError> {
+        if operation != "request" {
+            return Err(unknown_operation("http", operation, "request"));
+        }
+        let rules = &function.config.grants.http;
+        if rules.is_empty() {
+            return Err(GuestError::Denied(
+                "this function may not make HTTP requests (grant hosts with `http = [...]`)".into(),
+            ));
+        }
+        let request: Request = json(payload, "http/request")?;
+        let method = match &request.method {
+            Some(m) => Method::from_bytes(m.as_bytes())
+                .map_err(|_| GuestError::Invalid(format!("`{m}` is not an HTTP method")))?,
+            None => Method::GET,
+        };
+        let url = Url::parse(&request.url)
+            .map_err(|e| GuestError::Invalid(format!("`{}` is not a URL: {e}", request.url)))?;
+        let body = bytes_field(request.body, request.body_base64, "body")?;
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in &request.headers {
+            let name = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| GuestError::Invalid(format!("`{name}` is not a header name")))?;
+            let value = http::HeaderValue::from_str(value).map_err(|_| {
+                GuestError::Invalid(format!("the `{name}` header value is invalid"))
+            })?;
+            headers.append(name, value);
+        }
+        let limits = &function.config.limits;
+        let timeout = limits
+            .http_timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
+        let client = self.client(function)?;
+        let send = send(
+            &client,
+            rules,
+            method,
+            url,
+            headers,
+            body,
+            limits.http_response.as_u64(),
+        );
+        match tokio::time::timeout(timeout, send).await {
+            Ok(result) => result,
+            Err(_) => Err(GuestError::Failed(format!(
+                "the request took longer than {:.1} s",
+                timeout.as_secs_f64()
+            ))),
+        }
+    }
+
+    fn client(&self, function: &Function) -> Result<reqwest::Client, GuestError> {
+        let key = (function.name.clone(), function.version);
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = clients.get(&key) {
+            return Ok(client.clone());
+        }
+        // An older version's client will not be used again.
+        clients.retain(|(name, _), _| name != &function.name);
+        let resolver = Arc::new(Resolver {
+            rules: function.config.grants.http.clone(),
+        });
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(resolver)
+            .no_proxy()
+            .build()
+            .map_err(|e| GuestError::Failed(format!("cannot create an HTTP client: {e}")))?;
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+
+    pub(crate) fn forget(&self, name: &FunctionName) {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients.retain(|(n, _), _| n != name);
+    }
+}
+
+/// Sends the request, following redirects, each hop checked; returns the answer as JSON.
+async fn send(
+    client: &reqwest::Client,
+    rules: &[HttpRule],
+    mut method: Method,
+    mut url: Url,
+    mut headers: http::HeaderMap,
+    mut body: Vec<u8>,
+    max_body: u64,
+) -> Result<Vec<u8>, GuestError> {
+    for _ in 0..=MAX_REDIRECTS {
+        check_url(rules, &url)?;
+        let response = client
+            .request(method.clone(), url.clone())
+            .headers(headers.clone())
+            .body(body.clone())
+            .send()
+            .await
+            .map_err(|e| request_error(&url, &e))?;
+        let status = response.status();
+        let location = response
+            .headers()
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok());
+        if let (true, Some(location)) = (status.is_redirection(), location) {
+            let next = url.join(location).map_err(|e| {
+                GuestError::Failed(format!(
+                    "{url} redirected to a bad location `{location}`: {e}"
+                ))
+            })?;
+            // 303, and 301/302 after a POST, become a GET without a body, as browsers do.
+            if status == StatusCode::SEE_OTHER
+                || (method == Method::POST
+                    && matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND))
+            {
+                method = Method::GET;
+                body.clear();
+                headers.remove(http::header::CONTENT_TYPE);
+                headers.remove(http::header::CONTENT_LENGTH);
+            }
+            // Credentials are for the host they were meant for.
+            if next.host_str() != url.host_str() {
+                headers.remove(http::header::AUTHORIZATION);
+                headers.remove(http::header::COOKIE);
+            }
+            url = next;
+            continue;
+        }
+        return answer(response, max_body).await;
+    }
+    Err(GuestError::Failed(format!(
+        "more than {MAX_REDIRECTS} redirects, the last to {url}"
+    )))
+}
+
+/// Reads the response within `max_body` bytes and writes the guest's answer.
+async fn answer(mut response: reqwest::Response, max_body: u64) -> Result<Vec<u8>, GuestError> {
+    let status = response.status().as_u16();
+    let headers: Vec<(String, String)> = response
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| GuestError::Failed(format!("reading the response: {e}")))?
+    {
+        if (body.len() + chunk.len()) as u64 > max_body {
+            return Err(GuestError::TooLarge(format!(
+                "the response body is over the http_response limit of {max_body} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let mut object = serde_json::Map::new();
+    object.insert("status".into(), status.into());
+    object.insert(
+        "headers".into(),
+        serde_json::to_value(headers).unwrap_or_default(),
+    );
+    put_bytes(&mut object, "body", body);
+    serde_json::to_vec(&object).map_err(|e| GuestError::Failed(e.to_string()))
+}
+
+/// Step 1: the URL must be allowed by a rule; an address in the URL itself must be public or
+/// named by the rule.
+fn check_url(rules: &[HttpRule], url: &Url) -> Result<(), GuestError> {
+    let scheme = match url.scheme() {
+        "http" => Scheme::Http,
+        "https" => Scheme::Https,
+        other => {
+            return Err(GuestError::Denied(format!(
+                "scheme `{other}` in {url}: only http and https are allowed"
+            )))
+        }
+    };
+    let host = url
+        .host_str()
+        .ok_or_else(|| GuestError::Invalid(format!("{url} has no host")))?
+        .to_ascii_lowercase();
+    let port = url.port_or_known_default().unwrap_or(scheme.default_port());
+    if !rules.iter().any(|r| r.allows(scheme, &host, port)) {
+        let shown = url.host_str().unwrap_or_default();
+        return Err(GuestError::Denied(format!(
+            "{}://{shown}:{port} is not on this function's allow-list",
+            scheme.as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// Step 2, for names: resolves, then keeps only the addresses the function may reach.
+struct Resolver {
+    rules: Vec<HttpRule>,
+}
+
+/// The error a refused resolution carries through the client, found again by
+/// [`request_error`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(String);
+
+impl Resolve for Resolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_ascii_lowercase();
+        // Only rules naming this host itself (`localhost`) unlock its non-public addresses.
+        let named = self.rules.iter().any(|r| names_host(r, &host));
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let (allowed, refused): (Vec<SocketAddr>, Vec<SocketAddr>) =
+                addrs.into_iter().partition(|a| named || is_public(a.ip()));
+            if allowed.is_empty() {
+                let shown: Vec<String> = refused.iter().map(|a| a.ip().to_string()).collect();
+                return Err(Box::new(Refused(format!(
+                    "{host} resolves to {}, which this function may not reach: loopback, \
+                     private and link-local addresses need an allow-list entry naming the address",
+                    if shown.is_empty() {
+                        "nothing".into()
+                    } else {
+                        shown.join(", ")
+                    }
+                ))) as _);
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// Whether `rule` is a name rule for exactly `host` that names an address (`localhost`).
+fn names_host(rule: &HttpRule, host: &str) -> bool {
+    matches!(&rule.host, wafer_registry::HostPattern::Name(name) if name == host)
+        && rule.names_address()
+}
+
+/// The guest's message for a request that did not complete.
+fn request_error(url: &Url, error: &reqwest::Error) -> GuestError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(refused) = e.downcast_ref::<Refused>() {
+            return GuestError::Denied(refused.0.clone());
+        }
+        source = e.source();
+    }
+    let mut message = format!("{url}: {error}");
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        message.push_str(&format!(": {e}"));
+        source = e.source();
+    }
+    GuestError::Failed(message)
+}
+
+/// Whether an address is on the public internet: not loopback, private, link-local (the
+/// cloud metadata address 169.254.169.254 among them), carrier-grade NAT, unspecified,
+/// broadcast, multicast or documentation space.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && v4.octets()[2] == 0)
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && v6.segments()[1] == 0x0db8
+                || first == 0x0064 && v6.segments()[1] == 0xff9b)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_public_addresses_are_public() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd00:ec2::254",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in [
+            "1.1.1.1",
+            "93.184.216.34",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[test]
+    fn urls_are_checked_against_the_rules() {
+        let rules: Vec<HttpRule> = vec![
+            "https://api.example.com".parse().unwrap(),
+            "http://127.0.0.1:9000".parse().unwrap(),
+        ];
+        let check = |u: &str| check_url(&rules, &Url::parse(u).unwrap());
+        assert!(check("https://api.example.com/v1?x=1").is_ok());
+        assert!(check("http://127.0.0.1:9000/").is_ok());
+        let err = check("http://127.0.0.1:9001/").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "denied: http://127.0.0.1:9001 is not on this function's allow-list"
+        );
+        assert!(check("http://api.example.com/").is_err());
+        assert!(check("ftp://api.example.com/").is_err());
+    }
+}

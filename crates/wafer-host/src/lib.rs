@@ -1,0 +1,218 @@
+//! Wafer's host capabilities: what a function may reach beyond its memory, its request and its
+//! log, each granted per function (see [`wafer_registry::Grants`]) and denied otherwise.
+//!
+//! Guests ask through one channel, the waPC `__host_call` with binding `wafer`; the namespace
+//! names the capability. [`Capabilities::call`] answers the namespaces of this crate:
+//!
+//! - `config`: config values and secrets ([`config`]).
+//! - `kv`: a private key-value namespace per function, in an embedded redb database
+//!   ([`kv`]).
+//! - `http`: outbound HTTP to the function's allow-list, checked on resolved addresses and
+//!   on every redirect ([`http`]).
+//! - `pubsub`: publishing to topics, delivered to subscribed functions through bounded queues
+//!   ([`pubsub`]).
+//!
+//! The payload formats are in `docs/host-calls.md`. Every failure is a [`GuestError`] whose
+//! text (`denied: ...`, `not_found: ...`) the guest reads; none traps the guest or panics the
+//! host.
+//!
+//! ```no_run
+//! # async fn demo(registry: std::sync::Arc<wafer_registry::Registry>,
+//! #               function: &wafer_registry::Function) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::{Duration, Instant};
+//! use wafer_host::Capabilities;
+//! use wafer_runtime::HostCall;
+//!
+//! let caps = Capabilities::open(".wafer".as_ref(), registry)?;
+//! let call = HostCall { binding: "wafer", namespace: "kv", operation: "get", payload: b"visits" };
+//! let deadline = Instant::now() + Duration::from_secs(5);
+//! match caps.call(function, call, deadline).await {
+//!     Ok(value) => println!("visits = {}", String::from_utf8_lossy(&value)),
+//!     Err(error) => println!("{error}"), // e.g. "denied: this function has no key-value store ..."
+//! }
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod http;
+pub mod kv;
+pub mod pubsub;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use wafer_registry::{Function, FunctionName, Registry};
+use wafer_runtime::HostCall;
+
+pub use pubsub::{Deliver, Message, SubscriberStats};
+
+/// Why a host call failed, as the guest reads it: a code word, then a sentence.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuestError {
+    /// The function was not granted this.
+    #[error("denied: {0}")]
+    Denied(String),
+    /// The key or value does not exist.
+    #[error("not_found: {0}")]
+    NotFound(String),
+    /// The payload or operation is malformed.
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// Over a size limit.
+    #[error("too_large: {0}")]
+    TooLarge(String),
+    /// The host tried and failed.
+    #[error("failed: {0}")]
+    Failed(String),
+}
+
+/// Why the capabilities could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the key-value store {path}: {source}")]
+pub struct OpenError {
+    path: String,
+    source: redb::DatabaseError,
+}
+
+/// The server-wide state behind every function's capabilities.
+pub struct Capabilities {
+    kv: kv::Kv,
+    http: http::Http,
+    broker: pubsub::Broker,
+}
+
+impl Capabilities {
+    /// Opens the key-value store in `data` (creating `kv.redb`) and sets up outbound HTTP and
+    /// the pub/sub broker, which finds subscribers in `registry`.
+    pub fn open(data: &Path, registry: Arc<Registry>) -> Result<Arc<Self>, OpenError> {
+        let path = data.join("kv.redb");
+        let kv = kv::Kv::open(&path).map_err(|source| OpenError {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Arc::new(Self {
+            kv,
+            http: http::Http::default(),
+            broker: pubsub::Broker::new(registry),
+        }))
+    }
+
+    /// Answers one host call of `function`; a call still running at `deadline` (the guest
+    /// call's own) fails.
+    pub async fn call(
+        &self,
+        function: &Function,
+        call: HostCall<'_>,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, GuestError> {
+        if call.binding != "wafer" {
+            return Err(GuestError::Invalid(format!(
+                "unknown binding `{}`: this host answers binding `wafer`",
+                call.binding
+            )));
+        }
+        let grants = &function.config.grants;
+        let limits = &function.config.limits;
+        match call.namespace {
+            "config" => config::call(grants, call.operation, call.payload),
+            "kv" => {
+                if !grants.kv {
+                    return Err(GuestError::Denied(
+                        "this function has no key-value store (grant it with `kv = true`)".into(),
+                    ));
+                }
+                self.kv
+                    .call(&function.name, limits, call.operation, call.payload)
+                    .await
+            }
+            "http" => {
+                self.http
+                    .call(function, call.operation, call.payload, deadline)
+                    .await
+            }
+            "pubsub" => self.broker.call(function, call.operation, call.payload),
+            other => Err(GuestError::Invalid(format!(
+                "the host has no capability `{other}` (namespaces: config, http, kv, log, pubsub)"
+            ))),
+        }
+    }
+
+    /// Sets who delivers published messages to subscribers (the gateway). Until then
+    /// messages are counted as dropped.
+    pub fn set_deliver(&self, deliver: std::sync::Weak<dyn Deliver>) {
+        self.broker.set_deliver(deliver);
+    }
+
+    /// Forgets a removed function: deletes its key-value namespace, its HTTP clients and its
+    /// message queue.
+    pub async fn forget(&self, name: &FunctionName) -> Result<(), GuestError> {
+        self.http.forget(name);
+        self.broker.forget(name);
+        self.kv.delete_namespace(name).await
+    }
+
+    /// Pub/sub counters, per subscriber.
+    pub fn pubsub_stats(&self) -> pubsub::Stats {
+        self.broker.stats()
+    }
+}
+
+/// Reads a raw UTF-8 payload (a key, a name, a prefix).
+pub(crate) fn text<'a>(payload: &'a [u8], what: &str) -> Result<&'a str, GuestError> {
+    std::str::from_utf8(payload)
+        .map_err(|_| GuestError::Invalid(format!("the {what} is not UTF-8")))
+}
+
+/// Parses a JSON payload.
+pub(crate) fn json<'a, T: serde::Deserialize<'a>>(
+    payload: &'a [u8],
+    operation: &str,
+) -> Result<T, GuestError> {
+    serde_json::from_slice(payload)
+        .map_err(|e| GuestError::Invalid(format!("the `{operation}` payload: {e}")))
+}
+
+/// Bytes given either as text (`field`) or base64 (`field_base64`), exactly one of them.
+pub(crate) fn bytes_field(
+    text: Option<String>,
+    base64: Option<String>,
+    field: &str,
+) -> Result<Vec<u8>, GuestError> {
+    use base64::Engine;
+    match (text, base64) {
+        (Some(text), None) => Ok(text.into_bytes()),
+        (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|e| GuestError::Invalid(format!("`{field}_base64` is not base64: {e}"))),
+        (None, None) => Ok(Vec::new()),
+        (Some(_), Some(_)) => Err(GuestError::Invalid(format!(
+            "give `{field}` or `{field}_base64`, not both"
+        ))),
+    }
+}
+
+/// Puts bytes in a JSON object as `field` when they are UTF-8, else as `field_base64`.
+pub(crate) fn put_bytes(
+    object: &mut serde_json::Map<String, serde_json::Value>,
+    field: &str,
+    bytes: Vec<u8>,
+) {
+    use base64::Engine;
+    match String::from_utf8(bytes) {
+        Ok(text) => {
+            object.insert(field.to_owned(), text.into());
+        }
+        Err(e) => {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(e.as_bytes());
+            object.insert(format!("{field}_base64"), encoded.into());
+        }
+    }
+}
+
+pub(crate) fn unknown_operation(namespace: &str, operation: &str, known: &str) -> GuestError {
+    GuestError::Invalid(format!(
+        "`{namespace}` has no operation `{operation}` (operations: {known})"
+    ))
+}

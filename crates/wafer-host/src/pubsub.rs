@@ -1,0 +1,217 @@
+//! `pubsub`: functions publish to topics; every function subscribed to a matching pattern is
+//! invoked once per message.
+//!
+//! Each subscriber has a bounded queue ([`QUEUE`] messages) drained by one task, so messages
+//! reach a subscriber in the order they were published, and a slow subscriber holds up no
+//! one else. A message that finds its subscriber's queue full is dropped for that subscriber
+//! and counted; so is one whose subscriber is gone by the time it is delivered. The delivery
+//! itself (a call of the function) is the gateway's, through [`Deliver`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use wafer_registry::{check_topic, Function, FunctionName, Registry};
+
+use crate::{bytes_field, json, unknown_operation, GuestError};
+
+/// Messages waiting per subscriber before new ones are dropped.
+pub const QUEUE: usize = 1024;
+
+/// Largest message, in bytes.
+pub const MAX_MESSAGE: usize = 1 << 20;
+
+/// A published message on its way to one subscriber.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The topic it was published to.
+    pub topic: String,
+    /// Its bytes.
+    pub body: Bytes,
+}
+
+/// Calls a subscriber with a message; an error is the reason the call failed (already
+/// logged by the deliverer).
+pub trait Deliver: Send + Sync {
+    /// Delivers `message` to `function`.
+    fn deliver(
+        self: Arc<Self>,
+        function: Arc<Function>,
+        message: Message,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+}
+
+/// Counters of the broker.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages accepted from publishers.
+    pub published: u64,
+    /// Per subscriber, by name.
+    pub subscribers: Vec<SubscriberStats>,
+}
+
+/// What happened to the messages for one subscriber.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SubscriberStats {
+    /// The subscribed function.
+    pub function: String,
+    /// Waiting in its queue now.
+    pub queued: u64,
+    /// Delivered: the call succeeded.
+    pub delivered: u64,
+    /// Delivered, but the call failed (trap, timeout, error status).
+    pub failed: u64,
+    /// Never delivered: the queue was full, or the function was gone.
+    pub dropped: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    dropped: AtomicU64,
+}
+
+struct Queue {
+    tx: mpsc::Sender<Message>,
+    counters: Arc<Counters>,
+}
+
+pub(crate) struct Broker {
+    registry: Arc<Registry>,
+    deliver: Arc<OnceLock<Weak<dyn Deliver>>>,
+    queues: Mutex<HashMap<FunctionName, Queue>>,
+    published: AtomicU64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Publish {
+    topic: String,
+    message: Option<String>,
+    message_base64: Option<String>,
+}
+
+impl Broker {
+    pub(crate) fn new(registry: Arc<Registry>) -> Self {
+        Self {
+            registry,
+            deliver: Arc::new(OnceLock::new()),
+            queues: Mutex::default(),
+            published: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn set_deliver(&self, deliver: Weak<dyn Deliver>) {
+        let _ = self.deliver.set(deliver);
+    }
+
+    pub(crate) fn call(
+        &self,
+        function: &Function,
+        operation: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, GuestError> {
+        if operation != "publish" {
+            return Err(unknown_operation("pubsub", operation, "publish"));
+        }
+        let publish: Publish = json(payload, "pubsub/publish")?;
+        check_topic(&publish.topic).map_err(GuestError::Invalid)?;
+        let grants = &function.config.grants;
+        if !grants.publish.iter().any(|p| p.matches(&publish.topic)) {
+            return Err(GuestError::Denied(format!(
+                "this function may not publish to `{}` (grant it with `publish = [...]`)",
+                publish.topic
+            )));
+        }
+        let body = bytes_field(publish.message, publish.message_base64, "message")?;
+        if body.len() > MAX_MESSAGE {
+            return Err(GuestError::TooLarge(format!(
+                "the message is {} bytes; messages are at most {MAX_MESSAGE}",
+                body.len()
+            )));
+        }
+        self.publish(Message {
+            topic: publish.topic,
+            body: body.into(),
+        });
+        Ok(Vec::new())
+    }
+
+    /// Queues `message` for every current subscriber of its topic.
+    pub(crate) fn publish(&self, message: Message) {
+        self.published.fetch_add(1, Ordering::Relaxed);
+        let subscribers = self.registry.subscribers(&message.topic);
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        for function in subscribers {
+            let queue = queues
+                .entry(function.name.clone())
+                .or_insert_with(|| self.start(function.name.clone()));
+            if queue.tx.try_send(message.clone()).is_err() {
+                queue.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Starts the task that delivers one subscriber's messages, in order.
+    fn start(&self, name: FunctionName) -> Queue {
+        let (tx, mut rx) = mpsc::channel::<Message>(QUEUE);
+        let counters = Arc::new(Counters::default());
+        let (registry, deliver, task_counters) = (
+            self.registry.clone(),
+            self.deliver.clone(),
+            counters.clone(),
+        );
+        tokio::spawn(async move {
+            while let Some(message) = rx.recv().await {
+                let function = registry.function(&name).filter(|f| {
+                    let patterns = &f.config.grants.subscribe;
+                    patterns.iter().any(|p| p.matches(&message.topic))
+                });
+                let deliver = deliver.get().and_then(Weak::upgrade);
+                let (Some(function), Some(deliver)) = (function, deliver) else {
+                    task_counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let counter = match deliver.deliver(function, message).await {
+                    Ok(()) => &task_counters.delivered,
+                    Err(_) => &task_counters.failed,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        Queue { tx, counters }
+    }
+
+    /// Drops a removed function's queue; its task ends once the queue is drained.
+    pub(crate) fn forget(&self, name: &FunctionName) {
+        self.queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let mut subscribers: Vec<SubscriberStats> = queues
+            .iter()
+            .map(|(name, q)| SubscriberStats {
+                function: name.to_string(),
+                queued: (q.tx.max_capacity() - q.tx.capacity()) as u64,
+                delivered: q.counters.delivered.load(Ordering::Relaxed),
+                failed: q.counters.failed.load(Ordering::Relaxed),
+                dropped: q.counters.dropped.load(Ordering::Relaxed),
+            })
+            .collect();
+        subscribers.sort_by(|a, b| a.function.cmp(&b.function));
+        Stats {
+            published: self.published.load(Ordering::Relaxed),
+            subscribers,
+        }
+    }
+}

@@ -1,0 +1,3 @@
+module wafer.dev/guest
+
+go 1.21
