@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Builds every example guest into <repo>/target/wasm/:
-#   hello-rust.wasm rustenv.wasm   (cargo, wasm32-wasip1)
+#   hello-rust.wasm rustenv.wasm visits-rust.wasm (cargo, wasm32-wasip1)
 #   wapc-rust.wasm exports-rust.wasm complex-rust.wasm (cargo, wasm32-wasip1)
 #   wapc-rust-unknown.wasm         (cargo, wasm32-unknown-unknown)
-#   hello-go.wasm goenv.wasm       (Go >= 1.21, GOOS=wasip1)
-#   hello-c.wasm exports-c.wasm    (clang + wasi-libc)
+#   hello-go.wasm goenv.wasm visits-go.wasm (Go >= 1.21, GOOS=wasip1)
+#   hello-c.wasm exports-c.wasm visits-c.wasm (clang + wasi-libc)
 #   hello-wat.wat watenv.wat       (copied as is; the server compiles .wat itself)
 #
 # Intermediate output goes to <repo>/target/guests/. An artifact in target/wasm/ is only
@@ -106,7 +106,7 @@ install_artifact() {
 CARGO_TARGET_DIR="$work" cargo build --quiet --release --target wasm32-wasip1 \
   --manifest-path "$ex/Cargo.toml" \
   || die "cargo build of the Rust examples failed"
-for crate in hello-rust rustenv; do
+for crate in hello-rust rustenv visits-rust telemetry aggregator pipeline-gateway; do
   install_artifact "$work/wasm32-wasip1/release/$crate.wasm" "$crate.wasm"
 done
 # Library crates (cdylib) are named with underscores.
@@ -121,7 +121,7 @@ install_artifact "$work/wasm32-unknown-unknown/release/wapc_rust.wasm" "wapc-rus
 
 # --- Go -------------------------------------------------------------------------------
 mkdir -p "$work/go"
-for mod in hello-go goenv; do
+for mod in hello-go goenv visits-go; do
   (
     cd "$ex/$mod"
     env GOOS=wasip1 GOARCH=wasm GOTOOLCHAIN=local GOWORK=off GOPROXY=off GOFLAGS= \
@@ -142,6 +142,11 @@ install_artifact "$work/c/hello-c.wasm" "hello-c.wasm"
   -Wl,--strip-all -o "$work/c/exports-c.wasm" "$ex/exports-c/exports.c" \
   || die "clang build of examples/exports-c failed"
 install_artifact "$work/c/exports-c.wasm" "exports-c.wasm"
+# The capabilities example, with the C SDK header (guests/c/wafer.h).
+"$cc" -O2 --target=wasm32-wasi --sysroot="$wasi_sysroot" -Wall -Wextra -Wl,--strip-all \
+  -I"$root/guests/c" -o "$work/c/visits-c.wasm" "$ex/visits-c/visits.c" \
+  || die "clang build of examples/visits-c failed"
+install_artifact "$work/c/visits-c.wasm" "visits-c.wasm"
 
 # --- WAT (served as text) -------------------------------------------------------------
 install_artifact "$ex/hello-wat/hello.wat" "hello-wat.wat"

@@ -196,9 +196,11 @@ impl Upload {
                         .map_err(|e| Error::BadRequest(format!("the `grants` part: {e}")))?;
                     upload.grants = Some(grants);
                 }
-                other => return Err(Error::BadRequest(format!(
+                other => {
+                    return Err(Error::BadRequest(format!(
                     "unknown deploy part `{other}` (parts: module, proto, descriptor_set, grants)"
-                ))),
+                )))
+                }
             }
         }
         Ok(upload)

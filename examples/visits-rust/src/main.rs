@@ -11,6 +11,10 @@
 //!   parameters `fetch=URL` (an HTTP GET), `publish=TOPIC` (publishes the request body) and
 //!   `secret=NAME` (the length of a config value or secret, never the value).
 //!
+//! The Rust version also touches files, for the directory grants: `read=PATH` prints a file's
+//! contents and `write=PATH` writes the request body to a file (`file: ...` or
+//! `file error: ...`).
+//!
 //! The query values are taken raw, up to the next `&`. It always exits 0.
 
 use std::io::Write;
@@ -62,6 +66,27 @@ fn main() -> std::io::Result<()> {
         match config::get(name) {
             Ok(secret) => writeln!(out, "secret length: {}", secret.len())?,
             Err(e) => writeln!(out, "secret error: {e}")?,
+        }
+    }
+
+    if let Some(path) = request.query_raw("read") {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                write!(out, "file: ")?;
+                out.extend_from_slice(&bytes);
+                out.push(b'\n');
+            }
+            Err(e) => writeln!(out, "file error: {e}")?,
+        }
+    }
+    if let Some(path) = request.query_raw("write").map(str::to_owned) {
+        let written = request
+            .body()
+            .map(<[u8]>::to_vec)
+            .and_then(|body| std::fs::write(&path, body));
+        match written {
+            Ok(()) => writeln!(out, "file: written")?,
+            Err(e) => writeln!(out, "file error: {e}")?,
         }
     }
 

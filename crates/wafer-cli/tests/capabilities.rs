@@ -1,0 +1,419 @@
+//! Capabilities, granted and denied, through the SDK examples (`visits-rust`, `visits-go`,
+//! `visits-c`) on a real server: config and secrets, key-value (durable across restarts,
+//! private per function), outbound HTTP (allow-list, addresses, redirects), directories (no
+//! escape), and pub/sub (fan-out, a full queue).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{built, guest, Server};
+use reqwest::Method;
+
+/// A tiny HTTP server on 127.0.0.1 that records what it receives. `/redirect?to=URL`
+/// answers `302 Location: URL`; anything else `200 pong`.
+struct Endpoint {
+    port: u16,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Endpoint {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut head = String::new();
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    head.push_str(&line);
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                let request_line = head.lines().next().unwrap_or("").to_owned();
+                record
+                    .lock()
+                    .unwrap()
+                    .push(format!("{request_line} {}", String::from_utf8_lossy(&body)));
+                let target = request_line.split(' ').nth(1).unwrap_or("/");
+                let reply = match target.strip_prefix("/redirect?to=") {
+                    Some(to) => format!(
+                        "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    ),
+                    None => "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\npong"
+                        .to_owned(),
+                };
+                let _ = stream.write_all(reply.as_bytes());
+            }
+        });
+        Self { port, seen }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn deploy(server: &Server, name: &str, module: &Path, flags: &[&str]) {
+    let mut args = vec!["deploy", name, module.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    let out = server.cli(&args);
+    assert!(
+        out.status.success(),
+        "deploy {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn post(server: &Server, path: &str, body: &str) -> String {
+    server
+        .client
+        .post(format!("{}{path}", server.url))
+        .body(body.to_owned())
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+}
+
+fn get(server: &Server, path: &str) -> String {
+    let response = server.get(path);
+    assert_eq!(response.status(), 200, "{path}");
+    response.text().unwrap()
+}
+
+#[test]
+fn sdk_examples_reach_granted_capabilities_and_nothing_else() {
+    let server = Server::start();
+    let endpoint = Endpoint::start();
+    let allow = endpoint.url("");
+    for example in ["visits-rust", "visits-go", "visits-c"] {
+        let module = built(&format!("{example}.wasm"));
+        #[rustfmt::skip]
+        deploy(&server, example, &module, &[
+            "--kv", "--config", "greeting=hey", "--secret", "token=s3cret-value",
+            "--http", &allow, "--publish", "demo.>",
+        ]);
+        assert_eq!(get(&server, &format!("/{example}")), "hey, visit 1\n");
+        assert_eq!(get(&server, &format!("/{example}")), "hey, visit 2\n");
+        let fetched = get(
+            &server,
+            &format!("/{example}?fetch={}", endpoint.url("/ping")),
+        );
+        assert_eq!(fetched, "hey, visit 3\nfetch: 200 pong\n", "{example}");
+        let text = get(&server, &format!("/{example}?secret=token"));
+        assert!(text.ends_with("secret length: 12\n"), "{example}: {text}");
+        let text = post(&server, &format!("/{example}?publish=demo.{example}"), "hi");
+        assert!(text.ends_with("published\n"), "{example}: {text}");
+        let text = post(&server, &format!("/{example}?publish=other"), "hi");
+        assert!(
+            text.contains("publish error: denied: this function may not publish to `other`"),
+            "{example}: {text}"
+        );
+
+        // The same module with no grants reaches nothing, and says why.
+        let bare = format!("{example}-bare");
+        deploy(&server, &bare, &module, &[]);
+        let text = post(
+            &server,
+            &format!(
+                "/{bare}?fetch={}&publish=demo.x&secret=token",
+                endpoint.url("/")
+            ),
+            "hi",
+        );
+        for line in [
+            "hello, visit 0",
+            "kv error: denied: this function has no key-value store",
+            "fetch error: denied: this function may not make HTTP requests",
+            "publish error: denied: this function may not publish to `demo.x`",
+            "secret error: not_found: no config value or secret named `token`",
+        ] {
+            assert!(text.contains(line), "{bare}: missing `{line}` in:\n{text}");
+        }
+    }
+    // The endpoint got exactly the three allowed requests.
+    let seen = endpoint.seen();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen.iter().all(|r| r.starts_with("GET /ping ")), "{seen:?}");
+
+    // Key-value namespaces are per function.
+    let text = get(&server, "/visits-rust");
+    assert!(text.starts_with("hey, visit 7\n"), "{text}");
+
+    // Secrets are never shown: not by ls, the admin API, or the logs.
+    let ls = server.cli(&["ls"]);
+    let ls = String::from_utf8_lossy(&ls.stdout);
+    assert!(ls.contains("secrets=token=********"), "{ls}");
+    assert!(ls.contains("kv") && ls.contains(&allow), "{ls}");
+    for path in [
+        "functions",
+        "functions/visits-go",
+        "functions/visits-go/logs",
+    ] {
+        let text = server
+            .admin(Method::GET, path)
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        assert!(!text.contains("s3cret"), "{path}: {text}");
+    }
+    let logs = String::from_utf8_lossy(&server.cli(&["logs", "visits-c"]).stdout).into_owned();
+    assert!(
+        logs.contains("visit 1") && logs.contains("visit 3"),
+        "{logs}"
+    );
+}
+
+#[test]
+fn outbound_http_is_checked_on_every_hop_and_address() {
+    let server = Server::start();
+    let allowed = Endpoint::start();
+    let other = Endpoint::start();
+    let module = built("visits-rust.wasm");
+    #[rustfmt::skip]
+    deploy(&server, "fetcher", &module, &[
+        "--http", &allowed.url(""), "--http", &format!("http://localhost:{}", other.port),
+        "--http", "*.example.com", "--http-timeout", "2s",
+    ]);
+    let fetch = |url: &str| {
+        let text = get(&server, &format!("/fetcher?fetch={url}"));
+        text.lines().nth(2).unwrap_or_default().to_owned()
+    };
+    assert_eq!(fetch(&allowed.url("/a")), "fetch: 200 pong");
+    // Not on the list: another port, the metadata address, a private address.
+    assert_eq!(
+        fetch(&other.url("/b")),
+        format!(
+            "fetch error: denied: http://127.0.0.1:{} is not on this function's allow-list",
+            other.port
+        )
+    );
+    for url in [
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.0.0.1/",
+    ] {
+        let line = fetch(url);
+        assert!(line.starts_with("fetch error: denied: "), "{url}: {line}");
+    }
+    // A name the list gives explicitly (`localhost`) may resolve to loopback.
+    assert_eq!(
+        fetch(&format!("http://localhost:{}/c", other.port)),
+        "fetch: 200 pong"
+    );
+    // An allowed host redirecting to one that is not: refused at the hop.
+    let hop = format!(
+        "{}?to=http://127.0.0.1:{}/d",
+        allowed.url("/redirect"),
+        other.port
+    );
+    let line = fetch(&hop);
+    assert!(
+        line.starts_with("fetch error: denied: http://127.0.0.1:")
+            && line.ends_with("is not on this function's allow-list"),
+        "{line}"
+    );
+    let hop = format!("{}?to=http://169.254.169.254/", allowed.url("/redirect"));
+    assert!(fetch(&hop).starts_with("fetch error: denied: "));
+    // Redirects within the list are followed.
+    let hop = format!("{}?to={}", allowed.url("/redirect"), allowed.url("/e"));
+    assert_eq!(fetch(&hop), "fetch: 200 pong");
+    let other_seen: Vec<String> = other.seen();
+    assert_eq!(
+        other_seen.len(),
+        1,
+        "only the localhost request: {other_seen:?}"
+    );
+    assert!(other_seen[0].starts_with("GET /c "), "{other_seen:?}");
+    let allowed_seen = allowed.seen();
+    assert!(
+        allowed_seen.iter().any(|r| r.starts_with("GET /e ")),
+        "{allowed_seen:?}"
+    );
+}
+
+#[test]
+fn directories_are_granted_read_write_or_read_only_without_escape() {
+    let server = Server::start();
+    let root = tempfile::tempdir().unwrap();
+    let (data, fixed) = (root.path().join("data"), root.path().join("fixed"));
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&fixed).unwrap();
+    std::fs::write(fixed.join("motd.txt"), "good morning").unwrap();
+    std::fs::write(root.path().join("secret.txt"), "outside").unwrap();
+    std::os::unix::fs::symlink(root.path().join("secret.txt"), data.join("link")).unwrap();
+    let module = built("visits-rust.wasm");
+    let rw = format!("{}::/data", data.display());
+    let ro = format!("{}::/fixed:ro", fixed.display());
+    deploy(&server, "files", &module, &["--dir", &rw, "--dir", &ro]);
+    let file_line = |query: &str, body: &str| {
+        let text = post(&server, &format!("/files?{query}"), body);
+        text.lines().last().unwrap_or_default().to_owned()
+    };
+    assert_eq!(file_line("read=/fixed/motd.txt", ""), "file: good morning");
+    assert_eq!(file_line("write=/data/new.txt", "fresh"), "file: written");
+    assert_eq!(
+        std::fs::read_to_string(data.join("new.txt")).unwrap(),
+        "fresh"
+    );
+    assert_eq!(file_line("read=/data/new.txt", ""), "file: fresh");
+    // Read-only is read-only.
+    assert!(file_line("write=/fixed/motd.txt", "x").starts_with("file error: "));
+    assert_eq!(
+        std::fs::read_to_string(fixed.join("motd.txt")).unwrap(),
+        "good morning"
+    );
+    // No way out: `..`, absolute paths elsewhere, symlinks pointing outside.
+    for path in [
+        "/data/../secret.txt",
+        "/data/../../etc/passwd",
+        "/etc/passwd",
+        "/data/link",
+    ] {
+        let line = file_line(&format!("read={path}"), "");
+        assert!(line.starts_with("file error: "), "{path}: {line}");
+    }
+    assert!(file_line("write=/data/../escaped.txt", "x").starts_with("file error: "));
+    assert!(!root.path().join("escaped.txt").exists());
+    // A function without the grant sees no files at all.
+    deploy(&server, "nofiles", &module, &[]);
+    let text = post(&server, "/nofiles?read=/fixed/motd.txt", "");
+    assert!(
+        text.lines().last().unwrap().starts_with("file error: "),
+        "{text}"
+    );
+    // A grant of a directory that does not exist is refused at deploy.
+    let missing = format!("{}::/x", root.path().join("missing").display());
+    let out = server.cli(&["deploy", "bad", module.to_str().unwrap(), "--dir", &missing]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a directory"));
+}
+
+#[test]
+fn key_value_survives_restarts_and_goes_with_the_function() {
+    let data = tempfile::tempdir().unwrap();
+    let module = built("visits-go.wasm");
+    {
+        let server = Server::start_in(data.path());
+        deploy(&server, "counter", &module, &["--kv"]);
+        assert_eq!(get(&server, "/counter"), "hello, visit 1\n");
+        assert_eq!(get(&server, "/counter"), "hello, visit 2\n");
+    }
+    let server = Server::start_in(data.path());
+    assert_eq!(get(&server, "/counter"), "hello, visit 3\n");
+    // Removed with its function: a new function of the same name starts afresh.
+    assert!(server.cli(&["rm", "counter"]).status.success());
+    deploy(&server, "counter", &module, &["--kv"]);
+    assert_eq!(get(&server, "/counter"), "hello, visit 1\n");
+}
+
+/// Polls the pub/sub counters until `done` holds (deliveries are asynchronous).
+fn wait_for_stats(server: &Server, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let stats: serde_json::Value = server
+            .admin(Method::GET, "pubsub")
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if done(&stats) {
+            return stats;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "pub/sub counters never got there: {stats}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn subscriber<'a>(stats: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    stats["subscribers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["function"] == name)
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+#[test]
+fn published_messages_fan_out_and_a_full_queue_drops_and_counts() {
+    let server = Server::start();
+    let visits = built("visits-rust.wasm");
+    deploy(&server, "publisher", &visits, &["--publish", "demo.>"]);
+    // Two subscribers, in two languages: each message counts a visit in their store.
+    deploy(
+        &server,
+        "sub-c",
+        &built("visits-c.wasm"),
+        &["--kv", "--subscribe", "demo.*"],
+    );
+    deploy(
+        &server,
+        "sub-go",
+        &built("visits-go.wasm"),
+        &["--kv", "--subscribe", "demo.>"],
+    );
+    for topic in ["demo.a", "demo.b", "demo.b.deep"] {
+        let text = post(&server, &format!("/publisher?publish={topic}"), "event");
+        assert!(text.ends_with("published\n"), "{text}");
+    }
+    let stats = wait_for_stats(&server, |s| {
+        subscriber(s, "sub-c")["delivered"] == 2 && subscriber(s, "sub-go")["delivered"] == 3
+    });
+    assert_eq!(stats["published"], 3);
+    // Deliveries ran the subscribers: their counters moved, their logs say so.
+    assert_eq!(get(&server, "/sub-c"), "hello, visit 3\n");
+    assert_eq!(get(&server, "/sub-go"), "hello, visit 4\n");
+
+    // A subscriber that never finishes (each delivery times out) fills its queue; the rest
+    // is dropped and counted, and other subscribers are not held up.
+    let slow = [
+        "--subscribe",
+        "demo.>",
+        "--timeout",
+        "10s",
+        "--max-concurrency",
+        "1",
+    ];
+    deploy(&server, "stuck", &guest("spin.wat"), &slow);
+    let published = 1100;
+    for _ in 0..published {
+        let text = post(&server, "/publisher?publish=demo.flood", "x");
+        assert!(text.ends_with("published\n"), "{text}");
+    }
+    let stats = wait_for_stats(&server, |s| {
+        subscriber(s, "sub-go")["delivered"] == 3 + published
+    });
+    let stuck = subscriber(&stats, "stuck");
+    let (queued, dropped) = (
+        stuck["queued"].as_u64().unwrap(),
+        stuck["dropped"].as_u64().unwrap(),
+    );
+    assert!(dropped >= published - 1024 - 1, "{stats}");
+    assert!(queued <= 1024, "{stats}");
+    assert!(server.cli(&["rm", "stuck"]).status.success());
+}
