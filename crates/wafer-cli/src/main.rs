@@ -25,7 +25,7 @@ enum Command {
     /// Serve the functions a manifest declares (no deploy step); `--watch` reloads on change.
     Up(serve::UpArgs),
     /// Upload a module (.wasm or .wat) to a running server as a new version of a function.
-    Deploy(client::DeployArgs),
+    Deploy(Box<client::DeployArgs>),
     /// Call a waPC operation or an exported function of a deployed function.
     Invoke(client::InvokeArgs),
     /// List the functions of a running server.
@@ -82,7 +82,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::serve(args).await.map(|()| ExitCode::SUCCESS),
             Command::Up(args) => serve::up(args).await.map(|()| ExitCode::SUCCESS),
-            Command::Deploy(args) => client::deploy(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Deploy(args) => client::deploy(*args).await.map(|()| ExitCode::SUCCESS),
             Command::Invoke(args) => client::invoke(args).await.map(|()| ExitCode::SUCCESS),
             Command::Ls(args) => client::ls(args).await.map(|()| ExitCode::SUCCESS),
             Command::Rm(args) => client::rm(args).await.map(|()| ExitCode::SUCCESS),

@@ -412,3 +412,89 @@ fn published_messages_fan_out_and_a_full_queue_drops_and_counts() {
     assert_eq!(queued + dropped + 1, published, "{stats}");
     assert!(server.cli(&["rm", "stuck"]).status.success());
 }
+
+#[test]
+fn telemetry_pipeline_posts_batches_to_the_allowed_endpoint_only() {
+    let allowed = Endpoint::start();
+    let other = Endpoint::start();
+    // The example's own manifest, pointed at this test's receiver.
+    let example = common::root().join("examples/telemetry-pipeline/wafer.toml");
+    let manifest = std::fs::read_to_string(example)
+        .unwrap()
+        .replace(
+            "../../target/wasm/",
+            &format!("{}/", common::root().join("target/wasm").display()),
+        )
+        .replace("http://127.0.0.1:9900", &allowed.url(""));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wafer.toml");
+    std::fs::write(&path, manifest).unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_with(&data, &["up", path.to_str().unwrap()]);
+
+    let events = [
+        r#"{"kind":"cpu","value":0.93}"#,
+        r#"{"kind":"mem","value":512}"#,
+    ];
+    for event in [events[0], events[1], events[0]] {
+        let response = server
+            .client
+            .post(format!("{}/telemetry", server.url))
+            .body(event)
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+    let start = Instant::now();
+    while allowed.seen().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no batch arrived"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let seen = allowed.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].starts_with("POST /ingest HTTP/1.1 ["), "{seen:?}");
+    for part in [
+        r#""topic":"telemetry.cpu""#,
+        r#""topic":"telemetry.mem""#,
+        "0.93",
+        "512",
+    ] {
+        assert!(seen[0].contains(part), "{part} not in {seen:?}");
+    }
+    let counts: serde_json::Value = server.get("/aggregator").json().unwrap();
+    assert_eq!(counts["counts"]["telemetry.cpu"], 2, "{counts}");
+    assert_eq!(counts["pending"], 0, "{counts}");
+    let text = server.get("/bad-kind").status();
+    assert_eq!(text, 404);
+
+    // Pointed at an endpoint not on its list, the gateway gets nowhere: the delivery fails,
+    // the other endpoint receives nothing, and the log says why.
+    let endpoint = format!("endpoint={}", other.url("/ingest"));
+    #[rustfmt::skip]
+    deploy(&server, "pipeline-gateway", &common::built("pipeline-gateway.wasm"), &[
+        "--subscribe", "batches.ready", "--http", &allowed.url(""), "--config", &endpoint,
+    ]);
+    for _ in 0..3 {
+        let response = server
+            .client
+            .post(format!("{}/telemetry", server.url))
+            .body(events[1])
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+    wait_for_stats(&server, |s| {
+        subscriber(s, "pipeline-gateway")["failed"] == 1
+    });
+    assert!(other.seen().is_empty(), "{:?}", other.seen());
+    assert_eq!(allowed.seen().len(), 1);
+    let logs = server.cli(&["logs", "pipeline-gateway"]);
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    assert!(
+        logs.contains("is not on this function's allow-list"),
+        "{logs}"
+    );
+}

@@ -71,17 +71,14 @@ impl App {
                     script_name_len: script.len(),
                 };
                 let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-                let topic = ("WAFER_TOPIC".to_owned(), message.topic);
+                let inputs = program.inputs();
+                let mut request =
+                    crate::cgi::request(&parts, message.body, peer, self.local, &resolved, inputs);
+                if inputs.env {
+                    request.env.push(("WAFER_TOPIC".to_owned(), message.topic));
+                }
                 let response = self
-                    .call_cgi(
-                        program,
-                        &parts,
-                        message.body,
-                        peer,
-                        &resolved,
-                        request_id,
-                        Some(topic),
-                    )
+                    .call_cgi(function, program, request, false, request_id)
                     .await?;
                 if !response.status().is_success() {
                     return Err(Error::Delivery(format!(

@@ -21,8 +21,9 @@
 //!
 //! let runtime = Arc::new(Runtime::new(&RuntimeConfig::default())?);
 //! let registry = Arc::new(Registry::open(".wafer".as_ref(), runtime)?);
+//! let caps = wafer_host::Capabilities::open(".wafer".as_ref(), registry.clone())?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! let app = App::new(registry, "secret-token".into(), listener.local_addr()?);
+//! let app = App::new(registry, caps, "secret-token".into(), listener.local_addr()?);
 //! serve(listener, app, tokio::signal::ctrl_c()).await?;
 //! # Ok(()) }
 //! ```
@@ -58,7 +59,7 @@ use invoke::{Answer, Call, ServerHost};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 use wafer_host::{Capabilities, Deliver};
-use wafer_registry::{Admission, Function, Registry, Resolved};
+use wafer_registry::{Admission, Function, Registry};
 use wafer_runtime::{Abi, CallOptions, Preopen};
 
 pub use admin::MAX_UPLOAD;
@@ -174,7 +175,10 @@ impl App {
         let request_id = self.request_id();
         let result = match program.abi() {
             Abi::Cgi => {
-                self.call_cgi(program, &parts, body, peer, &resolved, &request_id, None)
+                let inputs = program.inputs();
+                let request = cgi::request(&parts, body, peer, self.local, &resolved, inputs);
+                let head = parts.method == Method::HEAD;
+                self.call_cgi(function, program, request, head, &request_id)
                     .await
             }
             Abi::Wapc | Abi::Exports => {
@@ -331,25 +335,17 @@ impl App {
 }
 
 impl App {
-    /// Runs a CGI function and turns its stdout into the response.
+    /// Runs a CGI function with `cgi_request` and turns its stdout into the response (without
+    /// a body for a `HEAD` request).
     async fn call_cgi(
         &self,
+        function: &Arc<Function>,
         program: &wafer_runtime::Program,
-        parts: &http::request::Parts,
-        body: Bytes,
-        peer: SocketAddr,
-        resolved: &Resolved,
+        cgi_request: wafer_runtime::CgiRequest,
+        head: bool,
         request_id: &str,
-        extra_env: Option<(String, String)>,
     ) -> Result<Response, Error> {
-        let function = &resolved.function;
         let name = function.name.as_str();
-        let head = parts.method == Method::HEAD;
-        let mut cgi_request =
-            cgi::request(parts, body, peer, self.local, resolved, program.inputs());
-        if let (Some(var), true) = (extra_env, program.inputs().env) {
-            cgi_request.env.push(var);
-        }
         let options = self.call_options(function, program, request_id);
         let output = program.run_cgi(cgi_request, &options).await;
         self.append_log(function, request_id, &output.log, output.log_truncated);

@@ -192,6 +192,7 @@ fn list(db: &Database, name: &FunctionName, prefix: &str) -> Result<Vec<u8>, Gue
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -453,6 +453,7 @@ impl fmt::Display for TopicPattern {
 string_grant!(TopicPattern);
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
