@@ -3,6 +3,7 @@
 #   hello-rust.wasm rustenv.wasm visits-rust.wasm (cargo, wasm32-wasip1)
 #   wapc-rust.wasm exports-rust.wasm complex-rust.wasm (cargo, wasm32-wasip1)
 #   wapc-rust-unknown.wasm         (cargo, wasm32-unknown-unknown)
+#   echo-service.wasm              (cargo, wasm32-wasip2: a WASI 0.2 command component)
 #   hello-go.wasm goenv.wasm visits-go.wasm (Go >= 1.21, GOOS=wasip1)
 #   hello-c.wasm exports-c.wasm visits-c.wasm (clang + wasi-libc)
 #   hello-wat.wat watenv.wat       (copied as is; the server compiles .wat itself)
@@ -113,6 +114,11 @@ done
 for crate in wapc-rust exports-rust complex-rust; do
   install_artifact "$work/wasm32-wasip1/release/${crate//-/_}.wasm" "$crate.wasm"
 done
+# The service example is a WASI 0.2 command component (wasi:sockets).
+CARGO_TARGET_DIR="$work" cargo build --quiet --release --target wasm32-wasip2 \
+  --manifest-path "$ex/Cargo.toml" -p echo-service \
+  || die "cargo build of examples/echo-service for wasm32-wasip2 failed"
+install_artifact "$work/wasm32-wasip2/release/echo-service.wasm" "echo-service.wasm"
 # The waPC guest also without WASI, as most waPC hosts build it.
 CARGO_TARGET_DIR="$work" cargo build --quiet --release --target wasm32-unknown-unknown \
   --manifest-path "$ex/Cargo.toml" -p wapc-rust \

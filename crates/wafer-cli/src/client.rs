@@ -97,6 +97,10 @@ pub(crate) struct DeployArgs {
     /// A topic pattern whose messages invoke the function (repeatable).
     #[arg(long = "subscribe", value_name = "PATTERN")]
     subscribe: Vec<String>,
+    /// Run the function as a service listening on this address (a WASI 0.2 command
+    /// component using wasi:sockets).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
     /// Most time one outbound HTTP request may take (default 10s).
     #[arg(long)]
     http_timeout: Option<String>,
@@ -144,6 +148,7 @@ impl DeployArgs {
             "kv": self.kv,
             "publish": self.publish,
             "subscribe": self.subscribe,
+            "listen": self.listen,
         });
         let empty = self.http.is_empty()
             && dirs.is_empty()
@@ -151,7 +156,8 @@ impl DeployArgs {
             && self.secrets.is_empty()
             && !self.kv
             && self.publish.is_empty()
-            && self.subscribe.is_empty();
+            && self.subscribe.is_empty()
+            && self.listen.is_none();
         Ok((!empty).then_some(grants))
     }
 }
@@ -354,6 +360,7 @@ fn grants_summary(grants: &Value) -> Option<String> {
                 .collect::<Vec<_>>()
                 .join(","),
             Value::Bool(true) => String::new(),
+            Value::String(text) => text.clone(),
             _ => continue,
         };
         parts.push(if shown.is_empty() {

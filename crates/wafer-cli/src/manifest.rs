@@ -17,6 +17,7 @@
 //! kv = true
 //! publish = ["telemetry.*"]
 //! subscribe = ["telemetry.>"]
+//! listen = "127.0.0.1:7000"   # a service: a WASI 0.2 command component serving TCP there
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -79,6 +80,9 @@ pub(crate) struct ManifestFunction {
     /// Topics whose messages invoke the function.
     #[serde(default)]
     pub subscribe: Vec<TopicPattern>,
+    /// For a service (a WASI 0.2 command component): the address it listens on.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
     /// The secrets' values, read when the manifest is parsed.
     #[serde(skip)]
     secret_values: BTreeMap<String, Secret>,
@@ -113,6 +117,7 @@ impl ManifestFunction {
                 kv: self.kv,
                 publish: self.publish.clone(),
                 subscribe: self.subscribe.clone(),
+                listen: self.listen,
             },
         }
     }

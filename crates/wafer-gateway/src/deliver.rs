@@ -53,6 +53,9 @@ impl App {
         let program = runnable(function)?;
         let _admission = self.admission(function).await?;
         match program.abi() {
+            Abi::Service => Err(Error::Delivery(
+                "a service does not take messages; it serves its own socket".into(),
+            )),
             Abi::Cgi => {
                 let script = function.config.routes[0].pattern().0.to_owned();
                 let mut request = Request::builder()

@@ -68,6 +68,14 @@ pub enum Error {
         /// Why.
         error: CallError,
     },
+    /// A service is reached on its own socket, not over HTTP.
+    #[error("function `{name}` is a service{}: it is reached on its own socket, not over HTTP", .listen.map(|a| format!(" listening on {a}")).unwrap_or_default())]
+    Service {
+        /// The function.
+        name: String,
+        /// Where it listens.
+        listen: Option<std::net::SocketAddr>,
+    },
     /// A published message could not be delivered to a subscriber.
     #[error("message delivery failed: {0}")]
     Delivery(String),
@@ -91,7 +99,7 @@ impl Error {
             Error::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::BadBody(_) | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Guest { fault, .. } => fault_status(fault),
-            Error::NoOperation(_) => StatusCode::NOT_FOUND,
+            Error::NoOperation(_) | Error::Service { .. } => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::Call { error, .. } => match error {
                 CallError::Fault(fault) | CallError::Poisoned(fault) => fault_status(fault),

@@ -37,6 +37,7 @@ mod grpc;
 mod invoke;
 mod logs;
 mod schema;
+mod services;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -174,6 +175,10 @@ impl App {
         let (body, _admission) = self.admit(function, body).await?;
         let request_id = self.request_id();
         let result = match program.abi() {
+            Abi::Service => Err(Error::Service {
+                name: function.name.to_string(),
+                listen: function.config.grants.listen,
+            }),
             Abi::Cgi => {
                 let inputs = program.inputs();
                 let request = cgi::request(&parts, body, peer, self.local, &resolved, inputs);
@@ -463,6 +468,8 @@ pub async fn serve(
     shutdown: impl Future<Output = impl Sized>,
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
+    // Services run while the server does.
+    let _services = services::Supervisor::start(app.clone());
     let routers = Arc::new(Routers {
         admin: admin::router(app.clone()),
         grpc: grpc::router(app.clone()),

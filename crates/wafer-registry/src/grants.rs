@@ -41,6 +41,10 @@ pub struct Grants {
     /// Topics whose messages invoke the function.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub subscribe: Vec<TopicPattern>,
+    /// The address a service listens on: the function runs as a long-lived instance that
+    /// accepts TCP connections there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 impl Grants {

@@ -209,6 +209,7 @@ impl Registry {
             }
         };
         let program = with_abi(program, &config)?;
+        check_service(&program, &config)?;
         self.store.put_module(&digest, &wasm)?;
 
         let mut records = self.lock();
@@ -384,6 +385,19 @@ impl Registry {
         list
     }
 
+    /// The live functions that run as services (a `listen` grant), in name order.
+    pub fn services(&self) -> Vec<Arc<Function>> {
+        let live = self.live.load();
+        let mut services: Vec<Arc<Function>> = live
+            .functions
+            .values()
+            .filter(|f| f.config.grants.listen.is_some())
+            .cloned()
+            .collect();
+        services.sort_by(|a, b| a.name.cmp(&b.name));
+        services
+    }
+
     /// The live functions subscribed to `topic`, in name order.
     pub fn subscribers(&self, topic: &str) -> Vec<Arc<Function>> {
         let live = self.live.load();
@@ -408,6 +422,24 @@ impl Registry {
     /// A stored module's bytes, verified against `digest`.
     pub fn module(&self, digest: &Digest) -> Result<Vec<u8>, RegistryError> {
         self.store.module(digest)
+    }
+}
+
+/// A service needs an address to listen on, and only a service gets one.
+fn check_service(program: &Program, config: &FunctionConfig) -> Result<(), RegistryError> {
+    let is_service = program.abi() == wafer_runtime::Abi::Service;
+    match (is_service, config.grants.listen) {
+        (true, None) => Err(RegistryError::InvalidConfig(
+            "a WASI 0.2 command component runs as a service: grant it an address with \
+             `listen = \"127.0.0.1:PORT\"`"
+                .into(),
+        )),
+        (false, Some(addr)) => Err(RegistryError::InvalidConfig(format!(
+            "`listen = \"{addr}\"` is for services (WASI 0.2 command components using \
+             wasi:sockets); this is a `{}` module",
+            program.abi()
+        ))),
+        _ => Ok(()),
     }
 }
 

@@ -375,8 +375,11 @@ impl Program {
         options.preopen(&mut wasi).map_err(CallError::Fault)?;
         let mut ctx = GuestCtx::new(wasi.build_p1(), limits, log);
         ctx.host = options.host.clone();
-        let mut store = store(self.pre.module().engine(), ctx);
-        let instance = match self.pre.instantiate_async(&mut store).await {
+        let pre = self
+            .pre()
+            .map_err(|why| CallError::Unsupported(why.into()))?;
+        let mut store = store(pre.module().engine(), ctx);
+        let instance = match pre.instantiate_async(&mut store).await {
             Ok(instance) => instance,
             Err(e) => return Err(CallError::Fault(store.data().fault(&e))),
         };
@@ -389,7 +392,7 @@ impl Program {
         };
         let inits: &[&str] = match instance.abi {
             Abi::Wapc => &["_initialize", "_start", "wapc_init"],
-            Abi::Cgi | Abi::Exports => &["_initialize"],
+            Abi::Cgi | Abi::Exports | Abi::Service => &["_initialize"],
         };
         for &init in inits {
             if let Some(func) = instance.func(init) {
@@ -425,7 +428,10 @@ impl Program {
     /// The parameter and result types of an export, or an error listing the exports there
     /// are.
     pub fn export_type(&self, name: &str) -> Result<Signature, CallError> {
-        let module = self.pre.module();
+        let module = self
+            .pre()
+            .map_err(|why| CallError::Unsupported(why.into()))?
+            .module();
         match module.get_export(name) {
             Some(ExternType::Func(ty)) => Ok(Signature {
                 params: ty.params().map(|t| ValueType::of(&t)).collect(),

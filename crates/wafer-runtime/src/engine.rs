@@ -14,6 +14,10 @@ use wasmtime::{
 
 use crate::error::{CompileError, RuntimeError};
 use crate::program::{GuestCtx, Program};
+use crate::service::{Service, ServiceCtx};
+use wasmtime::component::{self, Component};
+use wasmtime::Precompiled;
+use wasmtime_wasi::p2::bindings::CommandPre;
 
 /// How often the epoch advances. A running guest checks its deadline, and yields to other
 /// tasks, once per tick: 1 ms keeps timeouts precise and a busy guest from hogging a thread,
@@ -61,6 +65,7 @@ impl Default for RuntimeConfig {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<GuestCtx>,
+    component_linker: component::Linker<ServiceCtx>,
     fingerprint: String,
     _ticker: EpochTicker,
 }
@@ -96,6 +101,9 @@ impl Runtime {
         }
         let engine = Engine::new(&wasm).map_err(RuntimeError::engine)?;
         let linker = crate::program::linker(&engine).map_err(RuntimeError::engine)?;
+        let mut component_linker = component::Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)
+            .map_err(RuntimeError::engine)?;
 
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -105,6 +113,7 @@ impl Runtime {
         Ok(Self {
             engine,
             linker,
+            component_linker,
             fingerprint,
             _ticker,
         })
@@ -147,12 +156,6 @@ impl Runtime {
                 "neither a wasm binary (it does not start with `\\0asm`) nor WAT text".into(),
             ),
         })?;
-        if is_component(&wasm) {
-            return Err(CompileError::Unsupported(
-                "this is a WASI 0.2 component; this server runs WASI preview1 command modules (CGI) so far"
-                    .into(),
-            ));
-        }
         Ok(wasm)
     }
 
@@ -161,6 +164,15 @@ impl Runtime {
     /// This is the slow step (whole seconds for a large Go module); do it once, at deploy.
     pub fn compile(&self, bytes: &[u8]) -> Result<Compiled, CompileError> {
         let wasm = self.parse(bytes)?;
+        if is_component(&wasm) {
+            let component = Component::new(&self.engine, &wasm)
+                .map_err(|e| CompileError::Invalid(format!("{e:#}")))?;
+            let artifact = component
+                .serialize()
+                .map_err(|e| CompileError::Invalid(format!("{e:#}")))?;
+            let program = self.prepare_component(&component)?;
+            return Ok(Compiled { artifact, program });
+        }
         let module = Module::new(&self.engine, &wasm)
             .map_err(|e| CompileError::Invalid(format!("{e:#}")))?;
         let artifact = module
@@ -179,10 +191,34 @@ impl Runtime {
     /// `path` must hold bytes that [`Compiled::artifact`] produced, unmodified: wasmtime checks
     /// the header and engine settings but runs the machine code as it finds it.
     pub unsafe fn load(&self, path: &Path) -> Result<Program, CompileError> {
+        let kind = Engine::detect_precompiled_file(path)
+            .map_err(|e| CompileError::Artifact(format!("{e:#}")))?;
+        if kind == Some(Precompiled::Component) {
+            // SAFETY: the caller vouches for the artifact's origin.
+            let component = unsafe { Component::deserialize_file(&self.engine, path) }
+                .map_err(|e| CompileError::Artifact(format!("{e:#}")))?;
+            return self.prepare_component(&component);
+        }
         // SAFETY: the caller vouches for the artifact's origin.
         let module = unsafe { Module::deserialize_file(&self.engine, path) }
             .map_err(|e| CompileError::Artifact(format!("{e:#}")))?;
         self.prepare(module)
+    }
+
+    /// A command component (`wasi:cli/run`) becomes a service; other components are refused.
+    fn prepare_component(&self, component: &Component) -> Result<Program, CompileError> {
+        let pre = self
+            .component_linker
+            .instantiate_pre(component)
+            .map_err(|e| CompileError::Link(format!("{e:#}")))?;
+        let command = CommandPre::new(pre).map_err(|_| {
+            CompileError::Unsupported(
+                "this WASI 0.2 component exports no `wasi:cli/run`: only command components \
+                 (run as services) are supported so far"
+                    .into(),
+            )
+        })?;
+        Ok(Program::service(Service { pre: command }))
     }
 
     fn prepare(&self, module: Module) -> Result<Program, CompileError> {

@@ -71,6 +71,7 @@ mod error;
 mod limits;
 mod output;
 mod program;
+mod service;
 mod wapc;
 
 pub use bytesize::ByteSize;
@@ -82,4 +83,5 @@ pub use engine::{Compiled, Runtime, RuntimeConfig};
 pub use error::{CompileError, Fault, RuntimeError};
 pub use limits::Limits;
 pub use program::{Abi, CgiOutput, CgiRequest, CommandOptions, GuestCtx, Inputs, Program};
+pub use service::{Service, ServiceCtx, ServiceOptions};
 pub use wapc::{HostCall, HostCallFuture, HostCalls};

@@ -18,6 +18,7 @@ use crate::call::CallOptions;
 use crate::error::Fault;
 use crate::limits::Limits;
 use crate::output::{CappedPipe, Overflow};
+use crate::service::Service;
 use crate::wapc::{HostCalls, WapcState};
 
 /// How the host talks to a module, detected from its exports.
@@ -32,6 +33,9 @@ pub enum Abi {
     /// Any other module: its exported functions called by name with numbers, strings and
     /// bytes (see [`Instance::call`](crate::Instance::call)).
     Exports,
+    /// A WASI 0.2 command component (`wasi:cli/run`), run as a long-lived service that
+    /// listens on a granted address ([`Service`](crate::Service)).
+    Service,
 }
 
 impl Abi {
@@ -54,6 +58,7 @@ impl std::fmt::Display for Abi {
             Abi::Cgi => "cgi",
             Abi::Wapc => "wapc",
             Abi::Exports => "exports",
+            Abi::Service => "service",
         })
     }
 }
@@ -61,7 +66,7 @@ impl std::fmt::Display for Abi {
 /// The parts of a CGI request a program can observe, judged from its imports: a module that
 /// imports neither `environ_get` nor `environ_sizes_get` cannot read its environment, so
 /// the gateway need not build one for it (a third of the cost of a small call).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Inputs {
     /// The module imports WASI's `environ_get` or `environ_sizes_get`.
     pub env: bool,
@@ -129,9 +134,22 @@ pub struct CommandOptions {
 pub struct Program {
     abi: Abi,
     inputs: Inputs,
-    pub(crate) pre: InstancePre<GuestCtx>,
-    start: Option<ModuleExport>,
+    code: Code,
 }
+
+/// What a program runs: a core module, or a command component run as a service.
+#[derive(Clone)]
+enum Code {
+    Module {
+        pre: InstancePre<GuestCtx>,
+        start: Option<ModuleExport>,
+    },
+    Service(Service),
+}
+
+/// Why a service component was called like a module.
+pub(crate) const NOT_A_MODULE: &str =
+    "this program is a service (a WASI 0.2 command component): it runs on its own, it is not called";
 
 /// The state of one instance, as host functions see it (through `wasmtime::Caller`); its
 /// contents are private to the runtime.
@@ -153,10 +171,7 @@ impl GuestCtx {
     pub(crate) fn new(wasi: WasiP1Ctx, limits: &Limits, log: CappedPipe) -> Self {
         Self {
             wasi,
-            memory: MemoryLimiter {
-                limit: limits.memory_bytes(),
-                exceeded: false,
-            },
+            memory: MemoryLimiter::new(limits.memory_bytes()),
             deadline: Some(Instant::now() + limits.timeout),
             timed_out: false,
             log,
@@ -221,6 +236,15 @@ pub(crate) fn store(engine: &Engine, ctx: GuestCtx) -> Store<GuestCtx> {
 pub(crate) struct MemoryLimiter {
     limit: usize,
     pub(crate) exceeded: bool,
+}
+
+impl MemoryLimiter {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            exceeded: false,
+        }
+    }
 }
 
 /// Table growth limit: far above what compilers emit, low enough that a table cannot be
@@ -293,8 +317,31 @@ impl Program {
         Self {
             abi,
             inputs,
-            pre,
-            start,
+            code: Code::Module { pre, start },
+        }
+    }
+
+    pub(crate) fn service(service: Service) -> Self {
+        Self {
+            abi: Abi::Service,
+            inputs: Inputs::default(),
+            code: Code::Service(service),
+        }
+    }
+
+    /// The core module's pre-instantiated form; an error for a service.
+    pub(crate) fn pre(&self) -> Result<&InstancePre<GuestCtx>, &'static str> {
+        match &self.code {
+            Code::Module { pre, .. } => Ok(pre),
+            Code::Service(_) => Err(NOT_A_MODULE),
+        }
+    }
+
+    /// The service, if this program is one.
+    pub fn as_service(&self) -> Option<&Service> {
+        match &self.code {
+            Code::Service(service) => Some(service),
+            Code::Module { .. } => None,
         }
     }
 
@@ -306,13 +353,28 @@ impl Program {
     /// This program called through another ABI than the detected one, if the module has what
     /// that ABI needs: `_start` for CGI, `__guest_call` for waPC (any module has exports).
     pub fn with_abi(mut self, abi: Abi) -> Result<Self, crate::CompileError> {
+        let unsupported = |why: String| Err(crate::CompileError::Unsupported(why));
+        let pre =
+            match (&self.code, abi) {
+                (Code::Service(_), Abi::Service) => return Ok(self),
+                (Code::Service(_), _) => {
+                    return unsupported(format!(
+                    "a WASI 0.2 command component runs as a service; it cannot be called as `{abi}`"
+                ))
+                }
+                (Code::Module { .. }, Abi::Service) => return unsupported(
+                    "only a WASI 0.2 command component runs as a service; this is a core module"
+                        .into(),
+                ),
+                (Code::Module { pre, .. }, _) => pre,
+            };
         let needs = match abi {
             Abi::Cgi => Some("_start"),
             Abi::Wapc => Some("__guest_call"),
-            Abi::Exports => None,
+            Abi::Exports | Abi::Service => None,
         };
         if let Some(export) = needs {
-            if self.pre.module().get_export_index(export).is_none() {
+            if pre.module().get_export_index(export).is_none() {
                 return Err(crate::CompileError::Unsupported(format!(
                     "the module cannot be called as `{abi}`: it exports no `{export}`"
                 )));
@@ -389,10 +451,13 @@ impl Program {
 
     /// Instantiates and runs `_start` in a fresh store; returns the exit code or the fault.
     async fn run_start(&self, ctx: GuestCtx) -> Result<i32, Fault> {
-        let mut store = store(self.pre.module().engine(), ctx);
+        let Code::Module { pre, start } = &self.code else {
+            return Err(Fault::Trap(NOT_A_MODULE.into()));
+        };
+        let mut store = store(pre.module().engine(), ctx);
         let result = async {
-            let instance = self.pre.instantiate_async(&mut store).await?;
-            let Some(start) = &self.start else {
+            let instance = pre.instantiate_async(&mut store).await?;
+            let Some(start) = start else {
                 wasmtime::bail!("the module exports no `_start`; it is not a WASI command");
             };
             let start = instance
@@ -414,7 +479,7 @@ impl Program {
 }
 
 /// A one-line description of why a call failed: the trap, then the guest frames if known.
-fn describe_trap(error: &wasmtime::Error) -> String {
+pub(crate) fn describe_trap(error: &wasmtime::Error) -> String {
     let mut text = match error.downcast_ref::<wasmtime::Trap>() {
         Some(trap) => trap.to_string(),
         None => error.to_string(),
