@@ -64,6 +64,7 @@ fn deploy_stream(name: &str, module: &[u8], limits: Option<Limits>) -> Vec<Deplo
             limits,
             schema: None,
             abi: String::new(),
+            grants: None,
         })),
     }];
     for chunk in module.chunks(7000) {
@@ -490,5 +491,59 @@ fn reflection_lists_the_service() {
         ),
         "{response:?}"
     );
+    });
+}
+
+#[test]
+fn grants_over_grpc_are_applied_and_listed_with_secrets_masked() {
+    let server = Server::start();
+    runtime().block_on(async {
+        let mut client = client(&server).await;
+        let module = std::fs::read(built("visits-go.wasm")).unwrap();
+        let mut messages = deploy_stream("visits", &module, None);
+        let Some(deploy_request::Part::Metadata(metadata)) = &mut messages[0].part else {
+            unreachable!("the first message is the metadata")
+        };
+        metadata.grants = Some(Grants {
+            kv: true,
+            config: [("greeting".to_owned(), "ahoy".to_owned())].into(),
+            secrets: [("token".to_owned(), "hunter2".to_owned())].into(),
+            ..Default::default()
+        });
+        client
+            .deploy(authed(&server, tokio_stream::iter(messages)))
+            .await
+            .unwrap();
+        let text = tokio::task::block_in_place(|| {
+            let get = || server.get("/visits?secret=token").text().unwrap();
+            (get(), get())
+        });
+        assert_eq!(text.0, "ahoy, visit 1\nsecret length: 7\n");
+        assert_eq!(text.1, "ahoy, visit 2\nsecret length: 7\n");
+        let listed = client
+            .list(authed(&server, ListRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        let grants = listed.functions[0].grants.clone().unwrap();
+        assert!(grants.kv);
+        assert_eq!(grants.secrets["token"], "********");
+        assert!(!format!("{listed:?}").contains("hunter2"));
+
+        // A bad grant is refused with the reason, and changes nothing.
+        let mut messages = deploy_stream("visits", &module, None);
+        let Some(deploy_request::Part::Metadata(metadata)) = &mut messages[0].part else {
+            unreachable!("the first message is the metadata")
+        };
+        metadata.grants = Some(Grants {
+            http: vec!["ftp://files.example.com".into()],
+            ..Default::default()
+        });
+        let err = client
+            .deploy(authed(&server, tokio_stream::iter(messages)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("scheme `ftp`"), "{}", err.message());
     });
 }

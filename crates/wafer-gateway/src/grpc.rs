@@ -236,6 +236,7 @@ impl Wafer for Service {
                 routes: routes(&f.config, &f.name),
                 error: f.error.unwrap_or_default(),
                 abi: f.abi.to_string(),
+                grants: Some(grants_message(&f.config.grants)),
             })
             .collect();
         Ok(Response::new(ListResponse { functions }))
@@ -306,6 +307,26 @@ impl Wafer for Service {
     }
 }
 
+/// Grants as List shows them (the registry has masked the secrets already).
+fn grants_message(grants: &wafer_registry::Grants) -> Grants {
+    let strings =
+        |items: &[wafer_registry::TopicPattern]| items.iter().map(|p| p.to_string()).collect();
+    Grants {
+        http: grants.http.iter().map(|r| r.to_string()).collect(),
+        dirs: grants.dirs.iter().map(|d| d.to_string()).collect(),
+        config: grants.config.clone().into_iter().collect(),
+        secrets: grants
+            .secrets
+            .iter()
+            .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+            .collect(),
+        kv: grants.kv,
+        publish: strings(&grants.publish),
+        subscribe: strings(&grants.subscribe),
+        listen: grants.listen.map(|a| a.to_string()).unwrap_or_default(),
+    }
+}
+
 /// A function's configuration from Deploy's metadata.
 fn deploy_config(metadata: DeployMetadata) -> Result<wafer_registry::FunctionConfig, Error> {
     let routes = metadata.routes.into_iter().map(Value::from).collect();
@@ -322,6 +343,9 @@ fn deploy_config(metadata: DeployMetadata) -> Result<wafer_registry::FunctionCon
             ("request_body", l.request_body),
             ("stdout", l.stdout),
             ("stderr", l.stderr),
+            ("http_timeout", l.http_timeout),
+            ("http_response", l.http_response),
+            ("kv_value", l.kv_value),
         ] {
             if !value.is_empty() {
                 limits.insert(key.to_owned(), Value::from(value));
@@ -330,7 +354,25 @@ fn deploy_config(metadata: DeployMetadata) -> Result<wafer_registry::FunctionCon
         if l.max_concurrency != 0 {
             limits.insert("max_concurrency".to_owned(), Value::from(l.max_concurrency));
         }
+        if l.kv_keys != 0 {
+            limits.insert("kv_keys".to_owned(), Value::from(l.kv_keys));
+        }
     }
     let abi = (!metadata.abi.is_empty()).then_some(metadata.abi);
-    config(routes, env, limits, abi)
+    let mut config = config(routes, env, limits, abi)?;
+    if let Some(g) = metadata.grants {
+        let grants = serde_json::json!({
+            "http": g.http,
+            "dirs": g.dirs,
+            "config": g.config,
+            "secrets": g.secrets,
+            "kv": g.kv,
+            "publish": g.publish,
+            "subscribe": g.subscribe,
+            "listen": (!g.listen.is_empty()).then_some(g.listen),
+        });
+        config.grants = serde_json::from_value(grants)
+            .map_err(|e| Error::BadRequest(format!("invalid grants: {e}")))?;
+    }
+    Ok(config)
 }
