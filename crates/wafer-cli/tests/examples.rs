@@ -45,6 +45,13 @@ fn examples_manifest_serves_every_example() {
             .text()
             .unwrap()
     };
+    for sdk in ["rust", "go", "c"] {
+        for visit in 1..=2 {
+            let text = server.get(&format!("/visits-{sdk}?secret=token")).text().unwrap();
+            let expected = format!("hi from the manifest, visit {visit}\nsecret length: 13\n");
+            assert_eq!(text, expected, "visits-{sdk}");
+        }
+    }
     assert_eq!(post("/wapc-rust/hello", "README"), "Hello, README!");
     assert_eq!(post("/exports-rust/sum", "[3, 2]"), "5\n");
     assert_eq!(
