@@ -61,7 +61,7 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 use wafer_host::{Capabilities, Deliver};
 use wafer_registry::{Admission, Function, Registry};
-use wafer_runtime::{Abi, CallOptions, Preopen};
+use wafer_runtime::{Abi, CallOptions};
 
 pub use admin::MAX_UPLOAD;
 pub use error::Error;
@@ -223,16 +223,7 @@ impl App {
                 deadline: std::time::Instant::now() + config.limits.timeout,
             }) as Arc<dyn wafer_runtime::HostCalls>
         });
-        let dirs = config
-            .grants
-            .dirs
-            .iter()
-            .map(|d| Preopen {
-                host: d.host.clone(),
-                guest: d.guest.clone(),
-                read_only: d.read_only,
-            })
-            .collect();
+        let dirs = config.grants.dirs.iter().map(|d| d.preopen()).collect();
         CallOptions {
             limits: config.limits,
             host,
