@@ -53,12 +53,22 @@ impl Endpoint {
                     .unwrap()
                     .push(format!("{request_line} {}", String::from_utf8_lossy(&body)));
                 let target = request_line.split(' ').nth(1).unwrap_or("/");
+                let ok = |body: &str| {
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                };
                 let reply = match target.strip_prefix("/redirect?to=") {
                     Some(to) => format!(
                         "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                     ),
-                    None => "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\npong"
-                        .to_owned(),
+                    None if target == "/big" => ok(&"x".repeat(4096)),
+                    None if target == "/slow" => {
+                        std::thread::sleep(Duration::from_secs(4));
+                        ok("late")
+                    }
+                    None => ok("pong"),
                 };
                 let _ = stream.write_all(reply.as_bytes());
             }
@@ -196,7 +206,7 @@ fn outbound_http_is_checked_on_every_hop_and_address() {
     #[rustfmt::skip]
     deploy(&server, "fetcher", &module, &[
         "--http", &allowed.url(""), "--http", &format!("http://localhost:{}", other.port),
-        "--http", "*.example.com", "--http-timeout", "2s",
+        "--http", "*.example.com", "--http-timeout", "1s", "--http-response", "1KiB",
     ]);
     let fetch = |url: &str| {
         let text = get(&server, &format!("/fetcher?fetch={url}"));
@@ -240,6 +250,19 @@ fn outbound_http_is_checked_on_every_hop_and_address() {
     // Redirects within the list are followed.
     let hop = format!("{}?to={}", allowed.url("/redirect"), allowed.url("/e"));
     assert_eq!(fetch(&hop), "fetch: 200 pong");
+    // Limits: the response size cap and the timeout.
+    let line = fetch(&allowed.url("/big"));
+    assert!(
+        line.starts_with(
+            "fetch error: too_large: the response body is over the http_response limit"
+        ),
+        "{line}"
+    );
+    let line = fetch(&allowed.url("/slow"));
+    assert_eq!(
+        line,
+        "fetch error: failed: the request took longer than 1.0 s"
+    );
     let other_seen: Vec<String> = other.seen();
     assert_eq!(
         other_seen.len(),
@@ -495,6 +518,31 @@ fn telemetry_pipeline_posts_batches_to_the_allowed_endpoint_only() {
     let logs = String::from_utf8_lossy(&logs.stdout);
     assert!(
         logs.contains("is not on this function's allow-list"),
+        "{logs}"
+    );
+}
+
+#[test]
+fn a_wapc_subscriber_gets_on_message_with_the_topic() {
+    let server = Server::start();
+    deploy(
+        &server,
+        "publisher",
+        &built("visits-rust.wasm"),
+        &["--publish", "news.>"],
+    );
+    deploy(
+        &server,
+        "reader",
+        &built("wapc-rust.wasm"),
+        &["--subscribe", "news.*"],
+    );
+    let text = post(&server, "/publisher?publish=news.today", "all quiet");
+    assert!(text.ends_with("published\n"), "{text}");
+    wait_for_stats(&server, |s| subscriber(s, "reader")["delivered"] == 1);
+    let logs = String::from_utf8_lossy(&server.cli(&["logs", "reader"]).stdout).into_owned();
+    assert!(
+        logs.contains(r#"message {"message":"all quiet","topic":"news.today"}"#),
         "{logs}"
     );
 }

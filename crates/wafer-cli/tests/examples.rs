@@ -47,7 +47,10 @@ fn examples_manifest_serves_every_example() {
     };
     for sdk in ["rust", "go", "c"] {
         for visit in 1..=2 {
-            let text = server.get(&format!("/visits-{sdk}?secret=token")).text().unwrap();
+            let text = server
+                .get(&format!("/visits-{sdk}?secret=token"))
+                .text()
+                .unwrap();
             let expected = format!("hi from the manifest, visit {visit}\nsecret length: 13\n");
             assert_eq!(text, expected, "visits-{sdk}");
         }

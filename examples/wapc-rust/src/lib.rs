@@ -3,7 +3,8 @@
 //!
 //! Operations: `ping` (answers `pong`), `echo` (answers its payload), `hello` (greets the
 //! payload, logging through the host), `relay` (asks the host `app/math/double` and answers
-//! what the host said), `fail` (a guest error) and `spin` (never returns).
+//! what the host said), `fail` (a guest error), `spin` (never returns), and `on_message` (how
+//! a subscribed waPC function receives a published message: it logs the JSON payload).
 
 use wapc_guest::prelude::*;
 
@@ -15,6 +16,13 @@ pub fn wapc_init() {
     register_function("relay", relay);
     register_function("fail", fail);
     register_function("spin", spin);
+    register_function("on_message", on_message);
+}
+
+fn on_message(payload: &[u8]) -> CallResult {
+    let text = std::str::from_utf8(payload)?;
+    host_call("wafer", "log", "info", format!("message {text}").as_bytes())?;
+    Ok(Vec::new())
 }
 
 fn ping(_: &[u8]) -> CallResult {
