@@ -2,6 +2,7 @@
 # Builds every example guest into <repo>/target/wasm/:
 #   hello-rust.wasm rustenv.wasm visits-rust.wasm (cargo, wasm32-wasip1)
 #   wapc-rust.wasm exports-rust.wasm complex-rust.wasm (cargo, wasm32-wasip1)
+#   telemetry.wasm aggregator.wasm pipeline-gateway.wasm (cargo, wasm32-wasip1)
 #   wapc-rust-unknown.wasm         (cargo, wasm32-unknown-unknown)
 #   echo-service.wasm              (cargo, wasm32-wasip2: a WASI 0.2 command component)
 #   hello-go.wasm goenv.wasm visits-go.wasm (Go >= 1.21, GOOS=wasip1)
@@ -32,10 +33,12 @@ missing=()
 if ! command -v cargo >/dev/null 2>&1 || ! command -v rustc >/dev/null 2>&1; then
   missing+=("cargo/rustc (Rust toolchain)")
 else
-  libdir="$(rustc --print target-libdir --target wasm32-wasip1 2>/dev/null || true)"
-  if [ -z "$libdir" ] || ! compgen -G "$libdir/libstd-*.rlib" >/dev/null; then
-    missing+=("Rust target wasm32-wasip1 (rustup target add wasm32-wasip1)")
-  fi
+  for target in wasm32-wasip1 wasm32-wasip2 wasm32-unknown-unknown; do
+    libdir="$(rustc --print target-libdir --target "$target" 2>/dev/null || true)"
+    if [ -z "$libdir" ] || ! compgen -G "$libdir/libstd-*.rlib" >/dev/null; then
+      missing+=("Rust target $target (rustup target add $target)")
+    fi
+  done
 fi
 
 # Go: $GO if set, else `go` on PATH if it is >= 1.21, else the Debian golang-1.23 package.

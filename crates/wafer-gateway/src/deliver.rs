@@ -56,6 +56,11 @@ impl App {
             Abi::Service => Err(Error::Delivery(
                 "a service does not take messages; it serves its own socket".into(),
             )),
+            Abi::Exports => Err(Error::Delivery(
+                "a function called by its exports cannot take messages: subscribe a CGI or waPC \
+                 function"
+                    .into(),
+            )),
             Abi::Cgi => {
                 let script = function.config.routes[0].pattern().0.to_owned();
                 let mut request = Request::builder()
@@ -91,7 +96,7 @@ impl App {
                 }
                 Ok(())
             }
-            Abi::Wapc | Abi::Exports => {
+            Abi::Wapc => {
                 let mut object = serde_json::Map::new();
                 object.insert("topic".into(), message.topic.into());
                 match String::from_utf8(message.body.to_vec()) {

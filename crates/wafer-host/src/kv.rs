@@ -51,9 +51,15 @@ fn check_key(key: &str) -> Result<(), GuestError> {
 
 impl Kv {
     pub(crate) fn open(path: &Path) -> Result<Self, redb::DatabaseError> {
-        Ok(Self {
-            db: Arc::new(Database::create(path)?),
-        })
+        let db = Database::create(path)?;
+        // Like every file in the data directory: the owner's only.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| redb::DatabaseError::Storage(e.into()))?;
+        }
+        Ok(Self { db: Arc::new(db) })
     }
 
     pub(crate) async fn call(

@@ -92,6 +92,11 @@ impl FunctionConfig {
                 "max_concurrency must be at least 1".into(),
             ));
         }
+        if limits.kv_keys == 0 {
+            return Err(RegistryError::InvalidConfig(
+                "kv_keys must be at least 1".into(),
+            ));
+        }
         if limits.timeout.is_zero() {
             return Err(RegistryError::InvalidConfig(
                 "timeout must be above zero".into(),
