@@ -56,10 +56,8 @@ impl App {
             Abi::Service => Err(Error::Delivery(
                 "a service does not take messages; it serves its own socket".into(),
             )),
-            Abi::Exports => Err(Error::Delivery(
-                "a function called by its exports cannot take messages: subscribe a CGI or waPC \
-                 function"
-                    .into(),
+            Abi::Exports | Abi::Http => Err(Error::Delivery(
+                "only CGI and waPC functions take messages: subscribe one of those".into(),
             )),
             Abi::Cgi => {
                 let script = function.config.routes[0].pattern().0.to_owned();

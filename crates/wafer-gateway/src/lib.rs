@@ -31,6 +31,7 @@
 
 mod admin;
 mod cgi;
+mod component;
 mod deliver;
 mod error;
 mod grpc;
@@ -171,10 +172,24 @@ impl App {
             .ok_or_else(|| Error::NoRoute(path.to_owned()))?;
         let function = &resolved.function;
         let program = runnable(function)?;
+        if let Some(component) = program.as_http() {
+            let admission = self.admission(function).await?;
+            let request_id = self.request_id();
+            let result = self
+                .call_http(function, component, request, admission, &request_id)
+                .await;
+            return Ok(self.finish(function.name.as_str(), result, request_id));
+        }
         let (parts, body) = request.into_parts();
         let (body, _admission) = self.admit(function, body).await?;
         let request_id = self.request_id();
         let result = match program.abi() {
+            // Called above, with streaming bodies; a program whose ABI says HTTP always has
+            // its component.
+            Abi::Http => Err(Error::Unavailable {
+                name: function.name.to_string(),
+                reason: "the HTTP component is missing".into(),
+            }),
             Abi::Service => Err(Error::Service {
                 name: function.name.to_string(),
                 listen: function.config.grants.listen,

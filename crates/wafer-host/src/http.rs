@@ -261,26 +261,71 @@ struct Refused(String);
 impl Resolve for Resolver {
     fn resolve(&self, name: Name) -> Resolving {
         let host = name.as_str().to_ascii_lowercase();
-        // Only rules naming this host itself (`localhost`) unlock its non-public addresses.
-        let named = self.rules.iter().any(|r| names_host(r, &host));
+        let rules = self.rules.clone();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let (allowed, refused): (Vec<SocketAddr>, Vec<SocketAddr>) =
-                addrs.into_iter().partition(|a| named || is_public(a.ip()));
-            if allowed.is_empty() {
-                let shown: Vec<String> = refused.iter().map(|a| a.ip().to_string()).collect();
-                return Err(Box::new(Refused(format!(
-                    "{host} resolves to {}, which this function may not reach: loopback, \
-                     private and link-local addresses need an allow-list entry naming the address",
-                    if shown.is_empty() {
-                        "nothing".into()
-                    } else {
-                        shown.join(", ")
-                    }
-                ))) as _);
+            match reachable(&rules, &host, 0).await {
+                Ok(allowed) => Ok(Box::new(allowed.into_iter()) as Addrs),
+                Err(refused) => Err(Box::new(refused) as _),
             }
-            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// Resolves `host` and keeps the addresses the rules let a function reach: public ones, and
+/// any for a name a rule gives explicitly (`localhost`).
+async fn reachable(rules: &[HttpRule], host: &str, port: u16) -> Result<Vec<SocketAddr>, Refused> {
+    // Only rules naming this host itself unlock its non-public addresses.
+    let named = rules.iter().any(|r| names_host(r, host));
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| Refused(format!("cannot resolve {host}: {e}")))?
+        .collect();
+    let (allowed, refused): (Vec<SocketAddr>, Vec<SocketAddr>) =
+        addrs.into_iter().partition(|a| named || is_public(a.ip()));
+    if allowed.is_empty() {
+        let shown: Vec<String> = refused.iter().map(|a| a.ip().to_string()).collect();
+        return Err(Refused(format!(
+            "{host} resolves to {}, which this function may not reach: loopback, private and \
+             link-local addresses need an allow-list entry naming the address",
+            if shown.is_empty() {
+                "nothing".into()
+            } else {
+                shown.join(", ")
+            }
+        )));
+    }
+    Ok(allowed)
+}
+
+/// The allow-list as a policy for HTTP components' `wasi:http/outgoing-handler`: the URL is
+/// checked against the rules, and a name against the addresses it resolves to. (The
+/// component's request then connects on its own, resolving the name again.)
+pub struct Policy {
+    rules: Vec<HttpRule>,
+}
+
+impl Policy {
+    /// The policy of a function's grants.
+    pub fn new(rules: Vec<HttpRule>) -> Self {
+        Self { rules }
+    }
+}
+
+impl wafer_runtime::Outbound for Policy {
+    fn check(
+        self: Arc<Self>,
+        uri: http::Uri,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> {
+        Box::pin(async move {
+            let url = Url::parse(&uri.to_string()).map_err(|e| format!("bad URL {uri}: {e}"))?;
+            check_url(&self.rules, &url).map_err(|e| e.to_string())?;
+            if let Some(host) = url.domain() {
+                let port = url.port_or_known_default().unwrap_or(80);
+                reachable(&self.rules, &host.to_ascii_lowercase(), port)
+                    .await
+                    .map_err(|refused| format!("denied: {}", refused.0))?;
+            }
+            Ok(())
         })
     }
 }

@@ -153,6 +153,11 @@ impl Capabilities {
         self.kv.delete_namespace(name).await
     }
 
+    /// The outbound HTTP policy of `function`, for HTTP components.
+    pub fn outbound(&self, function: &Function) -> Arc<http::Policy> {
+        Arc::new(http::Policy::new(function.config.grants.http.clone()))
+    }
+
     /// Pub/sub counters, per subscriber.
     pub fn pubsub_stats(&self) -> pubsub::Stats {
         self.broker.stats()

@@ -392,7 +392,7 @@ impl Program {
         };
         let inits: &[&str] = match instance.abi {
             Abi::Wapc => &["_initialize", "_start", "wapc_init"],
-            Abi::Cgi | Abi::Exports | Abi::Service => &["_initialize"],
+            Abi::Cgi | Abi::Exports | Abi::Service | Abi::Http => &["_initialize"],
         };
         for &init in inits {
             if let Some(func) = instance.func(init) {

@@ -13,11 +13,13 @@ use wasmtime::{
 };
 
 use crate::error::{CompileError, RuntimeError};
+use crate::http::{HttpComponent, HttpCtx};
 use crate::program::{GuestCtx, Program};
 use crate::service::{Service, ServiceCtx};
 use wasmtime::component::{self, Component};
 use wasmtime::Precompiled;
 use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 /// How often the epoch advances. A running guest checks its deadline, and yields to other
 /// tasks, once per tick: 1 ms keeps timeouts precise and a busy guest from hogging a thread,
@@ -66,6 +68,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<GuestCtx>,
     component_linker: component::Linker<ServiceCtx>,
+    http_linker: component::Linker<HttpCtx>,
     fingerprint: String,
     _ticker: EpochTicker,
 }
@@ -104,6 +107,10 @@ impl Runtime {
         let mut component_linker = component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)
             .map_err(RuntimeError::engine)?;
+        let mut http_linker = component::Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut http_linker).map_err(RuntimeError::engine)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut http_linker)
+            .map_err(RuntimeError::engine)?;
 
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -114,6 +121,7 @@ impl Runtime {
             engine,
             linker,
             component_linker,
+            http_linker,
             fingerprint,
             _ticker,
         })
@@ -205,16 +213,22 @@ impl Runtime {
         self.prepare(module)
     }
 
-    /// A command component (`wasi:cli/run`) becomes a service; other components are refused.
+    /// An HTTP component (`wasi:http/incoming-handler`) is called per request; a command
+    /// component (`wasi:cli/run`) becomes a service; other components are refused.
     fn prepare_component(&self, component: &Component) -> Result<Program, CompileError> {
+        if let Ok(pre) = self.http_linker.instantiate_pre(component) {
+            if let Ok(proxy) = ProxyPre::new(pre) {
+                return Ok(Program::http(HttpComponent { pre: proxy }));
+            }
+        }
         let pre = self
             .component_linker
             .instantiate_pre(component)
             .map_err(|e| CompileError::Link(format!("{e:#}")))?;
         let command = CommandPre::new(pre).map_err(|_| {
             CompileError::Unsupported(
-                "this WASI 0.2 component exports no `wasi:cli/run`: only command components \
-                 (run as services) are supported so far"
+                "this WASI 0.2 component exports neither `wasi:http/incoming-handler` (an HTTP \
+                 component) nor `wasi:cli/run` (a command, run as a service)"
                     .into(),
             )
         })?;

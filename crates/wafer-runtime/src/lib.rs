@@ -68,6 +68,7 @@
 mod call;
 mod engine;
 mod error;
+mod http;
 mod limits;
 mod output;
 mod program;
@@ -81,6 +82,7 @@ pub use call::{
 };
 pub use engine::{Compiled, Runtime, RuntimeConfig};
 pub use error::{CompileError, Fault, RuntimeError};
+pub use http::{Finished, Handled, HttpComponent, HttpCtx, HttpOptions, Outbound};
 pub use limits::Limits;
 pub use program::{Abi, CgiOutput, CgiRequest, CommandOptions, GuestCtx, Inputs, Program};
 pub use service::{Service, ServiceCtx, ServiceOptions};

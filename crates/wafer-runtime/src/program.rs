@@ -16,6 +16,7 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use crate::call::CallOptions;
 use crate::error::Fault;
+use crate::http::HttpComponent;
 use crate::limits::Limits;
 use crate::output::{CappedPipe, Overflow};
 use crate::service::Service;
@@ -36,6 +37,9 @@ pub enum Abi {
     /// A WASI 0.2 command component (`wasi:cli/run`), run as a long-lived service that
     /// listens on a granted address ([`Service`](crate::Service)).
     Service,
+    /// A WASI 0.2 HTTP component (`wasi:http/incoming-handler`), called per request with
+    /// streaming bodies ([`HttpComponent`](crate::HttpComponent)).
+    Http,
 }
 
 impl Abi {
@@ -59,6 +63,7 @@ impl std::fmt::Display for Abi {
             Abi::Wapc => "wapc",
             Abi::Exports => "exports",
             Abi::Service => "service",
+            Abi::Http => "http",
         })
     }
 }
@@ -145,11 +150,12 @@ enum Code {
         start: Option<ModuleExport>,
     },
     Service(Service),
+    Http(HttpComponent),
 }
 
 /// Why a service component was called like a module.
 pub(crate) const NOT_A_MODULE: &str =
-    "this program is a service (a WASI 0.2 command component): it runs on its own, it is not called";
+    "this program is a WASI 0.2 component, not a core module: it is not called this way";
 
 /// The state of one instance, as host functions see it (through `wasmtime::Caller`); its
 /// contents are private to the runtime.
@@ -329,11 +335,19 @@ impl Program {
         }
     }
 
-    /// The core module's pre-instantiated form; an error for a service.
+    pub(crate) fn http(component: HttpComponent) -> Self {
+        Self {
+            abi: Abi::Http,
+            inputs: Inputs::default(),
+            code: Code::Http(component),
+        }
+    }
+
+    /// The core module's pre-instantiated form; an error for a component.
     pub(crate) fn pre(&self) -> Result<&InstancePre<GuestCtx>, &'static str> {
         match &self.code {
             Code::Module { pre, .. } => Ok(pre),
-            Code::Service(_) => Err(NOT_A_MODULE),
+            Code::Service(_) | Code::Http(_) => Err(NOT_A_MODULE),
         }
     }
 
@@ -341,7 +355,15 @@ impl Program {
     pub fn as_service(&self) -> Option<&Service> {
         match &self.code {
             Code::Service(service) => Some(service),
-            Code::Module { .. } => None,
+            _ => None,
+        }
+    }
+
+    /// The HTTP component, if this program is one.
+    pub fn as_http(&self) -> Option<&HttpComponent> {
+        match &self.code {
+            Code::Http(component) => Some(component),
+            _ => None,
         }
     }
 
@@ -354,24 +376,25 @@ impl Program {
     /// that ABI needs: `_start` for CGI, `__guest_call` for waPC (any module has exports).
     pub fn with_abi(mut self, abi: Abi) -> Result<Self, crate::CompileError> {
         let unsupported = |why: String| Err(crate::CompileError::Unsupported(why));
-        let pre =
-            match (&self.code, abi) {
-                (Code::Service(_), Abi::Service) => return Ok(self),
-                (Code::Service(_), _) => {
-                    return unsupported(format!(
-                    "a WASI 0.2 command component runs as a service; it cannot be called as `{abi}`"
+        let pre = match (&self.code, abi) {
+            (Code::Service(_), Abi::Service) | (Code::Http(_), Abi::Http) => return Ok(self),
+            (Code::Service(_) | Code::Http(_), _) => {
+                return unsupported(format!(
+                    "this WASI 0.2 component is called as `{}`, not as `{abi}`",
+                    self.abi
                 ))
-                }
-                (Code::Module { .. }, Abi::Service) => return unsupported(
-                    "only a WASI 0.2 command component runs as a service; this is a core module"
-                        .into(),
-                ),
-                (Code::Module { pre, .. }, _) => pre,
-            };
+            }
+            (Code::Module { .. }, Abi::Service | Abi::Http) => {
+                return unsupported(format!(
+                    "only a WASI 0.2 component can be called as `{abi}`; this is a core module"
+                ))
+            }
+            (Code::Module { pre, .. }, _) => pre,
+        };
         let needs = match abi {
             Abi::Cgi => Some("_start"),
             Abi::Wapc => Some("__guest_call"),
-            Abi::Exports | Abi::Service => None,
+            Abi::Exports | Abi::Service | Abi::Http => None,
         };
         if let Some(export) = needs {
             if pre.module().get_export_index(export).is_none() {

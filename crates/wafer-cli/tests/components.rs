@@ -1,0 +1,153 @@
+//! WASI 0.2 HTTP components (`wasi:http/proxy`): deployed and detected like any module, called
+//! with streaming bodies in both directions, with traps, missing responses, env, limits and
+//! outbound requests handled.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::Read;
+
+use common::{built, Endpoint, Server};
+
+fn deploy(server: &Server, name: &str, module: &str, flags: &[&str]) {
+    let module = built(module);
+    let mut args = vec!["deploy", name, module.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    let out = server.cli(&args);
+    assert!(
+        out.status.success(),
+        "deploy {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn logs(server: &Server, name: &str) -> String {
+    String::from_utf8_lossy(&server.cli(&["logs", name]).stdout).into_owned()
+}
+
+#[test]
+fn a_rust_component_answers_and_is_listed_as_http() {
+    let server = Server::start();
+    deploy(&server, "hello", "http-hello-rust.wasm", &[]);
+    let response = server.get("/hello/anything?x=1");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/plain");
+    assert!(response.headers().contains_key("x-wafer-request-id"));
+    assert_eq!(response.text().unwrap(), "Hello from a Rust component!\n");
+    let ls = String::from_utf8_lossy(&server.cli(&["ls"]).stdout).into_owned();
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("hello ") && l.contains(" http ")),
+        "{ls}"
+    );
+}
+
+#[test]
+fn bodies_stream_both_ways_and_headers_pass_through() {
+    let server = Server::start();
+    deploy(
+        &server,
+        "echo",
+        "http-echo-rust.wasm",
+        &["--request-body", "8MiB"],
+    );
+    // A multi-megabyte body, not all the same byte, comes back intact.
+    let body: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let response = server
+        .client
+        .post(format!("{}/echo/upload?q=1", server.url))
+        .header("content-type", "application/x-test")
+        .body(body.clone())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/x-test");
+    assert_eq!(response.headers()["x-echo-method"], "POST");
+    assert_eq!(response.headers()["x-echo-path"], "/echo/upload?q=1");
+    assert!(response.bytes().unwrap() == body, "the echoed body differs");
+
+    // The response streams: the first read sees the first tick, not the whole answer the
+    // guest writes over about a second.
+    let mut response = server.get("/echo/slow");
+    assert_eq!(response.status(), 200);
+    let mut first = [0u8; 64];
+    let n = response.read(&mut first).unwrap();
+    assert_eq!(&first[..n], b"tick 1\n");
+    let mut rest = String::new();
+    response.read_to_string(&mut rest).unwrap();
+    assert!(rest.ends_with("tick 5\n"), "{rest}");
+}
+
+#[test]
+fn traps_missing_responses_and_limits_cost_only_their_request() {
+    let server = Server::start();
+    #[rustfmt::skip]
+    deploy(&server, "echo", "http-echo-rust.wasm", &[
+        "--env", "GREETING=hi", "--request-body", "1KiB", "--timeout", "500ms",
+    ]);
+    let response = server.get("/echo/trap");
+    assert_eq!(response.status(), 500);
+    assert!(response.text().unwrap().contains("trap"));
+    let response = server.get("/echo/no-response");
+    assert_eq!(response.status(), 500);
+    let text = response.text().unwrap();
+    assert!(text.contains("without setting a response"), "{text}");
+    let log = logs(&server, "echo");
+    assert!(log.contains("trap requested by /echo/trap"), "{log}");
+
+    // Env vars reach wasi:cli/environment.
+    let env = server.get("/echo/env").text().unwrap();
+    assert!(env.lines().any(|l| l == "GREETING=hi"), "{env}");
+
+    // A declared body over the limit is refused before the guest runs.
+    let response = server
+        .client
+        .post(format!("{}/echo/big", server.url))
+        .body(vec![b'x'; 4096])
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    // A request that outlives its time: the stream is cut, and the log says so.
+    let mut response = server.get("/echo/slow");
+    let mut text = String::new();
+    let _ = response.read_to_string(&mut text);
+    assert!(!text.contains("tick 5"), "{text}");
+    // And the function still serves.
+    let response = server
+        .client
+        .post(format!("{}/echo/x", server.url))
+        .body("ok")
+        .send()
+        .unwrap();
+    assert_eq!(response.text().unwrap(), "ok");
+}
+
+#[test]
+fn outgoing_requests_follow_the_allow_list() {
+    let server = Server::start();
+    let allowed = Endpoint::start();
+    let other = Endpoint::start();
+    deploy(
+        &server,
+        "fetcher",
+        "http-echo-rust.wasm",
+        &["--http", &allowed.url("")],
+    );
+    deploy(&server, "closed", "http-echo-rust.wasm", &[]);
+    let text = server
+        .get(&format!("/fetcher/fetch?url={}", allowed.url("/ping")))
+        .text()
+        .unwrap();
+    assert_eq!(text, "fetched 200: pong");
+    for (function, url) in [("fetcher", other.url("/x")), ("closed", allowed.url("/y"))] {
+        let response = server.get(&format!("/{function}/fetch?url={url}"));
+        assert_eq!(response.status(), 502);
+        let text = response.text().unwrap();
+        assert!(text.contains("HttpRequestDenied"), "{function}: {text}");
+        let log = logs(&server, function);
+        assert!(log.contains("denied"), "{function}: {log}");
+    }
+    assert_eq!(allowed.seen().len(), 1);
+    assert!(other.seen().is_empty());
+}

@@ -1,0 +1,85 @@
+//! Calling HTTP components (`wasi:http/incoming-handler`): the request streams in, the
+//! response streams out, and the instance (and its slot under the concurrency limit) lives
+//! until the guest has written the whole body.
+//!
+//! The request body is cut off at the function's `request_body` limit: a declared length over
+//! it is refused up front with `413`; a body that grows past it ends with an error the guest
+//! sees as `HTTP-request-body-size`. A guest that traps, times out or returns without a
+//! response gets `500`/`504` and a log line; a failure after the response has started ends
+//! the body early and is logged.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::response::Response;
+use http::Request;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use wafer_registry::{Admission, Function};
+use wafer_runtime::{HttpComponent, HttpOptions};
+
+use crate::error::Error;
+use crate::App;
+
+impl App {
+    pub(crate) async fn call_http(
+        &self,
+        function: &Arc<Function>,
+        component: &HttpComponent,
+        request: Request<Incoming>,
+        admission: Admission,
+        request_id: &str,
+    ) -> Result<Response, Error> {
+        let config = &function.config;
+        let limit = config.limits.request_body;
+        if hyper::body::Body::size_hint(request.body()).lower() > limit.as_u64() {
+            return Err(Error::BodyTooLarge(limit));
+        }
+        let max = usize::try_from(limit.as_u64()).unwrap_or(usize::MAX);
+        let request = request.map(|body| {
+            Limited::new(body, max).map_err(move |e| match e.downcast::<hyper::Error>() {
+                Ok(e) => wasmtime_wasi_http::Error::Hyper(*e),
+                Err(_) => wasmtime_wasi_http::Error::HttpRequestBodySize(Some(limit.as_u64())),
+            })
+        });
+        let options = HttpOptions {
+            env: config.env.clone().into_iter().collect(),
+            limits: config.limits,
+            outbound: (!config.grants.http.is_empty())
+                .then(|| self.caps.outbound(function) as Arc<dyn wafer_runtime::Outbound>),
+        };
+        let handled = component.handle(request, &options).await;
+        let name = function.name.to_string();
+        match handled.response {
+            Ok(response) => {
+                // The guest runs on while the body streams; its log and its slot are released
+                // when it is done.
+                let (logs, id) = (self.logs.clone(), request_id.to_owned());
+                tokio::spawn(async move {
+                    let _admission = admission;
+                    if let Ok(finished) = handled.done.await {
+                        logs.append(&name, &id, &finished.log);
+                        if let Err(fault) = finished.result {
+                            let line = format!("the response body was cut short: {fault}");
+                            logs.append(&name, &id, line.as_bytes());
+                            tracing::warn!(request_id = id, "function `{name}`: {line}");
+                        }
+                    }
+                });
+                Ok(response.map(Body::new))
+            }
+            Err(unanswered) => {
+                let finished = handled.done.await;
+                drop(admission);
+                let fault = match finished {
+                    Ok(finished) => {
+                        self.logs.append(&name, request_id, &finished.log);
+                        finished.result.err().unwrap_or(unanswered)
+                    }
+                    Err(_) => unanswered,
+                };
+                Err(Error::Guest { name, fault })
+            }
+        }
+    }
+}

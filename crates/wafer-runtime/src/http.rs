@@ -1,0 +1,239 @@
+//! HTTP components: WASI 0.2 components exporting `wasi:http/incoming-handler` (the
+//! `wasi:http/proxy` world), the components `wasmtime serve` and Spin run.
+//!
+//! Each request gets a fresh instance in a fresh store. The request body streams into the
+//! guest and the response body streams out as the guest writes it; the guest keeps running
+//! after it has set the response, until it finishes writing the body. Time and memory limits
+//! apply to the whole of it. Outgoing requests (`wasi:http/outgoing-handler`) go through an
+//! [`Outbound`] policy; without one every outgoing request is denied.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::error::Fault;
+use crate::limits::Limits;
+use crate::output::{CappedPipe, Overflow};
+use crate::program::{describe_trap, MemoryLimiter};
+
+/// Decides whether a guest may send an outgoing request to `uri`; `Err` says why not.
+pub trait Outbound: Send + Sync {
+    /// Checks one request (and, for a name, the addresses it resolves to).
+    fn check(
+        self: Arc<Self>,
+        uri: http::Uri,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+}
+
+/// How to handle one request: the guest's environment, its limits, its outbound policy.
+#[derive(Clone, Default)]
+pub struct HttpOptions {
+    /// Environment variables (`wasi:cli/environment`).
+    pub env: Vec<(String, String)>,
+    /// Memory, time (for the whole exchange, body included) and log size.
+    pub limits: Limits,
+    /// Who may be called with `wasi:http/outgoing-handler`; `None` denies everything.
+    pub outbound: Option<Arc<dyn Outbound>>,
+}
+
+/// A compiled HTTP component, ready to handle requests.
+#[derive(Clone)]
+pub struct HttpComponent {
+    pub(crate) pre: ProxyPre<HttpCtx>,
+}
+
+/// The state of one request's instance.
+pub struct HttpCtx {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: Hooks,
+    memory: MemoryLimiter,
+    deadline: Instant,
+    timed_out: bool,
+}
+
+impl WasiView for HttpCtx {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HttpCtx {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Outgoing requests: checked by the policy, then sent as `wasmtime serve` sends them. A
+/// refusal is logged with its reason; the guest sees `HTTP-request-denied`.
+struct Hooks {
+    outbound: Option<Arc<dyn Outbound>>,
+    log: CappedPipe,
+}
+
+type SendResult = wasmtime_wasi_http::Result<(
+    http::Response<wasmtime_wasi_http::WasiBody>,
+    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+)>;
+
+impl WasiHttpHooks for Hooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        drop(fut);
+        let (outbound, log) = (self.outbound.clone(), self.log.clone());
+        Box::new(async move {
+            let verdict = match outbound {
+                Some(policy) => policy.check(request.uri().clone()).await,
+                None => Err("this function may not make HTTP requests".to_owned()),
+            };
+            if let Err(why) = verdict {
+                let line = format!("outgoing request to {} denied: {why}\n", request.uri());
+                log.append(line.as_bytes());
+                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+            }
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
+/// What became of a request: the response (its body streams on while the guest runs), and
+/// the guest's run, which ends after the body is written.
+pub struct Handled {
+    /// The response the guest set, or why there is none (a trap, a timeout, no response).
+    pub response: Result<http::Response<HyperOutgoingBody>, Fault>,
+    /// Resolves when the instance is done: how the run ended, and what it logged.
+    pub done: tokio::task::JoinHandle<Finished>,
+}
+
+/// How a request's instance ended.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// `Ok` if the handler returned; otherwise the fault.
+    pub result: Result<(), Fault>,
+    /// stdout and stderr.
+    pub log: Bytes,
+    /// Whether the log went past its limit and was cut.
+    pub log_truncated: bool,
+}
+
+impl HttpComponent {
+    /// Handles `request` in a fresh instance. Returns once the guest has set the response
+    /// (or failed before doing so); the guest runs on in its own task while the body streams.
+    pub async fn handle<B>(&self, request: http::Request<B>, options: &HttpOptions) -> Handled
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let limits = options.limits;
+        let log = CappedPipe::new(limits.stderr_bytes(), Overflow::Truncate);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(log.clone())
+            .stderr(log.clone())
+            .envs(&options.env);
+        let ctx = HttpCtx {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: Hooks {
+                outbound: options.outbound.clone(),
+                log: log.clone(),
+            },
+            memory: MemoryLimiter::new(limits.memory_bytes()),
+            deadline: Instant::now() + limits.timeout,
+            timed_out: false,
+        };
+        let mut store = Store::new(self.pre.engine(), ctx);
+        store.limiter(|cx| &mut cx.memory);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut cx| {
+            let cx = cx.data_mut();
+            if Instant::now() >= cx.deadline {
+                cx.timed_out = true;
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let prepared = (|| -> wasmtime::Result<_> {
+            let mut http = store.data_mut().http();
+            let request = http.new_incoming_request(Scheme::Http, request)?;
+            let out = http.new_response_outparam(sender)?;
+            Ok((request, out))
+        })();
+        let pre = self.pre.clone();
+        let task_log = log.clone();
+        let done = tokio::spawn(async move {
+            let run = async {
+                let (request, out) = prepared?;
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, request, out)
+                    .await
+            };
+            // The epoch deadline stops a guest that computes; this stops one that waits.
+            let result = match tokio::time::timeout(limits.timeout, run).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(fault(store.data(), &e, &limits)),
+                Err(_) => Err(Fault::Timeout(limits.timeout)),
+            };
+            drop(store);
+            Finished {
+                result,
+                log_truncated: task_log.overflowed(),
+                log: task_log.take(),
+            }
+        });
+        let response = match receiver.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(code)) => Err(Fault::Trap(format!(
+                "the component answered with an error instead of a response: {code:?}"
+            ))),
+            // The outparam was dropped unset: the run ended (trapped, timed out, or returned
+            // without a response).
+            Err(_) => Err(Fault::Trap(
+                "the component returned without setting a response".into(),
+            )),
+        };
+        Handled { response, done }
+    }
+}
+
+/// What a failed run amounts to, given what the store saw.
+fn fault(ctx: &HttpCtx, error: &wasmtime::Error, limits: &Limits) -> Fault {
+    if ctx.timed_out {
+        Fault::Timeout(limits.timeout)
+    } else if ctx.memory.exceeded {
+        Fault::OutOfMemory(limits.memory)
+    } else {
+        Fault::Trap(describe_trap(error))
+    }
+}
