@@ -8,6 +8,7 @@
 #   http-hello-rust.wasm http-echo-rust.wasm (cargo, wasm32-wasip2: WASI 0.2 HTTP components)
 #   hello-go.wasm goenv.wasm visits-go.wasm (Go >= 1.21, GOOS=wasip1)
 #   hello-c.wasm exports-c.wasm visits-c.wasm (clang + wasi-libc)
+#   http-hello-py.wasm http-hello-js.wasm (componentize-py, componentize-js: HTTP components)
 #   hello-wat.wat watenv.wat       (copied as is; the server compiles .wat itself)
 #
 # Intermediate output goes to <repo>/target/guests/. An artifact in target/wasm/ is only
@@ -81,6 +82,14 @@ else
   [ -n "$rt" ] && [ -f "$rt" ] \
     || missing+=("wasm32 compiler-rt builtins${rt:+ ($rt)} (package libclang-rt-14-dev-wasm32)")
 fi
+
+venv="$root/target/guests/venv"
+js="$root/target/guests/js"
+[ -x "$venv/bin/componentize-py" ] \
+  || missing+=("componentize-py (in $venv; scripts/setup.sh installs it)")
+command -v node >/dev/null 2>&1 \
+  && [ -f "$js/node_modules/@bytecodealliance/componentize-js/package.json" ] \
+  || missing+=("node and componentize-js (in $js; scripts/setup.sh installs it)")
 
 if [ ${#missing[@]} -gt 0 ]; then
   {
@@ -160,6 +169,30 @@ install_artifact "$work/c/exports-c.wasm" "exports-c.wasm"
   -I"$root/guests/c" -o "$work/c/visits-c.wasm" "$ex/visits-c/visits.c" \
   || die "clang build of examples/visits-c failed"
 install_artifact "$work/c/visits-c.wasm" "visits-c.wasm"
+
+# --- Python and JavaScript HTTP components ----------------------------------------------
+# Each takes 10-15 s, so each is rebuilt only when its sources are newer than its output.
+stale() { # stale OUTPUT SOURCE...: the output is missing or older than a source
+  [ ! -f "$1" ] || [ -n "$(find "${@:2}" -newer "$1" -print -quit)" ]
+}
+py_out="$work/http-hello-py.wasm"
+if stale "$py_out" "$ex/http-hello-py"; then
+  # componentize-py writes __pycache__ beside the app: build from a copy.
+  rm -rf "$work/py-src" && mkdir -p "$work/py-src"
+  cp "$ex/http-hello-py/app.py" "$work/py-src/"
+  (cd "$work/py-src" && "$venv/bin/componentize-py" -d "$ex/http-hello-py/wit" -w hello \
+    componentize app -o "$py_out.tmp") >/dev/null \
+    || die "componentize-py build of examples/http-hello-py failed"
+  mv -f "$py_out.tmp" "$py_out"
+fi
+install_artifact "$py_out" "http-hello-py.wasm"
+js_out="$work/http-hello-js.wasm"
+if stale "$js_out" "$ex/http-hello-js"; then
+  node "$ex/http-hello-js/build.mjs" "$js_out.tmp" "$js" >/dev/null \
+    || die "componentize-js build of examples/http-hello-js failed"
+  mv -f "$js_out.tmp" "$js_out"
+fi
+install_artifact "$js_out" "http-hello-js.wasm"
 
 # --- WAT (served as text) -------------------------------------------------------------
 install_artifact "$ex/hello-wat/hello.wat" "hello-wat.wat"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building Wafer's examples and running its tests need, on Debian bookworm:
 # the wasm Rust targets, clang + wasi-libc for C guests, Go >= 1.21 for GOOS=wasip1 guests,
-# and wrk/hyperfine for the benchmark. Idempotent: a second run installs nothing.
+# wrk/hyperfine for the benchmark, and componentize-py / componentize-js for the Python and
+# JavaScript components. Idempotent: a second run installs nothing.
 set -euo pipefail
 
 need_apt=()
@@ -37,3 +38,23 @@ installed=$(rustup target list --installed)
 for t in wasm32-wasip1 wasm32-wasip2 wasm32-unknown-unknown; do
   grep -qx "$t" <<<"$installed" || rustup target add "$t"
 done
+
+# Python and JavaScript HTTP components: componentize-py (PyPI) in a venv and
+# componentize-js (npm), both under target/guests/ (out of the repo, reused between runs).
+root="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
+venv="$root/target/guests/venv"
+if [ ! -x "$venv/bin/componentize-py" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    -r "$root/examples/http-hello-py/requirements.txt"
+fi
+js="$root/target/guests/js"
+if [ ! -f "$js/node_modules/@bytecodealliance/componentize-js/package.json" ] \
+  || ! cmp -s "$root/examples/http-hello-js/package-lock.json" "$js/package-lock.json"; then
+  mkdir -p "$js"
+  cp "$root/examples/http-hello-js/package.json" "$root/examples/http-hello-js/package-lock.json" "$js/"
+  # `npm install` with the lock, not `npm ci`: some optional platform packages in the lock
+  # were never published, which `npm ci` refuses.
+  npm install --prefix "$js" --no-audit --no-fund --silent
+  cp "$root/examples/http-hello-js/package-lock.json" "$js/package-lock.json"
+fi

@@ -151,3 +151,51 @@ fn outgoing_requests_follow_the_allow_list() {
     assert_eq!(allowed.seen().len(), 1);
     assert!(other.seen().is_empty());
 }
+
+/// Every file under `dir` with its modification time.
+fn mtimes(dir: &std::path::Path) -> Vec<(std::path::PathBuf, std::time::SystemTime)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+            (path, mtime)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn python_and_javascript_components_are_compiled_once() {
+    let data = tempfile::tempdir().unwrap();
+    {
+        let server = Server::start_in(data.path());
+        deploy(&server, "py", "http-hello-py.wasm", &[]);
+        deploy(&server, "js", "http-hello-js.wasm", &[]);
+        assert_eq!(
+            server.get("/py").text().unwrap(),
+            "Hello from a Python component!\n"
+        );
+        assert_eq!(
+            server.get("/js").text().unwrap(),
+            "Hello from a JavaScript component!\n"
+        );
+    }
+    let artifacts = data.path().join("artifacts");
+    let before = mtimes(&artifacts);
+    // Restarted: served at once from the stored artifacts, nothing recompiled.
+    let server = Server::start_in(data.path());
+    for (path, text) in [
+        ("/py", "Hello from a Python component!\n"),
+        ("/js", "Hello from a JavaScript component!\n"),
+    ] {
+        let start = std::time::Instant::now();
+        let response = server.get(path);
+        let first = start.elapsed();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.text().unwrap(), text);
+        eprintln!("first request to {path} after the restart: {first:?}");
+    }
+    assert_eq!(mtimes(&artifacts), before, "artifacts changed: recompiled");
+}
