@@ -16,6 +16,9 @@ fn examples_manifest_serves_every_example() {
         ("/hello-rust", "Hello from Rust!\n"),
         ("/hello-go", "Hello from Go!\n"),
         ("/hello-c", "Hello from C!\n"),
+        ("/http-hello-rust", "Hello from a Rust component!\n"),
+        ("/http-hello-py", "Hello from a Python component!\n"),
+        ("/http-hello-js", "Hello from a JavaScript component!\n"),
     ] {
         let r = server.get(path);
         assert_eq!(r.status(), 200, "{path}");
