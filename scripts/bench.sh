@@ -7,6 +7,8 @@
 #   native            bench/native-hello (hyper, current-thread tokio) - the reference
 #   wafer hello-wat   `wafer up` serving target/wasm/hello-wat.wat
 #   wafer hello-rust  `wafer up` serving target/wasm/hello-rust.wasm
+#   wafer http-hello-rust  `wafer up` serving the Rust HTTP component (wasi:http/proxy)
+#   wasmtime-serve    `wasmtime serve` with the same component, if wasmtime is installed
 # Then the Go example's first request after each of five restarts of `wafer serve`, and, if it
 # was built, target/release/wafer-bench (in-process timings).
 #
@@ -40,7 +42,7 @@ server_cpu="${BENCH_SERVER_CPU:-0}"
 client_cpu="${BENCH_CLIENT_CPU:-1}"
 warmup_seconds=2
 conns_list=(32 1)
-wafer_functions=(hello-wat hello-rust)
+wafer_functions=(hello-wat hello-rust http-hello-rust)
 
 die() { echo "bench.sh: error: $*" >&2; exit 1; }
 log() { echo "bench.sh: $*" >&2; }
@@ -194,12 +196,21 @@ if [ $want_wafer = 1 ]; then
   done
 fi
 
-# --- wasmtime -------------------------------------------------------------------------
-if command -v wasmtime >/dev/null 2>&1; then
-  log "wasmtime: $(wasmtime --version 2>/dev/null || echo 'version unknown') at $(command -v wasmtime)"
-  log "wasmtime serve: not measured (issue 5)"
+# --- wasmtime serve -------------------------------------------------------------------
+# The same Rust hello component under `wasmtime serve` (fresh instance per request, its
+# default), when a wasmtime is installed: $WASMTIME, else `wasmtime` on PATH.
+# (cargo install wasmtime-cli --locked --version 48.0.8 installs the one to compare with.)
+wasmtime_bin="${WASMTIME:-$(command -v wasmtime 2>/dev/null || true)}"
+if [ $want_wafer = 1 ] && [ -n "$wasmtime_bin" ] && [ -x "$wasmtime_bin" ]; then
+  log "wasmtime: $("$wasmtime_bin" --version 2>/dev/null || echo 'version unknown') at $wasmtime_bin"
+  port="$(free_port)"
+  # -Scli: Rust's std imports wasi:cli interfaces beyond the proxy world, as Wafer provides.
+  start_server wasmtime-serve "$wasmtime_bin" serve -Scli --addr "127.0.0.1:$port" \
+    "$(guest_path http-hello-rust)"
+  wait_ready wasmtime-serve "$started_pid" "http://127.0.0.1:$port/"
+  bench_targets+=("wasmtime-serve|http://127.0.0.1:$port/")
 else
-  log "wasmtime: not installed; wasmtime serve: not measured (issue 5)"
+  log "wasmtime: not installed (set WASMTIME=/path/to/wasmtime); wasmtime serve is not measured"
 fi
 
 # --- measure --------------------------------------------------------------------------
@@ -248,7 +259,7 @@ git_rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 cpu_model="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)"
 json_str() { local s="${1//\\/\\\\}"; s="${s//\"/\\\"}"; printf '"%s"' "$s"; }
 
-declare -A native_rps=()
+declare -A native_rps=() wasmtime_rps=() wafer_http_rps=()
 rows=()
 failed=0
 for conns in "${conns_list[@]}"; do
@@ -272,11 +283,13 @@ for conns in "${conns_list[@]}"; do
       failed=1
     fi
     [ "$label" = native ] && native_rps[$conns]="$rps"
+    [ "$label" = wasmtime-serve ] && wasmtime_rps[$conns]="$rps"
     ratio=null
     base="${native_rps[$conns]:-null}"
     if [ "$rps" != null ] && [ "$base" != null ]; then
       ratio="$(awk -v a="$rps" -v b="$base" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "null" }')"
     fi
+    [ "$label" = "wafer http-hello-rust" ] && wafer_http_rps[$conns]="$rps"
     rows+=("$label|$conns|$rps|$p50|$p99|$ratio|$errors")
     printf '{"ts":%s,"git_rev":%s,"cpu":%s,"target":%s,"url":%s,"connections":%d,"seconds":%d,"rps":%s,"p50_ms":%s,"p99_ms":%s,"ratio_to_native":%s,"requests":%s,"errors":%s}\n' \
       "$(json_str "$run_ts")" "$(json_str "$git_rev")" "$(json_str "$cpu_model")" \
@@ -300,6 +313,12 @@ for r in "${rows[@]}"; do
   printf '%-18s %5s %12s %9s %9s %9s %7s\n' "$label" "$conns" \
     "$(fmt_num "$rps" '%.0f')" "$(fmt_num "$p50" '%.3f')" "$(fmt_num "$p99" '%.3f')" \
     "$(fmt_num "$ratio" '%.3f')" "$errors"
+done
+for conns in "${conns_list[@]}"; do
+  a="${wafer_http_rps[$conns]:-null}" b="${wasmtime_rps[$conns]:-null}"
+  if [ "$a" != null ] && [ "$b" != null ]; then
+    echo "http-hello-rust at c$conns: wafer / wasmtime serve = $(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", a / b }')"
+  fi
 done
 echo "results: ${results#"$root"/}; raw wrk output: ${out_dir#"$root"/}/wrk-*.txt"
 
