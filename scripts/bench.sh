@@ -304,13 +304,13 @@ stop_servers
 echo
 echo "Wafer benchmark: ${seconds}s per run (after a ${warmup_seconds}s warm-up), wrk -t1 on CPU $client_cpu, servers on CPU $server_cpu"
 echo "CPU: ${cpu_model:-unknown}; git $git_rev; load before measuring: $load1"
-printf '%-18s %5s %12s %9s %9s %9s %7s\n' target conns rps "p50 ms" "p99 ms" "x native" errors
+printf '%-22s %5s %12s %9s %9s %9s %7s\n' target conns rps "p50 ms" "p99 ms" "x native" errors
 fmt_num() { # <value> <printf format>
   if [ "$1" = null ]; then printf '%s' "n/a"; else awk -v v="$1" -v f="$2" 'BEGIN { printf f, v }'; fi
 }
 for r in "${rows[@]}"; do
   IFS='|' read -r label conns rps p50 p99 ratio errors <<<"$r"
-  printf '%-18s %5s %12s %9s %9s %9s %7s\n' "$label" "$conns" \
+  printf '%-22s %5s %12s %9s %9s %9s %7s\n' "$label" "$conns" \
     "$(fmt_num "$rps" '%.0f')" "$(fmt_num "$p50" '%.3f')" "$(fmt_num "$p99" '%.3f')" \
     "$(fmt_num "$ratio" '%.3f')" "$errors"
 done
