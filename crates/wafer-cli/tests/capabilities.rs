@@ -7,33 +7,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{built, guest, Endpoint, Server};
 use reqwest::Method;
-
-fn deploy(server: &Server, name: &str, module: &Path, flags: &[&str]) {
-    let mut args = vec!["deploy", name, module.to_str().unwrap()];
-    args.extend_from_slice(flags);
-    let out = server.cli(&args);
-    assert!(
-        out.status.success(),
-        "deploy {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn post(server: &Server, path: &str, body: &str) -> String {
-    server
-        .client
-        .post(format!("{}{path}", server.url))
-        .body(body.to_owned())
-        .send()
-        .unwrap()
-        .text()
-        .unwrap()
-}
 
 fn get(server: &Server, path: &str) -> String {
     let response = server.get(path);
@@ -49,7 +26,7 @@ fn sdk_examples_reach_granted_capabilities_and_nothing_else() {
     for example in ["visits-rust", "visits-go", "visits-c"] {
         let module = built(&format!("{example}.wasm"));
         #[rustfmt::skip]
-        deploy(&server, example, &module, &[
+        server.deploy_cli(example, &module, &[
             "--kv", "--config", "greeting=hey", "--secret", "token=s3cret-value",
             "--http", &allow, "--publish", "demo.>",
         ]);
@@ -62,9 +39,9 @@ fn sdk_examples_reach_granted_capabilities_and_nothing_else() {
         assert_eq!(fetched, "hey, visit 3\nfetch: 200 pong\n", "{example}");
         let text = get(&server, &format!("/{example}?secret=token"));
         assert!(text.ends_with("secret length: 12\n"), "{example}: {text}");
-        let text = post(&server, &format!("/{example}?publish=demo.{example}"), "hi");
+        let text = server.post(&format!("/{example}?publish=demo.{example}"), "hi");
         assert!(text.ends_with("published\n"), "{example}: {text}");
-        let text = post(&server, &format!("/{example}?publish=other"), "hi");
+        let text = server.post(&format!("/{example}?publish=other"), "hi");
         assert!(
             text.contains("publish error: denied: this function may not publish to `other`"),
             "{example}: {text}"
@@ -72,9 +49,8 @@ fn sdk_examples_reach_granted_capabilities_and_nothing_else() {
 
         // The same module with no grants reaches nothing, and says why.
         let bare = format!("{example}-bare");
-        deploy(&server, &bare, &module, &[]);
-        let text = post(
-            &server,
+        server.deploy_cli(&bare, &module, &[]);
+        let text = server.post(
             &format!(
                 "/{bare}?fetch={}&publish=demo.x&secret=token",
                 endpoint.url("/")
@@ -132,7 +108,7 @@ fn outbound_http_is_checked_on_every_hop_and_address() {
     let other = Endpoint::start();
     let module = built("visits-rust.wasm");
     #[rustfmt::skip]
-    deploy(&server, "fetcher", &module, &[
+    server.deploy_cli("fetcher", &module, &[
         "--http", &allowed.url(""), "--http", &format!("http://localhost:{}", other.port),
         "--http", "*.example.com", "--http-timeout", "1s", "--http-response", "1KiB",
     ]);
@@ -218,9 +194,9 @@ fn directories_are_granted_read_write_or_read_only_without_escape() {
     let module = built("visits-rust.wasm");
     let rw = format!("{}::/data", data.display());
     let ro = format!("{}::/fixed:ro", fixed.display());
-    deploy(&server, "files", &module, &["--dir", &rw, "--dir", &ro]);
+    server.deploy_cli("files", &module, &["--dir", &rw, "--dir", &ro]);
     let file_line = |query: &str, body: &str| {
-        let text = post(&server, &format!("/files?{query}"), body);
+        let text = server.post(&format!("/files?{query}"), body);
         text.lines().last().unwrap_or_default().to_owned()
     };
     assert_eq!(file_line("read=/fixed/motd.txt", ""), "file: good morning");
@@ -249,8 +225,8 @@ fn directories_are_granted_read_write_or_read_only_without_escape() {
     assert!(file_line("write=/data/../escaped.txt", "x").starts_with("file error: "));
     assert!(!root.path().join("escaped.txt").exists());
     // A function without the grant sees no files at all.
-    deploy(&server, "nofiles", &module, &[]);
-    let text = post(&server, "/nofiles?read=/fixed/motd.txt", "");
+    server.deploy_cli("nofiles", &module, &[]);
+    let text = server.post("/nofiles?read=/fixed/motd.txt", "");
     assert!(
         text.lines().last().unwrap().starts_with("file error: "),
         "{text}"
@@ -268,7 +244,7 @@ fn key_value_survives_restarts_and_goes_with_the_function() {
     let module = built("visits-go.wasm");
     {
         let server = Server::start_in(data.path());
-        deploy(&server, "counter", &module, &["--kv"]);
+        server.deploy_cli("counter", &module, &["--kv"]);
         assert_eq!(get(&server, "/counter"), "hello, visit 1\n");
         assert_eq!(get(&server, "/counter"), "hello, visit 2\n");
     }
@@ -276,7 +252,7 @@ fn key_value_survives_restarts_and_goes_with_the_function() {
     assert_eq!(get(&server, "/counter"), "hello, visit 3\n");
     // Removed with its function: a new function of the same name starts afresh.
     assert!(server.cli(&["rm", "counter"]).status.success());
-    deploy(&server, "counter", &module, &["--kv"]);
+    server.deploy_cli("counter", &module, &["--kv"]);
     assert_eq!(get(&server, "/counter"), "hello, visit 1\n");
 }
 
@@ -314,20 +290,19 @@ fn subscriber<'a>(stats: &'a serde_json::Value, name: &str) -> &'a serde_json::V
 fn published_messages_fan_out_and_a_full_queue_drops_and_counts() {
     let server = Server::start();
     let visits = built("visits-rust.wasm");
-    deploy(&server, "publisher", &visits, &["--publish", "demo.>"]);
+    server.deploy_cli("publisher", &visits, &["--publish", "demo.>"]);
     // Two subscribers, in two languages: each message counts a visit in their store.
     #[rustfmt::skip]
-    deploy(&server, "sub-c", &built("visits-c.wasm"), &[
+    server.deploy_cli("sub-c", &built("visits-c.wasm"), &[
         "--kv", "--subscribe", "demo.a", "--subscribe", "demo.b",
     ]);
-    deploy(
-        &server,
+    server.deploy_cli(
         "sub-go",
         &built("visits-go.wasm"),
         &["--kv", "--subscribe", "demo.*.>"],
     );
     for topic in ["demo.a", "demo.b", "demo.b.deep"] {
-        let text = post(&server, &format!("/publisher?publish={topic}"), "event");
+        let text = server.post(&format!("/publisher?publish={topic}"), "event");
         assert!(text.ends_with("published\n"), "{text}");
     }
     let stats = wait_for_stats(&server, |s| {
@@ -347,13 +322,13 @@ fn published_messages_fan_out_and_a_full_queue_drops_and_counts() {
         "--max-concurrency",
         "1",
     ];
-    deploy(&server, "stuck", &guest("spin.wat"), &slow);
+    server.deploy_cli("stuck", &guest("spin.wat"), &slow);
     let published = 1100;
     for _ in 0..published {
-        let text = post(&server, "/publisher?publish=demo.flood", "x");
+        let text = server.post("/publisher?publish=demo.flood", "x");
         assert!(text.ends_with("published\n"), "{text}");
     }
-    post(&server, "/publisher?publish=demo.a", "after the flood");
+    server.post("/publisher?publish=demo.a", "after the flood");
     let stats = wait_for_stats(&server, |s| subscriber(s, "sub-c")["delivered"] == 3);
     let stuck = subscriber(&stats, "stuck");
     let queued = stuck["queued"].as_u64().unwrap();
@@ -425,7 +400,7 @@ fn telemetry_pipeline_posts_batches_to_the_allowed_endpoint_only() {
     // the other endpoint receives nothing, and the log says why.
     let endpoint = format!("endpoint={}", other.url("/ingest"));
     #[rustfmt::skip]
-    deploy(&server, "pipeline-gateway", &common::built("pipeline-gateway.wasm"), &[
+    server.deploy_cli("pipeline-gateway", &common::built("pipeline-gateway.wasm"), &[
         "--subscribe", "batches.ready", "--http", &allowed.url(""), "--config", &endpoint,
     ]);
     for _ in 0..3 {
@@ -453,19 +428,17 @@ fn telemetry_pipeline_posts_batches_to_the_allowed_endpoint_only() {
 #[test]
 fn a_wapc_subscriber_gets_on_message_with_the_topic() {
     let server = Server::start();
-    deploy(
-        &server,
+    server.deploy_cli(
         "publisher",
         &built("visits-rust.wasm"),
         &["--publish", "news.>"],
     );
-    deploy(
-        &server,
+    server.deploy_cli(
         "reader",
         &built("wapc-rust.wasm"),
         &["--subscribe", "news.*"],
     );
-    let text = post(&server, "/publisher?publish=news.today", "all quiet");
+    let text = server.post("/publisher?publish=news.today", "all quiet");
     assert!(text.ends_with("published\n"), "{text}");
     wait_for_stats(&server, |s| subscriber(s, "reader")["delivered"] == 1);
     let logs = String::from_utf8_lossy(&server.cli(&["logs", "reader"]).stdout).into_owned();

@@ -11,15 +11,7 @@ use std::io::Read;
 use common::{built, Endpoint, Server};
 
 fn deploy(server: &Server, name: &str, module: &str, flags: &[&str]) {
-    let module = built(module);
-    let mut args = vec!["deploy", name, module.to_str().unwrap()];
-    args.extend_from_slice(flags);
-    let out = server.cli(&args);
-    assert!(
-        out.status.success(),
-        "deploy {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    server.deploy_cli(name, &built(module), flags);
 }
 
 fn logs(server: &Server, name: &str) -> String {

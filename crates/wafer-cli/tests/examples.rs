@@ -39,15 +39,7 @@ fn examples_manifest_serves_every_example() {
         .text()
         .unwrap()
         .contains("GREETING=hello from the manifest"));
-    let post = |path: &str, body: &str| {
-        reqwest::blocking::Client::new()
-            .post(format!("{}{path}", server.url))
-            .body(body.to_owned())
-            .send()
-            .unwrap()
-            .text()
-            .unwrap()
-    };
+    let post = |path: &str, body: &str| server.post(path, body);
     for sdk in ["rust", "go", "c"] {
         for visit in 1..=2 {
             let text = server

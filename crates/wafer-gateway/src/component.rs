@@ -43,7 +43,11 @@ impl App {
             })
         });
         let options = HttpOptions {
-            env: config.env.clone().into_iter().collect(),
+            env: config
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             limits: config.limits,
             outbound: (!config.grants.http.is_empty())
                 .then(|| self.caps.outbound(function) as Arc<dyn wafer_runtime::Outbound>),

@@ -95,18 +95,7 @@ impl App {
                 Ok(())
             }
             Abi::Wapc => {
-                let mut object = serde_json::Map::new();
-                object.insert("topic".into(), message.topic.into());
-                match String::from_utf8(message.body.to_vec()) {
-                    Ok(text) => object.insert("message".into(), text.into()),
-                    Err(_) => {
-                        use base64::Engine;
-                        let encoded =
-                            base64::engine::general_purpose::STANDARD.encode(&message.body);
-                        object.insert("message_base64".into(), encoded.into())
-                    }
-                };
-                let payload = serde_json::to_vec(&object).unwrap_or_default();
+                let payload = message.to_json();
                 let call = Call {
                     method: &Method::POST,
                     rest: &format!("/{ON_MESSAGE}"),

@@ -88,7 +88,12 @@ async fn supervise(app: Arc<App>, function: Arc<Function>) {
     };
     let options = ServiceOptions {
         listen,
-        env: function.config.env.clone().into_iter().collect(),
+        env: function
+            .config
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         limits: function.config.limits,
     };
     let mut backoff = FIRST_BACKOFF;

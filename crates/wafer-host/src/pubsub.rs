@@ -35,6 +35,17 @@ pub struct Message {
     pub body: Bytes,
 }
 
+impl Message {
+    /// The message as a waPC subscriber's `on_message` payload:
+    /// `{"topic": T, "message": "text"}`, or `message_base64` when it is not UTF-8.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut object = serde_json::Map::new();
+        object.insert("topic".into(), self.topic.clone().into());
+        crate::put_bytes(&mut object, "message", self.body.to_vec());
+        serde_json::Value::Object(object).to_string().into_bytes()
+    }
+}
+
 /// Calls a subscriber with a message; an error is the reason the call failed (already
 /// logged by the deliverer).
 pub trait Deliver: Send + Sync {

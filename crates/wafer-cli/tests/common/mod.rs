@@ -131,6 +131,29 @@ impl Server {
         serde_json::from_str(&text).unwrap()
     }
 
+    /// Deploys `module` with `wafer deploy NAME MODULE FLAGS...` and asserts success.
+    pub fn deploy_cli(&self, name: &str, module: &Path, flags: &[&str]) {
+        let mut args = vec!["deploy", name, module.to_str().unwrap()];
+        args.extend_from_slice(flags);
+        let out = self.cli(&args);
+        assert!(
+            out.status.success(),
+            "deploy {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// POSTs `body` to `path` and returns the answer's text.
+    pub fn post(&self, path: &str, body: &str) -> String {
+        self.client
+            .post(format!("{}{path}", self.url))
+            .body(body.to_owned())
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+
     /// Runs the `wafer` CLI against this server.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(WAFER)
