@@ -113,6 +113,10 @@ pub(crate) struct DeployArgs {
     /// Most keys in the key-value store (default 10000).
     #[arg(long)]
     kv_keys: Option<u64>,
+    /// Requests one instance of an HTTP component may serve before a fresh one is made
+    /// (default 1: a fresh instance per request). Faster, but requests share memory.
+    #[arg(long, value_name = "N")]
+    instance_reuse: Option<u32>,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -262,6 +266,7 @@ pub(crate) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         ("http_response", args.http_response.clone()),
         ("kv_value", args.kv_value.clone()),
         ("kv_keys", args.kv_keys.map(|n| n.to_string())),
+        ("instance_reuse", args.instance_reuse.map(|n| n.to_string())),
     ];
     query.extend(limits.into_iter().filter_map(|(k, v)| Some((k, v?))));
     query.extend(args.operations.iter().map(|o| ("operation", o.clone())));

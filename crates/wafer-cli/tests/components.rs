@@ -116,6 +116,54 @@ fn traps_missing_responses_and_limits_cost_only_their_request() {
 }
 
 #[test]
+fn memory_limit_costs_only_its_request() {
+    let server = Server::start();
+    deploy(&server, "grow", "http-echo-rust.wasm", &["--memory", "16MiB"]);
+    let response = server.get("/grow/grow?mib=64");
+    assert_eq!(response.status(), 500);
+    let text = response.text().unwrap();
+    assert!(text.contains("memory"), "{text}");
+    assert_eq!(server.get("/grow/grow?mib=4").text().unwrap(), "grew 4 MiB\n");
+}
+
+#[test]
+fn instance_reuse_is_opt_in_bounded_and_skips_failed_instances() {
+    let server = Server::start();
+    deploy(&server, "fresh", "http-echo-rust.wasm", &[]);
+    deploy(&server, "reused", "http-echo-rust.wasm", &["--instance-reuse", "3"]);
+    let count = |function: &str| -> u32 {
+        let response = server.get(&format!("/{function}/count"));
+        assert_eq!(response.status(), 200, "{function}");
+        response.text().unwrap().trim().parse().unwrap()
+    };
+    // By default every request sees a fresh instance.
+    let fresh: Vec<u32> = (0..6).map(|_| count("fresh")).collect();
+    assert_eq!(fresh, [1; 6]);
+    // Reused instances: the counter carries over, never past three requests. (A request can
+    // arrive before the previous one's instance is back in the pool and get a new one, so
+    // the exact sequence is not fixed; that reuse happens at all is.)
+    let reused: Vec<u32> = (0..12).map(|_| count("reused")).collect();
+    assert!(reused.iter().all(|n| (1..=3).contains(n)), "{reused:?}");
+    assert!(reused.iter().any(|&n| n > 1), "never reused: {reused:?}");
+    // A trapped instance is dropped, not handed the next request.
+    for _ in 0..3 {
+        assert_eq!(server.get("/reused/trap").status(), 500);
+        count("reused");
+    }
+    // Reuse is for HTTP components only.
+    let out = server.cli(&[
+        "deploy",
+        "cgi",
+        built("hello-wat.wat").to_str().unwrap(),
+        "--instance-reuse",
+        "3",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("instance_reuse = 3 is for HTTP components"), "{stderr}");
+}
+
+#[test]
 fn outgoing_requests_follow_the_allow_list() {
     let server = Server::start();
     let allowed = Endpoint::start();

@@ -266,7 +266,7 @@ fn deploy_config(
                     .ok_or_else(|| Error::BadRequest(format!("env `{value}` must be KEY=VALUE")))?;
                 env.insert(k.to_owned(), Value::from(v));
             }
-            "max_concurrency" | "kv_keys" => {
+            "max_concurrency" | "kv_keys" | "instance_reuse" => {
                 let n: u64 = value.parse().map_err(|_| {
                     Error::BadRequest(format!("{key} `{value}` must be a positive integer"))
                 })?;

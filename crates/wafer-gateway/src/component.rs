@@ -52,7 +52,9 @@ impl App {
             outbound: (!config.grants.http.is_empty())
                 .then(|| self.caps.outbound(function) as Arc<dyn wafer_runtime::Outbound>),
         };
-        let handled = component.handle(request, &options).await;
+        let handled = component
+            .handle(request, &options, function.instances())
+            .await;
         let name = function.name.to_string();
         match handled.response {
             Ok(response) => {

@@ -357,6 +357,9 @@ fn deploy_config(metadata: DeployMetadata) -> Result<wafer_registry::FunctionCon
         if l.kv_keys != 0 {
             limits.insert("kv_keys".to_owned(), Value::from(l.kv_keys));
         }
+        if l.instance_reuse != 0 {
+            limits.insert("instance_reuse".to_owned(), Value::from(l.instance_reuse));
+        }
     }
     let abi = (!metadata.abi.is_empty()).then_some(metadata.abi);
     let mut config = config(routes, env, limits, abi)?;

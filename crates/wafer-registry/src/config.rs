@@ -97,6 +97,11 @@ impl FunctionConfig {
                 "kv_keys must be at least 1".into(),
             ));
         }
+        if limits.instance_reuse == 0 {
+            return Err(RegistryError::InvalidConfig(
+                "instance_reuse must be at least 1 (1 means a fresh instance per request)".into(),
+            ));
+        }
         if limits.timeout.is_zero() {
             return Err(RegistryError::InvalidConfig(
                 "timeout must be above zero".into(),

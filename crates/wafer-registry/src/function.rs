@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wafer_runtime::Program;
+use wafer_runtime::{InstancePool, Program};
 
 use crate::config::FunctionConfig;
 use crate::names::{Digest, FunctionName};
@@ -28,6 +28,8 @@ pub struct Function {
     pub config: FunctionConfig,
     program: Result<Program, String>,
     gate: Arc<Gate>,
+    /// Idle instances kept for reuse, when the config asks for it.
+    instances: Option<Arc<InstancePool>>,
 }
 
 /// Admission to a function: at most `max_concurrency` calls at once, as many again waiting.
@@ -60,6 +62,8 @@ impl Function {
                 waiting: AtomicUsize::new(0),
             }),
         };
+        let reuse = config.limits.instance_reuse;
+        let instances = (reuse > 1).then(|| InstancePool::new(reuse));
         Self {
             name,
             version,
@@ -67,6 +71,7 @@ impl Function {
             config,
             program,
             gate,
+            instances,
         }
     }
 
@@ -74,6 +79,11 @@ impl Function {
     /// verification when the server started).
     pub fn program(&self) -> Result<&Program, &str> {
         self.program.as_ref().map_err(String::as_str)
+    }
+
+    /// The instances this version keeps between requests, if it reuses instances.
+    pub fn instances(&self) -> Option<&Arc<InstancePool>> {
+        self.instances.as_ref()
     }
 
     /// Waits for a free instance slot; `None` if the function stays saturated for

@@ -209,7 +209,7 @@ impl Registry {
             }
         };
         let program = with_abi(program, &config)?;
-        check_service(&program, &config)?;
+        check_fit(&program, &config)?;
         self.store.put_module(&digest, &wasm)?;
 
         let mut records = self.lock();
@@ -426,21 +426,35 @@ impl Registry {
 }
 
 /// A service needs an address to listen on, and only a service gets one.
-fn check_service(program: &Program, config: &FunctionConfig) -> Result<(), RegistryError> {
-    let is_service = program.abi() == wafer_runtime::Abi::Service;
-    match (is_service, config.grants.listen) {
-        (true, None) => Err(RegistryError::InvalidConfig(
-            "a WASI 0.2 command component runs as a service: grant it an address with \
-             `listen = \"127.0.0.1:PORT\"`"
-                .into(),
-        )),
-        (false, Some(addr)) => Err(RegistryError::InvalidConfig(format!(
-            "`listen = \"{addr}\"` is for services (WASI 0.2 command components using \
-             wasi:sockets); this is a `{}` module",
-            program.abi()
-        ))),
-        _ => Ok(()),
+/// Refuses a configuration that does not fit the program: a service without an address to
+/// listen on, an address for something that is not a service, instance reuse for anything
+/// but an HTTP component.
+fn check_fit(program: &Program, config: &FunctionConfig) -> Result<(), RegistryError> {
+    let abi = program.abi();
+    match (abi == wafer_runtime::Abi::Service, config.grants.listen) {
+        (true, None) => {
+            return Err(RegistryError::InvalidConfig(
+                "a WASI 0.2 command component runs as a service: grant it an address with \
+                 `listen = \"127.0.0.1:PORT\"`"
+                    .into(),
+            ))
+        }
+        (false, Some(addr)) => {
+            return Err(RegistryError::InvalidConfig(format!(
+                "`listen = \"{addr}\"` is for services (WASI 0.2 command components using \
+                 wasi:sockets); this is a `{abi}` module"
+            )))
+        }
+        _ => {}
     }
+    let reuse = config.limits.instance_reuse;
+    if reuse > 1 && abi != wafer_runtime::Abi::Http {
+        return Err(RegistryError::InvalidConfig(format!(
+            "instance_reuse = {reuse} is for HTTP components (wasi:http/incoming-handler); \
+             a `{abi}` module gets a fresh instance for every call"
+        )));
+    }
+    Ok(())
 }
 
 /// The program as its configuration says to call it (the detected ABI unless overridden).

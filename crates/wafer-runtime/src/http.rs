@@ -1,16 +1,17 @@
 //! HTTP components: WASI 0.2 components exporting `wasi:http/incoming-handler` (the
 //! `wasi:http/proxy` world), the components `wasmtime serve` and Spin run.
 //!
-//! Each request gets a fresh instance in a fresh store. The request body streams into the
-//! guest and the response body streams out as the guest writes it; the guest keeps running
-//! after it has set the response, until it finishes writing the body. Time and memory limits
-//! apply to the whole of it. Outgoing requests (`wasi:http/outgoing-handler`) go through an
-//! [`Outbound`] policy; without one every outgoing request is denied.
+//! Each request gets a fresh instance in a fresh store, unless the function opted into
+//! instance reuse ([`InstancePool`]). The request body streams into the guest and the
+//! response body streams out as the guest writes it; the guest keeps running after it has
+//! set the response, until it finishes writing the body. Time and memory limits apply to the
+//! whole of it. Outgoing requests (`wasi:http/outgoing-handler`) go through an [`Outbound`]
+//! policy; without one every outgoing request is denied.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -18,7 +19,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
@@ -51,6 +52,106 @@ pub struct HttpOptions {
 #[derive(Clone)]
 pub struct HttpComponent {
     pub(crate) pre: ProxyPre<HttpCtx>,
+}
+
+/// How long an instance kept for reuse may sit idle before it is dropped (its memory and
+/// its slot in the instance pool freed).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Instances of one function version kept between requests: the opt-in instance-reuse mode.
+///
+/// An instance whose handler returned is put back and serves the next request, up to
+/// `max_uses` requests in all; one that trapped, timed out or ran out of memory is dropped.
+/// Instantiation is skipped, but whatever the guest leaves in its memory, globals or
+/// environment is seen by the requests that follow: reuse trades isolation between requests
+/// for speed. At most as many instances exist as the function's concurrency limit allows;
+/// idle ones are dropped after [`IDLE_TIMEOUT`].
+pub struct InstancePool {
+    max_uses: u32,
+    idle: Mutex<Idle>,
+}
+
+#[derive(Default)]
+struct Idle {
+    instances: Vec<Kept>,
+    /// Whether a task is sweeping out instances idle past [`IDLE_TIMEOUT`].
+    sweeping: bool,
+}
+
+/// An instance waiting for its next request.
+struct Kept {
+    store: Store<HttpCtx>,
+    proxy: Proxy,
+    uses: u32,
+    since: Instant,
+}
+
+impl InstancePool {
+    /// A pool whose instances serve up to `max_uses` requests each.
+    pub fn new(max_uses: u32) -> Arc<Self> {
+        Arc::new(Self {
+            max_uses,
+            idle: Mutex::default(),
+        })
+    }
+
+    /// How many instances are idle now.
+    pub fn idle(&self) -> usize {
+        self.lock().instances.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
+        // Nothing here panics while holding the lock; if it did, the list is still valid.
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently used idle instance: its memory is the likeliest to be warm.
+    fn take(&self) -> Option<Kept> {
+        self.lock().instances.pop()
+    }
+
+    /// Keeps an instance that has served `uses` requests, if it may serve more.
+    fn put(self: &Arc<Self>, store: Store<HttpCtx>, proxy: Proxy, uses: u32) {
+        if uses >= self.max_uses {
+            return;
+        }
+        let kept = Kept {
+            store,
+            proxy,
+            uses,
+            since: Instant::now(),
+        };
+        let mut idle = self.lock();
+        idle.instances.push(kept);
+        if !std::mem::replace(&mut idle.sweeping, true) {
+            tokio::spawn(sweep(Arc::downgrade(self)));
+        }
+    }
+}
+
+/// Drops instances idle past [`IDLE_TIMEOUT`] until none are left, or the pool is gone.
+async fn sweep(pool: Weak<InstancePool>) {
+    loop {
+        tokio::time::sleep(IDLE_TIMEOUT / 4).await;
+        let Some(pool) = pool.upgrade() else { return };
+        let (stale, done) = {
+            let mut idle = pool.lock();
+            // Oldest first: instances are pushed as they are put back.
+            let fresh = idle
+                .instances
+                .iter()
+                .position(|kept| kept.since.elapsed() < IDLE_TIMEOUT)
+                .unwrap_or(idle.instances.len());
+            let stale: Vec<Kept> = idle.instances.drain(..fresh).collect();
+            idle.sweeping = !idle.instances.is_empty();
+            (stale, !idle.sweeping)
+        };
+        // Stores are dropped outside the lock: freeing an instance is not free.
+        drop(stale);
+        if done {
+            return;
+        }
+    }
 }
 
 /// The state of one request's instance.
@@ -144,42 +245,26 @@ pub struct Finished {
 }
 
 impl HttpComponent {
-    /// Handles `request` in a fresh instance. Returns once the guest has set the response
-    /// (or failed before doing so); the guest runs on in its own task while the body streams.
-    pub async fn handle<B>(&self, request: http::Request<B>, options: &HttpOptions) -> Handled
+    /// Handles `request`, in a fresh instance or, with a `pool`, in an idle one from it.
+    /// Returns once the guest has set the response (or failed before doing so); the guest
+    /// runs on in its own task while the body streams.
+    pub async fn handle<B>(
+        &self,
+        request: http::Request<B>,
+        options: &HttpOptions,
+        pool: Option<&Arc<InstancePool>>,
+    ) -> Handled
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let limits = options.limits;
-        let log = CappedPipe::new(limits.stderr_bytes(), Overflow::Truncate);
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(log.clone())
-            .stderr(log.clone())
-            .envs(&options.env);
-        let ctx = HttpCtx {
-            wasi: wasi.build(),
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
-            hooks: Hooks {
-                outbound: options.outbound.clone(),
-                log: log.clone(),
-            },
-            memory: MemoryLimiter::new(limits.memory_bytes()),
-            deadline: Instant::now() + limits.timeout,
-            timed_out: false,
+        let (mut store, proxy, uses) = match pool.and_then(|pool| pool.take()) {
+            Some(kept) => (kept.store, Some(kept.proxy), kept.uses),
+            None => (self.store(options), None, 0),
         };
-        let mut store = Store::new(self.pre.engine(), ctx);
-        store.limiter(|cx| &mut cx.memory);
+        store.data_mut().deadline = Instant::now() + limits.timeout;
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|mut cx| {
-            let cx = cx.data_mut();
-            if Instant::now() >= cx.deadline {
-                cx.timed_out = true;
-                return Ok(UpdateDeadline::Interrupt);
-            }
-            Ok(UpdateDeadline::Yield(1))
-        });
 
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let prepared = (|| -> wasmtime::Result<_> {
@@ -189,27 +274,39 @@ impl HttpComponent {
             Ok((request, out))
         })();
         let pre = self.pre.clone();
-        let task_log = log.clone();
+        let pool = pool.cloned();
         let done = tokio::spawn(async move {
             let run = async {
                 let (request, out) = prepared?;
-                let proxy = pre.instantiate_async(&mut store).await?;
+                let proxy = match proxy {
+                    Some(proxy) => proxy,
+                    None => pre.instantiate_async(&mut store).await?,
+                };
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, request, out)
-                    .await
+                    .await?;
+                Ok(proxy)
             };
             // The epoch deadline stops a guest that computes; this stops one that waits.
-            let result = match tokio::time::timeout(limits.timeout, run).await {
-                Ok(Ok(())) => Ok(()),
+            let outcome = match tokio::time::timeout(limits.timeout, run).await {
+                Ok(Ok(proxy)) => Ok(proxy),
                 Ok(Err(e)) => Err(fault(store.data(), &e, &limits)),
                 Err(_) => Err(Fault::Timeout(limits.timeout)),
             };
-            drop(store);
+            let (log, log_truncated) = store.data().hooks.log.drain();
+            let result = match (outcome, pool) {
+                // Only an instance whose handler returned is fit to serve again.
+                (Ok(proxy), Some(pool)) => {
+                    pool.put(store, proxy, uses + 1);
+                    Ok(())
+                }
+                (outcome, _) => outcome.map(drop),
+            };
             Finished {
                 result,
-                log_truncated: task_log.overflowed(),
-                log: task_log.take(),
+                log,
+                log_truncated,
             }
         });
         let response = match receiver.await {
@@ -224,6 +321,40 @@ impl HttpComponent {
             )),
         };
         Handled { response, done }
+    }
+
+    /// A store for a new instance: the function's environment, log, outbound policy and
+    /// memory limit. The deadline is set per request.
+    fn store(&self, options: &HttpOptions) -> Store<HttpCtx> {
+        let limits = options.limits;
+        let log = CappedPipe::new(limits.stderr_bytes(), Overflow::Truncate);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(log.clone())
+            .stderr(log.clone())
+            .envs(&options.env);
+        let ctx = HttpCtx {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: Hooks {
+                outbound: options.outbound.clone(),
+                log,
+            },
+            memory: MemoryLimiter::new(limits.memory_bytes()),
+            deadline: Instant::now() + limits.timeout,
+            timed_out: false,
+        };
+        let mut store = Store::new(self.pre.engine(), ctx);
+        store.limiter(|cx| &mut cx.memory);
+        store.epoch_deadline_callback(|mut cx| {
+            let cx = cx.data_mut();
+            if Instant::now() >= cx.deadline {
+                cx.timed_out = true;
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store
     }
 }
 

@@ -40,6 +40,10 @@ pub struct Limits {
     pub kv_value: ByteSize,
     /// Most keys the function's key-value store may hold. Default 10,000.
     pub kv_keys: u64,
+    /// Requests one instance of an HTTP component may serve. Default 1: a fresh instance per
+    /// request. Above 1, instances are reused and what one request leaves in memory the next
+    /// can see (see [`crate::InstancePool`]).
+    pub instance_reuse: u32,
 }
 
 impl Default for Limits {
@@ -55,6 +59,7 @@ impl Default for Limits {
             http_response: ByteSize::mib(4),
             kv_value: ByteSize::mib(1),
             kv_keys: 10_000,
+            instance_reuse: 1,
         }
     }
 }

@@ -79,6 +79,14 @@ impl CappedPipe {
     pub(crate) fn take(&self) -> Bytes {
         self.lock().buf.split().freeze()
     }
+
+    /// Takes what was written so far and whether it went past the cap, and starts afresh
+    /// (for an instance that serves another request).
+    pub(crate) fn drain(&self) -> (Bytes, bool) {
+        let mut inner = self.lock();
+        let overflowed = std::mem::take(&mut inner.overflowed);
+        (inner.buf.split().freeze(), overflowed)
+    }
 }
 
 impl IsTerminal for CappedPipe {

@@ -7,6 +7,9 @@
 //! - `/slow`: `tick N` five times, ~200 ms apart, each chunk flushed
 //! - `/fetch?url=URL`: GETs URL via `wasi:http/outgoing-handler`; answers
 //!   `fetched STATUS: BODY`, or 502 `fetch error: CODE`
+//! - `/count`: how many requests this instance has handled, this one included (always 1
+//!   unless the host reuses instances)
+//! - `/grow?mib=N`: allocates and touches N MiB, answers `grew N MiB`
 //! - anything else: streams the request body back chunk by chunk, with the
 //!   request's content-type plus `x-echo-method` / `x-echo-path`
 
@@ -20,6 +23,11 @@ use wasip2::http::types::{
 use wasip2::io::poll;
 use wasip2::io::streams::{InputStream, OutputStream, StreamError};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Requests this instance has handled.
+static HANDLED: AtomicU64 = AtomicU64::new(0);
+
 struct Echo;
 
 wasip2::http::proxy::export!(Echo);
@@ -28,6 +36,7 @@ impl Guest for Echo {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
         let path = request.path_with_query().unwrap_or_else(|| "/".to_string());
         let (route, query) = path.split_once('?').unwrap_or((&path, ""));
+        let handled = HANDLED.fetch_add(1, Ordering::Relaxed) + 1;
         match route.rsplit('/').next().unwrap_or("") {
             "trap" => panic!("trap requested by {path}"),
             // Dropping the outparam unset: the host must cope with no response.
@@ -35,6 +44,8 @@ impl Guest for Echo {
             "env" => env(response_out),
             "slow" => slow(response_out),
             "fetch" => fetch(query, response_out),
+            "count" => respond(response_out, 200, format!("{handled}\n").as_bytes()),
+            "grow" => grow(query, response_out),
             _ => echo(&request, &path, response_out),
         }
     }
@@ -93,6 +104,21 @@ fn env(response_out: ResponseOutparam) {
         .collect();
     lines.sort();
     respond(response_out, 200, lines.concat().as_bytes());
+}
+
+/// Allocates `mib` MiB and writes to every page of it, so the memory is really used.
+fn grow(query: &str, response_out: ResponseOutparam) {
+    let mib: usize = query
+        .strip_prefix("mib=")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let mut block = vec![0u8; mib << 20];
+    for page in block.chunks_mut(4096) {
+        page[0] = 1;
+    }
+    let touched: usize = block.iter().step_by(4096).map(|&b| usize::from(b)).sum();
+    let text = format!("grew {} MiB\n", touched * 4096 >> 20);
+    respond(response_out, 200, text.as_bytes());
 }
 
 /// Writes `tick N` five times, sleeping ~200 ms between chunks, flushing each one.
