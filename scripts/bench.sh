@@ -8,7 +8,9 @@
 #   wafer hello-wat   `wafer up` serving target/wasm/hello-wat.wat
 #   wafer hello-rust  `wafer up` serving target/wasm/hello-rust.wasm
 #   wafer http-hello-rust  `wafer up` serving the Rust HTTP component (wasi:http/proxy)
+#   wafer http-hello-rust-reuse  the same with instance_reuse = $BENCH_REUSE
 #   wasmtime-serve    `wasmtime serve` with the same component, if wasmtime is installed
+#   wasmtime-serve-reuse  the same with --max-instance-reuse-count $BENCH_REUSE
 # Then the Go example's first request after each of five restarts of `wafer serve`, and, if it
 # was built, target/release/wafer-bench (in-process timings).
 #
@@ -22,6 +24,7 @@
 #   BENCH_NO_BUILD=1        skip the cargo build and examples/build.sh (use what is built)
 #   BENCH_SERVER_CPU=0 BENCH_CLIENT_CPU=1   CPUs for the servers / for wrk
 #   BENCH_PORT=18090        first port tried; the servers take the first free ports from here
+#   BENCH_REUSE=128         requests per instance in the reuse runs (wasmtime's WASIp3 default)
 #   CARGO_TARGET_DIR        honoured for the Rust binaries; guests are always in target/wasm
 set -euo pipefail
 
@@ -43,11 +46,13 @@ client_cpu="${BENCH_CLIENT_CPU:-1}"
 warmup_seconds=2
 conns_list=(32 1)
 wafer_functions=(hello-wat hello-rust http-hello-rust)
+reuse="${BENCH_REUSE:-128}"
 
 die() { echo "bench.sh: error: $*" >&2; exit 1; }
 log() { echo "bench.sh: $*" >&2; }
 
 [[ "$seconds" =~ ^[1-9][0-9]*$ ]] || die "BENCH_SECONDS must be a positive integer, got '$seconds'"
+[[ "$reuse" =~ ^[1-9][0-9]*$ ]] || die "BENCH_REUSE must be a positive integer, got '$reuse'"
 for tool in cargo curl wrk taskset awk; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed (scripts/setup.sh installs wrk)"
 done
@@ -187,10 +192,12 @@ if [ $want_wafer = 1 ]; then
     m="$(guest_path "$f")"
     printf '[[function]]\nname = %s\nmodule = %s\n\n' "$(toml_str "$f")" "$(toml_str "$m")" >>"$manifest"
   done
+  printf '[[function]]\nname = "http-hello-rust-reuse"\nmodule = %s\nlimits = { instance_reuse = %d }\n\n' \
+    "$(toml_str "$(guest_path http-hello-rust)")" "$reuse" >>"$manifest"
   mkdir -p "$tmp/data"
   start_server wafer "$bin/wafer" up "$manifest" --listen "127.0.0.1:$port" --data "$tmp/data"
   wafer_pid="$started_pid"
-  for f in "${wafer_functions[@]}"; do
+  for f in "${wafer_functions[@]}" http-hello-rust-reuse; do
     wait_ready wafer "$wafer_pid" "http://127.0.0.1:$port/$f"
     bench_targets+=("wafer $f|http://127.0.0.1:$port/$f")
   done
@@ -209,6 +216,11 @@ if [ $want_wafer = 1 ] && [ -n "$wasmtime_bin" ] && [ -x "$wasmtime_bin" ]; then
     "$(guest_path http-hello-rust)"
   wait_ready wasmtime-serve "$started_pid" "http://127.0.0.1:$port/"
   bench_targets+=("wasmtime-serve|http://127.0.0.1:$port/")
+  port="$(free_port)"
+  start_server wasmtime-serve-reuse "$wasmtime_bin" serve -Scli --addr "127.0.0.1:$port" \
+    --max-instance-reuse-count "$reuse" "$(guest_path http-hello-rust)"
+  wait_ready wasmtime-serve-reuse "$started_pid" "http://127.0.0.1:$port/"
+  bench_targets+=("wasmtime-serve-reuse|http://127.0.0.1:$port/")
 else
   log "wasmtime: not installed (set WASMTIME=/path/to/wasmtime); wasmtime serve is not measured"
 fi
@@ -259,7 +271,7 @@ git_rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 cpu_model="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)"
 json_str() { local s="${1//\\/\\\\}"; s="${s//\"/\\\"}"; printf '"%s"' "$s"; }
 
-declare -A native_rps=() wasmtime_rps=() wafer_http_rps=()
+declare -A native_rps=() rps_of=() # rps_of["label|conns"]
 rows=()
 failed=0
 for conns in "${conns_list[@]}"; do
@@ -283,13 +295,12 @@ for conns in "${conns_list[@]}"; do
       failed=1
     fi
     [ "$label" = native ] && native_rps[$conns]="$rps"
-    [ "$label" = wasmtime-serve ] && wasmtime_rps[$conns]="$rps"
+    rps_of["$label|$conns"]="$rps"
     ratio=null
     base="${native_rps[$conns]:-null}"
     if [ "$rps" != null ] && [ "$base" != null ]; then
       ratio="$(awk -v a="$rps" -v b="$base" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "null" }')"
     fi
-    [ "$label" = "wafer http-hello-rust" ] && wafer_http_rps[$conns]="$rps"
     rows+=("$label|$conns|$rps|$p50|$p99|$ratio|$errors")
     printf '{"ts":%s,"git_rev":%s,"cpu":%s,"target":%s,"url":%s,"connections":%d,"seconds":%d,"rps":%s,"p50_ms":%s,"p99_ms":%s,"ratio_to_native":%s,"requests":%s,"errors":%s}\n' \
       "$(json_str "$run_ts")" "$(json_str "$git_rev")" "$(json_str "$cpu_model")" \
@@ -304,21 +315,25 @@ stop_servers
 echo
 echo "Wafer benchmark: ${seconds}s per run (after a ${warmup_seconds}s warm-up), wrk -t1 on CPU $client_cpu, servers on CPU $server_cpu"
 echo "CPU: ${cpu_model:-unknown}; git $git_rev; load before measuring: $load1"
-printf '%-22s %5s %12s %9s %9s %9s %7s\n' target conns rps "p50 ms" "p99 ms" "x native" errors
+printf '%-28s %5s %12s %9s %9s %9s %7s\n' target conns rps "p50 ms" "p99 ms" "x native" errors
 fmt_num() { # <value> <printf format>
   if [ "$1" = null ]; then printf '%s' "n/a"; else awk -v v="$1" -v f="$2" 'BEGIN { printf f, v }'; fi
 }
 for r in "${rows[@]}"; do
   IFS='|' read -r label conns rps p50 p99 ratio errors <<<"$r"
-  printf '%-22s %5s %12s %9s %9s %9s %7s\n' "$label" "$conns" \
+  printf '%-28s %5s %12s %9s %9s %9s %7s\n' "$label" "$conns" \
     "$(fmt_num "$rps" '%.0f')" "$(fmt_num "$p50" '%.3f')" "$(fmt_num "$p99" '%.3f')" \
     "$(fmt_num "$ratio" '%.3f')" "$errors"
 done
 for conns in "${conns_list[@]}"; do
-  a="${wafer_http_rps[$conns]:-null}" b="${wasmtime_rps[$conns]:-null}"
-  if [ "$a" != null ] && [ "$b" != null ]; then
-    echo "http-hello-rust at c$conns: wafer / wasmtime serve = $(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", a / b }')"
-  fi
+  for pair in "http-hello-rust|wasmtime-serve|fresh instances" \
+    "http-hello-rust-reuse|wasmtime-serve-reuse|instance reuse $reuse"; do
+    IFS='|' read -r ours theirs what <<<"$pair"
+    a="${rps_of["wafer $ours|$conns"]:-null}" b="${rps_of["$theirs|$conns"]:-null}"
+    if [ "$a" != null ] && [ "$b" != null ]; then
+      echo "http-hello-rust at c$conns, $what: wafer / wasmtime serve = $(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", a / b }')"
+    fi
+  done
 done
 echo "results: ${results#"$root"/}; raw wrk output: ${out_dir#"$root"/}/wrk-*.txt"
 

@@ -118,19 +118,32 @@ fn traps_missing_responses_and_limits_cost_only_their_request() {
 #[test]
 fn memory_limit_costs_only_its_request() {
     let server = Server::start();
-    deploy(&server, "grow", "http-echo-rust.wasm", &["--memory", "16MiB"]);
+    deploy(
+        &server,
+        "grow",
+        "http-echo-rust.wasm",
+        &["--memory", "16MiB"],
+    );
     let response = server.get("/grow/grow?mib=64");
     assert_eq!(response.status(), 500);
     let text = response.text().unwrap();
     assert!(text.contains("memory"), "{text}");
-    assert_eq!(server.get("/grow/grow?mib=4").text().unwrap(), "grew 4 MiB\n");
+    assert_eq!(
+        server.get("/grow/grow?mib=4").text().unwrap(),
+        "grew 4 MiB\n"
+    );
 }
 
 #[test]
 fn instance_reuse_is_opt_in_bounded_and_skips_failed_instances() {
     let server = Server::start();
     deploy(&server, "fresh", "http-echo-rust.wasm", &[]);
-    deploy(&server, "reused", "http-echo-rust.wasm", &["--instance-reuse", "3"]);
+    deploy(
+        &server,
+        "reused",
+        "http-echo-rust.wasm",
+        &["--instance-reuse", "3"],
+    );
     let count = |function: &str| -> u32 {
         let response = server.get(&format!("/{function}/count"));
         assert_eq!(response.status(), 200, "{function}");
@@ -160,7 +173,10 @@ fn instance_reuse_is_opt_in_bounded_and_skips_failed_instances() {
     ]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("instance_reuse = 3 is for HTTP components"), "{stderr}");
+    assert!(
+        stderr.contains("instance_reuse = 3 is for HTTP components"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -238,4 +254,26 @@ fn python_and_javascript_components_are_compiled_once() {
         eprintln!("first request to {path} after the restart: {first:?}");
     }
     assert_eq!(mtimes(&artifacts), before, "artifacts changed: recompiled");
+
+    // With instance reuse (a new version, the same compiled artifact): Python components are
+    // reused; JavaScript ones, which keep resources open past their handler, quietly get
+    // fresh instances. Either way every request is answered.
+    deploy(
+        &server,
+        "py",
+        "http-hello-py.wasm",
+        &["--instance-reuse", "3"],
+    );
+    deploy(
+        &server,
+        "js",
+        "http-hello-js.wasm",
+        &["--instance-reuse", "3"],
+    );
+    for _ in 0..4 {
+        let text = server.get("/py").text().unwrap();
+        assert_eq!(text, "Hello from a Python component!\n");
+        let text = server.get("/js").text().unwrap();
+        assert_eq!(text, "Hello from a JavaScript component!\n");
+    }
 }

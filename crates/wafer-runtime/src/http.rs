@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -267,10 +268,18 @@ impl HttpComponent {
         store.set_epoch_deadline(1);
 
         let (sender, receiver) = tokio::sync::oneshot::channel();
+        // With a pool, whether the guest answered decides whether its instance may be reused.
+        let answered = pool.map(|_| Arc::new(AtomicBool::new(false)));
         let prepared = (|| -> wasmtime::Result<_> {
             let mut http = store.data_mut().http();
             let request = http.new_incoming_request(Scheme::Http, request)?;
-            let out = http.new_response_outparam(sender)?;
+            let out = match answered.clone() {
+                Some(answered) => http.new_response_outparam_from_callback(move |response| {
+                    answered.store(true, Ordering::Relaxed);
+                    let _ = sender.send(response);
+                })?,
+                None => http.new_response_outparam(sender)?,
+            };
             Ok((request, out))
         })();
         let pre = self.pre.clone();
@@ -296,9 +305,16 @@ impl HttpComponent {
             };
             let (log, log_truncated) = store.data().hooks.log.drain();
             let result = match (outcome, pool) {
-                // Only an instance whose handler returned is fit to serve again.
                 (Ok(proxy), Some(pool)) => {
-                    pool.put(store, proxy, uses + 1);
+                    // Fit to serve again: the handler returned, answered, and left nothing
+                    // behind (a body it never finished would keep the client waiting).
+                    let answered = answered.is_some_and(|a| a.load(Ordering::Relaxed));
+                    let left_open = !store.data().table.is_empty();
+                    if answered && !left_open {
+                        pool.put(store, proxy, uses + 1);
+                    } else {
+                        tracing::debug!(answered, left_open, "instance not reused");
+                    }
                     Ok(())
                 }
                 (outcome, _) => outcome.map(drop),
