@@ -356,31 +356,30 @@ fn bad_deploys_and_modules() {
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
         assert!(err.message().contains("metadata"));
-        let limits = Limits {
-            memory: "lots".into(),
-            ..Default::default()
-        };
-        let err = deploy(&server, &mut client, "bad", b"(module)", Some(limits))
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::InvalidArgument);
-        assert!(
-            err.message().contains("invalid deploy parameters"),
-            "{err:?}"
-        );
-        // Instance reuse reaches the registry, which keeps it to HTTP components.
-        let limits = Limits {
-            instance_reuse: 5,
-            ..Default::default()
-        };
-        let err = deploy(&server, &mut client, "bad", b"(module)", Some(limits))
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::InvalidArgument);
-        assert!(
-            err.message().contains("instance_reuse = 5 is for HTTP components"),
-            "{err:?}"
-        );
+        // Bad limits, and instance reuse (which the registry keeps to HTTP components).
+        let bad_limits = [
+            (
+                Limits {
+                    memory: "lots".into(),
+                    ..Default::default()
+                },
+                "invalid deploy parameters",
+            ),
+            (
+                Limits {
+                    instance_reuse: 5,
+                    ..Default::default()
+                },
+                "instance_reuse = 5 is for HTTP components",
+            ),
+        ];
+        for (limits, message) in bad_limits {
+            let err = deploy(&server, &mut client, "bad", b"(module)", Some(limits))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), Code::InvalidArgument);
+            assert!(err.message().contains(message), "{err:?}");
+        }
 
         // A module whose stored bytes no longer match their digest is reported, not returned.
         let module = std::fs::read(built("exports-c.wasm")).unwrap();
