@@ -8,19 +8,15 @@
 //! response gets `500`/`504` and a log line; a failure after the response has started ends
 //! the body early and is logged.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 
 use axum::body::Body;
 use axum::response::Response;
 use http::Request;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use tokio::task::{JoinError, JoinHandle};
 use wafer_registry::{Admission, Function};
-use wafer_runtime::{Finished, HttpComponent, HttpOptions};
+use wafer_runtime::{Done, Finished, HttpComponent, HttpOptions};
 
 use crate::error::Error;
 use crate::App;
@@ -65,9 +61,9 @@ impl App {
                 // The guest runs on while the body streams; its log and its slot are released
                 // when it is done.
                 let (logs, id) = (self.logs.clone(), request_id.to_owned());
-                let finish = move |finished: Result<Finished, JoinError>| {
+                let finish = move |finished: Option<Finished>| {
                     drop(admission);
-                    if let Ok(finished) = finished {
+                    if let Some(finished) = finished {
                         logs.append(&name, &id, &finished.log);
                         if let Err(fault) = finished.result {
                             let line = format!("the response body was cut short: {fault}");
@@ -76,34 +72,26 @@ impl App {
                         }
                     }
                 };
-                let mut done = handled.done;
-                match finished_now(&mut done) {
-                    Some(finished) => finish(finished),
-                    None => drop(tokio::spawn(async move { finish(done.await) })),
+                match handled.done {
+                    Done::Ended(finished) => finish(Some(finished)),
+                    Done::Running(task) => {
+                        drop(tokio::spawn(async move { finish(task.await.ok()) }))
+                    }
                 }
                 Ok(response.map(Body::new))
             }
             Err(unanswered) => {
-                let finished = handled.done.await;
+                let finished = handled.done.wait().await;
                 drop(admission);
                 let fault = match finished {
-                    Ok(finished) => {
+                    Some(finished) => {
                         self.logs.append(&name, request_id, &finished.log);
                         finished.result.err().unwrap_or(unanswered)
                     }
-                    Err(_) => unanswered,
+                    None => unanswered,
                 };
                 Err(Error::Guest { name, fault })
             }
         }
-    }
-}
-
-/// The guest's run, if it has already ended: a short handler has usually written its whole
-/// body by the time its response is picked up, and then needs no task to wait for it.
-fn finished_now(done: &mut JoinHandle<Finished>) -> Option<Result<Finished, JoinError>> {
-    match Pin::new(done).poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(finished) => Some(finished),
-        Poll::Pending => None,
     }
 }

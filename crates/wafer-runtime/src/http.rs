@@ -12,6 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -230,8 +231,26 @@ impl WasiHttpHooks for Hooks {
 pub struct Handled {
     /// The response the guest set, or why there is none (a trap, a timeout, no response).
     pub response: Result<http::Response<HyperOutgoingBody>, Fault>,
-    /// Resolves when the instance is done: how the run ended, and what it logged.
-    pub done: tokio::task::JoinHandle<Finished>,
+    /// The guest's run: how it ended, and what it logged.
+    pub done: Done,
+}
+
+/// The guest's run after the response was handed back.
+pub enum Done {
+    /// It had already ended (the usual case for a short handler).
+    Ended(Finished),
+    /// It goes on in this task, writing the body.
+    Running(tokio::task::JoinHandle<Finished>),
+}
+
+impl Done {
+    /// Waits for the run to end; `None` if its task panicked.
+    pub async fn wait(self) -> Option<Finished> {
+        match self {
+            Done::Ended(finished) => Some(finished),
+            Done::Running(task) => task.await.ok(),
+        }
+    }
 }
 
 /// How a request's instance ended.
@@ -284,7 +303,7 @@ impl HttpComponent {
         })();
         let pre = self.pre.clone();
         let pool = pool.cloned();
-        let done = tokio::spawn(async move {
+        let mut run: Pin<Box<dyn Future<Output = Finished> + Send>> = Box::pin(async move {
             let run = async {
                 let (request, out) = prepared?;
                 let proxy = match proxy {
@@ -325,14 +344,30 @@ impl HttpComponent {
                 log_truncated,
             }
         });
-        let response = match receiver.await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(code)) => Err(Fault::Trap(format!(
+        // The guest runs here until it sets the response or ends. One still writing its body
+        // then goes on in a task of its own; a short handler has ended by then and needs none.
+        let mut receiver = receiver;
+        let first = std::future::poll_fn(|cx| {
+            if let Poll::Ready(answer) = Pin::new(&mut receiver).poll(cx) {
+                return Poll::Ready(Ok(answer));
+            }
+            run.as_mut().poll(cx).map(Err)
+        })
+        .await;
+        let (answer, done) = match first {
+            Ok(answer) => (answer.ok(), Done::Running(tokio::spawn(run))),
+            // Over: the response was set during the run, or never will be (the outparam went
+            // with the guest's resources).
+            Err(finished) => (receiver.try_recv().ok(), Done::Ended(finished)),
+        };
+        let response = match answer {
+            Some(Ok(response)) => Ok(response),
+            Some(Err(code)) => Err(Fault::Trap(format!(
                 "the component answered with an error instead of a response: {code:?}"
             ))),
             // The outparam was dropped unset: the run ended (trapped, timed out, or returned
             // without a response).
-            Err(_) => Err(Fault::Trap(
+            None => Err(Fault::Trap(
                 "the component returned without setting a response".into(),
             )),
         };
