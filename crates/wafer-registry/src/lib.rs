@@ -425,7 +425,6 @@ impl Registry {
     }
 }
 
-/// A service needs an address to listen on, and only a service gets one.
 /// Refuses a configuration that does not fit the program: a service without an address to
 /// listen on, an address for something that is not a service, instance reuse for anything
 /// but an HTTP component.

@@ -58,7 +58,7 @@ pub struct HttpComponent {
 
 /// How long an instance kept for reuse may sit idle before it is dropped (its memory and
 /// its slot in the instance pool freed).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Instances of one function version kept between requests: the opt-in instance-reuse mode.
 ///
@@ -67,7 +67,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Instantiation is skipped, but whatever the guest leaves in its memory, globals or
 /// environment is seen by the requests that follow: reuse trades isolation between requests
 /// for speed. At most as many instances exist as the function's concurrency limit allows;
-/// idle ones are dropped after [`IDLE_TIMEOUT`].
+/// idle ones are dropped after 10 seconds.
 pub struct InstancePool {
     max_uses: u32,
     idle: Mutex<Idle>,
@@ -95,11 +95,6 @@ impl InstancePool {
             max_uses,
             idle: Mutex::default(),
         })
-    }
-
-    /// How many instances are idle now.
-    pub fn idle(&self) -> usize {
-        self.lock().instances.len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
@@ -286,7 +281,7 @@ impl HttpComponent {
         store.data_mut().deadline = Instant::now() + limits.timeout;
         store.set_epoch_deadline(1);
 
-        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let (sender, mut receiver) = tokio::sync::oneshot::channel();
         // With a pool, whether the guest answered decides whether its instance may be reused.
         let answered = pool.map(|_| Arc::new(AtomicBool::new(false)));
         let prepared = (|| -> wasmtime::Result<_> {
@@ -346,7 +341,6 @@ impl HttpComponent {
         });
         // The guest runs here until it sets the response or ends. One still writing its body
         // then goes on in a task of its own; a short handler has ended by then and needs none.
-        let mut receiver = receiver;
         let first = std::future::poll_fn(|cx| {
             if let Poll::Ready(answer) = Pin::new(&mut receiver).poll(cx) {
                 return Poll::Ready(Ok(answer));

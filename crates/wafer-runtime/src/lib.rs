@@ -84,7 +84,6 @@ pub use engine::{Compiled, Runtime, RuntimeConfig};
 pub use error::{CompileError, Fault, RuntimeError};
 pub use http::{
     Done, Finished, Handled, HttpComponent, HttpCtx, HttpOptions, InstancePool, Outbound,
-    IDLE_TIMEOUT,
 };
 pub use limits::Limits;
 pub use program::{Abi, CgiOutput, CgiRequest, CommandOptions, GuestCtx, Inputs, Program};

@@ -443,11 +443,12 @@ impl Program {
             Err(Fault::Trap(_)) if stdout.overflowed() => Err(Fault::OutputTooLarge(limits.stdout)),
             result => result,
         };
+        let (log, log_truncated) = log.drain();
         CgiOutput {
             exit,
             stdout: stdout.take(),
-            log_truncated: log.overflowed(),
-            log: log.take(),
+            log,
+            log_truncated,
         }
     }
 
