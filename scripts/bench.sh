@@ -12,7 +12,10 @@
 #   wasmtime-serve    `wasmtime serve` with the same component, if wasmtime is installed
 #   wasmtime-serve-reuse  the same with --max-instance-reuse-count $BENCH_REUSE
 # Then the Go example's first request after each of five restarts of `wafer serve`, and, if it
-# was built, target/release/wafer-bench (in-process timings).
+# was built, target/<profile>/wafer-bench (in-process timings).
+#
+# Everything Rust is built with the `dist` profile (fat LTO, see Cargo.toml), the native
+# reference included, so both sides get the same compiler treatment.
 #
 # Output: a table on stdout, the same rows as JSON lines in target/bench/results.jsonl
 # (overwritten each run), and the raw wrk outputs in target/bench/wrk-<target>-c<N>.txt.
@@ -22,6 +25,7 @@
 #   BENCH_SECONDS=10        length of each measured wrk run (warm-up is always 2 s)
 #   BENCH_TARGETS="native wafer"   which servers to measure (e.g. "native" alone)
 #   BENCH_NO_BUILD=1        skip the cargo build and examples/build.sh (use what is built)
+#   BENCH_PROFILE=dist      the cargo profile to build and run (`release` builds faster)
 #   BENCH_SERVER_CPU=0 BENCH_CLIENT_CPU=1   CPUs for the servers / for wrk
 #   BENCH_PORT=18090        first port tried; the servers take the first free ports from here
 #   BENCH_REUSE=128         requests per instance in the reuse runs (wasmtime's WASIp3 default)
@@ -34,7 +38,8 @@ if [ -n "${CARGO_TARGET_DIR:-}" ]; then
 else
   target_dir="$root/target"
 fi
-bin="$target_dir/release"
+profile="${BENCH_PROFILE:-dist}"
+bin="$target_dir/$profile"
 wasm_dir="$root/target/wasm"
 out_dir="$root/target/bench"
 cd "$root"
@@ -102,8 +107,8 @@ if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
   if [ -f bench/Cargo.toml ] && grep -Eq '^[[:space:]]*name[[:space:]]*=[[:space:]]*"wafer-bench"' bench/Cargo.toml; then
     pkgs+=(-p wafer-bench)
   fi
-  log "building: cargo build --release ${pkgs[*]}"
-  cargo build --release "${pkgs[@]}"
+  log "building: cargo build --profile $profile ${pkgs[*]}"
+  cargo build --profile "$profile" "${pkgs[@]}"
   if [ $want_wafer = 1 ]; then
     log "building guests: bash examples/build.sh"
     bash examples/build.sh
@@ -313,7 +318,7 @@ stop_servers
 
 # --- report ---------------------------------------------------------------------------
 echo
-echo "Wafer benchmark: ${seconds}s per run (after a ${warmup_seconds}s warm-up), wrk -t1 on CPU $client_cpu, servers on CPU $server_cpu"
+echo "Wafer benchmark ($profile build): ${seconds}s per run (after a ${warmup_seconds}s warm-up), wrk -t1 on CPU $client_cpu, servers on CPU $server_cpu"
 echo "CPU: ${cpu_model:-unknown}; git $git_rev; load before measuring: $load1"
 printf '%-28s %5s %12s %9s %9s %9s %7s\n' target conns rps "p50 ms" "p99 ms" "x native" errors
 fmt_num() { # <value> <printf format>
