@@ -21,22 +21,9 @@ fn assert_hello(server: &Server) {
     assert!(response.text().unwrap().contains("Hello from WAT!"));
 }
 
-/// The function's log lines joined into one lowercase string.
+/// The function's last 50 log lines joined into one lowercase string.
 fn logs(server: &Server, name: &str) -> String {
-    let response = server
-        .admin(Method::GET, &format!("functions/{name}/logs?tail=50"))
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let lines: serde_json::Value = response.json().unwrap();
-    lines
-        .as_array()
-        .expect("logs are a JSON array")
-        .iter()
-        .map(|line| line["text"].as_str().unwrap_or_default().to_owned())
-        .collect::<Vec<_>>()
-        .join("\n")
-        .to_lowercase()
+    logs_tail(server, name, 50).to_lowercase()
 }
 
 /// Polls the logs briefly (they may be written just after the response).
@@ -165,4 +152,45 @@ fn concurrency_limit_queues_then_503_with_retry_after() {
         "the running one times out: {results:?}"
     );
     assert_hello(&server);
+}
+
+#[test]
+fn log_limit_cuts_stderr_and_log_calls_and_the_call_carries_on() {
+    let server = Server::start();
+    deploy_hello(&server);
+    server.deploy("logflood", &guest("logflood.wat"), &[("stderr", "1KiB")]);
+    let response = server.get("/logflood/");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().unwrap(), "done\n");
+    // 1,000 lines of 50 bytes each way; 1 KiB keeps 20 whole lines and part of the 21st.
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = logs_tail(&server, "logflood", 500);
+        if text.matches("[log truncated at").count() == 2 {
+            break;
+        }
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let count = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
+    assert_eq!(count("host line"), 21, "{text}");
+    assert_eq!(count("stderr line"), 21, "{text}");
+    assert_eq!(text.matches("[log truncated at").count(), 2, "{text}");
+    assert_hello(&server);
+}
+
+/// The last `tail` log lines of `name`, joined by newlines.
+fn logs_tail(server: &Server, name: &str, tail: usize) -> String {
+    let response = server
+        .admin(Method::GET, &format!("functions/{name}/logs?tail={tail}"))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let lines: serde_json::Value = response.json().unwrap();
+    lines
+        .as_array()
+        .expect("logs are a JSON array")
+        .iter()
+        .map(|line| line["text"].as_str().unwrap_or_default().to_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -8,7 +8,7 @@
 //!   `text/plain`, one bytes/string argument. `?returns=string|bytes` reads the result as a
 //!   buffer the guest returned; the default is numbers, answered as JSON.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -96,6 +96,34 @@ pub(crate) struct ServerHost {
     pub(crate) request_id: String,
     /// When the guest call must end; capabilities give up by then.
     pub(crate) deadline: Instant,
+    /// Bytes the guest may still log with `log` calls in this call (its `stderr` limit), or
+    /// `None` once the limit cut the log.
+    pub(crate) log_left: Mutex<Option<u64>>,
+}
+
+impl ServerHost {
+    /// Keeps a `log` line within the call's `stderr` limit; past it, the rest of the line is
+    /// dropped, a `[log truncated at ...]` line is logged once, and later lines are dropped.
+    fn log(&self, line: &[u8]) {
+        let name = self.function.name.as_str();
+        let mut left = self.log_left.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(bytes) = *left else { return };
+        match bytes.checked_sub(line.len() as u64) {
+            Some(rest) => {
+                *left = Some(rest);
+                self.logs.append(name, &self.request_id, line);
+            }
+            None => {
+                *left = None;
+                // `bytes` < `line.len()`, so it fits in a usize.
+                self.logs
+                    .append(name, &self.request_id, &line[..bytes as usize]);
+                let limit = self.function.config.limits.stderr;
+                let note = format!("[log truncated at {limit}]");
+                self.logs.append(name, &self.request_id, note.as_bytes());
+            }
+        }
+    }
 }
 
 impl HostCalls for ServerHost {
@@ -105,8 +133,7 @@ impl HostCalls for ServerHost {
                 "" | "info" => call.payload.to_vec(),
                 level => [format!("[{level}] ").as_bytes(), call.payload].concat(),
             };
-            self.logs
-                .append(self.function.name.as_str(), &self.request_id, &line);
+            self.log(&line);
             return Box::pin(std::future::ready(Ok(Vec::new())));
         }
         Box::pin(async move {

@@ -44,7 +44,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -236,6 +236,7 @@ impl App {
                 function: function.clone(),
                 request_id: request_id.to_owned(),
                 deadline: std::time::Instant::now() + config.limits.timeout,
+                log_left: Mutex::new(Some(config.limits.stderr.as_u64())),
             }) as Arc<dyn wafer_runtime::HostCalls>
         });
         let dirs = config.grants.dirs.iter().map(|d| d.preopen()).collect();
