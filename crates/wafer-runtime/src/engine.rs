@@ -236,6 +236,10 @@ impl Runtime {
     }
 
     fn prepare(&self, module: Module) -> Result<Program, CompileError> {
+        // Map the memory image now rather than in the first request.
+        module
+            .initialize_copy_on_write_image()
+            .map_err(|e| CompileError::Link(format!("{e:#}")))?;
         let pre = self
             .linker
             .instantiate_pre(&module)
