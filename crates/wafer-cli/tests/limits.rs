@@ -21,22 +21,31 @@ fn assert_hello(server: &Server) {
     assert!(response.text().unwrap().contains("Hello from WAT!"));
 }
 
-/// The function's last 50 log lines joined into one lowercase string.
-fn logs(server: &Server, name: &str) -> String {
-    logs_tail(server, name, 50).to_lowercase()
-}
-
-/// Polls the logs briefly (they may be written just after the response).
-fn assert_logged(server: &Server, name: &str, needles: &[&str]) {
+/// The last `tail` log lines of `name`, joined by newlines, once `ready` accepts them or
+/// after about a second (they may be written just after the response).
+fn wait_for_logs(server: &Server, name: &str, tail: usize, ready: impl Fn(&str) -> bool) -> String {
     let mut text = String::new();
     for _ in 0..50 {
-        text = logs(server, name);
-        if needles.iter().any(|needle| text.contains(needle)) {
-            return;
+        text = logs_tail(server, name, tail);
+        if ready(&text) {
+            break;
         }
         thread::sleep(std::time::Duration::from_millis(20));
     }
-    panic!("logs of {name} mention none of {needles:?}:\n{text}");
+    text
+}
+
+/// Polls the last 50 log lines until one of `needles` shows (case-insensitively).
+fn assert_logged(server: &Server, name: &str, needles: &[&str]) {
+    let found = |text: &str| {
+        let text = text.to_lowercase();
+        needles.iter().any(|needle| text.contains(needle))
+    };
+    let text = wait_for_logs(server, name, 50, found);
+    assert!(
+        found(&text),
+        "logs of {name} mention none of {needles:?}:\n{text}"
+    );
 }
 
 #[test]
@@ -163,14 +172,9 @@ fn log_limit_cuts_stderr_and_log_calls_and_the_call_carries_on() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().unwrap(), "done\n");
     // 1,000 lines of 50 bytes each way; 1 KiB keeps 20 whole lines and part of the 21st.
-    let mut text = String::new();
-    for _ in 0..50 {
-        text = logs_tail(&server, "logflood", 500);
-        if text.matches("[log truncated at").count() == 2 {
-            break;
-        }
-        thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let text = wait_for_logs(&server, "logflood", 500, |text| {
+        text.matches("[log truncated at").count() == 2
+    });
     let count = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
     assert_eq!(count("host line"), 21, "{text}");
     assert_eq!(count("stderr line"), 21, "{text}");

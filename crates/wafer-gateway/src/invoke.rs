@@ -105,24 +105,22 @@ impl ServerHost {
     /// Keeps a `log` line within the call's `stderr` limit; past it, the rest of the line is
     /// dropped, a `[log truncated at ...]` line is logged once, and later lines are dropped.
     fn log(&self, line: &[u8]) {
-        let name = self.function.name.as_str();
         let mut left = self.log_left.lock().unwrap_or_else(|e| e.into_inner());
         let Some(bytes) = *left else { return };
-        match bytes.checked_sub(line.len() as u64) {
+        let kept = match bytes.checked_sub(line.len() as u64) {
             Some(rest) => {
                 *left = Some(rest);
-                self.logs.append(name, &self.request_id, line);
+                line
             }
             None => {
                 *left = None;
                 // `bytes` < `line.len()`, so it fits in a usize.
-                self.logs
-                    .append(name, &self.request_id, &line[..bytes as usize]);
-                let limit = self.function.config.limits.stderr;
-                let note = format!("[log truncated at {limit}]");
-                self.logs.append(name, &self.request_id, note.as_bytes());
+                &line[..bytes as usize]
             }
-        }
+        };
+        let cut = left.is_none();
+        self.logs
+            .append_call(&self.function, &self.request_id, kept, cut);
     }
 }
 

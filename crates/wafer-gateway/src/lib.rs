@@ -319,16 +319,6 @@ impl App {
         with_request_id(response, &request_id)
     }
 
-    /// Keeps a call's log lines, noting where the stderr limit cut them.
-    fn append_log(&self, function: &Function, request_id: &str, log: &[u8], truncated: bool) {
-        let name = function.name.as_str();
-        self.logs.append(name, request_id, log);
-        if truncated {
-            let note = format!("[log truncated at {}]", function.config.limits.stderr);
-            self.logs.append(name, request_id, note.as_bytes());
-        }
-    }
-
     /// Runs a waPC operation or a plain export.
     async fn invoke(
         &self,
@@ -341,7 +331,8 @@ impl App {
         let options = self.call_options(function, program, request_id);
         let types = |operation: &str| self.schemas.types(function, operation);
         let (result, log) = invoke::invoke(program, &options, name, call, types).await;
-        self.append_log(function, request_id, &log.text, log.truncated);
+        self.logs
+            .append_call(function, request_id, &log.text, log.truncated);
         result
     }
 }
@@ -360,7 +351,8 @@ impl App {
         let name = function.name.as_str();
         let options = self.call_options(function, program, request_id);
         let output = program.run_cgi(cgi_request, &options).await;
-        self.append_log(function, request_id, &output.log, output.log_truncated);
+        self.logs
+            .append_call(function, request_id, &output.log, output.log_truncated);
         match output.exit {
             Err(fault) => Err(Error::Guest {
                 name: name.to_owned(),

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use serde::Serialize;
+use wafer_registry::Function;
 
 /// Lines kept per function; older lines are dropped first. 1000 lines is a screenful of
 /// history for `wafer logs` at a bounded cost (about 100 KiB per chatty function).
@@ -29,6 +30,23 @@ pub struct LogBook {
 }
 
 impl LogBook {
+    /// Appends what a call of `function` logged and, if its `stderr` limit cut the log, a
+    /// `[log truncated at ...]` line.
+    pub(crate) fn append_call(
+        &self,
+        function: &Function,
+        request_id: &str,
+        text: &[u8],
+        truncated: bool,
+    ) {
+        let name = function.name.as_str();
+        self.append(name, request_id, text);
+        if truncated {
+            let note = format!("[log truncated at {}]", function.config.limits.stderr);
+            self.append(name, request_id, note.as_bytes());
+        }
+    }
+
     /// Appends the lines of `text` (a call's stderr) for `function`.
     pub fn append(&self, function: &str, request_id: &str, text: &[u8]) {
         if text.is_empty() {

@@ -239,7 +239,7 @@ impl Runtime {
         // Map the memory image now rather than in the first request.
         module
             .initialize_copy_on_write_image()
-            .map_err(|e| CompileError::Link(format!("{e:#}")))?;
+            .map_err(|e| CompileError::MemoryImage(format!("{e:#}")))?;
         let pre = self
             .linker
             .instantiate_pre(&module)

@@ -32,6 +32,10 @@ pub enum CompileError {
     /// The module imports something the host does not provide.
     #[error("cannot link module: {0}")]
     Link(String),
+    /// The host could not set up the module's copy-on-write memory image (out of memory or
+    /// file descriptors).
+    #[error("cannot prepare the module's memory image: {0}")]
+    MemoryImage(String),
     /// A cached artifact is unusable (corrupt, or from another engine).
     #[error("unusable compiled artifact: {0}")]
     Artifact(String),
