@@ -11,8 +11,10 @@
 #   wafer http-hello-rust-reuse  the same with instance_reuse = $BENCH_REUSE
 #   wasmtime-serve    `wasmtime serve` with the same component, if wasmtime is installed
 #   wasmtime-serve-reuse  the same with --max-instance-reuse-count $BENCH_REUSE
-# Then the Go example's first request after each of five restarts of `wafer serve`, and, if it
-# was built, target/<profile>/wafer-bench (in-process timings).
+# Then native and the WAT hello again in alternating pairs at 32 connections (the median of
+# their ratios is the headline figure: it is not skewed by the VM's speed drifting between two
+# runs a minute apart), the Go example's first request after each of $BENCH_RESTARTS restarts
+# of `wafer serve`, and, if it was built, target/<profile>/wafer-bench (in-process timings).
 #
 # Everything Rust is built with the `dist` profile (fat LTO, see Cargo.toml), the native
 # reference included, so both sides get the same compiler treatment.
@@ -29,6 +31,9 @@
 #   BENCH_SERVER_CPU=0 BENCH_CLIENT_CPU=1   CPUs for the servers / for wrk
 #   BENCH_PORT=18090        first port tried; the servers take the first free ports from here
 #   BENCH_REUSE=128         requests per instance in the reuse runs (wasmtime's WASIp3 default)
+#   BENCH_PAIRS=5           alternating native / hello-wat pairs at c32 (0: none), see below
+#   BENCH_PAIR_SECONDS=5    length of each measured run in a pair
+#   BENCH_RESTARTS=10       restarts of `wafer serve` to time the Go example's first request
 #   CARGO_TARGET_DIR        honoured for the Rust binaries; guests are always in target/wasm
 set -euo pipefail
 
@@ -52,12 +57,18 @@ warmup_seconds=2
 conns_list=(32 1)
 wafer_functions=(hello-wat hello-rust http-hello-rust)
 reuse="${BENCH_REUSE:-128}"
+pairs="${BENCH_PAIRS:-5}"
+pair_seconds="${BENCH_PAIR_SECONDS:-5}"
+restarts="${BENCH_RESTARTS:-10}"
 
 die() { echo "bench.sh: error: $*" >&2; exit 1; }
 log() { echo "bench.sh: $*" >&2; }
 
 [[ "$seconds" =~ ^[1-9][0-9]*$ ]] || die "BENCH_SECONDS must be a positive integer, got '$seconds'"
 [[ "$reuse" =~ ^[1-9][0-9]*$ ]] || die "BENCH_REUSE must be a positive integer, got '$reuse'"
+[[ "$pairs" =~ ^[0-9]+$ ]] || die "BENCH_PAIRS must be a whole number, got '$pairs'"
+[[ "$pair_seconds" =~ ^[1-9][0-9]*$ ]] || die "BENCH_PAIR_SECONDS must be a positive integer, got '$pair_seconds'"
+[[ "$restarts" =~ ^[1-9][0-9]*$ ]] || die "BENCH_RESTARTS must be a positive integer, got '$restarts'"
 for tool in cargo curl wrk taskset awk; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed (scripts/setup.sh installs wrk)"
 done
@@ -314,6 +325,34 @@ for conns in "${conns_list[@]}"; do
   done
 done
 mv -f -- "$results.tmp" "$results"
+
+# --- alternating pairs ----------------------------------------------------------------
+# This kind of VM drifts in speed by up to a quarter within minutes, so a ratio of two runs
+# taken a minute apart can be off by as much. The headline figure, the WAT hello against
+# native at 32 connections, is therefore measured again in back-to-back pairs (native, then
+# Wafer, each after its own warm-up); the median of the pairs' ratios is the one to quote.
+pair_ratios=()
+url_of() { local t; for t in "${bench_targets[@]}"; do [ "${t%%|*}" = "$1" ] && echo "${t#*|}"; done; return 0; }
+native_url="$(url_of native)" wat_url="$(url_of "wafer hello-wat")"
+if [ "$pairs" -gt 0 ] && [ -n "$native_url" ] && [ -n "$wat_url" ]; then
+  log "alternating pairs: native / wafer hello-wat at c32, $pairs pairs of ${pair_seconds}s each"
+  pair_rps() { # <url> <raw file>: warm up, measure, print rps
+    taskset -c "$client_cpu" wrk -t1 -c32 -d"${warmup_seconds}s" "$1" >/dev/null 2>&1 || true
+    taskset -c "$client_cpu" wrk -t1 -c32 -d"${pair_seconds}s" "$1" >"$2" 2>&1 || true
+    parse_wrk "$2" | cut -d' ' -f1
+  }
+  for i in $(seq "$pairs"); do
+    n="$(pair_rps "$native_url" "$out_dir/wrk-pair$i-native.txt")"
+    w="$(pair_rps "$wat_url" "$out_dir/wrk-pair$i-hello-wat.txt")"
+    if [ "$n" = null ] || [ "$w" = null ]; then
+      log "no result for pair $i (raw output: $out_dir/wrk-pair$i-*.txt)"
+      failed=1
+      continue
+    fi
+    pair_ratios+=("$(awk -v a="$w" -v b="$n" 'BEGIN { printf "%.3f", a / b }')")
+    log "pair $i: native $n rps, hello-wat $w rps, ratio ${pair_ratios[-1]}"
+  done
+fi
 stop_servers
 
 # --- report ---------------------------------------------------------------------------
@@ -340,11 +379,15 @@ for conns in "${conns_list[@]}"; do
     fi
   done
 done
+if [ ${#pair_ratios[@]} -gt 0 ]; then
+  median="$(printf '%s\n' "${pair_ratios[@]}" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')"
+  echo "hello-wat / native at c32 in ${#pair_ratios[@]} alternating pairs: ${pair_ratios[*]}; median $median"
+fi
 echo "results: ${results#"$root"/}; raw wrk output: ${out_dir#"$root"/}/wrk-*.txt"
 
 # --- restart --------------------------------------------------------------------------
 # The Go example's first request after a real restart of `wafer serve`: deploy it once, then
-# five times stop the server (SIGTERM), start it on the same data directory, and time the
+# $restarts times stop the server (SIGTERM), start it on the same data directory, and time the
 # first request once it prints its address. The artifact directory must not change: a
 # restart compiles nothing.
 restart_ms=()
@@ -368,16 +411,16 @@ if [ $want_wafer = 1 ] && go_wasm="$(guest_path hello-go)"; then
   WAFER_DATA="$data" "$bin/wafer" deploy hello-go "$go_wasm" --server "http://127.0.0.1:$port" >/dev/null
   curl -sf -o /dev/null "$url" || die "hello-go does not answer after deploy"
   artifacts_before="$(find "$data/artifacts" -type f -printf '%p %T@\n' | sort)"
-  for _ in 1 2 3 4 5; do
+  for _ in $(seq "$restarts"); do
     stop_servers
     start_go_server
-    t="$(curl -sf -o /dev/null -w '%{time_total}' "$url")" || die "hello-go does not answer after restart"
+    t="$(taskset -c "$client_cpu" curl -sf -o /dev/null -w '%{time_total}' "$url")" || die "hello-go does not answer after restart"
     restart_ms+=("$(awk -v t="$t" 'BEGIN { printf "%.2f", t * 1000 }')")
   done
   stop_servers
   artifacts_after="$(find "$data/artifacts" -type f -printf '%p %T@\n' | sort)"
   echo
-  echo "hello-go, first request after a restart of wafer serve (curl time_total, 5 restarts): ${restart_ms[*]} ms"
+  echo "hello-go, first request after a restart of wafer serve (curl time_total, $restarts restarts): ${restart_ms[*]} ms"
   if [ -n "$artifacts_before" ] && [ "$artifacts_before" = "$artifacts_after" ]; then
     echo "compiled artifacts unchanged across the restarts: nothing was recompiled"
   else
