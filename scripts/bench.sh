@@ -14,7 +14,8 @@
 # Then native and the WAT hello again in alternating pairs at 32 connections (the median of
 # their ratios is the headline figure: it is not skewed by the VM's speed drifting between two
 # runs a minute apart), the Go example's first request after each of $BENCH_RESTARTS restarts
-# of `wafer serve`, and, if it was built, target/<profile>/wafer-bench (in-process timings).
+# of `wafer serve` (with native-hello's first request after its own restarts alongside, the
+# floor), and, if it was built, target/<profile>/wafer-bench (in-process timings).
 #
 # Everything Rust is built with the `dist` profile (fat LTO, see Cargo.toml), the native
 # reference included, so both sides get the same compiler treatment.
@@ -285,6 +286,7 @@ results="$out_dir/results.jsonl"
 run_ts="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 git_rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 cpu_model="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)"
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 json_str() { local s="${1//\\/\\\\}"; s="${s//\"/\\\"}"; printf '"%s"' "$s"; }
 
 declare -A native_rps=() rps_of=() # rps_of["label|conns"]
@@ -380,8 +382,7 @@ for conns in "${conns_list[@]}"; do
   done
 done
 if [ ${#pair_ratios[@]} -gt 0 ]; then
-  median="$(printf '%s\n' "${pair_ratios[@]}" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')"
-  echo "hello-wat / native at c32 in ${#pair_ratios[@]} alternating pairs: ${pair_ratios[*]}; median $median"
+  echo "hello-wat / native at c32 in ${#pair_ratios[@]} alternating pairs: ${pair_ratios[*]}; median $(median "${pair_ratios[@]}")"
 fi
 echo "results: ${results#"$root"/}; raw wrk output: ${out_dir#"$root"/}/wrk-*.txt"
 
@@ -411,16 +412,42 @@ if [ $want_wafer = 1 ] && go_wasm="$(guest_path hello-go)"; then
   WAFER_DATA="$data" "$bin/wafer" deploy hello-go "$go_wasm" --server "http://127.0.0.1:$port" >/dev/null
   curl -sf -o /dev/null "$url" || die "hello-go does not answer after deploy"
   artifacts_before="$(find "$data/artifacts" -type f -printf '%p %T@\n' | sort)"
+  # The floor, measured alongside: native-hello's first request after its own restart
+  # (process start, a new connection, curl), so a slow moment of the VM shows in both.
+  native_port="$(free_port)"
+  start_native_server() {
+    taskset -c "$server_cpu" "$bin/native-hello" "127.0.0.1:$native_port" >"$tmp/restart-native.log" 2>&1 &
+    started_pid=$!
+    server_pids+=("$started_pid")
+    local deadline=$((SECONDS + 30))
+    until grep -q '^listening on ' "$tmp/restart-native.log"; do
+      kill -0 "$started_pid" 2>/dev/null || die "native-hello exited"
+      [ "$SECONDS" -lt "$deadline" ] || die "native-hello did not start within 30 s"
+      sleep 0.01
+    done
+  }
+  first_ms() { # <url>: the time of one request, in ms
+    local t
+    t="$(taskset -c "$client_cpu" curl -sf -o /dev/null -w '%{time_total}' "$1")" || die "$1 does not answer after a restart"
+    awk -v t="$t" 'BEGIN { printf "%.2f", t * 1000 }'
+  }
+  native_restart_ms=()
   for _ in $(seq "$restarts"); do
     stop_servers
     start_go_server
-    t="$(taskset -c "$client_cpu" curl -sf -o /dev/null -w '%{time_total}' "$url")" || die "hello-go does not answer after restart"
-    restart_ms+=("$(awk -v t="$t" 'BEGIN { printf "%.2f", t * 1000 }')")
+    restart_ms+=("$(first_ms "$url")")
+    if [ $want_native = 1 ]; then
+      start_native_server
+      native_restart_ms+=("$(first_ms "http://127.0.0.1:$native_port/")")
+    fi
   done
   stop_servers
   artifacts_after="$(find "$data/artifacts" -type f -printf '%p %T@\n' | sort)"
   echo
-  echo "hello-go, first request after a restart of wafer serve (curl time_total, $restarts restarts): ${restart_ms[*]} ms"
+  echo "hello-go, first request after a restart of wafer serve (curl time_total, $restarts restarts): ${restart_ms[*]} ms; median $(median "${restart_ms[@]}")"
+  if [ ${#native_restart_ms[@]} -gt 0 ]; then
+    echo "native-hello, first request after a restart, alongside: ${native_restart_ms[*]} ms; median $(median "${native_restart_ms[@]}")"
+  fi
   if [ -n "$artifacts_before" ] && [ "$artifacts_before" = "$artifacts_after" ]; then
     echo "compiled artifacts unchanged across the restarts: nothing was recompiled"
   else

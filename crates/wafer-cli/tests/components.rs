@@ -196,15 +196,46 @@ fn outgoing_requests_follow_the_allow_list() {
         .text()
         .unwrap();
     assert_eq!(text, "fetched 200: pong");
-    for (function, url) in [("fetcher", other.url("/x")), ("closed", allowed.url("/y"))] {
+    let not_listed = format!(
+        "denied: http://127.0.0.1:{} is not on this function's allow-list",
+        other.port
+    );
+    for (function, url, why) in [
+        ("fetcher", other.url("/x"), not_listed.as_str()),
+        (
+            "closed",
+            allowed.url("/y"),
+            "denied: this function may not make HTTP requests",
+        ),
+    ] {
         let response = server.get(&format!("/{function}/fetch?url={url}"));
         assert_eq!(response.status(), 502);
         let text = response.text().unwrap();
         assert!(text.contains("HttpRequestDenied"), "{function}: {text}");
         let log = logs(&server, function);
-        assert!(log.contains("denied"), "{function}: {log}");
+        let line = format!("outgoing request to {url} {why}");
+        assert!(log.contains(&line), "{function}: {log}");
     }
-    assert_eq!(allowed.seen().len(), 1);
+    // A name the list gives explicitly (`localhost`) may resolve to loopback: the request
+    // goes out to the address the sender's resolver checked.
+    let named = format!("http://localhost:{}", allowed.port);
+    deploy(&server, "named", "http-echo-rust.wasm", &["--http", &named]);
+    let text = server
+        .get(&format!("/named/fetch?url={named}/named"))
+        .text()
+        .unwrap();
+    assert_eq!(text, "fetched 200: pong");
+    // Redirects are the guest's to follow: an allowed host redirecting to another one hands
+    // the 302 back, and nothing reaches the other host.
+    let redirect = allowed.url(&format!("/redirect?to={}", other.url("/r")));
+    let text = server
+        .get(&format!("/fetcher/fetch?url={redirect}"))
+        .text()
+        .unwrap();
+    assert_eq!(text, "fetched 302: ");
+    let seen = allowed.seen();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen[1].starts_with("GET /named "), "{seen:?}");
     assert!(other.seen().is_empty());
 }
 

@@ -12,14 +12,19 @@
 //! for connection reuse.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use http_body_util::BodyExt;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use wafer_registry::{Function, FunctionName, HttpRule, Scheme};
+use wafer_runtime::{BoxError, OutboundBody, OutboundError};
 
 use crate::{bytes_field, json, put_bytes, unknown_operation, GuestError};
 
@@ -263,7 +268,7 @@ impl Resolve for Resolver {
         let host = name.as_str().to_ascii_lowercase();
         let rules = self.rules.clone();
         Box::pin(async move {
-            match reachable(&rules, &host, 0).await {
+            match reachable(&rules, &host).await {
                 Ok(allowed) => Ok(Box::new(allowed.into_iter()) as Addrs),
                 Err(refused) => Err(Box::new(refused) as _),
             }
@@ -273,10 +278,10 @@ impl Resolve for Resolver {
 
 /// Resolves `host` and keeps the addresses the rules let a function reach: public ones, and
 /// any for a name a rule gives explicitly (`localhost`).
-async fn reachable(rules: &[HttpRule], host: &str, port: u16) -> Result<Vec<SocketAddr>, Refused> {
+async fn reachable(rules: &[HttpRule], host: &str) -> Result<Vec<SocketAddr>, Refused> {
     // Only rules naming this host itself unlock its non-public addresses.
     let named = rules.iter().any(|r| names_host(r, host));
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, 0))
         .await
         .map_err(|e| Refused(format!("cannot resolve {host}: {e}")))?
         .collect();
@@ -297,36 +302,61 @@ async fn reachable(rules: &[HttpRule], host: &str, port: u16) -> Result<Vec<Sock
     Ok(allowed)
 }
 
-/// The allow-list as a policy for HTTP components' `wasi:http/outgoing-handler`: the URL is
-/// checked against the rules, and a name against the addresses it resolves to. (The
-/// component's request then connects on its own, resolving the name again.)
+/// The allow-list as the sender of HTTP components' `wasi:http/outgoing-handler` requests:
+/// the URL is checked against the rules, then the request goes out through the function's
+/// client, whose resolver checks each name's addresses and hands the client only those, so
+/// the addresses checked are the addresses connected to. Redirects come back to the guest.
 pub struct Policy {
     rules: Vec<HttpRule>,
+    client: Result<reqwest::Client, String>,
 }
 
-impl Policy {
-    /// The policy of a function's grants.
-    pub fn new(rules: Vec<HttpRule>) -> Self {
-        Self { rules }
+impl Http {
+    /// The sender for `function`'s components, sharing its client (and connections) with its
+    /// host calls.
+    pub(crate) fn policy(&self, function: &Function) -> Policy {
+        Policy {
+            rules: function.config.grants.http.clone(),
+            client: self.client(function).map_err(|e| e.to_string()),
+        }
     }
 }
 
 impl wafer_runtime::Outbound for Policy {
-    fn check(
+    fn send(
         self: Arc<Self>,
-        uri: http::Uri,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> {
+        request: http::Request<OutboundBody>,
+    ) -> Pin<Box<dyn Future<Output = Result<http::Response<OutboundBody>, OutboundError>> + Send>>
+    {
         Box::pin(async move {
-            let url = Url::parse(&uri.to_string()).map_err(|e| format!("bad URL {uri}: {e}"))?;
-            check_url(&self.rules, &url).map_err(|e| e.to_string())?;
-            if let Some(host) = url.domain() {
-                let port = url.port_or_known_default().unwrap_or(80);
-                reachable(&self.rules, &host.to_ascii_lowercase(), port)
-                    .await
-                    .map_err(|refused| format!("denied: {}", refused.0))?;
-            }
-            Ok(())
+            let uri = request.uri().to_string();
+            let url = Url::parse(&uri)
+                .map_err(|e| OutboundError::Denied(format!("bad URL {uri}: {e}")))?;
+            check_url(&self.rules, &url).map_err(outbound_error)?;
+            let client = self
+                .client
+                .as_ref()
+                .map_err(|e| OutboundError::Failed(e.clone()))?;
+            let (parts, body) = request.into_parts();
+            let body = reqwest::Body::wrap_stream(body.into_data_stream());
+            let request = reqwest::Request::try_from(http::Request::from_parts(parts, body))
+                .map_err(|e| OutboundError::Failed(format!("{uri}: {e}")))?;
+            let response = client
+                .execute(request)
+                .await
+                .map_err(|e| outbound_error(request_error(&url, &e)))?;
+            let response: http::Response<reqwest::Body> = response.into();
+            Ok(response.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
         })
+    }
+}
+
+/// A host-call error as a component's outgoing-request error.
+fn outbound_error(error: GuestError) -> OutboundError {
+    match error {
+        GuestError::Denied(why) => OutboundError::Denied(why),
+        GuestError::Failed(why) => OutboundError::Failed(why),
+        other => OutboundError::Failed(other.to_string()),
     }
 }
 

@@ -155,7 +155,7 @@ impl Capabilities {
 
     /// The outbound HTTP policy of `function`, for HTTP components.
     pub fn outbound(&self, function: &Function) -> Arc<http::Policy> {
-        Arc::new(http::Policy::new(function.config.grants.http.clone()))
+        Arc::new(self.http.policy(function))
     }
 
     /// Pub/sub counters, per subscriber.

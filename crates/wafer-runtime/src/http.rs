@@ -5,8 +5,8 @@
 //! instance reuse ([`InstancePool`]). The request body streams into the guest and the
 //! response body streams out as the guest writes it; the guest keeps running after it has
 //! set the response, until it finishes writing the body. Time and memory limits apply to the
-//! whole of it. Outgoing requests (`wasi:http/outgoing-handler`) go through an [`Outbound`]
-//! policy; without one every outgoing request is denied.
+//! whole of it. Outgoing requests (`wasi:http/outgoing-handler`) go to an [`Outbound`]
+//! sender, which checks and sends them; without one every outgoing request is denied.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,13 +30,35 @@ use crate::limits::Limits;
 use crate::output::{CappedPipe, Overflow};
 use crate::program::{describe_trap, MemoryLimiter};
 
-/// Decides whether a guest may send an outgoing request to `uri`; `Err` says why not.
+/// A request or response body crossing the [`Outbound`] seam.
+pub type OutboundBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// Any error a body or a sender reports.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why an outgoing request got no response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutboundError {
+    /// The policy refused it; the guest sees `HTTP-request-denied`.
+    #[error("denied: {0}")]
+    Denied(String),
+    /// It was allowed but did not complete (connection, TLS, protocol).
+    #[error("failed: {0}")]
+    Failed(String),
+}
+
+/// Sends a guest's outgoing requests, or refuses them.
+///
+/// The sender both checks and connects, so that the address it checked is the address it
+/// connects to: checking a name and then letting another client resolve it again would let
+/// a name that changes its answer in between (DNS rebinding) reach what the check refused.
 pub trait Outbound: Send + Sync {
-    /// Checks one request (and, for a name, the addresses it resolves to).
-    fn check(
+    /// Sends one request (an absolute URI, the guest's headers and body) and returns the
+    /// response, its body still streaming. Redirects are the guest's to follow.
+    fn send(
         self: Arc<Self>,
-        uri: http::Uri,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+        request: http::Request<OutboundBody>,
+    ) -> Pin<Box<dyn Future<Output = Result<http::Response<OutboundBody>, OutboundError>> + Send>>;
 }
 
 /// How to handle one request: the guest's environment, its limits, its outbound policy.
@@ -181,8 +203,9 @@ impl WasiHttpView for HttpCtx {
     }
 }
 
-/// Outgoing requests: checked by the policy, then sent as `wasmtime serve` sends them. A
-/// refusal is logged with its reason; the guest sees `HTTP-request-denied`.
+/// Outgoing requests: handed to the function's [`Outbound`] sender, which checks and sends
+/// them. A refusal or failure is logged with its reason; the guest sees
+/// `HTTP-request-denied` or an internal error.
 struct Hooks {
     outbound: Option<Arc<dyn Outbound>>,
     log: CappedPipe,
@@ -202,21 +225,53 @@ impl WasiHttpHooks for Hooks {
     ) -> Box<dyn Future<Output = SendResult> + Send> {
         drop(fut);
         let (outbound, log) = (self.outbound.clone(), self.log.clone());
+        // The guest's connect and first-byte timeouts bound the wait for the response head;
+        // the call's own timeout bounds everything.
+        let head_timeout = options.and_then(|o| match (o.connect_timeout, o.first_byte_timeout) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or_default() + b.unwrap_or_default()),
+        });
         Box::new(async move {
-            let verdict = match outbound {
-                Some(policy) => policy.check(request.uri().clone()).await,
-                None => Err("this function may not make HTTP requests".to_owned()),
+            let uri = request.uri().clone();
+            let refuse = |why: &OutboundError| {
+                log.append(format!("outgoing request to {uri} {why}\n").as_bytes());
             };
-            if let Err(why) = verdict {
-                let line = format!("outgoing request to {} denied: {why}\n", request.uri());
-                log.append(line.as_bytes());
+            let Some(outbound) = outbound else {
+                refuse(&OutboundError::Denied(
+                    "this function may not make HTTP requests".into(),
+                ));
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+            };
+            let request =
+                request.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync());
+            let send = outbound.send(request);
+            let result = match head_timeout {
+                Some(limit) => match tokio::time::timeout(limit, send).await {
+                    Ok(result) => result,
+                    Err(_) => return Err(wasmtime_wasi_http::Error::ConnectionReadTimeout),
+                },
+                None => send.await,
+            };
+            match result {
+                Ok(response) => Ok((
+                    response.map(|body| {
+                        body.map_err(|e| {
+                            wasmtime_wasi_http::Error::InternalError(Some(e.to_string()))
+                        })
+                        .boxed_unsync()
+                    }),
+                    Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
+                )),
+                Err(why) => {
+                    refuse(&why);
+                    Err(match why {
+                        OutboundError::Denied(_) => wasmtime_wasi_http::Error::HttpRequestDenied,
+                        OutboundError::Failed(message) => {
+                            wasmtime_wasi_http::Error::InternalError(Some(message))
+                        }
+                    })
+                }
             }
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
         })
     }
 }

@@ -83,7 +83,8 @@ pub use call::{
 pub use engine::{Compiled, Runtime, RuntimeConfig};
 pub use error::{CompileError, Fault, RuntimeError};
 pub use http::{
-    Done, Finished, Handled, HttpComponent, HttpCtx, HttpOptions, InstancePool, Outbound,
+    BoxError, Done, Finished, Handled, HttpComponent, HttpCtx, HttpOptions, InstancePool, Outbound,
+    OutboundBody, OutboundError,
 };
 pub use limits::Limits;
 pub use program::{Abi, CgiOutput, CgiRequest, CommandOptions, GuestCtx, Inputs, Program};
