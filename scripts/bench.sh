@@ -396,17 +396,18 @@ if [ $want_wafer = 1 ] && go_wasm="$(guest_path hello-go)"; then
   data="$tmp/restart-data"
   port="$(free_port)"
   url="http://127.0.0.1:$port/hello-go"
-  start_go_server() {
-    taskset -c "$server_cpu" "$bin/wafer" serve --listen "127.0.0.1:$port" --data "$data" \
-      >"$tmp/restart.log" 2>&1 &
-    started_pid=$!
-    server_pids+=("$started_pid")
+  # wait_listening <name>: waits (30 s) until the server started last prints its address.
+  wait_listening() {
     local deadline=$((SECONDS + 30))
-    until grep -q '^listening on ' "$tmp/restart.log"; do
-      kill -0 "$started_pid" 2>/dev/null || { sed 's/^/    /' "$tmp/restart.log" >&2; die "wafer serve exited"; }
-      [ "$SECONDS" -lt "$deadline" ] || die "wafer serve did not start within 30 s"
+    until grep -q '^listening on ' "$tmp/$1.log"; do
+      kill -0 "$started_pid" 2>/dev/null || { sed 's/^/    /' "$tmp/$1.log" >&2; die "$1 exited"; }
+      [ "$SECONDS" -lt "$deadline" ] || die "$1 did not start within 30 s"
       sleep 0.01
     done
+  }
+  start_go_server() {
+    start_server restart "$bin/wafer" serve --listen "127.0.0.1:$port" --data "$data"
+    wait_listening restart
   }
   start_go_server
   WAFER_DATA="$data" "$bin/wafer" deploy hello-go "$go_wasm" --server "http://127.0.0.1:$port" >/dev/null
@@ -416,15 +417,8 @@ if [ $want_wafer = 1 ] && go_wasm="$(guest_path hello-go)"; then
   # (process start, a new connection, curl), so a slow moment of the VM shows in both.
   native_port="$(free_port)"
   start_native_server() {
-    taskset -c "$server_cpu" "$bin/native-hello" "127.0.0.1:$native_port" >"$tmp/restart-native.log" 2>&1 &
-    started_pid=$!
-    server_pids+=("$started_pid")
-    local deadline=$((SECONDS + 30))
-    until grep -q '^listening on ' "$tmp/restart-native.log"; do
-      kill -0 "$started_pid" 2>/dev/null || die "native-hello exited"
-      [ "$SECONDS" -lt "$deadline" ] || die "native-hello did not start within 30 s"
-      sleep 0.01
-    done
+    start_server restart-native "$bin/native-hello" "127.0.0.1:$native_port"
+    wait_listening restart-native
   }
   first_ms() { # <url>: the time of one request, in ms
     local t

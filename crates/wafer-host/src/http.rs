@@ -307,19 +307,8 @@ async fn reachable(rules: &[HttpRule], host: &str) -> Result<Vec<SocketAddr>, Re
 /// client, whose resolver checks each name's addresses and hands the client only those, so
 /// the addresses checked are the addresses connected to. Redirects come back to the guest.
 pub struct Policy {
-    rules: Vec<HttpRule>,
-    client: Result<reqwest::Client, String>,
-}
-
-impl Http {
-    /// The sender for `function`'s components, sharing its client (and connections) with its
-    /// host calls.
-    pub(crate) fn policy(&self, function: &Function) -> Policy {
-        Policy {
-            rules: function.config.grants.http.clone(),
-            client: self.client(function).map_err(|e| e.to_string()),
-        }
-    }
+    pub(crate) http: Arc<Http>,
+    pub(crate) function: Arc<Function>,
 }
 
 impl wafer_runtime::Outbound for Policy {
@@ -332,11 +321,8 @@ impl wafer_runtime::Outbound for Policy {
             let uri = request.uri().to_string();
             let url = Url::parse(&uri)
                 .map_err(|e| OutboundError::Denied(format!("bad URL {uri}: {e}")))?;
-            check_url(&self.rules, &url).map_err(outbound_error)?;
-            let client = self
-                .client
-                .as_ref()
-                .map_err(|e| OutboundError::Failed(e.clone()))?;
+            check_url(&self.function.config.grants.http, &url).map_err(outbound_error)?;
+            let client = self.http.client(&self.function).map_err(outbound_error)?;
             let (parts, body) = request.into_parts();
             let body = reqwest::Body::wrap_stream(body.into_data_stream());
             let request = reqwest::Request::try_from(http::Request::from_parts(parts, body))

@@ -79,7 +79,7 @@ pub struct OpenError {
 /// The server-wide state behind every function's capabilities.
 pub struct Capabilities {
     kv: kv::Kv,
-    http: http::Http,
+    http: Arc<http::Http>,
     broker: pubsub::Broker,
 }
 
@@ -94,7 +94,7 @@ impl Capabilities {
         })?;
         Ok(Arc::new(Self {
             kv,
-            http: http::Http::default(),
+            http: Arc::default(),
             broker: pubsub::Broker::new(registry),
         }))
     }
@@ -154,8 +154,11 @@ impl Capabilities {
     }
 
     /// The outbound HTTP policy of `function`, for HTTP components.
-    pub fn outbound(&self, function: &Function) -> Arc<http::Policy> {
-        Arc::new(self.http.policy(function))
+    pub fn outbound(&self, function: &Arc<Function>) -> Arc<http::Policy> {
+        Arc::new(http::Policy {
+            http: self.http.clone(),
+            function: function.clone(),
+        })
     }
 
     /// Pub/sub counters, per subscriber.
