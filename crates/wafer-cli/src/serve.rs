@@ -24,6 +24,83 @@ pub(crate) struct ServeArgs {
     listen: SocketAddr,
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Server-wide connection limits (docs/limits.md).
+#[derive(clap::Args)]
+struct LimitArgs {
+    /// Connections open at once; more wait in the kernel's accept queue. Lowered to fit the
+    /// process's file descriptor limit if need be.
+    #[arg(long, env = "WAFER_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Time a connection has to send a complete request head (first byte included).
+    #[arg(long, env = "WAFER_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    header_timeout: Duration,
+    /// Time a connection may stay open with no request running.
+    #[arg(long, env = "WAFER_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Time an admitted call's request body has to arrive (then `408`).
+    #[arg(long, env = "WAFER_BODY_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    body_timeout: Duration,
+    /// Largest request head in bytes (then `431`); at least 8 KiB.
+    #[arg(long, env = "WAFER_MAX_HEADER_BYTES", default_value_t = 64 << 10)]
+    max_header_bytes: usize,
+}
+
+/// File descriptors kept for everything but client connections: the registry, key-value
+/// stores, outbound requests, services.
+const RESERVED_FDS: u64 = 256;
+
+impl LimitArgs {
+    /// The gateway's settings, checked: contradictory values fail before a socket is bound.
+    fn config(&self) -> anyhow::Result<wafer_gateway::ServeConfig> {
+        for (flag, value) in [
+            ("--header-timeout", self.header_timeout),
+            ("--idle-timeout", self.idle_timeout),
+            ("--body-timeout", self.body_timeout),
+        ] {
+            anyhow::ensure!(!value.is_zero(), "{flag} must be more than zero");
+        }
+        anyhow::ensure!(
+            self.max_connections > 0,
+            "--max-connections must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_header_bytes >= 8 << 10,
+            "--max-header-bytes must be at least 8192 (HTTP/1.1 needs that much buffer)"
+        );
+        Ok(wafer_gateway::ServeConfig {
+            max_connections: fit_descriptors(self.max_connections),
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            body_timeout: self.body_timeout,
+            max_header_bytes: self.max_header_bytes,
+        })
+    }
+}
+
+/// Raises the soft file descriptor limit to the hard one (the usual soft limit, 1024, is far
+/// below what a server with thousands of connections needs), and lowers `max_connections`
+/// to what the limit allows, with a warning.
+fn fit_descriptors(max_connections: usize) -> usize {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!("cannot read or raise the file descriptor limit: {e}");
+            return max_connections;
+        }
+    };
+    let fits = usize::try_from(limit.saturating_sub(RESERVED_FDS).max(1)).unwrap_or(usize::MAX);
+    if fits < max_connections {
+        tracing::warn!(
+            "the file descriptor limit is {limit}: serving at most {fits} connections at once \
+             instead of {max_connections} (raise `ulimit -Hn` for more)"
+        );
+        return fits;
+    }
+    max_connections
 }
 
 /// Options of `wafer up`.
@@ -41,6 +118,7 @@ pub(crate) struct UpArgs {
 
 /// The server's parts, started in order: engine, registry, listener.
 struct Server {
+    config: wafer_gateway::ServeConfig,
     registry: Arc<Registry>,
     caps: Arc<wafer_host::Capabilities>,
     token: String,
@@ -49,6 +127,7 @@ struct Server {
 
 impl Server {
     async fn start(args: &ServeArgs) -> anyhow::Result<Self> {
+        let config = args.limits.config()?;
         let runtime = Runtime::new(&RuntimeConfig::default())?;
         let data = args.data.data.clone();
         let (registry, caps, token) = tokio::task::spawn_blocking(move || {
@@ -62,6 +141,7 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         Ok(Self {
+            config,
             registry,
             caps,
             token,
@@ -84,7 +164,7 @@ impl Server {
             "admin token: {} (or set WAFER_TOKEN)",
             data.join("admin-token").display()
         );
-        let app = App::new(self.registry, self.caps, self.token, local);
+        let app = App::new(self.registry, self.caps, self.token, local, self.config);
         wafer_gateway::serve(self.listener, app, shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())

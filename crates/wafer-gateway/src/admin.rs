@@ -93,8 +93,10 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(Error::from)
 }
 
-async fn list(_: Admin, State(app): State<Arc<App>>) -> Json<Value> {
-    Json(serde_json::to_value(app.registry.list()).unwrap_or_default())
+async fn list(_: Admin, State(app): State<Arc<App>>) -> Result<Json<Value>, Error> {
+    let registry = app.registry.clone();
+    let list = blocking(move || Ok(registry.list())).await?;
+    Ok(Json(serde_json::to_value(list).unwrap_or_default()))
 }
 
 async fn describe(
@@ -102,7 +104,8 @@ async fn describe(
     State(app): State<Arc<App>>,
     Path(raw): Path<String>,
 ) -> Result<Response, Error> {
-    let record = app.registry.get(&name(&raw)?)?;
+    let (registry, name) = (app.registry.clone(), name(&raw)?);
+    let record = blocking(move || registry.get(&name)).await?;
     Ok(Json(record).into_response())
 }
 
@@ -153,9 +156,13 @@ impl Upload {
             .get(header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"multipart/form-data"));
         if !multipart {
-            let module = Bytes::from_request(request, &())
-                .await
-                .map_err(|e| Error::BadBody(e.body_text()))?;
+            let module = Bytes::from_request(request, &()).await.map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    too_large()
+                } else {
+                    Error::BadBody(e.body_text())
+                }
+            })?;
             return Ok(Self {
                 module,
                 proto: None,
@@ -178,10 +185,13 @@ impl Upload {
             .map_err(|e| Error::BadRequest(e.body_text()))?
         {
             let part = field.name().unwrap_or("").to_owned();
-            let bytes = field
-                .bytes()
-                .await
-                .map_err(|e| Error::BadRequest(e.body_text()))?;
+            let bytes = field.bytes().await.map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    too_large()
+                } else {
+                    Error::BadRequest(e.body_text())
+                }
+            })?;
             match part.as_str() {
                 "module" => upload.module = bytes,
                 "proto" => {
@@ -205,6 +215,11 @@ impl Upload {
         }
         Ok(upload)
     }
+}
+
+/// An upload past [`MAX_UPLOAD`]: `413`, like a function's body past its limit.
+fn too_large() -> Error {
+    Error::BodyTooLarge(wafer_runtime::ByteSize::b(MAX_UPLOAD as u64))
 }
 
 /// The schema of a protobuf-described function, from a `.proto` or a descriptor set and
@@ -367,7 +382,9 @@ async fn logs(
     Query(q): Query<LogQuery>,
 ) -> Result<Response, Error> {
     let name = name(&raw)?;
-    app.registry.get(&name)?;
+    if app.registry.function(&name).is_none() {
+        return Err(wafer_registry::RegistryError::NotFound(name.to_string()).into());
+    }
     Ok(Json(app.logs.tail(name.as_str(), q.tail.unwrap_or(100))).into_response())
 }
 

@@ -11,17 +11,54 @@ use percent_encoding::percent_decode_str;
 use wafer_registry::Resolved;
 use wafer_runtime::{CgiRequest, Inputs};
 
+use crate::error::Error;
+
 /// What the server tells the guest about itself.
 pub(crate) const SERVER_SOFTWARE: &str = concat!("Wafer/", env!("CARGO_PKG_VERSION"));
 
-/// Request headers never passed to the guest: credentials stay with the server, and a
-/// `Proxy` header must not become `HTTP_PROXY` (the "httpoxy" attack on CGI programs).
+/// Request headers never passed to the guest: credentials stay with the server, a `Proxy`
+/// header must not become `HTTP_PROXY` (the "httpoxy" attack on CGI programs), and a name
+/// with `_` is dropped because `X_Remote_User` and `X-Remote-User` would both become
+/// `HTTP_X_REMOTE_USER`: a client could pose as a header a proxy in front sets (nginx and
+/// Apache drop them too).
 fn is_withheld(name: &HeaderName) -> bool {
-    name == header::AUTHORIZATION || name == header::PROXY_AUTHORIZATION || name.as_str() == "proxy"
+    name == header::AUTHORIZATION
+        || name == header::PROXY_AUTHORIZATION
+        || name.as_str() == "proxy"
+        || name.as_str().contains('_')
+}
+
+/// The authentication scheme of an `Authorization` header, for `AUTH_TYPE`: only a scheme
+/// the IANA registry lists, so that a header holding a bare secret (`Authorization: s3cret`)
+/// does not hand the secret to the guest.
+fn auth_scheme(value: &str) -> &'static str {
+    const SCHEMES: [&str; 12] = [
+        "Basic",
+        "Bearer",
+        "Digest",
+        "DPoP",
+        "GNAP",
+        "HOBA",
+        "Mutual",
+        "Negotiate",
+        "OAuth",
+        "PrivateToken",
+        "SCRAM-SHA-256",
+        "vapid",
+    ];
+    let Some((scheme, _credentials)) = value.trim_start().split_once(' ') else {
+        return "";
+    };
+    SCHEMES
+        .iter()
+        .find(|s| s.eq_ignore_ascii_case(scheme))
+        .copied()
+        .unwrap_or("")
 }
 
 /// Builds the CGI request: the environment and argv, as far as the program can read them
-/// (`inputs`), and the body as stdin.
+/// (`inputs`), and the body as stdin. A path or query that decodes to a NUL byte is refused:
+/// neither the environment nor argv can carry one.
 pub(crate) fn request(
     parts: &Parts,
     body: Bytes,
@@ -29,13 +66,24 @@ pub(crate) fn request(
     local: SocketAddr,
     resolved: &Resolved,
     inputs: Inputs,
-) -> CgiRequest {
+) -> Result<CgiRequest, Error> {
+    let nul = |what: &str| {
+        Err(Error::BadRequest(format!(
+            "the request's {what} decodes to a NUL byte (%00), which CGI cannot pass"
+        )))
+    };
+    if percent_decode_str(&parts.uri.path()[resolved.script_name_len..]).any(|b| b == 0) {
+        return nul("path");
+    }
     let raw_path = parts.uri.path();
     let script_name = &raw_path[..resolved.script_name_len];
     let query = parts.uri.query().unwrap_or("");
     let args = if inputs.args {
         let mut args = vec![script_name.to_owned()];
         args.extend(form_urlencoded::parse(query.as_bytes()).map(|(k, v)| format!("{k}={v}")));
+        if args.iter().any(|a| a.contains('\0')) {
+            return nul("query");
+        }
         args
     } else {
         Vec::new()
@@ -45,11 +93,11 @@ pub(crate) fn request(
     } else {
         Vec::new()
     };
-    CgiRequest {
+    Ok(CgiRequest {
         args,
         env,
         stdin: body,
-    }
+    })
 }
 
 /// The CGI environment of a request: RFC 3875 and WAGI variables, the headers as `HTTP_*`,
@@ -85,16 +133,14 @@ fn environment(
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_whitespace().next())
-        .unwrap_or("")
-        .to_owned();
+        .map_or("", auth_scheme);
     let method = parts.method.as_str();
     let remote_ip = peer.ip().to_string();
 
     let mut env: Vec<(String, String)> =
         Vec::with_capacity(32 + parts.headers.keys_len() + function.config.env.len());
     let mut set = |k: &str, v: String| env.push((k.to_owned(), v));
-    set("AUTH_TYPE", auth_type);
+    set("AUTH_TYPE", auth_type.to_owned());
     set("CONTENT_LENGTH", content_length.to_string());
     set("CONTENT_TYPE", content_type);
     set("GATEWAY_INTERFACE", "CGI/1.1".into());
@@ -204,8 +250,8 @@ pub(crate) fn parse_output(stdout: Bytes) -> Result<Output, String> {
         let Some((name, value)) = split_header(line) else {
             if is_cgi {
                 return Err(format!(
-                    "malformed CGI header line {:?}: expected `Name: value` or an empty line ending the headers",
-                    String::from_utf8_lossy(line)
+                    "malformed CGI header line {}: expected `Name: value` or an empty line ending the headers",
+                    excerpt(line)
                 ));
             }
             return Ok(raw(stdout));
@@ -216,13 +262,9 @@ pub(crate) fn parse_output(stdout: Bytes) -> Result<Output, String> {
             is_cgi = true;
         } else {
             let name = HeaderName::from_bytes(name)
-                .map_err(|_| format!("invalid header name {:?}", String::from_utf8_lossy(name)))?;
-            let header_value = HeaderValue::from_bytes(value).map_err(|_| {
-                format!(
-                    "invalid value for header `{name}`: {:?}",
-                    String::from_utf8_lossy(value)
-                )
-            })?;
+                .map_err(|_| format!("invalid header name {}", excerpt(name)))?;
+            let header_value = HeaderValue::from_bytes(value)
+                .map_err(|_| format!("invalid value for header `{name}`: {}", excerpt(value)))?;
             if name == header::LOCATION {
                 location = true;
             }
@@ -278,21 +320,38 @@ fn split_header(line: &[u8]) -> Option<(&[u8], &[u8])> {
     (!name.is_empty() && name.iter().all(is_token)).then(|| (name, &line[colon + 1..]))
 }
 
-/// `Status: 404 Not Found` -> 404. The reason phrase is not kept.
+/// `Status: 404 Not Found` -> 404. The reason phrase is not kept. A final response has a
+/// code from 200 to 599: an informational `1xx` cannot end a CGI response.
 fn parse_status(value: &[u8]) -> Result<StatusCode, String> {
     let code = value.split(|&b| b == b' ').next().unwrap_or_default();
     std::str::from_utf8(code)
         .ok()
         .filter(|c| c.len() == 3)
         .and_then(|c| c.parse::<u16>().ok())
-        .filter(|c| (100..=599).contains(c))
+        .filter(|c| (200..=599).contains(c))
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or_else(|| {
             format!(
-                "invalid Status {:?}: expected a code from 100 to 599",
-                String::from_utf8_lossy(value)
+                "invalid Status {}: expected a code from 200 to 599",
+                excerpt(value)
             )
         })
+}
+
+/// Most bytes of guest-written text quoted in an error message (which goes to the client
+/// and into the function's log): enough to recognise the line, not a 16 MiB echo.
+const EXCERPT: usize = 200;
+
+/// Guest-controlled bytes quoted for a message: escaped, and cut to [`EXCERPT`] bytes with a
+/// note of the full length.
+pub(crate) fn excerpt(bytes: &[u8]) -> String {
+    let shown = &bytes[..bytes.len().min(EXCERPT)];
+    let quoted = format!("{:?}", String::from_utf8_lossy(shown));
+    if shown.len() < bytes.len() {
+        format!("{quoted}... ({} bytes in all)", bytes.len())
+    } else {
+        quoted
+    }
 }
 
 /// Headers that describe one connection rather than the response; the server sets its own.
@@ -359,9 +418,41 @@ mod tests {
     fn malformed_blocks_are_errors() {
         assert!(parse("Status: abc\n\n").is_err());
         assert!(parse("Status: 99\n\n").is_err());
+        assert!(parse("Status: 101 Switching Protocols\n\n").is_err());
+        assert!(parse("Status: 100\n\n").is_err());
         assert!(parse("Content-Type: text/plain\nnot a header\n\nbody").is_err());
         assert!(parse("Content-Type: text/pl\x01ain\n\n").is_err());
         assert!(parse("Content-Type: text/plain").is_err());
+    }
+
+    #[test]
+    fn guest_text_in_errors_is_excerpted() {
+        let long = format!("Content-Type: text/plain\n{}\n\n", "x".repeat(1 << 20));
+        let error = parse(&long).unwrap_err();
+        assert!(error.len() < 400, "{} bytes", error.len());
+        assert!(error.ends_with("... (1048576 bytes in all): expected `Name: value` or an empty line ending the headers"), "{error}");
+    }
+
+    #[test]
+    fn auth_type_is_a_known_scheme_or_nothing() {
+        assert_eq!(auth_scheme("Basic dXNlcjpwdw=="), "Basic");
+        assert_eq!(auth_scheme("bearer abc"), "Bearer");
+        assert_eq!(auth_scheme("s3cret"), "");
+        assert_eq!(auth_scheme("s3cret and more"), "");
+        assert_eq!(auth_scheme("Basic"), "");
+    }
+
+    #[test]
+    fn headers_with_underscores_are_withheld() {
+        for name in [
+            "x_remote_user",
+            "authorization",
+            "proxy",
+            "proxy-authorization",
+        ] {
+            assert!(is_withheld(&HeaderName::from_static(name)), "{name}");
+        }
+        assert!(!is_withheld(&HeaderName::from_static("x-remote-user")));
     }
 
     #[test]

@@ -61,13 +61,14 @@ impl App {
                 // The guest runs on while the body streams; its log and its slot are released
                 // when it is done.
                 let (logs, id) = (self.logs.clone(), request_id.to_owned());
+                let function = function.clone();
                 let finish = move |finished: Option<Finished>| {
                     drop(admission);
                     if let Some(finished) = finished {
-                        logs.append(&name, &id, &finished.log);
+                        logs.append_call(&function, &id, &finished.log, finished.log_truncated);
                         if let Err(fault) = finished.result {
                             let line = format!("the response body was cut short: {fault}");
-                            logs.append(&name, &id, line.as_bytes());
+                            logs.note(&name, &id, &line);
                             tracing::warn!(request_id = id, "function `{name}`: {line}");
                         }
                     }
@@ -85,7 +86,12 @@ impl App {
                 drop(admission);
                 let fault = match finished {
                     Some(finished) => {
-                        self.logs.append(&name, request_id, &finished.log);
+                        self.logs.append_call(
+                            function,
+                            request_id,
+                            &finished.log,
+                            finished.log_truncated,
+                        );
                         finished.result.err().unwrap_or(unanswered)
                     }
                     None => unanswered,

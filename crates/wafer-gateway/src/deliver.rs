@@ -79,7 +79,7 @@ impl App {
                 let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
                 let inputs = program.inputs();
                 let mut request =
-                    crate::cgi::request(&parts, message.body, peer, self.local, &resolved, inputs);
+                    crate::cgi::request(&parts, message.body, peer, self.local, &resolved, inputs)?;
                 if inputs.env {
                     request.env.push(("WAFER_TOPIC".to_owned(), message.topic));
                 }

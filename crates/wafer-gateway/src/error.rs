@@ -27,6 +27,9 @@ pub enum Error {
     /// The request body is larger than the function accepts.
     #[error("request body is larger than the limit of {0}")]
     BodyTooLarge(ByteSize),
+    /// The request body did not arrive within the server's body timeout.
+    #[error("the request body did not arrive within {}", humantime::format_duration(*.0))]
+    BodyTimeout(std::time::Duration),
     /// The request body could not be read.
     #[error("cannot read the request body: {0}")]
     BadBody(String),
@@ -97,6 +100,7 @@ impl Error {
             Error::Unavailable { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::BadBody(_) | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Guest { fault, .. } => fault_status(fault),
             Error::NoOperation(_) | Error::Service { .. } => StatusCode::NOT_FOUND,

@@ -223,10 +223,10 @@ impl Wafer for Service {
     }
 
     async fn list(&self, _: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
-        let functions = self
-            .app
-            .registry
-            .list()
+        let registry = self.app.registry.clone();
+        let functions = blocking(move || Ok(registry.list()))
+            .await
+            .map_err(status)?
             .into_iter()
             .map(|f| FunctionSummary {
                 name: f.name.to_string(),
@@ -244,7 +244,10 @@ impl Wafer for Service {
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<FunctionRecord>, Status> {
         let name = function_name(&request.into_inner().name)?;
-        let record = self.app.registry.get(&name).map_err(|e| status(e.into()))?;
+        let registry = self.app.registry.clone();
+        let record = blocking(move || registry.get(&name))
+            .await
+            .map_err(status)?;
         Ok(Response::new(FunctionRecord {
             name: record.name.to_string(),
             active: record.active,

@@ -15,7 +15,7 @@
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use std::sync::Arc;
-//! use wafer_gateway::{serve, App};
+//! use wafer_gateway::{serve, App, ServeConfig};
 //! use wafer_registry::Registry;
 //! use wafer_runtime::{Runtime, RuntimeConfig};
 //!
@@ -23,7 +23,8 @@
 //! let registry = Arc::new(Registry::open(".wafer".as_ref(), runtime)?);
 //! let caps = wafer_host::Capabilities::open(".wafer".as_ref(), registry.clone())?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! let app = App::new(registry, caps, "secret-token".into(), listener.local_addr()?);
+//! let local = listener.local_addr()?;
+//! let app = App::new(registry, caps, "secret-token".into(), local, ServeConfig::default());
 //! serve(listener, app, tokio::signal::ctrl_c()).await?;
 //! # Ok(()) }
 //! ```
@@ -38,6 +39,7 @@ mod grpc;
 mod invoke;
 mod logs;
 mod schema;
+mod server;
 mod services;
 
 use std::convert::Infallible;
@@ -54,9 +56,6 @@ use http::{header, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use invoke::{Answer, Call, ServerHost};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
@@ -67,8 +66,9 @@ use wafer_runtime::{Abi, CallOptions};
 pub use admin::MAX_UPLOAD;
 pub use error::Error;
 pub use grpc::proto;
+pub use server::ServeConfig;
 
-pub use logs::{LogBook, LogLine, LINES_KEPT};
+pub use logs::{LogBook, LogLine, BYTES_KEPT, LINES_KEPT, LINE_MAX};
 
 /// The schema of a protobuf-described function from `.proto` source and
 /// `OPERATION=INPUT:OUTPUT` specs (as `wafer up` reads them from a manifest), checked.
@@ -94,18 +94,20 @@ pub struct App {
     logs: Arc<LogBook>,
     schemas: schema::Schemas,
     local: SocketAddr,
+    config: ServeConfig,
     requests: AtomicU64,
 }
 
 impl App {
     /// State for a gateway serving `registry` with the host capabilities `caps`, with `token`
-    /// guarding the admin API, listening on `local`. The app delivers the messages `caps`
-    /// publishes to subscribed functions.
+    /// guarding the admin API, listening on `local` within the limits of `config`. The app
+    /// delivers the messages `caps` publishes to subscribed functions.
     pub fn new(
         registry: Arc<Registry>,
         caps: Arc<Capabilities>,
         token: String,
         local: SocketAddr,
+        config: ServeConfig,
     ) -> Arc<Self> {
         let app = Arc::new(Self {
             registry,
@@ -114,6 +116,7 @@ impl App {
             logs: Arc::default(),
             schemas: schema::Schemas::default(),
             local,
+            config,
             requests: AtomicU64::new(first_request_id()),
         });
         let deliver: Arc<dyn Deliver> = app.clone();
@@ -196,7 +199,7 @@ impl App {
             }),
             Abi::Cgi => {
                 let inputs = program.inputs();
-                let request = cgi::request(&parts, body, peer, self.local, &resolved, inputs);
+                let request = cgi::request(&parts, body, peer, self.local, &resolved, inputs)?;
                 let head = parts.method == Method::HEAD;
                 self.call_cgi(function, program, request, head, &request_id)
                     .await
@@ -282,14 +285,25 @@ impl App {
         (result, request_id)
     }
 
-    /// Reads the body within the function's limit, then waits for a free instance slot.
+    /// Waits for a free instance slot, then reads the body within the function's size limit
+    /// and the server's body timeout. Admission comes first so that the bodies held in
+    /// memory are bounded by the calls that can run (`max_concurrency` x `request_body` per
+    /// function), not by the connections that send them.
     async fn admit<B>(&self, function: &Function, body: B) -> Result<(Bytes, Admission), Error>
     where
         B: hyper::body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let body = read_body(body, function.config.limits.request_body.as_u64()).await?;
-        Ok((body, self.admission(function).await?))
+        let limit = function.config.limits.request_body.as_u64();
+        if hyper::body::Body::size_hint(&body).lower() > limit {
+            return Err(Error::BodyTooLarge(wafer_runtime::ByteSize::b(limit)));
+        }
+        let admission = self.admission(function).await?;
+        let timeout = self.config.body_timeout;
+        let body = tokio::time::timeout(timeout, read_body(body, limit))
+            .await
+            .map_err(|_| Error::BodyTimeout(timeout))??;
+        Ok((body, admission))
     }
 
     /// Waits for a free instance slot of `function`.
@@ -305,8 +319,7 @@ impl App {
     }
 
     fn log_failure(&self, name: &str, request_id: &str, error: &Error) {
-        self.logs
-            .append(name, request_id, error.to_string().as_bytes());
+        self.logs.note(name, request_id, &error.to_string());
         tracing::warn!(request_id, "{error}");
     }
 
@@ -459,14 +472,14 @@ fn respond(out: cgi::Output, head: bool) -> Response {
     response
 }
 
-/// Serves HTTP on `listener` until `shutdown` completes, then lets requests in flight finish
-/// (up to ten seconds).
+/// Serves HTTP on `listener` until `shutdown` completes, within the connection limits of
+/// the app's [`ServeConfig`], then lets requests in flight finish (up to ten seconds).
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = impl Sized>,
 ) -> std::io::Result<()> {
-    let graceful = GracefulShutdown::new();
+    let config = app.config;
     // Services run while the server does.
     let _services = services::Supervisor::start(app.clone());
     let routers = Arc::new(Routers {
@@ -475,44 +488,59 @@ pub async fn serve(
     });
     // HTTP/1.1 for function calls and the admin API; HTTP/2 as well, for gRPC (and any
     // client that prefers it).
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
-    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(config.builder());
+    let slots = server::Slots::new(config.max_connections);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut backoff = server::Backoff::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+        let accepted = async {
+            let slot = slots.take().await;
+            (slot, listener.accept().await)
+        };
+        let (slot, (stream, peer)) = tokio::select! {
+            (slot, accepted) = accepted => match accepted {
+                Ok(accepted) => {
+                    backoff.succeeded();
+                    (slot, accepted)
+                }
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    drop(slot);
+                    backoff.failed(&e).await;
                     continue;
                 }
             },
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let (app, routers) = (app.clone(), routers.clone());
-        let service = service_fn(move |request| {
-            let (app, routers) = (app.clone(), routers.clone());
-            async move { Ok::<_, Infallible>(app.handle(&routers, request, peer).await) }
-        });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let (app, routers, builder) = (app.clone(), routers.clone(), builder.clone());
+        let stopped = stopped.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
+            let _slot = slot;
+            let activity = Arc::new(server::Activity::default());
+            let io = server::Tracked::new(stream, activity.clone());
+            let requests = activity.clone();
+            let service = service_fn(move |request| {
+                let (app, routers) = (app.clone(), routers.clone());
+                let running = requests.request();
+                async move {
+                    let response = app.handle(&routers, request, peer).await;
+                    drop(running);
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            let connection = builder.serve_connection(io, service);
+            let connection = std::pin::pin!(connection);
+            server::watch(connection, &activity, &config, stopped, |c| {
+                c.graceful_shutdown()
+            })
+            .await;
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+    let _ = stop.send(true);
+    // Every connection holds a slot until it closes: all slots back means all closed.
+    if tokio::time::timeout(SHUTDOWN_GRACE, slots.all_closed())
         .await
         .is_err()
     {

@@ -1,5 +1,6 @@
 //! Function logs: the lines a function's calls wrote to stderr or through log imports, and the
-//! faults that ended them, each tagged with its request id. Kept in memory per function.
+//! faults that ended them, each tagged with its request id. Kept in memory per function,
+//! bounded in lines and bytes.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -9,8 +10,21 @@ use serde::Serialize;
 use wafer_registry::Function;
 
 /// Lines kept per function; older lines are dropped first. 1000 lines is a screenful of
-/// history for `wafer logs` at a bounded cost (about 100 KiB per chatty function).
+/// history for `wafer logs`.
 pub const LINES_KEPT: usize = 1000;
+
+/// Bytes of log text kept per function (besides [`LINES_KEPT`]): a guest that logs long lines
+/// costs the server at most this much. Default 1 MiB.
+pub const BYTES_KEPT: usize = 1 << 20;
+
+/// Longest line kept; the rest of a longer line is cut, with a note of its length.
+pub const LINE_MAX: usize = 16 << 10;
+
+/// The gateway's own notes on a function's failed calls (bad requests, faults) are kept
+/// apart from what the guest logged, in a smaller ring: a caller who sends bad requests fills
+/// this one, and cannot push the guest's lines out.
+const NOTES_KEPT: usize = 100;
+const NOTE_BYTES_KEPT: usize = 64 << 10;
 
 /// One log line.
 #[derive(Debug, Clone, Serialize)]
@@ -21,12 +35,50 @@ pub struct LogLine {
     pub request_id: String,
     /// The line, without its newline.
     pub text: String,
+    /// Order of writing, across both rings of a function.
+    #[serde(skip)]
+    seq: u64,
+}
+
+/// Lines within a count and a byte budget; the oldest go first.
+#[derive(Default)]
+struct Ring {
+    lines: VecDeque<LogLine>,
+    bytes: usize,
+}
+
+impl Ring {
+    fn push(&mut self, line: LogLine, max_lines: usize, max_bytes: usize) {
+        self.bytes += line.text.len();
+        self.lines.push_back(line);
+        while self.lines.len() > max_lines || self.bytes > max_bytes {
+            match self.lines.pop_front() {
+                Some(old) => self.bytes -= old.text.len(),
+                None => break,
+            }
+        }
+    }
+}
+
+/// What one function logged, and what the gateway noted about its calls.
+#[derive(Default)]
+struct FunctionLog {
+    guest: Ring,
+    notes: Ring,
+    seq: u64,
 }
 
 /// The recent log lines of every function.
 #[derive(Default)]
 pub struct LogBook {
-    functions: Mutex<HashMap<String, VecDeque<LogLine>>>,
+    functions: Mutex<HashMap<String, FunctionLog>>,
+}
+
+/// Which ring a line goes to.
+#[derive(Clone, Copy)]
+enum Source {
+    Guest,
+    Gateway,
 }
 
 impl LogBook {
@@ -49,36 +101,54 @@ impl LogBook {
 
     /// Appends the lines of `text` (a call's stderr) for `function`.
     pub fn append(&self, function: &str, request_id: &str, text: &[u8]) {
+        self.write(Source::Guest, function, request_id, text);
+    }
+
+    /// Notes why a call of `function` failed, apart from the guest's own lines.
+    pub(crate) fn note(&self, function: &str, request_id: &str, text: &str) {
+        self.write(Source::Gateway, function, request_id, text.as_bytes());
+    }
+
+    fn write(&self, source: Source, function: &str, request_id: &str, text: &[u8]) {
         if text.is_empty() {
             return;
         }
         let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         let text = String::from_utf8_lossy(text);
         let mut functions = self.functions.lock().unwrap_or_else(|e| e.into_inner());
-        let lines = functions.entry(function.to_owned()).or_default();
+        let log = match functions.get_mut(function) {
+            Some(log) => log,
+            None => functions.entry(function.to_owned()).or_default(),
+        };
         for line in text.lines() {
             tracing::debug!(function, request_id, "{line}");
-            if lines.len() == LINES_KEPT {
-                lines.pop_front();
-            }
-            lines.push_back(LogLine {
+            log.seq += 1;
+            let line = LogLine {
                 time: time.clone(),
                 request_id: request_id.to_owned(),
-                text: line.to_owned(),
-            });
+                text: cut(line),
+                seq: log.seq,
+            };
+            match source {
+                Source::Guest => log.guest.push(line, LINES_KEPT, BYTES_KEPT),
+                Source::Gateway => log.notes.push(line, NOTES_KEPT, NOTE_BYTES_KEPT),
+            }
         }
     }
 
-    /// The last `tail` lines of `function`, oldest first.
+    /// The last `tail` lines of `function`, oldest first: the guest's lines and the
+    /// gateway's notes, in the order written.
     pub fn tail(&self, function: &str, tail: usize) -> Vec<LogLine> {
         let functions = self.functions.lock().unwrap_or_else(|e| e.into_inner());
-        functions.get(function).map_or_else(Vec::new, |lines| {
-            lines
-                .iter()
-                .skip(lines.len().saturating_sub(tail))
-                .cloned()
-                .collect()
-        })
+        let Some(log) = functions.get(function) else {
+            return Vec::new();
+        };
+        let mut lines: Vec<&LogLine> = log.guest.lines.iter().chain(&log.notes.lines).collect();
+        lines.sort_unstable_by_key(|line| line.seq);
+        lines[lines.len().saturating_sub(tail)..]
+            .iter()
+            .map(|&line| line.clone())
+            .collect()
     }
 
     /// Forgets a removed function's lines.
@@ -87,5 +157,55 @@ impl LogBook {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(function);
+    }
+}
+
+/// A line cut to [`LINE_MAX`] bytes (at a character boundary), with a note of its length.
+fn cut(line: &str) -> String {
+    if line.len() <= LINE_MAX {
+        return line.to_owned();
+    }
+    let mut end = LINE_MAX;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... [line of {} bytes cut]", &line[..end], line.len())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_function_log_is_bounded_in_bytes_and_lines() {
+        let book = LogBook::default();
+        let line = "x".repeat(LINE_MAX);
+        for _ in 0..200 {
+            book.append("f", "1", line.as_bytes());
+        }
+        let kept = book.tail("f", usize::MAX);
+        let bytes: usize = kept.iter().map(|l| l.text.len()).sum();
+        assert!(bytes <= BYTES_KEPT, "{bytes} bytes kept");
+        assert_eq!(kept.len(), BYTES_KEPT / LINE_MAX);
+        let long = "y".repeat(10 * LINE_MAX);
+        book.append("f", "2", long.as_bytes());
+        let last = book.tail("f", 1).pop().unwrap();
+        assert!(last
+            .text
+            .ends_with(&format!("... [line of {} bytes cut]", 10 * LINE_MAX)));
+    }
+
+    #[test]
+    fn gateway_notes_cannot_push_out_the_guest_lines() {
+        let book = LogBook::default();
+        book.append("f", "1", b"the guest's own line");
+        for i in 0..10_000 {
+            book.note("f", &i.to_string(), "bad request");
+        }
+        let kept = book.tail("f", usize::MAX);
+        assert_eq!(kept[0].text, "the guest's own line");
+        assert_eq!(kept.len(), 1 + NOTES_KEPT);
+        assert_eq!(kept.last().unwrap().request_id, "9999");
     }
 }

@@ -3,7 +3,7 @@
 //! protobuf answers back to JSON (prost-reflect).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
@@ -113,27 +113,36 @@ pub(crate) fn operation(spec: &str) -> Result<(String, wafer_registry::Operation
 /// The types of each operation of one schema.
 type Operations = Arc<HashMap<String, Arc<Types>>>;
 
-/// Loaded schemas, per function version (a schema is decoded once, not per call).
+/// Loaded schemas, one per live function version (a schema is decoded once, not per call).
+///
+/// Keyed by the version's allocation, not its name and number: after `rm` and a redeploy the
+/// numbers start again at 1, and a `(name, version)` key would serve the old schema. The
+/// entry holds a `Weak` to the version, which keeps its allocation (so its address) from
+/// being reused while the entry exists; entries of versions no longer served are swept on
+/// the next insert.
 #[derive(Default)]
 pub(crate) struct Schemas {
-    loaded: Mutex<HashMap<(String, u32), Operations>>,
+    loaded: Mutex<HashMap<usize, (Weak<Function>, Operations)>>,
 }
 
 impl Schemas {
     /// The types of `operation` of `function`, if its schema maps it.
-    pub(crate) fn types(&self, function: &Function, operation: &str) -> Option<Arc<Types>> {
+    pub(crate) fn types(&self, function: &Arc<Function>, operation: &str) -> Option<Arc<Types>> {
         let schema = function.config.schema.as_ref()?;
-        let key = (function.name.to_string(), function.version);
+        let key = Arc::as_ptr(function) as usize;
         let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        if !loaded.contains_key(&key) {
-            // Checked at deploy; a schema that stopped loading maps nothing.
-            let operations = load(schema).unwrap_or_else(|e| {
-                tracing::error!(function = %function.name, "schema does not load: {e}");
-                HashMap::new()
-            });
-            loaded.insert(key.clone(), Arc::new(operations));
+        if let Some((_, operations)) = loaded.get(&key) {
+            return operations.get(operation).cloned();
         }
-        loaded.get(&key)?.get(operation).cloned()
+        loaded.retain(|_, (version, _)| version.strong_count() > 0);
+        // Checked at deploy; a schema that stopped loading maps nothing.
+        let operations = Arc::new(load(schema).unwrap_or_else(|e| {
+            tracing::error!(function = %function.name, "schema does not load: {e}");
+            HashMap::new()
+        }));
+        let types = operations.get(operation).cloned();
+        loaded.insert(key, (Arc::downgrade(function), operations));
+        types
     }
 }
 

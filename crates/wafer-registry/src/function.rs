@@ -93,15 +93,64 @@ impl Function {
         if let Ok(permit) = gate.permits.clone().try_acquire_owned() {
             return Some(Admission(permit));
         }
-        if gate.waiting.fetch_add(1, Ordering::AcqRel) >= gate.limit as usize {
-            gate.waiting.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        let permit = tokio::time::timeout(QUEUE_WAIT, gate.permits.clone().acquire_owned()).await;
-        gate.waiting.fetch_sub(1, Ordering::AcqRel);
-        match permit {
+        let _queued = Queued::join(gate)?;
+        // The place in the queue is given back when `_queued` drops: after the wait, or when
+        // the caller gives up (its future dropped mid-wait, as by an HTTP/2 stream reset).
+        match tokio::time::timeout(QUEUE_WAIT, gate.permits.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Some(Admission(permit)),
             _ => None,
         }
+    }
+}
+
+/// A place in a gate's queue, held while a call waits for a slot.
+struct Queued<'a>(&'a Gate);
+
+impl<'a> Queued<'a> {
+    /// Takes a place, unless as many calls as the limit are already waiting.
+    fn join(gate: &'a Gate) -> Option<Self> {
+        let queued = Self(gate);
+        (gate.waiting.fetch_add(1, Ordering::AcqRel) < gate.limit as usize).then_some(queued)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn function(max_concurrency: u32) -> Function {
+        let mut config = FunctionConfig::default();
+        config.limits.max_concurrency = max_concurrency;
+        Function::new(
+            "f".parse().unwrap(),
+            1,
+            Digest::of(b""),
+            config,
+            Err("no program".into()),
+            None,
+        )
+    }
+
+    #[tokio::test]
+    async fn callers_that_give_up_while_queued_leave_the_queue() {
+        let f = function(1);
+        let busy = f.admit().await.unwrap();
+        // Ten callers queue up and give up (their futures dropped) before a slot frees.
+        for _ in 0..10 {
+            let gave_up = tokio::time::timeout(Duration::from_millis(5), f.admit()).await;
+            assert!(gave_up.is_err(), "a caller was admitted past the limit");
+        }
+        assert_eq!(f.gate.waiting.load(Ordering::Acquire), 0);
+        // The queue still takes a caller, who gets the slot when it frees.
+        let waiter = f.admit();
+        drop(busy);
+        assert!(waiter.await.is_some());
     }
 }

@@ -252,35 +252,47 @@ impl Registry {
     }
 
     /// Makes the version before the active one active again.
+    ///
+    /// Loading the version (which may compile) happens outside the lock, so other changes
+    /// and readers are not held up; if the record changed meanwhile, it starts over.
     pub fn rollback(&self, name: &FunctionName) -> Result<Deployed, RegistryError> {
-        let mut records = self.lock();
-        let mut record = records
-            .get(name)
-            .cloned()
-            .ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
-        let previous = record
-            .versions
-            .iter()
-            .filter(|v| v.version < record.active)
-            .max_by_key(|v| v.version)
-            .cloned()
-            .ok_or_else(|| RegistryError::NoEarlierVersion(name.to_string()))?;
-        let live = self.live.load();
-        let function = self.activate(name, &previous, live.functions.get(name).map(Arc::as_ref));
-        if let Err(e) = function.program() {
-            return Err(RegistryError::InvalidConfig(format!(
-                "version {} of `{name}` cannot run: {e}",
-                previous.version
-            )));
+        loop {
+            let (mut record, previous) = {
+                let records = self.lock();
+                let record = records
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
+                let previous = record
+                    .versions
+                    .iter()
+                    .filter(|v| v.version < record.active)
+                    .max_by_key(|v| v.version)
+                    .cloned()
+                    .ok_or_else(|| RegistryError::NoEarlierVersion(name.to_string()))?;
+                (record, previous)
+            };
+            let current = self.function(name);
+            let function = self.activate(name, &previous, current.as_deref());
+            if let Err(e) = function.program() {
+                return Err(RegistryError::InvalidConfig(format!(
+                    "version {} of `{name}` cannot run: {e}",
+                    previous.version
+                )));
+            }
+            let mut records = self.lock();
+            if records.get(name) != Some(&record) {
+                continue;
+            }
+            record.active = previous.version;
+            self.commit(&mut records, record, Some(function))?;
+            return Ok(Deployed {
+                name: name.clone(),
+                version: previous.version,
+                digest: previous.digest,
+                unchanged: false,
+            });
         }
-        record.active = previous.version;
-        self.commit(&mut records, record, Some(function))?;
-        Ok(Deployed {
-            name: name.clone(),
-            version: previous.version,
-            digest: previous.digest,
-            unchanged: false,
-        })
     }
 
     /// Deletes a function and its history. Its modules stay stored (other functions or

@@ -20,7 +20,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 use crate::error::Fault;
 use crate::limits::Limits;
 use crate::output::{CappedPipe, Overflow};
-use crate::program::{store, Abi, GuestCtx, Program};
+use crate::program::{store, within, Abi, GuestCtx, Program};
 use crate::wapc::HostCalls;
 
 /// How to run calls: the limits, who answers the guest's host calls, and the directories
@@ -379,7 +379,8 @@ impl Program {
             .pre()
             .map_err(|why| CallError::Unsupported(why.into()))?;
         let mut store = store(pre.module().engine(), ctx);
-        let instance = match pre.instantiate_async(&mut store).await {
+        let deadline = store.data().deadline;
+        let instance = match within(deadline, pre.instantiate_async(&mut store)).await {
             Ok(instance) => instance,
             Err(e) => return Err(CallError::Fault(store.data().fault(&e))),
         };
@@ -396,8 +397,9 @@ impl Program {
         };
         for &init in inits {
             if let Some(func) = instance.func(init) {
-                instance.begin()?;
-                let result = func.call_async(&mut instance.store, &[], &mut []).await;
+                let deadline = instance.begin()?;
+                let result =
+                    within(deadline, func.call_async(&mut instance.store, &[], &mut [])).await;
                 match result {
                     Err(e) if e.downcast_ref::<I32Exit>().is_some_and(|exit| exit.0 == 0) => {}
                     result => instance.finish(result)?,
@@ -483,16 +485,22 @@ impl Instance {
             .and_then(Extern::into_func)
     }
 
-    /// Starts the clock for one call.
-    fn begin(&mut self) -> Result<(), CallError> {
+    /// Starts the clock for one call; returns its deadline, for [`within`].
+    fn begin(&mut self) -> Result<Option<Instant>, CallError> {
         if let Some(fault) = &self.poisoned {
             return Err(CallError::Poisoned(fault.clone()));
         }
         let cx = self.store.data_mut();
-        cx.deadline = Some(Instant::now() + self.timeout);
+        let deadline = Some(Instant::now() + self.timeout);
+        cx.deadline = deadline;
         cx.timed_out = false;
         self.store.set_epoch_deadline(1);
-        Ok(())
+        Ok(deadline)
+    }
+
+    /// The deadline of the call under way.
+    fn deadline(&self) -> Option<Instant> {
+        self.store.data().deadline
     }
 
     /// Ends one call: a failure poisons the instance.
@@ -531,9 +539,13 @@ impl Instance {
         };
         let op_len = too_large("operation name", operation.len())?;
         let len = too_large("payload", payload.len())?;
-        self.begin()?;
+        let deadline = self.begin()?;
         self.store.data_mut().wapc.start(operation, payload);
-        let result = guest_call.call_async(&mut self.store, (op_len, len)).await;
+        let result = within(
+            deadline,
+            guest_call.call_async(&mut self.store, (op_len, len)),
+        )
+        .await;
         let ok = self.finish(result)?;
         let wapc = &mut self.store.data_mut().wapc;
         let (response, error) = (wapc.response.take(), wapc.error.take());
@@ -638,7 +650,7 @@ impl Instance {
             )));
         }
 
-        self.begin()?;
+        let deadline = self.begin()?;
         let mut buffers = Vec::new();
         let mut params = Vec::with_capacity(params.len());
         for arg in args {
@@ -656,9 +668,11 @@ impl Instance {
             }
         }
         let mut returned = vec![Val::I32(0); results.len()];
-        let result = func
-            .call_async(&mut self.store, &params, &mut returned)
-            .await;
+        let result = within(
+            deadline,
+            func.call_async(&mut self.store, &params, &mut returned),
+        )
+        .await;
         self.finish(result)?;
         for (ptr, len) in buffers {
             self.free(ptr, len).await?;
@@ -706,7 +720,7 @@ impl Instance {
         let len = i32::try_from(bytes.len()).map_err(|_| {
             CallError::Unsupported(format!("an argument of {} bytes is too large", bytes.len()))
         })?;
-        let result = allocate.call_async(&mut self.store, len).await;
+        let result = within(self.deadline(), allocate.call_async(&mut self.store, len)).await;
         let ptr = self.finish(result)?;
         let memory = self.memory()?;
         let start = ptr as u32 as usize;
@@ -728,7 +742,11 @@ impl Instance {
             .func("deallocate")
             .and_then(|f| f.typed::<(i32, i32), ()>(&self.store).ok())
         {
-            let result = deallocate.call_async(&mut self.store, (ptr, len)).await;
+            let result = within(
+                self.deadline(),
+                deallocate.call_async(&mut self.store, (ptr, len)),
+            )
+            .await;
             self.finish(result)?;
         }
         Ok(())

@@ -199,7 +199,7 @@ impl GuestCtx {
 
     /// What a failed call amounts to, given what this state saw during it.
     pub(crate) fn fault(&self, error: &wasmtime::Error) -> Fault {
-        if self.timed_out {
+        if self.timed_out || error.is::<DeadlinePassed>() {
             Fault::Timeout(self.limits.timeout)
         } else if self.memory.exceeded {
             Fault::OutOfMemory(self.limits.memory)
@@ -217,6 +217,27 @@ impl GuestCtx {
 #[derive(Debug, thiserror::Error)]
 #[error("the guest's answer is larger than its output limit")]
 pub(crate) struct OutputLimit;
+
+/// A call's deadline passed while the guest waited in a host call (a WASI sleep, a read, an
+/// outbound request): the epoch deadline only fires while wasm code runs, so the call's
+/// future is dropped at the deadline instead, which cancels whatever it was waiting on.
+#[derive(Debug, thiserror::Error)]
+#[error("the call ran past its time limit")]
+pub(crate) struct DeadlinePassed;
+
+/// Runs `call` until `deadline`; past it, the call is dropped and fails with
+/// [`DeadlinePassed`]. Every call into a guest with a time limit goes through this.
+pub(crate) async fn within<T>(
+    deadline: Option<Instant>,
+    call: impl std::future::Future<Output = wasmtime::Result<T>>,
+) -> wasmtime::Result<T> {
+    match deadline {
+        None => call.await,
+        Some(deadline) => tokio::time::timeout_at(deadline.into(), call)
+            .await
+            .unwrap_or_else(|_| Err(wasmtime::Error::new(DeadlinePassed))),
+    }
+}
 
 /// Builds the store for a call: limiter, and the deadline checked at every epoch tick.
 pub(crate) fn store(engine: &Engine, ctx: GuestCtx) -> Store<GuestCtx> {
@@ -478,8 +499,9 @@ impl Program {
         let Code::Module { pre, start } = &self.code else {
             return Err(Fault::Trap(NOT_A_MODULE.into()));
         };
+        let deadline = ctx.deadline;
         let mut store = store(pre.module().engine(), ctx);
-        let result = async {
+        let result = within(deadline, async {
             let instance = pre.instantiate_async(&mut store).await?;
             let Some(start) = start else {
                 wasmtime::bail!("the module exports no `_start`; it is not a WASI command");
@@ -490,7 +512,7 @@ impl Program {
                 .ok_or_else(|| wasmtime::format_err!("`_start` is not a function"))?
                 .typed::<(), ()>(&store)?;
             start.call_async(&mut store, ()).await
-        }
+        })
         .await;
         match result {
             Ok(()) => Ok(0),

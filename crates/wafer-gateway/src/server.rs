@@ -1,0 +1,327 @@
+//! Accepting and keeping connections: the server-wide limits that hold against clients who
+//! connect and say nothing, trickle their headers, sit on idle keep-alive connections, or
+//! open more connections than the server has descriptors for.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+/// Server-wide limits on connections, set once when the server starts (`wafer serve` flags).
+///
+/// Each default is what a public-facing server needs; `docs/limits.md` lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeConfig {
+    /// Connections open at once. Past it, new connections wait in the kernel's accept queue
+    /// until one closes. Default 10,000 (each costs a file descriptor and a few KiB).
+    pub max_connections: usize,
+    /// Time from accepting a connection to its first complete request head, whatever the
+    /// protocol (HTTP/1.1, HTTP/2 prior knowledge), and for each later HTTP/1.1 request
+    /// head. A peer that sends nothing, or trickles its headers, is closed. Default 10 s.
+    pub header_timeout: Duration,
+    /// Time a connection may sit with no request running before it is closed (HTTP/1.1
+    /// keep-alive and HTTP/2 alike; an HTTP/2 peer is sent GOAWAY). HTTP/2 peers are also
+    /// pinged at a third of it and dropped if they do not answer. Default 60 s.
+    pub idle_timeout: Duration,
+    /// Time a function call's request body may take to arrive, once the call is admitted.
+    /// A body that trickles is refused with `408` and frees its slot. Default 60 s.
+    pub body_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes. Past it HTTP/1.1 gets
+    /// `431 Request Header Fields Too Large`; HTTP/2 limits the header list to the same size.
+    /// Default 64 KiB.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+            max_header_bytes: 64 << 10,
+        }
+    }
+}
+
+/// The smallest head limit hyper accepts for HTTP/1.1 (its read buffer cannot be smaller).
+const MIN_HEADER_BYTES: usize = 8 << 10;
+
+impl ServeConfig {
+    /// The HTTP/1.1 + HTTP/2 connection builder these limits call for.
+    pub(crate) fn builder(&self) -> auto::Builder<TokioExecutor> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_timeout)
+            .max_buf_size(self.max_header_bytes.max(MIN_HEADER_BYTES));
+        let ping = (self.idle_timeout / 3).max(Duration::from_secs(1));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(ping)
+            .keep_alive_timeout(ping)
+            .max_header_list_size(u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX));
+        builder
+    }
+}
+
+/// Slots for open connections; a connection holds one from accept to close.
+pub(crate) struct Slots {
+    semaphore: Arc<Semaphore>,
+    max: usize,
+}
+
+impl Slots {
+    pub(crate) fn new(max: usize) -> Self {
+        let max = max.clamp(1, u32::MAX as usize);
+        Self {
+            semaphore: Arc::new(Semaphore::new(max)),
+            max,
+        }
+    }
+
+    /// Waits until every connection has closed and given its slot back.
+    pub(crate) async fn all_closed(&self) {
+        let all = u32::try_from(self.max).unwrap_or(u32::MAX);
+        let _ = self.semaphore.acquire_many(all).await;
+    }
+
+    /// Waits for a free slot (saying so once per episode when the server is full).
+    pub(crate) async fn take(&self) -> tokio::sync::OwnedSemaphorePermit {
+        if let Ok(permit) = self.semaphore.clone().try_acquire_owned() {
+            return permit;
+        }
+        tracing::warn!(
+            max_connections = self.max,
+            "connection limit reached; new connections wait until one closes"
+        );
+        // The semaphore is never closed.
+        match self.semaphore.clone().acquire_owned().await {
+            Ok(permit) => permit,
+            Err(_) => unreachable!("the connection semaphore is never closed"),
+        }
+    }
+}
+
+/// Waits after a failed accept: out of descriptors and the like clear up when connections
+/// close, so back off (10 ms doubling to 1 s) instead of spinning.
+pub(crate) struct Backoff(Duration);
+
+impl Backoff {
+    pub(crate) fn new() -> Self {
+        Self(Duration::ZERO)
+    }
+
+    pub(crate) async fn failed(&mut self, error: &io::Error) {
+        self.0 = (self.0 * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        tracing::warn!(%error, retry_in = ?self.0, "accept failed");
+        tokio::time::sleep(self.0).await;
+    }
+
+    pub(crate) fn succeeded(&mut self) {
+        self.0 = Duration::ZERO;
+    }
+}
+
+/// What a connection's watcher needs to know of it: requests running and started, and
+/// when anything last happened, in milliseconds since the connection opened.
+#[derive(Default)]
+pub(crate) struct Activity {
+    running: AtomicUsize,
+    started: AtomicU64,
+    /// When a request last started or ended.
+    last_request: AtomicU64,
+    /// When bytes last moved either way.
+    last_io: AtomicU64,
+    opened: OnceInstant,
+}
+
+/// The instant a connection opened (set at creation).
+struct OnceInstant(Instant);
+
+impl Default for OnceInstant {
+    fn default() -> Self {
+        Self(Instant::now())
+    }
+}
+
+impl Activity {
+    fn now(&self) -> u64 {
+        self.opened.0.elapsed().as_millis() as u64
+    }
+
+    fn at(&self, millis: u64) -> Instant {
+        self.opened.0 + Duration::from_millis(millis)
+    }
+
+    /// Marks a request as running until the guard drops (its handler returned or was
+    /// dropped, as by a stream reset).
+    pub(crate) fn request(self: &Arc<Self>) -> RequestGuard {
+        self.started.fetch_add(1, Ordering::Relaxed);
+        self.running.fetch_add(1, Ordering::Relaxed);
+        self.last_request.store(self.now(), Ordering::Relaxed);
+        RequestGuard(self.clone())
+    }
+}
+
+/// A request in progress on a connection.
+pub(crate) struct RequestGuard(Arc<Activity>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        activity
+            .last_request
+            .store(activity.now(), Ordering::Relaxed);
+        activity.running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A socket that notes when bytes move, for the idle watcher.
+pub(crate) struct Tracked {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl Tracked {
+    pub(crate) fn new(stream: TcpStream, activity: Arc<Activity>) -> TokioIo<Self> {
+        TokioIo::new(Self { stream, activity })
+    }
+
+    fn moved(&self, bytes: usize) {
+        if bytes > 0 {
+            self.activity
+                .last_io
+                .store(self.activity.now(), Ordering::Relaxed);
+        }
+    }
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        self.moved(buf.filled().len() - before);
+        polled
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.moved(n);
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.moved(n);
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// Drives `connection` until it ends, closing it by the limits in `config`: one that sends
+/// no complete request head within `header_timeout` of opening is dropped; one with no
+/// request running for `idle_timeout` is asked to close (`shutdown`: hyper's
+/// `graceful_shutdown`, GOAWAY for HTTP/2), and dropped if it is still open, with nothing
+/// running and no bytes moving, `header_timeout` later. When the server stops (`stop`
+/// changes), the connection is asked to close the same way.
+pub(crate) async fn watch<C>(
+    mut connection: Pin<&mut C>,
+    activity: &Activity,
+    config: &ServeConfig,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    shutdown: impl Fn(Pin<&mut C>),
+) where
+    C: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+{
+    let header = config.header_timeout.as_millis() as u64;
+    let idle = config.idle_timeout.as_millis() as u64;
+    let mut closing = false;
+    loop {
+        let now = activity.now();
+        let running = activity.running.load(Ordering::Relaxed) > 0;
+        let last_request = activity.last_request.load(Ordering::Relaxed);
+        let wake = if activity.started.load(Ordering::Relaxed) == 0 {
+            if now >= header {
+                tracing::debug!("closing a connection that sent no request head in time");
+                return;
+            }
+            header
+        } else if closing {
+            let quiet_since = activity.last_io.load(Ordering::Relaxed).max(last_request);
+            if !running && now >= quiet_since + header {
+                tracing::debug!("closing an idle connection that did not close when asked");
+                return;
+            }
+            if running {
+                now + idle
+            } else {
+                quiet_since + header
+            }
+        } else if running {
+            now + idle
+        } else if now >= last_request + idle {
+            closing = true;
+            shutdown(connection.as_mut());
+            continue;
+        } else {
+            last_request + idle
+        };
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            () = tokio::time::sleep_until(activity.at(wake)) => {}
+            changed = stop.changed(), if !closing => {
+                // The server is stopping (or gone): finish what runs, take nothing new.
+                let _ = changed;
+                closing = true;
+                shutdown(connection.as_mut());
+            }
+        }
+    }
+}
