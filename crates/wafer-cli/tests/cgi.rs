@@ -169,6 +169,8 @@ fn malformed_header_block_is_502() {
             "Content-Type: text/\x01plain\n\n",
             "invalid value for header",
         ),
+        ("Status: 101 Switching Protocols\n\n", "invalid Status"),
+        ("Status: 100\nContent-Type: text/plain\n\n", "invalid Status"),
     ] {
         let r = echo(&server, bad);
         assert_eq!(r.status(), 502, "{bad:?}");
@@ -177,6 +179,59 @@ fn malformed_header_block_is_502() {
     }
     // The server carries on.
     assert_eq!(echo(&server, "ok").status(), 200);
+}
+
+#[test]
+fn a_huge_malformed_header_line_is_quoted_in_a_few_hundred_bytes() {
+    let server = Server::start();
+    server.deploy("echo", &guest("echo.wat"), &[]);
+    let line = "x".repeat(8 << 20);
+    let r = echo(&server, &format!("Content-Type: text/plain\n{line}\n\nbody"));
+    assert_eq!(r.status(), 502);
+    let text = r.text().unwrap();
+    assert!(text.len() < 600, "a {} byte error message", text.len());
+    assert!(text.contains("(8388608 bytes in all)"), "{text}");
+    let logs: serde_json::Value = server
+        .admin(Method::GET, "functions/echo/logs?tail=5")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let logged: usize = logs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["text"].as_str().unwrap().len())
+        .sum();
+    assert!(logged < 600, "{logged} bytes logged");
+}
+
+#[test]
+fn underscore_headers_nul_paths_and_bare_credentials_do_not_reach_the_environment() {
+    let server = Server::start();
+    server.deploy("watenv", &built("watenv.wat"), &[]);
+    let response = server
+        .client
+        .get(format!("{}/watenv/", server.url))
+        .header("X-Remote-User", "proxy-said-alice")
+        .header("X_Remote_User", "client-says-admin")
+        .header("Authorization", "s3cret")
+        .send()
+        .unwrap();
+    let env = env_of(&response.text().unwrap());
+    assert_eq!(env["HTTP_X_REMOTE_USER"], "proxy-said-alice");
+    assert_eq!(env["AUTH_TYPE"], "");
+    assert!(
+        !env.values().any(|v| v.contains("s3cret") || v.contains("client-says-admin")),
+        "{env:?}"
+    );
+    // argv comes from the query for a module that reads its arguments (rustenv does).
+    server.deploy("rustenv", &built("rustenv.wasm"), &[]);
+    for path in ["/watenv/a%00b", "/rustenv/?x=%00"] {
+        let response = server.get(path);
+        assert_eq!(response.status(), 400, "{path}");
+        assert!(response.text().unwrap().contains("NUL"), "{path}");
+    }
 }
 
 #[test]

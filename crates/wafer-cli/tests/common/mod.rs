@@ -97,6 +97,11 @@ impl Server {
         }
     }
 
+    /// Keeps `dir` (the data directory) until the server is dropped.
+    pub fn keep(&mut self, dir: tempfile::TempDir) {
+        self._dir = Some(dir);
+    }
+
     pub fn get(&self, path: &str) -> Response {
         self.client
             .get(format!("{}{path}", self.url))
