@@ -222,3 +222,25 @@ fn wafer_run_passes_stdio_and_exit_codes() {
     assert_eq!(out.status.code(), Some(134));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unreachable"));
 }
+
+#[test]
+fn an_upload_past_the_limit_is_413() {
+    let server = Server::start();
+    let too_big = vec![0u8; wafer_gateway::MAX_UPLOAD + 1];
+    for multipart in [false, true] {
+        let request = server.admin(Method::PUT, "functions/big");
+        let request = if multipart {
+            let part = reqwest::blocking::multipart::Part::bytes(too_big.clone());
+            request.multipart(reqwest::blocking::multipart::Form::new().part("module", part))
+        } else {
+            request.body(too_big.clone())
+        };
+        let response = request.send().unwrap();
+        assert_eq!(response.status(), 413, "multipart: {multipart}");
+        let text = response.text().unwrap();
+        assert!(
+            text.contains("larger than the limit of 256.0 MiB"),
+            "{text}"
+        );
+    }
+}

@@ -170,7 +170,10 @@ fn malformed_header_block_is_502() {
             "invalid value for header",
         ),
         ("Status: 101 Switching Protocols\n\n", "invalid Status"),
-        ("Status: 100\nContent-Type: text/plain\n\n", "invalid Status"),
+        (
+            "Status: 100\nContent-Type: text/plain\n\n",
+            "invalid Status",
+        ),
     ] {
         let r = echo(&server, bad);
         assert_eq!(r.status(), 502, "{bad:?}");
@@ -186,7 +189,10 @@ fn a_huge_malformed_header_line_is_quoted_in_a_few_hundred_bytes() {
     let server = Server::start();
     server.deploy("echo", &guest("echo.wat"), &[]);
     let line = "x".repeat(8 << 20);
-    let r = echo(&server, &format!("Content-Type: text/plain\n{line}\n\nbody"));
+    let r = echo(
+        &server,
+        &format!("Content-Type: text/plain\n{line}\n\nbody"),
+    );
     assert_eq!(r.status(), 502);
     let text = r.text().unwrap();
     assert!(text.len() < 600, "a {} byte error message", text.len());
@@ -222,7 +228,8 @@ fn underscore_headers_nul_paths_and_bare_credentials_do_not_reach_the_environmen
     assert_eq!(env["HTTP_X_REMOTE_USER"], "proxy-said-alice");
     assert_eq!(env["AUTH_TYPE"], "");
     assert!(
-        !env.values().any(|v| v.contains("s3cret") || v.contains("client-says-admin")),
+        !env.values()
+            .any(|v| v.contains("s3cret") || v.contains("client-says-admin")),
         "{env:?}"
     );
     // argv comes from the query for a module that reads its arguments (rustenv does).

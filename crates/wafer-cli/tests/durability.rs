@@ -63,8 +63,19 @@ fn hex(deployed: &serde_json::Value) -> String {
     digest.strip_prefix("sha256:").unwrap_or(digest).to_owned()
 }
 
-/// Checks that every blob under DATA/modules/sha256 hashes to its file name.
+/// Checks that every blob under DATA/modules/sha256 hashes to its file name, and every
+/// compiled artifact with a recorded digest to that digest.
 fn check_blobs(data: &Path) {
+    for sidecar in files_under(&data.join("artifacts")) {
+        let Some(artifact) = sidecar.to_str().unwrap().strip_suffix(".sha256") else {
+            continue;
+        };
+        let recorded = std::fs::read_to_string(&sidecar).unwrap();
+        let output = Command::new("sha256sum").arg(artifact).output().unwrap();
+        let sum = String::from_utf8(output.stdout).unwrap();
+        let sum = sum.split_whitespace().next().unwrap_or("missing");
+        assert_eq!(recorded.trim(), format!("sha256:{sum}"), "{artifact}");
+    }
     let blobs = files_under(&data.join("modules/sha256"));
     assert!(!blobs.is_empty(), "no blobs stored");
     for blob in blobs {
@@ -124,11 +135,16 @@ fn sigkill_during_deploys_leaves_a_consistent_registry() {
     let mut server = Server::start_in(data);
     server.deploy("f", &built("hello-wat.wat"), &[]);
     let delays = [50u64, 370, 130, 260, 90, 400, 210];
-    for (cycle, delay) in delays.iter().enumerate().take(5) {
+    // Kill cycles until at least 100 deploys were under way (at most 30 cycles).
+    let attempted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for (cycle, delay) in delays.iter().cycle().enumerate().take(30) {
+        if cycle >= 5 && attempted.load(Ordering::Relaxed) >= 100 {
+            break;
+        }
         // Deploy alternately two modules until the server dies.
         let stop = Arc::new(AtomicBool::new(false));
         let deployer = {
-            let stop = stop.clone();
+            let (stop, attempted) = (stop.clone(), attempted.clone());
             let client = server.client.clone();
             let url = format!("{}/_wafer/functions/f", server.url);
             let token = server.token.clone();
@@ -139,6 +155,7 @@ fn sigkill_during_deploys_leaves_a_consistent_registry() {
             thread::spawn(move || {
                 let mut i = 0;
                 while !stop.load(Ordering::Relaxed) {
+                    attempted.fetch_add(1, Ordering::Relaxed);
                     let sent = client
                         .put(&url)
                         .bearer_auth(&token)
@@ -204,7 +221,9 @@ fn sigkill_during_deploys_leaves_a_consistent_registry() {
         .json()
         .unwrap();
     let count = record["versions"].as_array().unwrap().len();
-    eprintln!("f has {count} versions after the kill cycles");
+    let attempted = attempted.load(Ordering::Relaxed);
+    eprintln!("f has {count} versions after the kill cycles; {attempted} deploys attempted");
+    assert!(attempted >= 100, "only {attempted} deploys were attempted");
     assert!(count > 1, "no deploy survived any cycle: {record}");
 }
 
@@ -303,4 +322,40 @@ fn invalid_upload_changes_nothing() {
     let (status, body) = get_text(&server, "/hello-wat/");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("Hello from WAT!"));
+}
+
+#[test]
+fn a_corrupted_artifact_is_recompiled_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let mut server = Server::start_in(data);
+    let deployed = server.deploy("hello-c", &built("hello-c.wasm"), &[]);
+    server.kill();
+    let artifact = files_under(&data.join("artifacts"))
+        .into_iter()
+        .find(|p| {
+            p.to_string_lossy()
+                .ends_with(&format!("{}.cwasm", hex(&deployed)))
+        })
+        .expect("the compiled artifact is stored");
+    // Flip bytes in the middle of the machine code: the header still reads as an artifact.
+    let mut bytes = std::fs::read(&artifact).unwrap();
+    let middle = bytes.len() / 2;
+    for b in &mut bytes[middle..middle + 64] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&artifact, &bytes).unwrap();
+
+    let mut server = Server::start_logged(data, &["serve"]);
+    let (status, body) = get_text(&server, "/hello-c/");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Hello from C!"), "{body}");
+    server.kill();
+    let log = server.stderr();
+    assert!(
+        log.contains("compiled artifact failed verification, recompiling"),
+        "{log}"
+    );
+    // The recompiled artifact is stored again, and verifies.
+    assert_ne!(std::fs::read(&artifact).unwrap(), bytes);
 }

@@ -559,3 +559,72 @@ fn grants_over_grpc_are_applied_and_listed_with_secrets_masked() {
         assert!(err.message().contains("scheme `ftp`"), "{}", err.message());
     });
 }
+
+#[test]
+fn a_guest_that_sleeps_past_its_timeout_is_deadline_exceeded() {
+    let server = Server::start();
+    let sleep = common::guest("sleep.wat");
+    server.deploy("sleepy", &sleep, &[("abi", "wapc"), ("timeout", "300ms")]);
+    runtime().block_on(async {
+        let mut client = client(&server).await;
+        let status = invoke(&server, &mut client, call("sleepy", "op", b"", ""))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+        assert!(status.message().contains("time limit"), "{status:?}");
+    });
+}
+
+/// Deploys the complex example over gRPC with `proto` and its `mul` operation.
+async fn deploy_complex(server: &Server, client: &mut WaferClient<Channel>, proto: &str) {
+    let module = std::fs::read(built("complex-rust.wasm")).unwrap();
+    let types = OperationTypes {
+        input: "complex.Pair".into(),
+        output: "complex.Complex".into(),
+    };
+    let mut messages = deploy_stream("complex", &module, None);
+    if let Some(deploy_request::Part::Metadata(metadata)) = &mut messages[0].part {
+        metadata.schema = Some(Schema {
+            source: Some(schema::Source::Proto(proto.to_owned())),
+            operations: [("mul".to_owned(), types)].into(),
+        });
+    }
+    client
+        .deploy(authed(server, tokio_stream::iter(messages)))
+        .await
+        .unwrap();
+}
+
+#[test]
+fn a_schema_deployed_after_rm_replaces_the_old_one() {
+    let server = Server::start();
+    let proto = std::fs::read_to_string(common::root().join("examples/complex-rust/complex.proto"))
+        .unwrap();
+    // The same wire format, other field names: `x` and `y` instead of `a` and `b`.
+    let renamed = proto
+        .replace("Complex a = 1;", "Complex x = 1;")
+        .replace("Complex b = 2;", "Complex y = 2;");
+    let pair = |first: &str, second: &str| {
+        format!(r#"{{"{first}": {{"re": 1, "im": 2}}, "{second}": {{"re": 3, "im": 4}}}}"#)
+    };
+    runtime().block_on(async {
+        let mut client = client(&server).await;
+        deploy_complex(&server, &mut client, &proto).await;
+        let mul = |body: String| call("complex", "mul", body.as_bytes(), "application/json");
+        invoke(&server, &mut client, mul(pair("a", "b")))
+            .await
+            .unwrap();
+        assert!(server.cli(&["rm", "complex"]).status.success());
+        // Version 1 again, with the renamed schema.
+        deploy_complex(&server, &mut client, &renamed).await;
+        let answer = invoke(&server, &mut client, mul(pair("x", "y")))
+            .await
+            .unwrap();
+        let product: serde_json::Value = serde_json::from_slice(&answer.payload).unwrap();
+        assert_eq!(product, serde_json::json!({"re": -5.0, "im": 10.0}));
+        let old = invoke(&server, &mut client, mul(pair("a", "b")))
+            .await
+            .unwrap_err();
+        assert_eq!(old.code(), Code::InvalidArgument, "{old:?}");
+    });
+}

@@ -471,7 +471,11 @@ fn http2_callers_that_give_up_while_queued_leave_the_queue() {
     server.deploy(
         "busy",
         &guest("sleep.wat"),
-        &[("abi", "cgi"), ("max_concurrency", "1"), ("timeout", "600ms")],
+        &[
+            ("abi", "cgi"),
+            ("max_concurrency", "1"),
+            ("timeout", "600ms"),
+        ],
     );
     let address = server.url.trim_start_matches("http://").to_owned();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -586,8 +590,9 @@ fn redeploying_under_load_fails_no_request() {
                 while !stop.load(Ordering::Relaxed) {
                     let ok = client.get(&url).send().is_ok_and(|r| {
                         r.status() == 200
-                            && r.text()
-                                .is_ok_and(|t| t.contains("Hello from WAT!") || t.contains("Hello from C!"))
+                            && r.text().is_ok_and(|t| {
+                                t.contains("Hello from WAT!") || t.contains("Hello from C!")
+                            })
                     });
                     if ok { &served } else { &failed }.fetch_add(1, Ordering::Relaxed);
                 }
@@ -602,7 +607,10 @@ fn redeploying_under_load_fails_no_request() {
     for l in load {
         l.join().unwrap();
     }
-    let (served, failed) = (served.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (served, failed) = (
+        served.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+    );
     eprintln!("50 redeploys under load: {served} requests served, {failed} failed");
     assert!(served > 0);
     assert_eq!(failed, 0);

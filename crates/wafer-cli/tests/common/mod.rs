@@ -41,6 +41,8 @@ pub struct Server {
     pub data: PathBuf,
     pub token: String,
     pub client: Client,
+    /// What the server wrote to stderr, when started with [`Server::start_logged`].
+    stderr: Option<Arc<Mutex<String>>>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -61,15 +63,51 @@ impl Server {
 
     /// Starts `wafer <args> --listen 127.0.0.1:0 --data <data>`.
     pub fn start_with(data: &Path, args: &[&str]) -> Self {
+        Self::spawn(data, args, false)
+    }
+
+    /// Like [`Server::start_with`], keeping what the server writes to stderr for
+    /// [`Server::stderr`].
+    pub fn start_logged(data: &Path, args: &[&str]) -> Self {
+        Self::spawn(data, args, true)
+    }
+
+    /// The server's stderr so far (for a server from [`Server::start_logged`]).
+    pub fn stderr(&self) -> String {
+        self.stderr
+            .as_ref()
+            .map(|s| s.lock().unwrap().clone())
+            .unwrap_or_default()
+    }
+
+    fn spawn(data: &Path, args: &[&str], logged: bool) -> Self {
         let mut child = Command::new(WAFER)
             .args(args)
             .args(["--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if logged {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .unwrap();
+        let stderr = child.stderr.take().map(|pipe| {
+            let text = Arc::new(Mutex::new(String::new()));
+            let sink = text.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    eprintln!("{line}");
+                    let mut sink = sink.lock().unwrap();
+                    sink.push_str(&line);
+                    sink.push('\n');
+                }
+            });
+            text
+        });
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
@@ -93,6 +131,7 @@ impl Server {
             data: data.to_owned(),
             token,
             client,
+            stderr,
             _dir: None,
         }
     }
