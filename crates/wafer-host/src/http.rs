@@ -370,37 +370,77 @@ fn request_error(url: &Url, error: &reqwest::Error) -> GuestError {
     GuestError::Failed(message)
 }
 
-/// Whether an address is on the public internet: not loopback, private, link-local (the
-/// cloud metadata address 169.254.169.254 among them), carrier-grade NAT, unspecified,
-/// broadcast, multicast or documentation space.
+/// IPv4 ranges that are not globally reachable: every entry of the IANA IPv4 Special-Purpose
+/// Address Registry whose "Globally Reachable" is not true (the few global exceptions inside
+/// 192.0.0.0/24 are refused too: none is a web server), multicast, and broadcast.
+const NOT_PUBLIC_V4: [([u8; 4], u8); 16] = [
+    ([0, 0, 0, 0], 8),          // "this network"
+    ([10, 0, 0, 0], 8),         // private use
+    ([100, 64, 0, 0], 10),      // shared address space (carrier-grade NAT)
+    ([127, 0, 0, 0], 8),        // loopback
+    ([169, 254, 0, 0], 16),     // link local (cloud metadata services among them)
+    ([172, 16, 0, 0], 12),      // private use
+    ([192, 0, 0, 0], 24),       // IETF protocol assignments
+    ([192, 0, 2, 0], 24),       // documentation (TEST-NET-1)
+    ([192, 88, 99, 0], 24),     // deprecated 6to4 relay anycast
+    ([192, 168, 0, 0], 16),     // private use
+    ([198, 18, 0, 0], 15),      // benchmarking
+    ([198, 51, 100, 0], 24),    // documentation (TEST-NET-2)
+    ([203, 0, 113, 0], 24),     // documentation (TEST-NET-3)
+    ([224, 0, 0, 0], 4),        // multicast
+    ([240, 0, 0, 0], 4),        // reserved
+    ([255, 255, 255, 255], 32), // limited broadcast
+];
+
+/// IPv6 ranges that are not globally reachable, from the IANA IPv6 Special-Purpose Address
+/// Registry, with multicast. IPv4-mapped addresses (`::ffff:a.b.c.d`) and the NAT64
+/// well-known prefix (`64:ff9b::/96`) are judged by the IPv4 address they carry.
+const NOT_PUBLIC_V6: [(u128, u8); 13] = [
+    (0, 96),                      // ::/96: unspecified, loopback, IPv4-compatible (::a.b.c.d)
+    (0x0064_ff9b_0001 << 80, 48), // 64:ff9b:1::/48 local-use IPv4/IPv6 translation
+    (0x0100 << 112, 64),          // 100::/64 discard-only
+    ((0x0100 << 112) | (1 << 64), 64), // 100:0:0:1::/64 dummy prefix
+    (0x2001 << 112, 23),          // 2001::/23 IETF protocol assignments (Teredo among them)
+    ((0x2001 << 112) | (0x0db8 << 96), 32), // 2001:db8::/32 documentation
+    (0x2002 << 112, 16),          // 2002::/16 6to4 (carries any IPv4 address)
+    (0x3fff << 112, 20),          // 3fff::/20 documentation
+    (0x5f00 << 112, 16),          // 5f00::/16 segment routing SIDs
+    (0xfc00 << 112, 7),           // fc00::/7 unique local
+    (0xfe80 << 112, 10),          // fe80::/10 link local
+    (0xfec0 << 112, 10),          // fec0::/10 site local (deprecated)
+    (0xff00 << 112, 8),           // ff00::/8 multicast
+];
+
+/// Whether `ip` is in `net/len` (`len` from 1 to 32).
+fn matches_v4(ip: u32, (net, len): ([u8; 4], u8)) -> bool {
+    (ip ^ u32::from_be_bytes(net)) >> (32 - u32::from(len)) == 0
+}
+
+/// Whether `ip` is in `net/len` (`len` from 1 to 128).
+fn matches_v6(ip: u128, (net, len): (u128, u8)) -> bool {
+    (ip ^ net) >> (128 - u32::from(len)) == 0
+}
+
+/// Whether an address is on the public internet: not in any range of the IANA
+/// special-purpose registries that is not globally reachable (loopback, private, link-local
+/// with the cloud metadata address 169.254.169.254, carrier-grade NAT, benchmarking,
+/// documentation, site-local, IPv4-compatible, translation prefixes, ...), nor multicast or
+/// broadcast.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b))
-                || (a == 192 && b == 0 && v4.octets()[2] == 0)
-                || a >= 240)
+            let ip = u32::from(v4);
+            !NOT_PUBLIC_V4.iter().any(|&net| matches_v4(ip, net))
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && v6.segments()[1] == 0x0db8
-                || first == 0x0064 && v6.segments()[1] == 0xff9b)
+            let ip = u128::from(v6);
+            if matches_v6(ip, (0x0064_ff9b << 96, 96)) {
+                return is_public(IpAddr::V4(std::net::Ipv4Addr::from(ip as u32)));
+            }
+            !NOT_PUBLIC_V6.iter().any(|&net| matches_v6(ip, net))
         }
     }
 }
@@ -429,6 +469,23 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
+            "fec0::1",
+            "::10.0.0.1",
+            "::8.8.8.8",
+            "64:ff9b:1::1",
+            "64:ff9b::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "198.18.0.1",
+            "198.19.255.255",
+            "192.0.0.170",
+            "192.88.99.1",
+            "2001::1",
+            "2002:7f00:1::",
+            "3fff::1",
+            "5f00::1",
+            "100::1",
+            "240.0.0.1",
+            "203.0.113.7",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
@@ -437,6 +494,11 @@ mod tests {
             "93.184.216.34",
             "2606:4700::1111",
             "::ffff:8.8.8.8",
+            "64:ff9b::8.8.8.8",
+            "198.20.0.1",
+            "2a00:1450:4001::1",
+            "100.128.0.1",
+            "172.32.0.1",
         ] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
