@@ -196,7 +196,10 @@ fn clear_dir(dir: &Path) -> Result<(), RegistryError> {
 pub fn admin_token(dir: &Path) -> Result<String, RegistryError> {
     let path = dir.join("admin-token");
     match fs::read_to_string(&path) {
-        Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_owned()),
+        Ok(token) if !token.trim().is_empty() => {
+            tighten(&path)?;
+            return Ok(token.trim().to_owned());
+        }
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(RegistryError::io(format!("cannot read {}", path.display()))(e)),
@@ -220,10 +223,49 @@ pub fn admin_token(dir: &Path) -> Result<String, RegistryError> {
     Ok(token)
 }
 
+/// Makes an existing token file readable by its owner only (mode 0600), saying so when it
+/// was not: anyone who can read the token can deploy code.
+fn tighten(path: &Path) -> Result<(), RegistryError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let failed = || RegistryError::io(format!("cannot secure {}", path.display()));
+        let mode = fs::metadata(path).map_err(failed())?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                "{} was readable by others (mode {:o}); it is now 0600",
+                path.display(),
+                mode & 0o777
+            );
+            fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(failed())?;
+        }
+    }
+    Ok(())
+}
+
 fn open_private(path: &Path) -> io::Result<File> {
     let mut options = OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)
+}
+
+#[cfg(all(test, unix))]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_token_readable_by_others_is_made_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = admin_token(dir.path()).unwrap();
+        let path = dir.path().join("admin-token");
+        let mode = || fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(), 0o600);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(admin_token(dir.path()).unwrap(), token);
+        assert_eq!(mode(), 0o600);
+    }
 }
