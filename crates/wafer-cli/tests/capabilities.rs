@@ -447,3 +447,27 @@ fn a_wapc_subscriber_gets_on_message_with_the_topic() {
         "{logs}"
     );
 }
+
+#[test]
+fn a_function_subscribed_to_its_own_topic_stops_at_the_hop_limit() {
+    let server = Server::start();
+    #[rustfmt::skip]
+    server.deploy_cli("echoer", &guest("republish.wat"), &[
+        "--publish", "loop", "--subscribe", "loop",
+    ]);
+    assert_eq!(get(&server, "/echoer/"), "published\n");
+    // The request's message, then one per delivery, until the eighth delivery's publish is
+    // refused.
+    let hops = wafer_host::pubsub::MAX_HOPS as u64;
+    let stats = wait_for_stats(&server, |s| subscriber(s, "echoer")["delivered"] == hops);
+    assert_eq!(stats["published"], hops, "{stats}");
+    std::thread::sleep(Duration::from_millis(500));
+    let stats: serde_json::Value = server
+        .admin(Method::GET, "pubsub")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(stats["published"], hops, "the loop went on: {stats}");
+    assert_eq!(subscriber(&stats, "echoer")["delivered"], hops, "{stats}");
+}

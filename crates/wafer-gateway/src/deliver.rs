@@ -78,13 +78,14 @@ impl App {
                 };
                 let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
                 let inputs = program.inputs();
+                let hops = message.hops;
                 let mut request =
                     crate::cgi::request(&parts, message.body, peer, self.local, &resolved, inputs)?;
                 if inputs.env {
                     request.env.push(("WAFER_TOPIC".to_owned(), message.topic));
                 }
                 let response = self
-                    .call_cgi(function, program, request, false, request_id)
+                    .call_cgi(function, program, request, false, request_id, hops)
                     .await?;
                 if !response.status().is_success() {
                     return Err(Error::Delivery(format!(
@@ -103,7 +104,7 @@ impl App {
                     content_type: Some("application/json"),
                     body: Bytes::from(payload),
                 };
-                self.invoke(function, program, call, request_id)
+                self.invoke(function, program, call, request_id, message.hops)
                     .await
                     .map(drop)
             }

@@ -94,6 +94,8 @@ pub(crate) struct ServerHost {
     pub(crate) caps: Arc<Capabilities>,
     pub(crate) function: Arc<Function>,
     pub(crate) request_id: String,
+    /// Deliveries that led to this call (0 for a request), for the pub/sub hop limit.
+    pub(crate) hops: u32,
     /// When the guest call must end; capabilities give up by then.
     pub(crate) deadline: Instant,
     /// Bytes the guest may still log with `log` calls in this call (its `stderr` limit), or
@@ -136,7 +138,7 @@ impl HostCalls for ServerHost {
         }
         Box::pin(async move {
             self.caps
-                .call(&self.function, call, self.deadline)
+                .call(&self.function, call, self.deadline, self.hops)
                 .await
                 .map_err(|e| e.to_string())
         })

@@ -201,7 +201,7 @@ impl App {
                 let inputs = program.inputs();
                 let request = cgi::request(&parts, body, peer, self.local, &resolved, inputs)?;
                 let head = parts.method == Method::HEAD;
-                self.call_cgi(function, program, request, head, &request_id)
+                self.call_cgi(function, program, request, head, &request_id, 0)
                     .await
             }
             Abi::Wapc | Abi::Exports => {
@@ -215,7 +215,7 @@ impl App {
                         .and_then(|v| v.to_str().ok()),
                     body,
                 };
-                self.invoke(function, program, call, &request_id)
+                self.invoke(function, program, call, &request_id, 0)
                     .await
                     .map(Answer::into_response)
             }
@@ -224,12 +224,14 @@ impl App {
     }
 
     /// How to run one call of `function`: its limits, its granted directories, and a host for
-    /// its host calls if the module can make any.
+    /// its host calls if the module can make any. `hops` counts the deliveries that led to
+    /// this call (0 for a request), for the pub/sub hop limit.
     fn call_options(
         &self,
         function: &Arc<Function>,
         program: &wafer_runtime::Program,
         request_id: &str,
+        hops: u32,
     ) -> CallOptions {
         let config = &function.config;
         let host = program.inputs().host_calls.then(|| {
@@ -238,6 +240,7 @@ impl App {
                 caps: self.caps.clone(),
                 function: function.clone(),
                 request_id: request_id.to_owned(),
+                hops,
                 deadline: std::time::Instant::now() + config.limits.timeout,
                 log_left: Mutex::new(Some(config.limits.stderr.as_u64())),
             }) as Arc<dyn wafer_runtime::HostCalls>
@@ -275,7 +278,7 @@ impl App {
             }
             let _admission = self.admission(&function).await?;
             let id = request_id.insert(self.request_id());
-            let result = self.invoke(&function, program, call, id).await;
+            let result = self.invoke(&function, program, call, id, 0).await;
             if let Err(error) = &result {
                 self.log_failure(name, id, error);
             }
@@ -339,9 +342,10 @@ impl App {
         program: &wafer_runtime::Program,
         call: Call<'_>,
         request_id: &str,
+        hops: u32,
     ) -> Result<Answer, Error> {
         let name = function.name.as_str();
-        let options = self.call_options(function, program, request_id);
+        let options = self.call_options(function, program, request_id, hops);
         let types = |operation: &str| self.schemas.types(function, operation);
         let (result, log) = invoke::invoke(program, &options, name, call, types).await;
         self.logs
@@ -352,7 +356,7 @@ impl App {
 
 impl App {
     /// Runs a CGI function with `cgi_request` and turns its stdout into the response (without
-    /// a body for a `HEAD` request).
+    /// a body for a `HEAD` request); `hops` as for [`App::call_options`].
     async fn call_cgi(
         &self,
         function: &Arc<Function>,
@@ -360,9 +364,10 @@ impl App {
         cgi_request: wafer_runtime::CgiRequest,
         head: bool,
         request_id: &str,
+        hops: u32,
     ) -> Result<Response, Error> {
         let name = function.name.as_str();
-        let options = self.call_options(function, program, request_id);
+        let options = self.call_options(function, program, request_id, hops);
         let output = program.run_cgi(cgi_request, &options).await;
         self.logs
             .append_call(function, request_id, &output.log, output.log_truncated);

@@ -100,12 +100,14 @@ impl Capabilities {
     }
 
     /// Answers one host call of `function`; a call still running at `deadline` (the guest
-    /// call's own) fails.
+    /// call's own) fails. `hops` is how many deliveries led to the guest call (0 for a
+    /// request): a message it publishes carries one more, up to [`pubsub::MAX_HOPS`].
     pub async fn call(
         &self,
         function: &Function,
         call: HostCall<'_>,
         deadline: Instant,
+        hops: u32,
     ) -> Result<Vec<u8>, GuestError> {
         if call.binding != "wafer" {
             return Err(GuestError::Invalid(format!(
@@ -132,7 +134,9 @@ impl Capabilities {
                     .call(function, call.operation, call.payload, deadline)
                     .await
             }
-            "pubsub" => self.broker.call(function, call.operation, call.payload),
+            "pubsub" => self
+                .broker
+                .call(function, call.operation, call.payload, hops),
             other => Err(GuestError::Invalid(format!(
                 "the host has no capability `{other}` (namespaces: config, http, kv, log, pubsub)"
             ))),

@@ -26,6 +26,12 @@ pub const QUEUE: usize = 1024;
 /// Largest message, in bytes.
 pub const MAX_MESSAGE: usize = 1 << 20;
 
+/// Deliveries a chain of messages may take: a message published by a call that a delivery
+/// started carries one hop more than the message delivered, and a publish past this many
+/// hops is refused. It ends the loop of a function subscribed to a topic it publishes to
+/// (or of two functions feeding each other), while allowing pipelines of several stages.
+pub const MAX_HOPS: u32 = 8;
+
 /// A published message on its way to one subscriber.
 #[derive(Debug, Clone)]
 pub struct Message {
@@ -33,6 +39,9 @@ pub struct Message {
     pub topic: String,
     /// Its bytes.
     pub body: Bytes,
+    /// Deliveries that led to it: 1 for a message published by a request's call, one more
+    /// for each delivery in between.
+    pub hops: u32,
 }
 
 impl Message {
@@ -127,6 +136,7 @@ impl Broker {
         function: &Function,
         operation: &str,
         payload: &[u8],
+        hops: u32,
     ) -> Result<Vec<u8>, GuestError> {
         if operation != "publish" {
             return Err(unknown_operation("pubsub", operation, "publish"));
@@ -147,9 +157,18 @@ impl Broker {
                 body.len()
             )));
         }
+        let hops = hops + 1;
+        if hops > MAX_HOPS {
+            return Err(GuestError::Denied(format!(
+                "message hop limit reached: this call was started by a chain of {MAX_HOPS} \
+                 deliveries, so its messages would loop (is the function subscribed to a topic \
+                 it publishes to?)"
+            )));
+        }
         self.publish(Message {
             topic: publish.topic,
             body: body.into(),
+            hops,
         });
         Ok(Vec::new())
     }
