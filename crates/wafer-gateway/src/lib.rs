@@ -129,15 +129,23 @@ impl App {
         &self.logs
     }
 
-    /// Removes a function with everything it had: its log and key-value namespace too.
+    /// Removes a function with everything it had: its key-value namespace first, then its
+    /// record and log (see [`Capabilities::forget`] for why in this order).
     pub(crate) async fn remove(&self, name: &wafer_registry::FunctionName) -> Result<(), Error> {
+        if self.registry.function(name).is_none() {
+            return Err(wafer_registry::RegistryError::NotFound(name.to_string()).into());
+        }
+        self.caps.forget(name).await.map_err(|e| {
+            tracing::error!(%name, "removing the function's key-value namespace failed: {e}");
+            Error::Unavailable {
+                name: name.to_string(),
+                reason: format!("its key-value store could not be removed, so it was kept: {e}"),
+            }
+        })?;
         let registry = self.registry.clone();
         let removed = name.clone();
         admin::blocking(move || registry.remove(&removed)).await?;
         self.logs.forget(name.as_str());
-        if let Err(e) = self.caps.forget(name).await {
-            tracing::warn!(%name, "removing the function's key-value namespace failed: {e}");
-        }
         Ok(())
     }
 

@@ -92,6 +92,7 @@ impl Capabilities {
             path: path.display().to_string(),
             source,
         })?;
+
         Ok(Arc::new(Self {
             kv,
             http: Arc::default(),
@@ -151,6 +152,10 @@ impl Capabilities {
 
     /// Forgets a removed function: deletes its key-value namespace, its HTTP clients and its
     /// message queue.
+    ///
+    /// Call it before removing the function's record: should the server stop in between,
+    /// the function is still there (with an empty store) and the `rm` can be repeated, while
+    /// the other order would leave the old data for a new function of the same name.
     pub async fn forget(&self, name: &FunctionName) -> Result<(), GuestError> {
         self.http.forget(name);
         self.broker.forget(name);
