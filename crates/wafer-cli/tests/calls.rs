@@ -461,3 +461,27 @@ fn the_abi_can_be_chosen_at_deploy() {
         (200, "3\n".into())
     );
 }
+
+#[test]
+fn unknown_operations_are_told_by_the_guest_in_its_own_words() {
+    let server = Server::start();
+    server.deploy("own", &common::guest("wapc-own-words.wat"), &[]);
+    assert_eq!(
+        answer(post(&server, "/own/ping", "text/plain", b"")),
+        (200, "pong".into())
+    );
+    let (status, text) = answer(post(&server, "/own/nope", "text/plain", b""));
+    assert_eq!(status, 404, "{text}");
+    assert_eq!(text, "function `own`: unknown operation `nope`\n");
+    // "404" as an operation name, and an ordinary failure that names its operation.
+    let (status, text) = answer(post(&server, "/own/404", "text/plain", b""));
+    assert_eq!(
+        (status, text.as_str()),
+        (404, "function `own`: unknown operation `404`\n")
+    );
+    let (status, text) = answer(post(&server, "/own/fail", "text/plain", b""));
+    assert_eq!(
+        (status, text.as_str()),
+        (500, "function `own`: it failed: fail\n")
+    );
+}

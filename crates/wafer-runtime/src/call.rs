@@ -356,7 +356,7 @@ result_tuples!((A, B), (A, B, C), (A, B, C, D));
 pub struct Instance {
     store: Store<GuestCtx>,
     instance: wasmtime::Instance,
-    abi: Abi,
+    program: Program,
     timeout: std::time::Duration,
     poisoned: Option<Fault>,
 }
@@ -387,11 +387,11 @@ impl Program {
         let mut instance = Instance {
             store,
             instance,
-            abi: self.abi(),
+            program: self.clone(),
             timeout: limits.timeout,
             poisoned: None,
         };
-        let inits: &[&str] = match instance.abi {
+        let inits: &[&str] = match instance.abi() {
             Abi::Wapc => &["_initialize", "_start", "wapc_init"],
             Abi::Cgi | Abi::Exports | Abi::Service | Abi::Http => &["_initialize"],
         };
@@ -457,16 +457,54 @@ impl Program {
     }
 }
 
-/// Guest error messages of the waPC guest SDKs for an operation with no handler.
-const UNKNOWN_OPERATION: [&str; 2] = [
-    "No handler registered for function ",
-    "Could not find function ",
-];
+/// The operation Wafer calls to learn how a waPC guest words "no such operation": no guest
+/// has a handler for it.
+const PROBE_OPERATION: &str = "wafer.no-such-operation.7f3a9c";
+
+impl Program {
+    /// Whether `message`, the error a waPC guest returned for `operation`, is the guest's
+    /// way of saying it has no such operation.
+    ///
+    /// Every waPC SDK words this differently (`No handler registered for function ...`,
+    /// `Could not find function "..."`, ...), so Wafer asks the guest itself: once per
+    /// program it calls an operation that cannot exist, in a fresh instance without host
+    /// calls, and keeps the error with the operation's name cut out. An error that reads the
+    /// same with `operation` in that place means "unknown operation". A guest that answers
+    /// the probe, or fails it some other way, never has unknown operations.
+    async fn is_unknown_operation(&self, operation: &str, message: &str, limits: &Limits) -> bool {
+        if !message.contains(operation) {
+            return false;
+        }
+        let wording = self
+            .unknown
+            .get_or_init(|| async {
+                let options = CallOptions {
+                    limits: *limits,
+                    ..CallOptions::default()
+                };
+                let mut probe = self.instantiate(&options).await.ok()?;
+                match probe.guest_call(PROBE_OPERATION, b"").await {
+                    Err(CallError::Guest(said)) => {
+                        let (before, after) = said.split_once(PROBE_OPERATION)?;
+                        Some((before.to_owned(), after.to_owned()))
+                    }
+                    _ => None,
+                }
+            })
+            .await;
+        wording.as_ref().is_some_and(|(before, after)| {
+            message
+                .strip_prefix(before.as_str())
+                .and_then(|rest| rest.strip_suffix(after.as_str()))
+                == Some(operation)
+        })
+    }
+}
 
 impl Instance {
     /// The ABI of the program this is an instance of.
     pub fn abi(&self) -> Abi {
-        self.abi
+        self.program.abi()
     }
 
     /// Takes the log lines written so far: stderr, stdout (outside CGI) and log imports.
@@ -512,16 +550,32 @@ impl Instance {
         })
     }
 
-    /// Calls a waPC operation: the guest's answer, or its error.
+    /// Calls a waPC operation: the guest's answer, or its error
+    /// ([`CallError::UnknownOperation`] when the guest has no such operation).
     pub async fn call_wapc(
         &mut self,
         operation: &str,
         payload: &[u8],
     ) -> Result<Vec<u8>, CallError> {
-        if self.abi != Abi::Wapc {
+        match self.guest_call(operation, payload).await {
+            Err(CallError::Guest(message))
+                if self
+                    .program
+                    .is_unknown_operation(operation, &message, &self.store.data().limits)
+                    .await =>
+            {
+                Err(CallError::UnknownOperation(operation.to_owned()))
+            }
+            result => result,
+        }
+    }
+
+    /// One `__guest_call`: the guest's answer, or its error as it words it.
+    async fn guest_call(&mut self, operation: &str, payload: &[u8]) -> Result<Vec<u8>, CallError> {
+        if self.abi() != Abi::Wapc {
             return Err(CallError::Unsupported(format!(
                 "not a waPC module (it exports no `__guest_call`; its ABI is {})",
-                self.abi
+                self.abi()
             )));
         }
         let guest_call = self
@@ -552,16 +606,9 @@ impl Instance {
         match (ok, response, error) {
             (1, Some(response), _) => Ok(response),
             (1, None, _) => Ok(Vec::new()),
-            (_, _, Some(error)) => {
-                let message = String::from_utf8_lossy(&error).into_owned();
-                match UNKNOWN_OPERATION
-                    .iter()
-                    .find_map(|prefix| message.strip_prefix(prefix))
-                {
-                    Some(op) if op == operation => Err(CallError::UnknownOperation(op.to_owned())),
-                    _ => Err(CallError::Guest(message)),
-                }
-            }
+            (_, _, Some(error)) => Err(CallError::Guest(
+                String::from_utf8_lossy(&error).into_owned(),
+            )),
             (code, _, None) => Err(CallError::Guest(format!(
                 "the guest failed (`__guest_call` returned {code}) without an error message"
             ))),

@@ -140,6 +140,9 @@ pub struct Program {
     abi: Abi,
     inputs: Inputs,
     code: Code,
+    /// How a waPC guest words "unknown operation" (the text before and after the name), once
+    /// asked; see `Program::is_unknown_operation`.
+    pub(crate) unknown: Arc<tokio::sync::OnceCell<Option<(String, String)>>>,
 }
 
 /// What a program runs: a core module, or a command component run as a service.
@@ -345,6 +348,7 @@ impl Program {
             abi,
             inputs,
             code: Code::Module { pre, start },
+            unknown: Arc::default(),
         }
     }
 
@@ -353,6 +357,7 @@ impl Program {
             abi: Abi::Service,
             inputs: Inputs::default(),
             code: Code::Service(service),
+            unknown: Arc::default(),
         }
     }
 
@@ -361,6 +366,7 @@ impl Program {
             abi: Abi::Http,
             inputs: Inputs::default(),
             code: Code::Http(component),
+            unknown: Arc::default(),
         }
     }
 
