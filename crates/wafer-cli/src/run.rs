@@ -9,20 +9,42 @@ use wafer_runtime::{CommandOptions, Runtime, RuntimeConfig};
 /// Exit status when the module traps, as `wasmtime run` reports it: 128 + SIGABRT.
 const TRAP_EXIT: u8 = 134;
 
-/// Options of `wafer run`.
+/// Options of `wafer run`. As with `wasmtime run`, options come before the module and
+/// everything after it is the module's arguments (`--` is optional), so
+/// `go test -exec "wafer run --dir=/"` runs Go's wasip1 test binaries (the guest's `PWD` is
+/// the current directory when a granted directory holds it).
 #[derive(clap::Args)]
 pub(crate) struct RunArgs {
-    /// The module: a `.wasm` binary or `.wat` text exporting `_start`.
-    path: PathBuf,
     /// An environment variable for the module (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
     /// A host directory to give the module, read-write, at a guest path (repeatable).
-    #[arg(long = "dir", value_name = "HOST::GUEST")]
+    #[arg(long = "dir", value_name = "HOST[::GUEST]")]
     dirs: Vec<String>,
-    /// Arguments for the module (after `--`).
-    #[arg(last = true)]
+    /// The module: a `.wasm` binary or `.wat` text exporting `_start`.
+    path: PathBuf,
+    /// Arguments for the module: everything after its path.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
+}
+
+/// The current directory as the guest sees it, when a granted directory contains it: Go's
+/// wasip1 runtime takes its working directory from `PWD`, and `go test` runs a package's
+/// tests in the package's directory. Nothing is set when no granted directory holds it (the
+/// guest learns nothing it could not read anyway).
+fn guest_cwd(dirs: &[(PathBuf, String)]) -> Option<String> {
+    let cwd = std::env::current_dir().ok()?;
+    dirs.iter()
+        .filter_map(|(host, guest)| {
+            let host = host.canonicalize().ok()?;
+            let rest = cwd.strip_prefix(&host).ok()?;
+            Some((
+                host.components().count(),
+                std::path::Path::new(guest).join(rest),
+            ))
+        })
+        .max_by_key(|(depth, _)| *depth)
+        .map(|(_, path)| path.display().to_string())
 }
 
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -36,6 +58,11 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     for d in &args.dirs {
         let (host, guest) = d.split_once("::").unwrap_or((d, d));
         options.dirs.push((PathBuf::from(host), guest.to_owned()));
+    }
+    if !options.env.iter().any(|(k, _)| k == "PWD") {
+        if let Some(pwd) = guest_cwd(&options.dirs) {
+            options.env.push(("PWD".to_owned(), pwd));
+        }
     }
     options.args.push(args.path.display().to_string());
     options.args.extend(args.args.iter().cloned());

@@ -199,20 +199,36 @@ fn wafer_run_passes_stdio_and_exit_codes() {
             .output()
             .unwrap()
     };
-    let out = run(&[
-        built("rustenv.wasm").to_str().unwrap(),
-        "--env",
-        "K=v",
-        "--",
-        "x",
-        "y",
-    ]);
-    assert_eq!(out.status.code(), Some(0));
-    let text = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        text.contains("K=v") && text.contains("rustenv.wasm x y"),
-        "{text}"
-    );
+    // Options before the module; everything after it is the module's, `--` or not.
+    let rustenv = built("rustenv.wasm");
+    for args in [
+        [
+            "--env",
+            "K=v",
+            rustenv.to_str().unwrap(),
+            "x",
+            "-y",
+            "--env",
+        ]
+        .as_slice(),
+        &[
+            "--env",
+            "K=v",
+            rustenv.to_str().unwrap(),
+            "--",
+            "x",
+            "-y",
+            "--env",
+        ],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(0));
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.contains("K=v") && text.contains("rustenv.wasm x -y --env"),
+            "{args:?}: {text}"
+        );
+    }
     let out = run(&[common::guest("echo-exit3.wat").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3));
     let dir = tempfile::tempdir().unwrap();

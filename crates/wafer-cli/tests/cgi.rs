@@ -349,3 +349,12 @@ fn routes_exact_wildcard_and_unknown() {
         "a refused deploy creates nothing"
     );
 }
+
+#[test]
+fn a_wasi_preview0_module_runs_as_cgi() {
+    let server = Server::start();
+    server.deploy("old", &guest("preview0.wat"), &[]);
+    let response = server.get("/old/");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().unwrap(), "Hello from preview 0!\n");
+}

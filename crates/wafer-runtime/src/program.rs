@@ -83,16 +83,16 @@ pub struct Inputs {
 
 impl Inputs {
     fn of(module: &Module) -> Self {
-        let imports = |module_name: &str, names: &[&str]| {
+        let imports = |modules: &[&str], names: &[&str]| {
             module
                 .imports()
-                .any(|i| i.module() == module_name && names.contains(&i.name()))
+                .any(|i| modules.contains(&i.module()) && names.contains(&i.name()))
         };
-        let wasi = "wasi_snapshot_preview1";
+        let wasi = ["wasi_snapshot_preview1", "wasi_unstable"];
         Self {
-            env: imports(wasi, &["environ_get", "environ_sizes_get"]),
-            args: imports(wasi, &["args_get", "args_sizes_get"]),
-            host_calls: imports("wapc", &["__host_call"]),
+            env: imports(&wasi, &["environ_get", "environ_sizes_get"]),
+            args: imports(&wasi, &["args_get", "args_sizes_get"]),
+            host_calls: imports(&["wapc"], &["__host_call"]),
         }
     }
 }
@@ -305,11 +305,14 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// The host functions every guest may import: WASI preview1, and the logging imports of the
-/// original demo (`env.log_i32`, `env.log_string`).
+/// The host functions every guest may import: WASI preview1 and preview 0, and the logging
+/// imports of the original demo (`env.log_i32`, `env.log_string`).
 pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<GuestCtx>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_async(&mut linker, |cx: &mut GuestCtx| &mut cx.wasi)?;
+    // `wasi_unstable` (preview 0), which older toolchains (TinyGo, older Rust and
+    // AssemblyScript) still emit.
+    wasmtime_wasi::p0::add_to_linker_async(&mut linker, |cx: &mut GuestCtx| &mut cx.wasi)?;
     crate::wapc::add_to_linker(&mut linker)?;
     linker.func_wrap(
         "env",
