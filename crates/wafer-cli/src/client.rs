@@ -65,6 +65,9 @@ pub(crate) struct DeployArgs {
     /// Call the module as `cgi`, `wapc` or `exports` rather than as its exports suggest.
     #[arg(long)]
     abi: Option<String>,
+    /// Run this export instead of `_start` for each CGI call (WAGI's `entrypoint`).
+    #[arg(long)]
+    entrypoint: Option<String>,
     /// A `.proto` file with the operations' message types (compiled by the server).
     #[arg(long, value_name = "FILE", conflicts_with = "descriptor_set")]
     proto: Option<PathBuf>,
@@ -271,6 +274,7 @@ pub(crate) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     query.extend(limits.into_iter().filter_map(|(k, v)| Some((k, v?))));
     query.extend(args.operations.iter().map(|o| ("operation", o.clone())));
     query.extend(args.abi.iter().map(|a| ("abi", a.clone())));
+    query.extend(args.entrypoint.iter().map(|e| ("entrypoint", e.clone())));
     let request = args
         .server
         .request(Method::PUT, &format!("functions/{}", args.name))?

@@ -53,6 +53,9 @@ pub(crate) struct ManifestFunction {
     /// How to call the module, when not as its exports suggest.
     #[serde(default)]
     pub abi: Option<wafer_runtime::Abi>,
+    /// The export a CGI call runs instead of `_start` (WAGI's `entrypoint`).
+    #[serde(default)]
+    pub entrypoint: Option<String>,
     /// A `.proto` file with the operations' message types.
     #[serde(default)]
     pub proto: Option<PathBuf>,
@@ -108,6 +111,7 @@ impl ManifestFunction {
             env: self.env.clone(),
             limits: self.limits,
             abi: self.abi,
+            entrypoint: self.entrypoint.clone(),
             schema: None,
             grants: Grants {
                 http: self.http.clone(),

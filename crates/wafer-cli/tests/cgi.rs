@@ -358,3 +358,22 @@ fn a_wasi_preview0_module_runs_as_cgi() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().unwrap(), "Hello from preview 0!\n");
 }
+
+#[test]
+fn an_entrypoint_runs_another_export_than_start() {
+    let server = Server::start();
+    let module = guest("entrypoints.wat");
+    server.deploy("plain", &module, &[]);
+    server.deploy("hello", &module, &[("entrypoint", "hello")]);
+    assert_eq!(server.get("/plain/").text().unwrap(), "from _start\n");
+    assert_eq!(server.get("/hello/").text().unwrap(), "from hello\n");
+    for (entrypoint, says) in [
+        ("add", "the entrypoint `add` must take and return nothing; it is add(i32, i32) -> i32"),
+        ("nope", "the entrypoint `nope` is not an exported function (the module exports: _start, hello, add)"),
+    ] {
+        let response = server.deploy_with("bad", &module, &[("entrypoint", entrypoint)]);
+        assert_eq!(response.status(), 400);
+        let text = response.text().unwrap();
+        assert!(text.contains(says), "{text}");
+    }
+}

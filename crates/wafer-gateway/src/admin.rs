@@ -267,6 +267,7 @@ fn deploy_config(
 > {
     let mut operations = Vec::new();
     let mut abi = None;
+    let mut entrypoint = None;
     let mut routes = Vec::new();
     let mut env = Map::new();
     let mut limits = Map::new();
@@ -275,6 +276,7 @@ fn deploy_config(
             "route" => routes.push(Value::from(value.into_owned())),
             "operation" => operations.push(crate::schema::operation(&value)?),
             "abi" => abi = Some(value.into_owned()),
+            "entrypoint" => entrypoint = Some(value.into_owned()),
             "env" => {
                 let (k, v) = value
                     .split_once('=')
@@ -298,7 +300,9 @@ fn deploy_config(
             }
         }
     }
-    Ok((config(routes, env, limits, abi)?, operations))
+    let mut config = config(routes, env, limits, abi)?;
+    config.entrypoint = entrypoint;
+    Ok((config, operations))
 }
 
 /// A function's configuration from its parts, through the same serde definitions a manifest

@@ -23,6 +23,10 @@ pub struct FunctionConfig {
     /// How the module is called, when not as detected from its exports.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub abi: Option<wafer_runtime::Abi>,
+    /// The export a CGI call runs instead of `_start` (WAGI's `entrypoint`): a function of
+    /// no parameters and no results.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<String>,
     /// Protobuf types of the function's operations, for JSON transcoding.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schema: Option<Schema>,

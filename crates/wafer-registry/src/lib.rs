@@ -468,10 +468,15 @@ fn check_fit(program: &Program, config: &FunctionConfig) -> Result<(), RegistryE
     Ok(())
 }
 
-/// The program as its configuration says to call it (the detected ABI unless overridden).
+/// The program as its configuration says to call it: the detected ABI unless overridden,
+/// and the CGI entrypoint if one is named.
 fn with_abi(program: Program, config: &FunctionConfig) -> Result<Program, RegistryError> {
-    match config.abi {
-        Some(abi) => Ok(program.with_abi(abi)?),
+    let program = match config.abi {
+        Some(abi) => program.with_abi(abi)?,
+        None => program,
+    };
+    match &config.entrypoint {
+        Some(export) => Ok(program.with_entrypoint(export, config.abi.is_some())?),
         None => Ok(program),
     }
 }

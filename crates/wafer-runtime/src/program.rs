@@ -437,6 +437,54 @@ impl Program {
         Ok(self)
     }
 
+    /// This program run as a CGI command whose handler is `export` instead of `_start` (WAGI's
+    /// `entrypoint`). `export` must be a function of no parameters and no results. A module
+    /// without `_start` becomes a CGI program this way, unless `abi_chosen` (another ABI was
+    /// asked for explicitly).
+    pub fn with_entrypoint(
+        mut self,
+        export: &str,
+        abi_chosen: bool,
+    ) -> Result<Self, crate::CompileError> {
+        let unsupported = |why: String| Err(crate::CompileError::Unsupported(why));
+        let Code::Module { pre, start } = &mut self.code else {
+            return unsupported(format!(
+                "`entrypoint = \"{export}\"` is for core modules run as CGI; this is a WASI 0.2 component"
+            ));
+        };
+        if abi_chosen && self.abi != Abi::Cgi {
+            return unsupported(format!(
+                "`entrypoint = \"{export}\"` is for CGI programs; this one is called as `{}`",
+                self.abi
+            ));
+        }
+        let module = pre.module();
+        match module.get_export(export) {
+            Some(wasmtime::ExternType::Func(ty))
+                if ty.params().len() == 0 && ty.results().len() == 0 => {}
+            Some(wasmtime::ExternType::Func(ty)) => {
+                return unsupported(format!(
+                    "the entrypoint `{export}` must take and return nothing; it is {}",
+                    crate::call::signature(export, &ty)
+                ))
+            }
+            _ => {
+                let names: Vec<&str> = module
+                    .exports()
+                    .filter(|e| matches!(e.ty(), wasmtime::ExternType::Func(_)))
+                    .map(|e| e.name())
+                    .collect();
+                return unsupported(format!(
+                    "the entrypoint `{export}` is not an exported function (the module exports: {})",
+                    if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+                ));
+            }
+        }
+        *start = module.get_export_index(export);
+        self.abi = Abi::Cgi;
+        Ok(self)
+    }
+
     /// What of a CGI request this program can read; [`Program::run_cgi`] passes it nothing
     /// else.
     pub fn inputs(&self) -> Inputs {
