@@ -560,7 +560,9 @@ fn hostile_guests_cost_only_their_own_request() {
     server.deploy("deep", &guest("recurse.wat"), &[]);
     server.deploy("bomb", &guest("memhog.wat"), &[]);
     server.deploy("table", &guest("bigtable.wat"), &[]);
+    server.deploy("nomem", &guest("nomem.wat"), &[]);
     for (name, status, says) in [
+        ("nomem", 500, "the module does not export its memory"),
         ("flood", 502, "output limit"),
         ("deep", 500, "stack"),
         ("bomb", 500, "memory"),

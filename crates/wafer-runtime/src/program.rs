@@ -583,9 +583,28 @@ impl Program {
 
 /// A one-line description of why a call failed: the trap, then the guest frames if known.
 pub(crate) fn describe_trap(error: &wasmtime::Error) -> String {
+    // A host function's error reaches here wrapped in the guest's backtrace, whose text
+    // (`error while executing at wasm backtrace: ...`) names no cause: say the causes.
     let mut text = match error.downcast_ref::<wasmtime::Trap>() {
         Some(trap) => trap.to_string(),
-        None => error.to_string(),
+        None => {
+            let causes: Vec<String> = error
+                .chain()
+                .map(|cause| match cause.to_string().as_str() {
+                    "missing required memory export" => {
+                        "the module does not export its memory (`memory`), which WASI calls need"
+                            .to_owned()
+                    }
+                    other => other.to_owned(),
+                })
+                .filter(|cause| !cause.starts_with("error while executing at wasm backtrace"))
+                .collect();
+            if causes.is_empty() {
+                error.to_string()
+            } else {
+                causes.join(": ")
+            }
+        }
     };
     if let Some(trace) = error.downcast_ref::<wasmtime::WasmBacktrace>() {
         let frames: Vec<&str> = trace
