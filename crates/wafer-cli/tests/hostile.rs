@@ -617,3 +617,99 @@ fn redeploying_under_load_fails_no_request() {
     assert!(served > 0);
     assert_eq!(failed, 0);
 }
+
+#[test]
+fn http1_callers_that_hang_up_while_queued_leave_the_queue() {
+    let server = Server::start();
+    deploy_hello(&server);
+    server.deploy(
+        "busy",
+        &guest("sleep.wat"),
+        &[
+            ("abi", "cgi"),
+            ("max_concurrency", "1"),
+            ("timeout", "600ms"),
+        ],
+    );
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let call = || {
+        let mut s = TcpStream::connect(&address).unwrap();
+        s.write_all(b"GET /busy/ HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        s
+    };
+    for _ in 0..4 {
+        let mut running = call();
+        thread::sleep(Duration::from_millis(100));
+        // A second caller queues, then hangs up while it waits.
+        drop(call());
+        running
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut answer = [0u8; 12];
+        running.read_exact(&mut answer).unwrap();
+        assert_eq!(&answer, b"HTTP/1.1 504");
+    }
+    // Queued behind a running call, a caller is admitted (504 after its sleep), not refused.
+    let running = call();
+    thread::sleep(Duration::from_millis(100));
+    let response = server.get("/busy/");
+    assert_eq!(response.status(), 504, "the queue leaked places");
+    drop(running);
+    assert_hello(&server);
+}
+
+#[test]
+fn a_component_blocked_on_a_slow_request_body_ends_at_its_timeout() {
+    let server = Server::start();
+    deploy_hello(&server);
+    server.deploy(
+        "echo",
+        &built("http-echo-rust.wasm"),
+        &[("timeout", "1s"), ("max_concurrency", "1")],
+    );
+    let mut stream = TcpStream::connect(server.url.trim_start_matches("http://")).unwrap();
+    stream
+        .write_all(b"POST /echo/ HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nfirst bytes ")
+        .unwrap();
+    // The rest never comes: the guest waits for it in a host call until its time is up.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    // The component answers at once and streams its echo; when its time is up, waiting for
+    // the rest of the body, the response is cut short and the connection ends.
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let ended = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => {}
+            Err(e) => break e.kind() != std::io::ErrorKind::WouldBlock,
+        }
+    };
+    assert!(ended, "the stalled call was still running after 20 s");
+    assert!(
+        eventually(Duration::from_secs(5), || logs(&server, "echo")
+            .contains("time limit")),
+        "{}",
+        logs(&server, "echo")
+    );
+    drop(stream);
+    let response = server
+        .client
+        .post(format!("{}/echo/", server.url))
+        .body("again")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().unwrap(), "again");
+    assert_hello(&server);
+}
