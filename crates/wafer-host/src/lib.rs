@@ -26,7 +26,8 @@
 //! let caps = Capabilities::open(".wafer".as_ref(), registry)?;
 //! let call = HostCall { binding: "wafer", namespace: "kv", operation: "get", payload: b"visits" };
 //! let deadline = Instant::now() + Duration::from_secs(5);
-//! match caps.call(function, call, deadline).await {
+//! // 0: the call was not started by a pub/sub delivery (see `pubsub::MAX_HOPS`).
+//! match caps.call(function, call, deadline, 0).await {
 //!     Ok(value) => println!("visits = {}", String::from_utf8_lossy(&value)),
 //!     Err(error) => println!("{error}"), // e.g. "denied: this function has no key-value store ..."
 //! }
