@@ -713,3 +713,34 @@ fn a_component_blocked_on_a_slow_request_body_ends_at_its_timeout() {
     assert_eq!(response.text().unwrap(), "again");
     assert_hello(&server);
 }
+
+#[test]
+fn more_peers_than_descriptors_wait_instead_of_breaking_the_server() {
+    rlimit::increase_nofile_limit(u64::MAX).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // 320 descriptors: the server keeps 256 for itself and serves at most 64 connections.
+    #[rustfmt::skip]
+    let server = Server::start_with_fd_limit(dir.path(), &[
+        "serve", "--header-timeout", "1s",
+    ], 320);
+    server.deploy_cli("hello", &built("hello-wat.wat"), &[]);
+    let address = server.url.trim_start_matches("http://").to_owned();
+    // 400 peers that say nothing: more than the process has descriptors for.
+    let idle: Vec<TcpStream> = (0..400)
+        .map(|_| TcpStream::connect(&address).unwrap())
+        .collect();
+    // Served once the idle ones have been cut off, a slot at a time.
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let response = client.get(format!("{}/hello/", server.url)).send().unwrap();
+    assert_eq!(response.status(), 200);
+    drop(idle);
+    let log = server.stderr();
+    assert!(
+        log.contains("the file descriptor limit is 320: serving at most 64 connections at once"),
+        "{log}"
+    );
+    assert!(!log.contains("accept failed"), "{log}");
+}

@@ -63,13 +63,19 @@ impl Server {
 
     /// Starts `wafer <args> --listen 127.0.0.1:0 --data <data>`.
     pub fn start_with(data: &Path, args: &[&str]) -> Self {
-        Self::spawn(data, args, false)
+        Self::spawn(data, args, false, None)
+    }
+
+    /// Like [`Server::start_logged`], with the process's file descriptor limit (soft and
+    /// hard) set to `nofile`.
+    pub fn start_with_fd_limit(data: &Path, args: &[&str], nofile: u64) -> Self {
+        Self::spawn(data, args, true, Some(nofile))
     }
 
     /// Like [`Server::start_with`], keeping what the server writes to stderr for
     /// [`Server::stderr`].
     pub fn start_logged(data: &Path, args: &[&str]) -> Self {
-        Self::spawn(data, args, true)
+        Self::spawn(data, args, true, None)
     }
 
     /// The server's stderr so far (for a server from [`Server::start_logged`]).
@@ -80,8 +86,16 @@ impl Server {
             .unwrap_or_default()
     }
 
-    fn spawn(data: &Path, args: &[&str], logged: bool) -> Self {
-        let mut child = Command::new(WAFER)
+    fn spawn(data: &Path, args: &[&str], logged: bool, nofile: Option<u64>) -> Self {
+        let mut command = Command::new(WAFER);
+        if let Some(limit) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only an async-signal-safe system call between fork and exec.
+            unsafe {
+                command.pre_exec(move || rlimit::setrlimit(rlimit::Resource::NOFILE, limit, limit));
+            }
+        }
+        let mut child = command
             .args(args)
             .args(["--listen", "127.0.0.1:0", "--data"])
             .arg(data)
