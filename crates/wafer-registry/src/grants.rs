@@ -377,6 +377,13 @@ impl FromStr for DirGrant {
         if text.contains('\0') {
             return Err(bad("contains a NUL byte"));
         }
+        // `:` ends the guest path (`:ro`, `:rw`); one inside it would read back otherwise
+        // (`/d:ro:rw` is read-write at `/d:ro`, printed as `/d:ro`, read back read-only).
+        if guest.contains(':') {
+            return Err(bad(&format!(
+                "the guest path `{guest}` may not contain `:` (it separates the `:ro` or `:rw` suffix)"
+            )));
+        }
         Ok(Self {
             host: PathBuf::from(host),
             guest: guest.to_owned(),
@@ -531,6 +538,8 @@ mod tests {
         assert!("/srv::srv".parse::<DirGrant>().is_err());
         assert!("/srv::/a/../b".parse::<DirGrant>().is_err());
         assert!("/srv".parse::<DirGrant>().is_err());
+        // Found by fuzzing: read-write at `/d:ro` printed as `/d:ro` and read back read-only.
+        assert!("data::/d:ro:rw".parse::<DirGrant>().is_err());
     }
 
     #[test]
