@@ -65,6 +65,7 @@ fn deploy_stream(name: &str, module: &[u8], limits: Option<Limits>) -> Vec<Deplo
             schema: None,
             abi: String::new(),
             grants: None,
+            entrypoint: String::new(),
         })),
     }];
     for chunk in module.chunks(7000) {
