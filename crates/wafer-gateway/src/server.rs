@@ -81,6 +81,8 @@ impl ServeConfig {
 pub(crate) struct Slots {
     semaphore: Arc<Semaphore>,
     max: usize,
+    /// Whether the server is (or last was) full, so the warning is given once per episode.
+    full: std::sync::atomic::AtomicBool,
 }
 
 impl Slots {
@@ -89,6 +91,7 @@ impl Slots {
         Self {
             semaphore: Arc::new(Semaphore::new(max)),
             max,
+            full: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -101,12 +104,15 @@ impl Slots {
     /// Waits for a free slot (saying so once per episode when the server is full).
     pub(crate) async fn take(&self) -> tokio::sync::OwnedSemaphorePermit {
         if let Ok(permit) = self.semaphore.clone().try_acquire_owned() {
+            self.full.store(false, Ordering::Relaxed);
             return permit;
         }
-        tracing::warn!(
-            max_connections = self.max,
-            "connection limit reached; new connections wait until one closes"
-        );
+        if !self.full.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                max_connections = self.max,
+                "connection limit reached; new connections wait until one closes"
+            );
+        }
         // The semaphore is never closed.
         match self.semaphore.clone().acquire_owned().await {
             Ok(permit) => permit,
