@@ -256,7 +256,7 @@ pub(crate) fn schema_of(
 /// definitions a manifest uses, so both accept and reject exactly the same things:
 /// `route` (repeatable), `env=KEY=VALUE` (repeatable) and each limit by name
 /// (`memory=64MiB`, `timeout=5s`, `max_concurrency=8`, ...).
-fn deploy_config(
+pub(crate) fn deploy_config(
     query: &str,
 ) -> Result<
     (
@@ -375,7 +375,7 @@ async fn pubsub(_: Admin, State(app): State<Arc<App>>) -> Json<wafer_host::pubsu
 }
 
 #[derive(Deserialize)]
-struct LogQuery {
+pub(crate) struct LogQuery {
     tail: Option<usize>,
 }
 

@@ -35,6 +35,8 @@ mod cgi;
 mod component;
 mod deliver;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod grpc;
 mod invoke;
 mod logs;

@@ -36,6 +36,8 @@
 #![warn(missing_docs)]
 
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod kv;
 pub mod pubsub;

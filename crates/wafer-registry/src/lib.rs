@@ -38,6 +38,8 @@ mod artifacts;
 mod config;
 mod error;
 mod function;
+#[doc(hidden)]
+pub mod fuzzing;
 mod grants;
 mod names;
 mod record;
