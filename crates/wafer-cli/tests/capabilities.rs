@@ -260,12 +260,7 @@ fn key_value_survives_restarts_and_goes_with_the_function() {
 fn wait_for_stats(server: &Server, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
     let start = Instant::now();
     loop {
-        let stats: serde_json::Value = server
-            .admin(Method::GET, "pubsub")
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let stats = server.pubsub();
         if done(&stats) {
             return stats;
         }
@@ -462,12 +457,7 @@ fn a_function_subscribed_to_its_own_topic_stops_at_the_hop_limit() {
     let stats = wait_for_stats(&server, |s| subscriber(s, "echoer")["delivered"] == hops);
     assert_eq!(stats["published"], hops, "{stats}");
     std::thread::sleep(Duration::from_millis(500));
-    let stats: serde_json::Value = server
-        .admin(Method::GET, "pubsub")
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let stats = server.pubsub();
     assert_eq!(stats["published"], hops, "the loop went on: {stats}");
     assert_eq!(subscriber(&stats, "echoer")["delivered"], hops, "{stats}");
 }

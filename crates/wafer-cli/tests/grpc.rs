@@ -285,25 +285,10 @@ fn protobuf_described_function_over_grpc() {
     let server = Server::start();
     runtime().block_on(async {
         let mut client = client(&server).await;
-        let module = std::fs::read(built("complex-rust.wasm")).unwrap();
         let proto =
             std::fs::read_to_string(common::root().join("examples/complex-rust/complex.proto"))
                 .unwrap();
-        let types = OperationTypes {
-            input: "complex.Pair".into(),
-            output: "complex.Complex".into(),
-        };
-        let mut messages = deploy_stream("complex", &module, None);
-        if let Some(deploy_request::Part::Metadata(metadata)) = &mut messages[0].part {
-            metadata.schema = Some(Schema {
-                source: Some(schema::Source::Proto(proto)),
-                operations: [("mul".to_owned(), types)].into(),
-            });
-        }
-        client
-            .deploy(authed(&server, tokio_stream::iter(messages)))
-            .await
-            .unwrap();
+        deploy_complex(&server, &mut client, &proto).await;
         let answer = invoke(
             &server,
             &mut client,

@@ -82,6 +82,28 @@ fn raw_exchange(server: &Server, request: &[u8]) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+type Http2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+/// An HTTP/2 (prior knowledge) connection to `address`: its sender, and the task driving it,
+/// which ends when the connection does.
+async fn http2(address: &str) -> (Http2Sender, tokio::task::JoinHandle<hyper::Result<()>>) {
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    (sender, tokio::spawn(connection))
+}
+
 /// The text of a function's last log lines.
 fn logs(server: &Server, name: &str) -> String {
     let lines: serde_json::Value = server
@@ -163,13 +185,7 @@ fn a_sleeping_subscriber_does_not_stall_its_topic() {
         assert!(text.ends_with("published\n"), "{text}");
     }
     let failed = || {
-        let stats: serde_json::Value = server
-            .admin(Method::GET, "pubsub")
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        stats["subscribers"]
+        server.pubsub()["subscribers"]
             .as_array()
             .unwrap()
             .iter()
@@ -239,19 +255,8 @@ fn an_idle_http2_connection_is_closed() {
     let server = quick_server(&[]);
     deploy_hello(&server);
     let address = server.url.trim_start_matches("http://").to_owned();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let stream = tokio::net::TcpStream::connect(&address).await.unwrap();
-        let (mut sender, connection) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap();
-        let connection = tokio::spawn(connection);
+    runtime().block_on(async {
+        let (mut sender, connection) = http2(&address).await;
         let request = http::Request::get(format!("http://{address}/hello/"))
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .unwrap();
@@ -478,19 +483,8 @@ fn http2_callers_that_give_up_while_queued_leave_the_queue() {
         ],
     );
     let address = server.url.trim_start_matches("http://").to_owned();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let stream = tokio::net::TcpStream::connect(&address).await.unwrap();
-        let (mut sender, connection) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(connection);
+    runtime().block_on(async {
+        let (mut sender, _connection) = http2(&address).await;
         let request = || {
             http::Request::get(format!("http://{address}/busy/"))
                 .body(http_body_util::Empty::<bytes::Bytes>::new())

@@ -355,7 +355,7 @@ pub(crate) fn excerpt(bytes: &[u8]) -> String {
 }
 
 /// Headers that describe one connection rather than the response; the server sets its own.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
     [
         header::CONNECTION,
         header::TRANSFER_ENCODING,

@@ -72,17 +72,10 @@ fn check_header_block(output: &Output, data: &[u8]) {
         "the body is not the end of stdout"
     );
     for (name, _) in &output.headers {
-        let hop_by_hop = [
-            header::CONNECTION,
-            header::TRANSFER_ENCODING,
-            header::CONTENT_LENGTH,
-            header::TE,
-            header::TRAILER,
-            header::UPGRADE,
-        ]
-        .contains(name)
-            || name.as_str() == "keep-alive";
-        assert!(!hop_by_hop, "hop-by-hop header `{name}` passed through");
+        assert!(
+            !crate::cgi::is_hop_by_hop(name),
+            "hop-by-hop header `{name}` passed through"
+        );
         assert_ne!(
             name.as_str(),
             "status",

@@ -147,10 +147,11 @@ impl Backoff {
 pub(crate) struct Activity {
     running: AtomicUsize,
     started: AtomicU64,
-    /// When a request last started or ended.
+    /// When a request last ended.
     last_request: AtomicU64,
-    /// When bytes last moved either way.
-    last_io: AtomicU64,
+    /// Bytes moved either way (a count, not a time: the watcher notes when it changes, so
+    /// reads and writes cost no clock reading).
+    bytes: AtomicU64,
     opened: OnceInstant,
 }
 
@@ -175,9 +176,10 @@ impl Activity {
     /// Marks a request as running until the guard drops (its handler returned or was
     /// dropped, as by a stream reset).
     pub(crate) fn request(self: &Arc<Self>) -> RequestGuard {
+        // `last_request` is stamped when the request ends: while one runs, the connection is
+        // not idle whatever the time.
         self.started.fetch_add(1, Ordering::Relaxed);
         self.running.fetch_add(1, Ordering::Relaxed);
-        self.last_request.store(self.now(), Ordering::Relaxed);
         RequestGuard(self.clone())
     }
 }
@@ -209,8 +211,8 @@ impl Tracked {
     fn moved(&self, bytes: usize) {
         if bytes > 0 {
             self.activity
-                .last_io
-                .store(self.activity.now(), Ordering::Relaxed);
+                .bytes
+                .fetch_add(bytes as u64, Ordering::Relaxed);
         }
     }
 }
@@ -284,6 +286,8 @@ pub(crate) async fn watch<C>(
     let header = config.header_timeout.as_millis() as u64;
     let idle = config.idle_timeout.as_millis() as u64;
     let mut closing = false;
+    // While closing: the byte count last seen, and when it was seen to change.
+    let (mut seen_bytes, mut moved_at) = (0, 0);
     loop {
         let now = activity.now();
         let running = activity.running.load(Ordering::Relaxed) > 0;
@@ -295,7 +299,11 @@ pub(crate) async fn watch<C>(
             }
             header
         } else if closing {
-            let quiet_since = activity.last_io.load(Ordering::Relaxed).max(last_request);
+            let bytes = activity.bytes.load(Ordering::Relaxed);
+            if bytes != seen_bytes {
+                (seen_bytes, moved_at) = (bytes, now);
+            }
+            let quiet_since = moved_at.max(last_request);
             if !running && now >= quiet_since + header {
                 tracing::debug!("closing an idle connection that did not close when asked");
                 return;
@@ -309,6 +317,7 @@ pub(crate) async fn watch<C>(
             now + idle
         } else if now >= last_request + idle {
             closing = true;
+            (seen_bytes, moved_at) = (activity.bytes.load(Ordering::Relaxed), now);
             shutdown(connection.as_mut());
             continue;
         } else {
@@ -326,6 +335,7 @@ pub(crate) async fn watch<C>(
                 // The server is stopping (or gone): finish what runs, take nothing new.
                 let _ = changed;
                 closing = true;
+                (seen_bytes, moved_at) = (activity.bytes.load(Ordering::Relaxed), activity.now());
                 shutdown(connection.as_mut());
             }
         }

@@ -150,6 +150,15 @@ impl Server {
         }
     }
 
+    /// The pub/sub counters (`GET /_wafer/pubsub`).
+    pub fn pubsub(&self) -> serde_json::Value {
+        self.admin(reqwest::Method::GET, "pubsub")
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
     /// Keeps `dir` (the data directory) until the server is dropped.
     pub fn keep(&mut self, dir: tempfile::TempDir) {
         self._dir = Some(dir);
