@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds every example guest into <repo>/target/wasm/:
-#   hello-rust.wasm rustenv.wasm visits-rust.wasm (cargo, wasm32-wasip1)
+#   hello-rust.wasm rustenv.wasm routes-rust.wasm visits-rust.wasm (cargo, wasm32-wasip1)
 #   wapc-rust.wasm exports-rust.wasm complex-rust.wasm (cargo, wasm32-wasip1)
 #   telemetry.wasm aggregator.wasm pipeline-gateway.wasm (cargo, wasm32-wasip1)
 #   wapc-rust-unknown.wasm         (cargo, wasm32-unknown-unknown)
@@ -120,7 +120,7 @@ install_artifact() {
 CARGO_TARGET_DIR="$work" cargo build --quiet --release --target wasm32-wasip1 \
   --manifest-path "$ex/Cargo.toml" \
   || die "cargo build of the Rust examples failed"
-for crate in hello-rust rustenv visits-rust telemetry aggregator pipeline-gateway; do
+for crate in hello-rust rustenv routes-rust visits-rust telemetry aggregator pipeline-gateway; do
   install_artifact "$work/wasm32-wasip1/release/$crate.wasm" "$crate.wasm"
 done
 # Library crates (cdylib) are named with underscores.

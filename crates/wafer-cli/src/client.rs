@@ -320,7 +320,7 @@ pub(crate) async fn ls(args: ServerArgs) -> anyhow::Result<()> {
         "NAME", "VERSION", "ABI", "DIGEST", "ROUTES"
     );
     for f in list.as_array().into_iter().flatten() {
-        let routes: Vec<&str> = f["config"]["routes"]
+        let routes: Vec<&str> = f["routes"]
             .as_array()
             .into_iter()
             .flatten()

@@ -377,3 +377,164 @@ fn an_entrypoint_runs_another_export_than_start() {
         assert!(text.contains(says), "{text}");
     }
 }
+
+/// The answer's status and text at `path`.
+fn answer(server: &Server, path: &str) -> (u16, String) {
+    let response = server.get(path);
+    (response.status().as_u16(), response.text().unwrap())
+}
+
+#[test]
+fn module_declared_routes_are_served_by_their_exports() {
+    let data = tempfile::tempdir().unwrap();
+    let module = guest("routes.wat");
+    {
+        let server = Server::start_in(data.path());
+        server.deploy("routes", &module, &[("route", "/example")]);
+        let deployed = server
+            .admin(Method::GET, "functions/routes")
+            .send()
+            .unwrap()
+            .json::<serde_json::Value>()
+            .unwrap();
+        assert_eq!(
+            deployed["versions"][0]["module_routes"],
+            serde_json::json!([
+                {"route": "/hello", "handler": "hello"},
+                {"route": "/goodbye/...", "handler": "goodbye"},
+                {"route": "/main", "handler": "_start"},
+            ])
+        );
+        let listed = server.admin(Method::GET, "functions").send().unwrap();
+        let listed: serde_json::Value = listed.json().unwrap();
+        assert_eq!(
+            listed[0]["routes"],
+            serde_json::json!([
+                "/example",
+                "/example/hello",
+                "/example/goodbye/...",
+                "/example/main"
+            ])
+        );
+    }
+    // After a restart the routes come from the record, and still answer.
+    let server = Server::start_in(data.path());
+    for (path, says) in [
+        ("/example", "from _start\n"),
+        ("/example/hello", "from hello\n"),
+        ("/example/goodbye", "from goodbye\n"),
+        ("/example/goodbye/and/more", "from goodbye\n"),
+        ("/example/main", "from _start\n"),
+    ] {
+        assert_eq!(answer(&server, path), (200, says.to_owned()), "{path}");
+    }
+    // The function's route is exact, so nothing else below it answers.
+    assert_eq!(answer(&server, "/example/other").0, 404);
+    assert_eq!(answer(&server, "/example/hello/more").0, 404);
+
+    // With the default wildcard route and another entrypoint: the declared routes win over
+    // the wildcard, which runs the entrypoint.
+    server.deploy("plain", &module, &[("entrypoint", "goodbye")]);
+    assert_eq!(answer(&server, "/plain/hello").1, "from hello\n");
+    assert_eq!(answer(&server, "/plain/anything").1, "from goodbye\n");
+    assert_eq!(answer(&server, "/plain/main").1, "from _start\n");
+
+    // A version whose module declares nothing takes the declared routes away.
+    server.deploy(
+        "routes",
+        &guest("entrypoints.wat"),
+        &[("route", "/example")],
+    );
+    assert_eq!(answer(&server, "/example").1, "from _start\n");
+    assert_eq!(answer(&server, "/example/hello").0, 404);
+    // ... and rollback brings them back.
+    let rolled = server
+        .admin(Method::POST, "functions/routes/rollback")
+        .send()
+        .unwrap();
+    assert_eq!(rolled.status(), 200);
+    assert_eq!(answer(&server, "/example/hello").1, "from hello\n");
+}
+
+/// A CGI module whose `_routes` export runs `body`, then prints `routes`.
+fn declaring(dir: &std::path::Path, name: &str, body: &str, routes: &str) -> std::path::PathBuf {
+    let wat = format!(
+        r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "{}")
+  (func (export "_start"))
+  (func (export "hello"))
+  (func (export "add") (param i32 i32) (result i32) (local.get 0))
+  (func (export "_routes")
+    {body}
+    (i32.store (i32.const 0) (i32.const 100))
+    (i32.store (i32.const 4) (i32.const {}))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
+        routes.replace('\n', "\\n"),
+        routes.len()
+    );
+    let path = dir.join(format!("{name}.wat"));
+    std::fs::write(&path, wat).unwrap();
+    path
+}
+
+#[test]
+fn a_bad_routes_export_fails_the_deploy_and_changes_nothing() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    server.deploy("other", &guest("entrypoints.wat"), &[("route", "/taken")]);
+    let loops = "(loop $forever (br $forever))";
+    for (name, body, routes, says) in [
+        (
+            "half",
+            "",
+            "/hello hello\n/bye\n",
+            "line 2 is `/bye`; each line must be a route and the export",
+        ),
+        (
+            "badroute",
+            "",
+            "hello hello\n",
+            "line 1: invalid route `hello`: it must start with `/`",
+        ),
+        (
+            "noexport",
+            "",
+            "/x nope\n",
+            "route `/x`: the entrypoint `nope` is not an exported function",
+        ),
+        (
+            "params",
+            "",
+            "/x add\n",
+            "route `/x`: the entrypoint `add` must take and return nothing",
+        ),
+        ("traps", "unreachable", "", "unreachable"),
+        ("loops", loops, "", "exceeded its time limit of 1s"),
+    ] {
+        let module = declaring(dir.path(), name, body, routes);
+        let response = server.deploy_with(name, &module, &[("timeout", "1s")]);
+        assert_eq!(response.status(), 400, "{name}");
+        let text = response.text().unwrap();
+        assert!(
+            text.contains("the module's `_routes` export"),
+            "{name}: {text}"
+        );
+        assert!(text.contains(says), "{name}: {text}");
+        assert_eq!(
+            answer(&server, &format!("/{name}/")).0,
+            404,
+            "{name} was deployed"
+        );
+    }
+    // A declared route another function serves is refused like any taken route.
+    let module = declaring(dir.path(), "clash", "", "/taken hello\n");
+    let response = server.deploy_with("clash", &module, &[("route", "/...")]);
+    assert_eq!(response.status(), 409);
+    assert!(response
+        .text()
+        .unwrap()
+        .contains("route `/taken` is already served by function `other`"));
+    assert_eq!(answer(&server, "/taken").1, "from _start\n");
+}

@@ -16,6 +16,11 @@ fn examples_manifest_serves_every_example() {
         ("/hello-rust", "Hello from Rust!\n"),
         ("/hello-go", "Hello from Go!\n"),
         ("/hello-c", "Hello from C!\n"),
+        ("/routes-rust/", "routes: /time, /echo/...\n"),
+        (
+            "/routes-rust/echo/a%20b/c",
+            "route: /routes-rust/echo/..., path: /a b/c\n",
+        ),
         ("/http-hello-rust", "Hello from a Rust component!\n"),
         ("/http-hello-py", "Hello from a Python component!\n"),
         ("/http-hello-js", "Hello from a JavaScript component!\n"),
@@ -39,6 +44,14 @@ fn examples_manifest_serves_every_example() {
         .text()
         .unwrap()
         .contains("GREETING=hello from the manifest"));
+    let now: u64 = server
+        .get("/routes-rust/time")
+        .text()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(now > 1_700_000_000, "/routes-rust/time: {now}");
     let post = |path: &str, body: &str| server.post(path, body);
     for sdk in ["rust", "go", "c"] {
         for visit in 1..=2 {

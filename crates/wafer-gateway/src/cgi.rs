@@ -123,7 +123,7 @@ fn environment(
         .map(str::to_owned)
         .unwrap_or_else(|| local.to_string());
     let (server_name, server_port) = split_host(&host, local.port());
-    let route = function.config.routes[resolved.route].as_str();
+    let route = resolved.route().as_str();
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)

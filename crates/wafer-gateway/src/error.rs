@@ -121,6 +121,7 @@ impl Error {
                 | RegistryError::InvalidRoute { .. }
                 | RegistryError::InvalidDigest(_)
                 | RegistryError::InvalidConfig(_)
+                | RegistryError::ModuleRoutes(_)
                 | RegistryError::Compile(_) => StatusCode::BAD_REQUEST,
                 RegistryError::NotFound(_) | RegistryError::ModuleNotFound(_) => {
                     StatusCode::NOT_FOUND

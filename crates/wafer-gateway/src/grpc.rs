@@ -105,14 +105,6 @@ struct Service {
     app: Arc<App>,
 }
 
-fn routes(config: &wafer_registry::FunctionConfig, name: &FunctionName) -> Vec<String> {
-    config
-        .effective_routes(name)
-        .iter()
-        .map(|r| r.to_string())
-        .collect()
-}
-
 fn deployed(d: wafer_registry::Deployed) -> Deployed {
     Deployed {
         name: d.name.to_string(),
@@ -233,7 +225,7 @@ impl Wafer for Service {
                 version: f.version,
                 versions: u32::try_from(f.versions).unwrap_or(u32::MAX),
                 digest: f.digest.to_string(),
-                routes: routes(&f.config, &f.name),
+                routes: f.routes.iter().map(|r| r.to_string()).collect(),
                 error: f.error.unwrap_or_default(),
                 abi: f.abi.to_string(),
                 grants: Some(grants_message(&f.config.grants)),
@@ -258,7 +250,7 @@ impl Wafer for Service {
                     version: v.version,
                     digest: v.digest.to_string(),
                     abi: v.abi.to_string(),
-                    routes: routes(&v.config, &record.name),
+                    routes: v.routes().iter().map(|r| r.to_string()).collect(),
                     created: v.created.clone(),
                 })
                 .collect(),

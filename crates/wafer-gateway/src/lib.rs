@@ -184,7 +184,9 @@ impl App {
             .resolve(path)
             .ok_or_else(|| Error::NoRoute(path.to_owned()))?;
         let function = &resolved.function;
-        let program = runnable(function)?;
+        let program = resolved
+            .program()
+            .map_err(|reason| unavailable(function, reason))?;
         if let Some(component) = program.as_http() {
             let admission = self.admission(function).await?;
             let request_id = self.request_id();
@@ -403,10 +405,16 @@ impl App {
 
 /// The program of a function's active version, or why it cannot run.
 fn runnable(function: &Function) -> Result<&wafer_runtime::Program, Error> {
-    function.program().map_err(|reason| Error::Unavailable {
+    function
+        .program()
+        .map_err(|reason| unavailable(function, reason))
+}
+
+fn unavailable(function: &Function, reason: &str) -> Error {
+    Error::Unavailable {
         name: function.name.to_string(),
         reason: reason.to_owned(),
-    })
+    }
 }
 
 /// Tags a response with the id its log lines carry.

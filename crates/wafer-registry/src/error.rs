@@ -33,6 +33,9 @@ pub enum RegistryError {
     /// The module cannot be compiled or linked; nothing was changed.
     #[error(transparent)]
     Compile(#[from] CompileError),
+    /// The module's `_routes` export failed, or printed something that is not a route list.
+    #[error("the module's `_routes` export: {0}")]
+    ModuleRoutes(String),
     /// No function has that name.
     #[error("no function named `{0}`")]
     NotFound(String),

@@ -8,7 +8,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wafer_runtime::{InstancePool, Program};
 
 use crate::config::FunctionConfig;
-use crate::names::{Digest, FunctionName};
+use crate::names::{Digest, FunctionName, Route};
 
 /// How long a call waits for a free instance when the function is at its concurrency limit,
 /// before it is refused with "busy". One second absorbs bursts without letting a backlog grow
@@ -27,6 +27,9 @@ pub struct Function {
     /// Its routes, environment and limits.
     pub config: FunctionConfig,
     program: Result<Program, String>,
+    /// The routes its module declared (WAGI `_routes`) under each configured route, each with
+    /// the program that runs its handler export.
+    declared: Vec<(Route, Program)>,
     gate: Arc<Gate>,
     /// Idle instances kept for reuse, when the config asks for it.
     instances: Option<Arc<InstancePool>>,
@@ -50,7 +53,7 @@ impl Function {
         version: u32,
         digest: Digest,
         config: FunctionConfig,
-        program: Result<Program, String>,
+        program: Result<(Program, Vec<(Route, Program)>), String>,
         previous: Option<&Function>,
     ) -> Self {
         let limit = config.limits.max_concurrency;
@@ -64,12 +67,17 @@ impl Function {
         };
         let reuse = config.limits.instance_reuse;
         let instances = (reuse > 1).then(|| InstancePool::new(reuse));
+        let (program, declared) = match program {
+            Ok((program, declared)) => (Ok(program), declared),
+            Err(e) => (Err(e), Vec::new()),
+        };
         Self {
             name,
             version,
             digest,
             config,
             program,
+            declared,
             gate,
             instances,
         }
@@ -79,6 +87,32 @@ impl Function {
     /// verification when the server started).
     pub fn program(&self) -> Result<&Program, &str> {
         self.program.as_ref().map_err(String::as_str)
+    }
+
+    /// Every route the function answers on: its configured routes, then those its module
+    /// declared. [`crate::Resolved::route`] indexes this order.
+    pub fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.config
+            .routes
+            .iter()
+            .chain(self.declared.iter().map(|(route, _)| route))
+    }
+
+    /// The route at `index` of [`Function::routes`].
+    pub(crate) fn route(&self, index: usize) -> &Route {
+        match index.checked_sub(self.config.routes.len()) {
+            Some(declared) => &self.declared[declared].0,
+            None => &self.config.routes[index],
+        }
+    }
+
+    /// The program that handles the route at `index` of [`Function::routes`]: the
+    /// function's program, or for a declared route the one that runs its handler.
+    pub(crate) fn handler(&self, index: usize) -> Result<&Program, &str> {
+        match index.checked_sub(self.config.routes.len()) {
+            Some(declared) => Ok(&self.declared[declared].1),
+            None => self.program(),
+        }
     }
 
     /// The instances this version keeps between requests, if it reuses instances.

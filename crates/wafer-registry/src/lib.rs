@@ -36,6 +36,7 @@
 
 mod artifacts;
 mod config;
+mod declared;
 mod error;
 mod function;
 #[doc(hidden)]
@@ -58,6 +59,7 @@ use crate::artifacts::ArtifactCache;
 use crate::routes::RouteTable;
 
 pub use config::{FunctionConfig, OperationTypes, Schema};
+pub use declared::{ModuleRoute, ROUTES_EXPORT};
 pub use error::RegistryError;
 pub use function::{Admission, Function, QUEUE_WAIT};
 pub use grants::{
@@ -114,6 +116,8 @@ pub struct FunctionStatus {
     pub abi: wafer_runtime::Abi,
     /// The active configuration.
     pub config: FunctionConfig,
+    /// Every route it answers on: the configured ones, then those its module declared.
+    pub routes: Vec<Route>,
     /// `None` when ready; otherwise why it cannot run.
     pub error: Option<String>,
 }
@@ -177,7 +181,11 @@ impl Registry {
     /// Deploys `module` (binary wasm or WAT) as a new version of `name` and makes it active.
     ///
     /// If the module and config equal the active version's, nothing is written and the active
-    /// version is returned with `unchanged: true`.
+    /// version is returned with `unchanged: true`. A CGI module exporting `_routes` (WAGI's
+    /// module-declared routes) has it run here, once, and its routes kept in the record.
+    ///
+    /// Compiling and running `_routes` block the calling thread: from async code, call this
+    /// on a blocking thread (`tokio::task::spawn_blocking`).
     pub fn deploy(
         &self,
         name: FunctionName,
@@ -212,6 +220,8 @@ impl Registry {
         };
         let program = with_abi(program, &config)?;
         check_fit(&program, &config)?;
+        let module_routes = declared::run(&program, config.limits)?;
+        let handlers = declared::handlers(&program, &config.routes, &module_routes)?;
         self.store.put_module(&digest, &wasm)?;
 
         let mut records = self.lock();
@@ -231,6 +241,7 @@ impl Registry {
             digest: digest.clone(),
             abi: program.abi(),
             config,
+            module_routes,
             created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         };
         record.active = version.version;
@@ -241,7 +252,7 @@ impl Registry {
             version.version,
             digest.clone(),
             version.config.clone(),
-            Ok(program),
+            Ok((program, handlers)),
             live.functions.get(&name).map(Arc::as_ref),
         );
         self.commit(&mut records, record, Some(function))?;
@@ -347,9 +358,14 @@ impl Registry {
         version: &Version,
         previous: Option<&Function>,
     ) -> Function {
+        let config = &version.config;
         let program = self
             .load_program(&version.digest)
-            .and_then(|p| with_abi(p, &version.config))
+            .and_then(|p| with_abi(p, config))
+            .and_then(|p| {
+                let handlers = declared::handlers(&p, &config.routes, &version.module_routes)?;
+                Ok((p, handlers))
+            })
             .map_err(|e| e.to_string());
         Function::new(
             name.clone(),
@@ -391,6 +407,7 @@ impl Registry {
                     digest: active.digest.clone(),
                     abi: active.abi,
                     config: active.config.masked(),
+                    routes: active.routes(),
                     error,
                 })
             })

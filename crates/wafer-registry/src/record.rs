@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 use wafer_runtime::Abi;
 
 use crate::config::FunctionConfig;
-use crate::names::{Digest, FunctionName};
+use crate::declared::ModuleRoute;
+use crate::names::{Digest, FunctionName, Route};
 
 /// One deploy of a function: a module plus the configuration it runs with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -18,8 +19,24 @@ pub struct Version {
     pub abi: Abi,
     /// Routes, environment and limits.
     pub config: FunctionConfig,
+    /// The routes the module declared (WAGI's `_routes` export), found at deploy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub module_routes: Vec<ModuleRoute>,
     /// When it was deployed (RFC 3339, UTC).
     pub created: String,
+}
+
+impl Version {
+    /// Every route this version answers on: its configured routes, then the routes its
+    /// module declared, under each configured one.
+    pub fn routes(&self) -> Vec<Route> {
+        let bases = &self.config.routes;
+        let declared = self
+            .module_routes
+            .iter()
+            .flat_map(|m| bases.iter().filter_map(move |base| m.under(base).ok()));
+        bases.iter().cloned().chain(declared).collect()
+    }
 }
 
 /// A function's whole history, stored as one document so that switching versions is a

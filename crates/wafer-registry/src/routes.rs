@@ -5,14 +5,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::RegistryError;
+use wafer_runtime::Program;
+
 use crate::function::Function;
+use crate::names::Route;
 
 /// A request path resolved to a function.
 #[derive(Clone)]
 pub struct Resolved {
     /// The function (its active version when the request arrived).
     pub function: Arc<Function>,
-    /// Index of the matched route in the function's config.
+    /// Index of the matched route in [`Function::routes`].
     pub route: usize,
     /// Length of the path prefix the route matched (the CGI `SCRIPT_NAME`); the rest of the
     /// path is `PATH_INFO`.
@@ -39,7 +42,7 @@ impl RouteTable {
     ) -> Result<Self, RegistryError> {
         let mut table = Self::default();
         for function in functions {
-            for (index, route) in function.config.routes.iter().enumerate() {
+            for (index, route) in function.routes().enumerate() {
                 let (path, wildcard) = route.pattern();
                 let map = if wildcard {
                     &mut table.prefix
@@ -80,6 +83,19 @@ impl RouteTable {
             }
             end = candidate.rfind('/').unwrap_or(0);
         }
+    }
+}
+
+impl Resolved {
+    /// The route that matched.
+    pub fn route(&self) -> &Route {
+        self.function.route(self.route)
+    }
+
+    /// The program that handles the matched route (a module-declared route runs its own
+    /// export), or why the function cannot run.
+    pub fn program(&self) -> Result<&Program, &str> {
+        self.function.handler(self.route)
     }
 }
 

@@ -485,6 +485,17 @@ impl Program {
         Ok(self)
     }
 
+    /// Whether the program is a core module exporting a function named `name`.
+    pub fn exports_function(&self, name: &str) -> bool {
+        match &self.code {
+            Code::Module { pre, .. } => matches!(
+                pre.module().get_export(name),
+                Some(wasmtime::ExternType::Func(_))
+            ),
+            Code::Service(_) | Code::Http(_) => false,
+        }
+    }
+
     /// What of a CGI request this program can read; [`Program::run_cgi`] passes it nothing
     /// else.
     pub fn inputs(&self) -> Inputs {
