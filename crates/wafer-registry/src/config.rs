@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use wafer_runtime::Limits;
+use wafer_abi::{Abi, Limits};
 
 use crate::error::RegistryError;
 use crate::grants::Grants;
@@ -22,7 +22,7 @@ pub struct FunctionConfig {
     pub limits: Limits,
     /// How the module is called, when not as detected from its exports.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub abi: Option<wafer_runtime::Abi>,
+    pub abi: Option<Abi>,
     /// The export a CGI call runs instead of `_start` (WAGI's `entrypoint`): a function of
     /// no parameters and no results.
     #[serde(skip_serializing_if = "Option::is_none")]

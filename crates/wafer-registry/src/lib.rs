@@ -34,7 +34,6 @@
 //! ```
 #![warn(missing_docs)]
 
-mod artifacts;
 mod config;
 mod declared;
 mod error;
@@ -53,9 +52,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
-use wafer_runtime::{Program, Runtime};
+use wafer_abi::Abi;
+use wafer_runtime::{ArtifactCache, Program, Runtime};
 
-use crate::artifacts::ArtifactCache;
 use crate::routes::RouteTable;
 
 pub use config::{FunctionConfig, OperationTypes, Schema};
@@ -113,7 +112,7 @@ pub struct FunctionStatus {
     /// The active module.
     pub digest: Digest,
     /// How the active module is called.
-    pub abi: wafer_runtime::Abi,
+    pub abi: Abi,
     /// The active configuration.
     pub config: FunctionConfig,
     /// Every route it answers on: the configured ones, then those its module declared.
@@ -129,7 +128,12 @@ impl Registry {
     /// kept, reported by [`Registry::list`], and refused when called.
     pub fn open(dir: &Path, runtime: Arc<Runtime>) -> Result<Self, RegistryError> {
         let store = LocalStore::open(dir)?;
-        let artifacts = ArtifactCache::open(dir, &runtime)?;
+        let artifacts_dir = dir.join("artifacts");
+        let artifacts =
+            ArtifactCache::open(&artifacts_dir, &runtime).map_err(RegistryError::io(format!(
+                "cannot open the artifact cache {}",
+                artifacts_dir.display()
+            )))?;
         let registry = Self {
             store: Box::new(store),
             artifacts,
@@ -210,14 +214,9 @@ impl Registry {
         }
 
         // The slow part, outside the lock: compile (or reuse a cached artifact), store the module.
-        let program = match self.artifacts.load(&self.runtime, &digest) {
-            Some(program) => program,
-            None => {
-                let compiled = self.runtime.compile(&wasm)?;
-                self.artifacts.put(&digest, &compiled.artifact)?;
-                compiled.program
-            }
-        };
+        let program = self
+            .artifacts
+            .program(&self.runtime, digest.hex(), || Ok(wasm.to_vec()))?;
         let program = with_abi(program, &config)?;
         check_fit(&program, &config)?;
         let module_routes = declared::run(&program, config.limits)?;
@@ -379,13 +378,9 @@ impl Registry {
 
     fn load_program(&self, digest: &Digest) -> Result<Program, RegistryError> {
         let wasm = self.store.module(digest)?;
-        if let Some(program) = self.artifacts.load(&self.runtime, digest) {
-            return Ok(program);
-        }
-        tracing::info!(%digest, "no usable compiled artifact; compiling");
-        let compiled = self.runtime.compile(&wasm)?;
-        self.artifacts.put(digest, &compiled.artifact)?;
-        Ok(compiled.program)
+        Ok(self
+            .artifacts
+            .program(&self.runtime, digest.hex(), || Ok(wasm))?)
     }
 
     /// Every function with its active version, by name.
@@ -461,7 +456,7 @@ impl Registry {
 /// but an HTTP component.
 fn check_fit(program: &Program, config: &FunctionConfig) -> Result<(), RegistryError> {
     let abi = program.abi();
-    match (abi == wafer_runtime::Abi::Service, config.grants.listen) {
+    match (abi == Abi::Service, config.grants.listen) {
         (true, None) => {
             return Err(RegistryError::InvalidConfig(
                 "a WASI 0.2 command component runs as a service: grant it an address with \
@@ -478,7 +473,7 @@ fn check_fit(program: &Program, config: &FunctionConfig) -> Result<(), RegistryE
         _ => {}
     }
     let reuse = config.limits.instance_reuse;
-    if reuse > 1 && abi != wafer_runtime::Abi::Http {
+    if reuse > 1 && abi != Abi::Http {
         return Err(RegistryError::InvalidConfig(format!(
             "instance_reuse = {reuse} is for HTTP components (wasi:http/incoming-handler); \
              a `{abi}` module gets a fresh instance for every call"

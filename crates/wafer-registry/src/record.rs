@@ -1,7 +1,7 @@
 //! Function records: a name, its versions, and which one is active.
 
 use serde::{Deserialize, Serialize};
-use wafer_runtime::Abi;
+use wafer_abi::Abi;
 
 use crate::config::FunctionConfig;
 use crate::declared::ModuleRoute;

@@ -18,10 +18,11 @@ use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::error::Fault;
-use crate::limits::Limits;
 use crate::output::{CappedPipe, Overflow};
-use crate::program::{store, within, Abi, GuestCtx, Program};
+use crate::program::{store, within, GuestCtx, Program};
 use crate::wapc::HostCalls;
+use wafer_abi::Abi;
+use wafer_abi::Limits;
 
 /// How to run calls: the limits, who answers the guest's host calls, and the directories
 /// the guest may open.

@@ -26,9 +26,9 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::error::Fault;
-use crate::limits::Limits;
 use crate::output::{CappedPipe, Overflow};
 use crate::program::{describe_trap, MemoryLimiter};
+use wafer_abi::Limits;
 
 /// A request or response body crossing the [`Outbound`] seam.
 pub type OutboundBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;

@@ -65,17 +65,18 @@
 //! ```
 #![warn(missing_docs)]
 
+mod cache;
 mod call;
 mod engine;
 mod error;
 mod http;
-mod limits;
 mod output;
 mod program;
 mod service;
 mod wapc;
 
 pub use bytesize::ByteSize;
+pub use cache::ArtifactCache;
 pub use call::{
     CallError, CallOptions, FromValue, Instance, IntoValue, Params, Preopen, Results, Shape,
     Signature, Value, ValueType,
@@ -86,7 +87,7 @@ pub use http::{
     BoxError, Done, Finished, Handled, HttpComponent, HttpCtx, HttpOptions, InstancePool, Outbound,
     OutboundBody, OutboundError,
 };
-pub use limits::Limits;
-pub use program::{Abi, CgiOutput, CgiRequest, CommandOptions, GuestCtx, Inputs, Program};
+pub use program::{CgiOutput, CgiRequest, CommandOptions, GuestCtx, Inputs, Program};
 pub use service::{Service, ServiceCtx, ServiceOptions};
+pub use wafer_abi::{Abi, Limits};
 pub use wapc::{HostCall, HostCallFuture, HostCalls};

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use wasmtime::{
     Caller, Engine, Extern, InstancePre, Linker, Module, ModuleExport, PoolConcurrencyLimitError,
     ResourceLimiter, Store, UpdateDeadline,
@@ -17,54 +16,21 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 use crate::call::CallOptions;
 use crate::error::Fault;
 use crate::http::HttpComponent;
-use crate::limits::Limits;
 use crate::output::{CappedPipe, Overflow};
 use crate::service::Service;
 use crate::wapc::{HostCalls, WapcState};
+use wafer_abi::Abi;
+use wafer_abi::Limits;
 
-/// How the host talks to a module, detected from its exports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Abi {
-    /// A WASI preview1 command (`_start`) run CGI-style: request in env and stdin, response
-    /// on stdout.
-    Cgi,
-    /// A waPC module (`__guest_call`): operations called by name with a byte payload.
-    Wapc,
-    /// Any other module: its exported functions called by name with numbers, strings and
-    /// bytes (see [`Instance::call`](crate::Instance::call)).
-    Exports,
-    /// A WASI 0.2 command component (`wasi:cli/run`), run as a long-lived service that
-    /// listens on a granted address ([`Service`](crate::Service)).
-    Service,
-    /// A WASI 0.2 HTTP component (`wasi:http/incoming-handler`), called per request with
-    /// streaming bodies ([`HttpComponent`](crate::HttpComponent)).
-    Http,
-}
-
-impl Abi {
-    /// The ABI a module's exports call for: `__guest_call` makes it waPC, otherwise `_start`
-    /// makes it a CGI command, otherwise it is called by its exports.
-    pub(crate) fn detect(module: &Module) -> Self {
-        if module.get_export_index("__guest_call").is_some() {
-            Abi::Wapc
-        } else if module.get_export_index("_start").is_some() {
-            Abi::Cgi
-        } else {
-            Abi::Exports
-        }
-    }
-}
-
-impl std::fmt::Display for Abi {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Abi::Cgi => "cgi",
-            Abi::Wapc => "wapc",
-            Abi::Exports => "exports",
-            Abi::Service => "service",
-            Abi::Http => "http",
-        })
+/// The ABI a module's exports call for: `__guest_call` makes it waPC, otherwise `_start`
+/// makes it a CGI command, otherwise it is called by its exports.
+pub(crate) fn detect(module: &Module) -> Abi {
+    if module.get_export_index("__guest_call").is_some() {
+        Abi::Wapc
+    } else if module.get_export_index("_start").is_some() {
+        Abi::Cgi
+    } else {
+        Abi::Exports
     }
 }
 
@@ -344,7 +310,7 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<GuestCtx>> {
 
 impl Program {
     pub(crate) fn new(pre: InstancePre<GuestCtx>) -> Self {
-        let abi = Abi::detect(pre.module());
+        let abi = detect(pre.module());
         let start = pre.module().get_export_index("_start");
         let inputs = Inputs::of(pre.module());
         Self {

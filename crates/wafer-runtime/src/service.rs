@@ -17,9 +17,9 @@ use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::error::Fault;
-use crate::limits::Limits;
 use crate::output::{CappedPipe, Overflow};
 use crate::program::{describe_trap, MemoryLimiter};
+use wafer_abi::Limits;
 
 /// How a service runs: where it listens, its environment and memory limit.
 #[derive(Debug, Clone)]

@@ -48,7 +48,7 @@ pub struct Limits {
     pub kv_keys: u64,
     /// Requests one instance of an HTTP component may serve. Default 1: a fresh instance per
     /// request. Above 1, instances are reused and what one request leaves in memory the next
-    /// can see (see [`crate::InstancePool`]).
+    /// can see (see the runtime's `InstancePool`).
     pub instance_reuse: u32,
 }
 
@@ -87,15 +87,18 @@ impl Default for Limits {
 }
 
 impl Limits {
-    pub(crate) fn memory_bytes(&self) -> usize {
+    /// [`Limits::memory`] in bytes, saturated to the address space.
+    pub fn memory_bytes(&self) -> usize {
         usize::try_from(self.memory.as_u64()).unwrap_or(usize::MAX)
     }
 
-    pub(crate) fn stdout_bytes(&self) -> usize {
+    /// [`Limits::stdout`] in bytes, saturated to the address space.
+    pub fn stdout_bytes(&self) -> usize {
         usize::try_from(self.stdout.as_u64()).unwrap_or(usize::MAX)
     }
 
-    pub(crate) fn stderr_bytes(&self) -> usize {
+    /// [`Limits::stderr`] in bytes, saturated to the address space.
+    pub fn stderr_bytes(&self) -> usize {
         usize::try_from(self.stderr.as_u64()).unwrap_or(usize::MAX)
     }
 }

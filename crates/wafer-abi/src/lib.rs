@@ -1,0 +1,43 @@
+//! What a function record and the engine agree on, in one small crate both depend on: the
+//! [`Abi`] a module is called through and the [`Limits`] one call runs within. The registry
+//! stores them in records; the runtime, the host and the gateway enforce them; neither the
+//! registry nor the runtime imports the other.
+#![warn(missing_docs)]
+
+mod limits;
+
+use serde::{Deserialize, Serialize};
+
+pub use limits::Limits;
+
+/// How the host talks to a module, detected from its exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Abi {
+    /// A WASI preview1 command (`_start`) run CGI-style: request in env and stdin, response
+    /// on stdout.
+    Cgi,
+    /// A waPC module (`__guest_call`): operations called by name with a byte payload.
+    Wapc,
+    /// Any other module: its exported functions called by name with numbers, strings and
+    /// bytes (the runtime's `Instance::call`).
+    Exports,
+    /// A WASI 0.2 command component (`wasi:cli/run`), run as a long-lived service that
+    /// listens on a granted address (the runtime's `Service`).
+    Service,
+    /// A WASI 0.2 HTTP component (`wasi:http/incoming-handler`), called per request with
+    /// streaming bodies (the runtime's `HttpComponent`).
+    Http,
+}
+
+impl std::fmt::Display for Abi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Abi::Cgi => "cgi",
+            Abi::Wapc => "wapc",
+            Abi::Exports => "exports",
+            Abi::Service => "service",
+            Abi::Http => "http",
+        })
+    }
+}
