@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use wafer_gateway::Functions;
 use wafer_registry::{FunctionConfig, Registry};
 use wafer_runtime::{CallOptions, CgiRequest, Limits, Program, Runtime, RuntimeConfig};
 
@@ -133,15 +134,25 @@ async fn main() -> anyhow::Result<()> {
     // Restart: deploy Go into a data directory, drop everything, reopen, time the first call.
     let data = tempfile::tempdir()?;
     let go = std::fs::read(dir.join("hello-go.wasm"))?;
+    let open = |runtime: &Arc<Runtime>| -> anyhow::Result<Functions> {
+        let registry = Arc::new(Registry::open(data.path())?);
+        Ok(Functions::open(registry, runtime.clone(), data.path())?)
+    };
     {
-        let registry = Registry::open(data.path(), runtime.clone())?;
-        registry.deploy("hello-go".parse()?, &go, FunctionConfig::default())?;
+        let functions = open(&runtime)?;
+        // Deploying blocks (it compiles): off the async thread, as the server does it.
+        let name = "hello-go".parse()?;
+        std::thread::scope(|s| {
+            s.spawn(|| functions.deploy(name, &go, FunctionConfig::default()))
+                .join()
+        })
+        .map_err(|_| anyhow::anyhow!("the deploy thread panicked"))??;
     }
     let opened = Instant::now();
-    let registry = Registry::open(data.path(), runtime.clone())?;
+    let functions = open(&runtime)?;
     let open_time = opened.elapsed();
     let first = Instant::now();
-    let resolved = registry
+    let resolved = functions
         .resolve("/hello-go")
         .context("hello-go not served after reopen")?;
     let function = resolved.function;

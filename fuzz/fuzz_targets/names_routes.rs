@@ -1,7 +1,7 @@
 //! Function names, routes, digests, HTTP rules, topic patterns, directory grants and the
-//! route table (wafer-registry).
+//! route table (wafer-registry and wafer-gateway).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| wafer_registry::fuzzing::names_routes(data));
+fuzz_target!(|data: &[u8]| wafer_gateway::fuzzing::names_routes(data));

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use notify::{RecursiveMode, Watcher};
 use tokio::net::TcpListener;
-use wafer_gateway::App;
+use wafer_gateway::{App, Functions};
 use wafer_registry::{FunctionName, Registry};
 use wafer_runtime::{Runtime, RuntimeConfig};
 
@@ -119,7 +119,7 @@ pub(crate) struct UpArgs {
 /// The server's parts, started in order: engine, registry, listener.
 struct Server {
     config: wafer_gateway::ServeConfig,
-    registry: Arc<Registry>,
+    functions: Arc<Functions>,
     caps: Arc<wafer_host::Capabilities>,
     token: String,
     listener: TcpListener,
@@ -130,11 +130,12 @@ impl Server {
         let config = args.limits.config()?;
         let runtime = Runtime::new(&RuntimeConfig::default())?;
         let data = args.data.data.clone();
-        let (registry, caps, token) = tokio::task::spawn_blocking(move || {
+        let (functions, caps, token) = tokio::task::spawn_blocking(move || {
             let token = wafer_registry::admin_token(&data)?;
-            let registry = Arc::new(Registry::open(&data, Arc::new(runtime))?);
-            let caps = wafer_host::Capabilities::open(&data, registry.clone())?;
-            anyhow::Ok((registry, caps, token))
+            let registry = Arc::new(Registry::open(&data)?);
+            let functions = Arc::new(Functions::open(registry, Arc::new(runtime), &data)?);
+            let caps = wafer_host::Capabilities::open(&data)?;
+            anyhow::Ok((functions, caps, token))
         })
         .await??;
         let listener = TcpListener::bind(args.listen)
@@ -142,7 +143,7 @@ impl Server {
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         Ok(Self {
             config,
-            registry,
+            functions,
             caps,
             token,
             listener,
@@ -151,8 +152,8 @@ impl Server {
 
     async fn run(self, data: &Path) -> anyhow::Result<()> {
         let local = self.listener.local_addr()?;
-        for f in self.registry.list() {
-            let routes: Vec<&str> = f.config.routes.iter().map(|r| r.as_str()).collect();
+        for f in self.functions.list() {
+            let routes: Vec<&str> = f.routes.iter().map(|r| r.as_str()).collect();
             match &f.error {
                 None => tracing::info!("serving {} v{} on {}", f.name, f.version, routes.join(" ")),
                 Some(e) => tracing::error!("{} v{} cannot run: {e}", f.name, f.version),
@@ -164,7 +165,7 @@ impl Server {
             "admin token: {} (or set WAFER_TOKEN)",
             data.join("admin-token").display()
         );
-        let app = App::new(self.registry, self.caps, self.token, local, self.config);
+        let app = App::new(self.functions, self.caps, self.token, local, self.config);
         wafer_gateway::serve(self.listener, app, shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())
@@ -198,10 +199,10 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     let manifest = Manifest::load(&args.manifest)?;
     let server = Server::start(&args.serve).await?;
     for function in &manifest.functions {
-        deploy_from_manifest(&server.registry, function).await?;
+        deploy_from_manifest(&server.functions, function).await?;
     }
     let _watcher = if args.watch {
-        Some(watch(server.registry.clone(), &manifest)?)
+        Some(watch(server.functions.clone(), &manifest)?)
     } else {
         None
     };
@@ -209,7 +210,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
 }
 
 async fn deploy_from_manifest(
-    registry: &Arc<Registry>,
+    functions: &Arc<Functions>,
     function: &ManifestFunction,
 ) -> anyhow::Result<()> {
     let module = tokio::fs::read(&function.module).await.with_context(|| {
@@ -237,8 +238,8 @@ async fn deploy_from_manifest(
         .collect::<Vec<_>>();
     config.schema = wafer_gateway::schema(proto, &operations)
         .with_context(|| format!("function `{}`", function.name))?;
-    let (registry, name) = (registry.clone(), function.name.clone());
-    let deployed = tokio::task::spawn_blocking(move || registry.deploy(name, &module, config))
+    let (functions, name) = (functions.clone(), function.name.clone());
+    let deployed = tokio::task::spawn_blocking(move || functions.deploy(name, &module, config))
         .await?
         .with_context(|| {
             format!(
@@ -261,7 +262,7 @@ async fn deploy_from_manifest(
 /// Watches each function's module file and redeploys the function when it changes. Watching
 /// the directory rather than the file catches builds that replace the file by renaming.
 fn watch(
-    registry: Arc<Registry>,
+    functions: Arc<Functions>,
     manifest: &Manifest,
 ) -> anyhow::Result<notify::RecommendedWatcher> {
     let by_path: HashMap<PathBuf, ManifestFunction> = manifest
@@ -298,7 +299,7 @@ fn watch(
                 if let Some(f) = by_path.get(&canonical(path)) {
                     if !names.contains(&&f.name) {
                         names.push(&f.name);
-                        if let Err(e) = deploy_from_manifest(&registry, f).await {
+                        if let Err(e) = deploy_from_manifest(&functions, f).await {
                             tracing::error!(
                                 "reload failed, still serving the previous version: {e:#}"
                             );

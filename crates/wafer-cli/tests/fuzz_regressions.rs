@@ -20,7 +20,7 @@ fn manifest() {
 
 #[test]
 fn names_routes() {
-    replay("names_routes", wafer_registry::fuzzing::names_routes);
+    replay("names_routes", wafer_gateway::fuzzing::names_routes);
 }
 
 #[test]

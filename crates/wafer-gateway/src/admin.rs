@@ -84,18 +84,18 @@ fn name(raw: &str) -> Result<FunctionName, Error> {
 }
 
 /// Registry calls touch the disk and may compile: keep them off the request threads.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, wafer_registry::RegistryError> + Send + 'static,
+pub(crate) async fn blocking<T: Send + 'static, E: Into<Error> + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, Error> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::BadRequest(format!("registry task failed: {e}")))?
-        .map_err(Error::from)
+        .map_err(Into::into)
 }
 
 async fn list(_: Admin, State(app): State<Arc<App>>) -> Result<Json<Value>, Error> {
-    let registry = app.registry.clone();
-    let list = blocking(move || Ok(registry.list())).await?;
+    let functions = app.functions.clone();
+    let list = blocking(move || Ok::<_, Error>(functions.list())).await?;
     Ok(Json(serde_json::to_value(list).unwrap_or_default()))
 }
 
@@ -104,7 +104,7 @@ async fn describe(
     State(app): State<Arc<App>>,
     Path(raw): Path<String>,
 ) -> Result<Response, Error> {
-    let (registry, name) = (app.registry.clone(), name(&raw)?);
+    let (registry, name) = (app.functions.registry().clone(), name(&raw)?);
     let record = blocking(move || registry.get(&name)).await?;
     Ok(Json(record).into_response())
 }
@@ -127,8 +127,8 @@ async fn deploy(
             "the request body must be the module (.wasm or .wat)".into(),
         ));
     }
-    let registry = app.registry.clone();
-    let deployed = blocking(move || registry.deploy(name, &module, config)).await?;
+    let functions = app.functions.clone();
+    let deployed = blocking(move || functions.deploy(name, &module, config)).await?;
     let status = if deployed.unchanged {
         StatusCode::OK
     } else {
@@ -335,8 +335,8 @@ async fn rollback(
     Path(raw): Path<String>,
 ) -> Result<Response, Error> {
     let name = name(&raw)?;
-    let registry = app.registry.clone();
-    let deployed = blocking(move || registry.rollback(&name)).await?;
+    let functions = app.functions.clone();
+    let deployed = blocking(move || functions.rollback(&name)).await?;
     tracing::info!(name = %deployed.name, version = deployed.version, "rolled back");
     Ok(Json(deployed).into_response())
 }
@@ -386,7 +386,7 @@ async fn logs(
     Query(q): Query<LogQuery>,
 ) -> Result<Response, Error> {
     let name = name(&raw)?;
-    if app.registry.function(&name).is_none() {
+    if app.functions.function(&name).is_none() {
         return Err(wafer_registry::RegistryError::NotFound(name.to_string()).into());
     }
     Ok(Json(app.logs.tail(name.as_str(), q.tail.unwrap_or(100))).into_response())
@@ -398,7 +398,7 @@ async fn module(
     Path(raw): Path<String>,
 ) -> Result<Response, Error> {
     let digest: Digest = raw.parse()?;
-    let registry = app.registry.clone();
+    let registry = app.functions.registry().clone();
     let bytes = blocking(move || registry.module(&digest)).await?;
     let mut response = Response::new(Body::from(bytes));
     response.headers_mut().insert(

@@ -3,12 +3,12 @@
 
 use std::net::SocketAddr;
 
+use crate::live::Resolved;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::StatusCode;
 use percent_encoding::percent_decode_str;
-use wafer_registry::Resolved;
 use wafer_runtime::{CgiRequest, Inputs};
 
 use crate::error::Error;

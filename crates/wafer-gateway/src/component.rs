@@ -10,12 +10,12 @@
 
 use std::sync::Arc;
 
+use crate::live::{Admission, Function};
 use axum::body::Body;
 use axum::response::Response;
 use http::Request;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use wafer_registry::{Admission, Function};
 use wafer_runtime::{Done, Finished, HttpComponent, HttpOptions};
 
 use crate::error::Error;
@@ -49,8 +49,9 @@ impl App {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             limits: config.limits,
-            outbound: (!config.grants.http.is_empty())
-                .then(|| self.caps.outbound(function) as Arc<dyn wafer_runtime::Outbound>),
+            outbound: (!config.grants.http.is_empty()).then(|| {
+                self.caps.outbound(&function.deployment) as Arc<dyn wafer_runtime::Outbound>
+            }),
         };
         let handled = component
             .handle(request, &options, function.instances())

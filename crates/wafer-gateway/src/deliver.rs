@@ -15,30 +15,48 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request};
-use wafer_host::{Deliver, Message};
-use wafer_registry::{Function, Resolved};
+use wafer_host::{Deliver, Delivery, Message};
+use wafer_registry::FunctionName;
 use wafer_runtime::Abi;
 
 use crate::error::Error;
 use crate::invoke::Call;
+use crate::live::{Function, Resolved};
 use crate::{runnable, App};
 
 /// The waPC operation a message arrives as.
 pub const ON_MESSAGE: &str = "on_message";
 
 impl Deliver for App {
+    fn subscribers(&self, topic: &str) -> Vec<FunctionName> {
+        self.functions
+            .subscribers(topic)
+            .iter()
+            .map(|f| f.name.clone())
+            .collect()
+    }
+
     fn deliver(
         self: Arc<Self>,
-        function: Arc<Function>,
+        function: FunctionName,
         message: Message,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> {
+    ) -> Pin<Box<dyn Future<Output = Delivery> + Send>> {
         Box::pin(async move {
+            let subscribed = self.functions.function(&function).filter(|f| {
+                let patterns = &f.config.grants.subscribe;
+                patterns.iter().any(|p| p.matches(&message.topic))
+            });
+            let Some(function) = subscribed else {
+                return Delivery::Gone;
+            };
             let request_id = self.request_id();
-            let result = self.deliver_to(&function, message, &request_id).await;
-            if let Err(error) = &result {
-                self.log_failure(function.name.as_str(), &request_id, error);
+            match self.deliver_to(&function, message, &request_id).await {
+                Ok(()) => Delivery::Delivered,
+                Err(error) => {
+                    self.log_failure(function.name.as_str(), &request_id, &error);
+                    Delivery::Failed(error.to_string())
+                }
             }
-            result.map_err(|e| e.to_string())
         })
     }
 }

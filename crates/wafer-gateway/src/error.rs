@@ -4,7 +4,7 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
 use wafer_registry::RegistryError;
-use wafer_runtime::{ByteSize, CallError, Fault};
+use wafer_runtime::{ByteSize, CallError, CompileError, Fault};
 
 /// Why a request failed. The message is for the client: it names what went wrong, never an
 /// internal path.
@@ -91,6 +91,9 @@ pub enum Error {
     /// A registry operation failed.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// A deployed module cannot be compiled or linked; nothing was changed.
+    #[error(transparent)]
+    Compile(#[from] CompileError),
 }
 
 impl Error {
@@ -116,13 +119,13 @@ impl Error {
             Error::Exit { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Error::BadOutput { .. } | Error::Delivery(_) => StatusCode::BAD_GATEWAY,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::Compile(_) => StatusCode::BAD_REQUEST,
             Error::Registry(e) => match e {
                 RegistryError::InvalidName { .. }
                 | RegistryError::InvalidRoute { .. }
                 | RegistryError::InvalidDigest(_)
                 | RegistryError::InvalidConfig(_)
-                | RegistryError::ModuleRoutes(_)
-                | RegistryError::Compile(_) => StatusCode::BAD_REQUEST,
+                | RegistryError::ModuleRoutes(_) => StatusCode::BAD_REQUEST,
                 RegistryError::NotFound(_) | RegistryError::ModuleNotFound(_) => {
                     StatusCode::NOT_FOUND
                 }

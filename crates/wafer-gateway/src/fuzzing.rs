@@ -10,9 +10,13 @@ use bytes::Bytes;
 use http::header;
 use http::StatusCode;
 use prost_reflect::{DescriptorPool, MessageDescriptor};
-use wafer_registry::FunctionConfig;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use wafer_registry::{Deployment, FunctionConfig, FunctionName, Route};
 
 use crate::cgi::{parse_output, Output};
+use crate::live::{Function, RouteTable};
 use crate::schema::{compile_proto, json_to_protobuf, protobuf_to_json};
 
 /// The most bytes an error about guest output may have: it quotes an excerpt, never the
@@ -183,4 +187,102 @@ impl Transcoder {
             }
         }
     }
+}
+
+/// `names_routes`: the registry's checks of names, routes and grants
+/// (`wafer_registry::fuzzing::names_routes`), then the lines that are routes go into a route
+/// table (spread over three functions), and every line is resolved as a request path,
+/// checked against a plain model of the matching rules.
+pub fn names_routes(data: &[u8]) {
+    let (routes, lines) = wafer_registry::fuzzing::names_routes(data);
+    check_route_table(&routes, &lines);
+}
+
+/// Builds a route table from `routes` (route `i` goes to function `f{i % 3}`) and checks
+/// each line resolved as a path against [`resolve_model`].
+fn check_route_table(routes: &[Route], lines: &[String]) {
+    let names: Vec<FunctionName> = (0..3)
+        .map(|i| FunctionName::from_str(&format!("f{i}")).expect("a valid name"))
+        .collect();
+    let mut configs = vec![FunctionConfig::default(); 3];
+    for (i, route) in routes.iter().enumerate() {
+        configs[i % 3].routes.push(route.clone());
+    }
+    let functions: Vec<Arc<Function>> = names
+        .iter()
+        .zip(configs)
+        .map(|(name, config)| {
+            let deployment = Deployment::of(name.clone(), config);
+            Arc::new(Function::new(
+                deployment,
+                Err("a fuzzing stand-in".into()),
+                None,
+            ))
+        })
+        .collect();
+    // Which function holds each pattern last, in the order the table is built.
+    let mut owners: Vec<((String, bool), usize, usize)> = Vec::new();
+    let mut taken = false;
+    for (f, function) in functions.iter().enumerate() {
+        for (index, route) in function.config.routes.iter().enumerate() {
+            let (prefix, wildcard) = route.pattern();
+            let key = (prefix.to_owned(), wildcard);
+            if let Some(owner) = owners.iter_mut().find(|(k, _, _)| *k == key) {
+                taken |= owner.1 != f;
+                *owner = (key, f, index);
+            } else {
+                owners.push((key, f, index));
+            }
+        }
+    }
+    let table = match RouteTable::build(functions.iter()) {
+        Ok(table) => table,
+        Err(e) => {
+            assert!(
+                taken,
+                "the route table refused routes no two functions share: {e}"
+            );
+            return;
+        }
+    };
+    assert!(!taken, "the route table took one route for two functions");
+    let mut paths: Vec<String> = lines.to_vec();
+    for route in routes {
+        let (prefix, _) = route.pattern();
+        paths.push(prefix.to_owned());
+        paths.push(format!("{prefix}/x"));
+        paths.push(format!("{prefix}x"));
+    }
+    for path in &paths {
+        let got = table
+            .resolve(path)
+            .map(|r| (r.function.name.to_string(), r.route, r.script_name_len));
+        let expected =
+            resolve_model(&owners, path).map(|(f, index, len)| (names[f].to_string(), index, len));
+        assert_eq!(got, expected, "resolving {path:?}");
+        if let Some((_, _, len)) = got {
+            assert!(path.is_char_boundary(len), "SCRIPT_NAME splits a character");
+        }
+    }
+}
+
+/// The matching rules, plainly: an exact route for exactly its path, else the longest
+/// wildcard prefix the path equals or continues with `/`; `/...` (empty prefix) matches
+/// every path.
+fn resolve_model(
+    owners: &[((String, bool), usize, usize)],
+    path: &str,
+) -> Option<(usize, usize, usize)> {
+    if let Some((_, f, index)) = owners.iter().find(|((p, w), _, _)| !*w && p == path) {
+        return Some((*f, *index, path.len()));
+    }
+    owners
+        .iter()
+        .filter(|((p, w), _, _)| {
+            *w && (p.is_empty()
+                || (path.starts_with(p.as_str())
+                    && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/')))
+        })
+        .max_by_key(|((p, _), _, _)| p.len())
+        .map(|((p, _), f, index)| (*f, *index, p.len()))
 }

@@ -178,8 +178,8 @@ impl Wafer for Service {
                 "no module: send its bytes in `chunk` messages after the metadata",
             ));
         }
-        let registry = self.app.registry.clone();
-        let result = blocking(move || registry.deploy(name, &module, config))
+        let functions = self.app.functions.clone();
+        let result = blocking(move || functions.deploy(name, &module, config))
             .await
             .map_err(status)?;
         tracing::info!(name = %result.name, version = result.version, digest = %result.digest, unchanged = result.unchanged, "deployed (gRPC)");
@@ -197,7 +197,7 @@ impl Wafer for Service {
             .digest
             .parse()
             .map_err(|e| status(Error::Registry(e)))?;
-        let registry = self.app.registry.clone();
+        let registry = self.app.functions.registry().clone();
         let bytes = Bytes::from(
             blocking(move || registry.module(&digest))
                 .await
@@ -215,8 +215,8 @@ impl Wafer for Service {
     }
 
     async fn list(&self, _: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
-        let registry = self.app.registry.clone();
-        let functions = blocking(move || Ok(registry.list()))
+        let all = self.app.functions.clone();
+        let functions = blocking(move || Ok::<_, Error>(all.list()))
             .await
             .map_err(status)?
             .into_iter()
@@ -236,7 +236,7 @@ impl Wafer for Service {
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<FunctionRecord>, Status> {
         let name = function_name(&request.into_inner().name)?;
-        let registry = self.app.registry.clone();
+        let registry = self.app.functions.registry().clone();
         let record = blocking(move || registry.get(&name))
             .await
             .map_err(status)?;
@@ -272,8 +272,8 @@ impl Wafer for Service {
         request: Request<RollbackRequest>,
     ) -> Result<Response<Deployed>, Status> {
         let name = function_name(&request.into_inner().name)?;
-        let registry = self.app.registry.clone();
-        let result = blocking(move || registry.rollback(&name))
+        let functions = self.app.functions.clone();
+        let result = blocking(move || functions.rollback(&name))
             .await
             .map_err(status)?;
         Ok(Response::new(deployed(result)))

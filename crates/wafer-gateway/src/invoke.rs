@@ -11,13 +11,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::live::Function;
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, StatusCode};
 use percent_encoding::percent_decode_str;
 use wafer_host::Capabilities;
-use wafer_registry::Function;
 use wafer_runtime::{
     Abi, CallError, CallOptions, HostCall, HostCallFuture, HostCalls, Program, Shape, Signature,
     Value, ValueType,

@@ -2,7 +2,7 @@
 //! under `/_wafer/`, and the gRPC service `wafer.v1.Wafer` (requests with a gRPC content
 //! type) on the same port.
 //!
-//! Per request: resolve the path in the [`Registry`] (lock-free), read the body within the
+//! Per request: resolve the path in the live [`Functions`] table (lock-free), read the body within the
 //! function's limit, wait for a free instance (or `503` with `Retry-After`), run the function
 //! in a fresh instance, and answer: a CGI program's stdout becomes the response
 //! (`docs/cgi.md`); a waPC operation or a plain export is called with the body
@@ -15,16 +15,18 @@
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use std::sync::Arc;
-//! use wafer_gateway::{serve, App, ServeConfig};
+//! use wafer_gateway::{serve, App, Functions, ServeConfig};
 //! use wafer_registry::Registry;
 //! use wafer_runtime::{Runtime, RuntimeConfig};
 //!
+//! let data = std::path::Path::new(".wafer");
 //! let runtime = Arc::new(Runtime::new(&RuntimeConfig::default())?);
-//! let registry = Arc::new(Registry::open(".wafer".as_ref(), runtime)?);
-//! let caps = wafer_host::Capabilities::open(".wafer".as_ref(), registry.clone())?;
+//! let registry = Arc::new(Registry::open(data)?);
+//! let functions = Arc::new(Functions::open(registry, runtime, data)?);
+//! let caps = wafer_host::Capabilities::open(data)?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let local = listener.local_addr()?;
-//! let app = App::new(registry, caps, "secret-token".into(), local, ServeConfig::default());
+//! let app = App::new(functions, caps, "secret-token".into(), local, ServeConfig::default());
 //! serve(listener, app, tokio::signal::ctrl_c()).await?;
 //! # Ok(()) }
 //! ```
@@ -39,6 +41,7 @@ mod error;
 pub mod fuzzing;
 mod grpc;
 mod invoke;
+mod live;
 mod logs;
 mod schema;
 mod server;
@@ -59,15 +62,16 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use invoke::{Answer, Call, ServerHost};
+use live::{Admission, Function};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 use wafer_host::{Capabilities, Deliver};
-use wafer_registry::{Admission, Function, Registry};
 use wafer_runtime::{Abi, CallOptions};
 
 pub use admin::MAX_UPLOAD;
 pub use error::Error;
 pub use grpc::proto;
+pub use live::{FunctionStatus, Functions, Resolved, QUEUE_WAIT};
 pub use server::ServeConfig;
 
 pub use logs::{LogBook, LogLine, BYTES_KEPT, LINES_KEPT, LINE_MAX};
@@ -90,7 +94,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// The gateway's shared state.
 pub struct App {
-    registry: Arc<Registry>,
+    functions: Arc<Functions>,
     caps: Arc<Capabilities>,
     token: String,
     logs: Arc<LogBook>,
@@ -101,18 +105,18 @@ pub struct App {
 }
 
 impl App {
-    /// State for a gateway serving `registry` with the host capabilities `caps`, with `token`
-    /// guarding the admin API, listening on `local` within the limits of `config`. The app
-    /// delivers the messages `caps` publishes to subscribed functions.
+    /// State for a gateway serving `functions` with the host capabilities `caps`, with
+    /// `token` guarding the admin API, listening on `local` within the limits of `config`.
+    /// The app delivers the messages `caps` publishes to subscribed functions.
     pub fn new(
-        registry: Arc<Registry>,
+        functions: Arc<Functions>,
         caps: Arc<Capabilities>,
         token: String,
         local: SocketAddr,
         config: ServeConfig,
     ) -> Arc<Self> {
         let app = Arc::new(Self {
-            registry,
+            functions,
             caps: caps.clone(),
             token,
             logs: Arc::default(),
@@ -134,7 +138,7 @@ impl App {
     /// Removes a function with everything it had: its key-value namespace first, then its
     /// record and log (see [`Capabilities::forget`] for why in this order).
     pub(crate) async fn remove(&self, name: &wafer_registry::FunctionName) -> Result<(), Error> {
-        if self.registry.function(name).is_none() {
+        if self.functions.function(name).is_none() {
             return Err(wafer_registry::RegistryError::NotFound(name.to_string()).into());
         }
         self.caps.forget(name).await.map_err(|e| {
@@ -144,9 +148,9 @@ impl App {
                 reason: format!("its key-value store could not be removed, so it was kept: {e}"),
             }
         })?;
-        let registry = self.registry.clone();
+        let functions = self.functions.clone();
         let removed = name.clone();
-        admin::blocking(move || registry.remove(&removed)).await?;
+        admin::blocking(move || functions.remove(&removed)).await?;
         self.logs.forget(name.as_str());
         Ok(())
     }
@@ -180,7 +184,7 @@ impl App {
     async fn call(&self, request: Request<Incoming>, peer: SocketAddr) -> Result<Response, Error> {
         let path = request.uri().path();
         let resolved = self
-            .registry
+            .functions
             .resolve(path)
             .ok_or_else(|| Error::NoRoute(path.to_owned()))?;
         let function = &resolved.function;
@@ -257,7 +261,16 @@ impl App {
                 log_left: Mutex::new(Some(config.limits.stderr.as_u64())),
             }) as Arc<dyn wafer_runtime::HostCalls>
         });
-        let dirs = config.grants.dirs.iter().map(|d| d.preopen()).collect();
+        let dirs = config
+            .grants
+            .dirs
+            .iter()
+            .map(|d| wafer_runtime::Preopen {
+                host: d.host.clone(),
+                guest: d.guest.clone(),
+                read_only: d.read_only,
+            })
+            .collect();
         CallOptions {
             limits: config.limits,
             host,
@@ -275,7 +288,7 @@ impl App {
         let mut request_id = None;
         let result = async {
             let function = self
-                .registry
+                .functions
                 .function(&name.parse()?)
                 .ok_or_else(|| wafer_registry::RegistryError::NotFound(name.to_owned()))?;
             let program = runnable(&function)?;

@@ -6,8 +6,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+use crate::live::Function;
 use serde::Serialize;
-use wafer_registry::Function;
 
 /// Lines kept per function; older lines are dropped first. 1000 lines is a screenful of
 /// history for `wafer logs`.

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex, Weak};
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
-use wafer_registry::{Function, Schema};
+use wafer_registry::Schema;
+
+use crate::live::Function;
 
 use crate::error::Error;
 

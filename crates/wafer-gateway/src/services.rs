@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
-use wafer_registry::{Function, FunctionName};
+use wafer_registry::FunctionName;
+
+use crate::live::Function;
 use wafer_runtime::ServiceOptions;
 
 use crate::App;
@@ -61,7 +63,7 @@ async fn watch(app: Arc<App>) {
     let mut tick = tokio::time::interval(WATCH);
     loop {
         tick.tick().await;
-        let services = app.registry.services();
+        let services = app.functions.services();
         running.retain(|name, r| {
             services
                 .iter()

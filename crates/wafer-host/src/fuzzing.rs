@@ -11,8 +11,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use wafer_registry::{Function, FunctionConfig, Grants, Registry, Secret};
-use wafer_runtime::{ByteSize, HostCall, Limits, Runtime, RuntimeConfig};
+use wafer_registry::{Deployment, FunctionConfig, Grants, Secret};
+use wafer_runtime::{ByteSize, HostCall, Limits};
 
 use crate::{bytes_field, Capabilities, GuestError};
 
@@ -24,22 +24,15 @@ const HTTP_RULE: &str = "http://127.0.0.1:9";
 /// for `host_call_json`.
 pub struct HostCalls {
     caps: Arc<Capabilities>,
-    function: Function,
+    function: Deployment,
     tokio: tokio::runtime::Runtime,
 }
 
 impl HostCalls {
-    /// Opens the registry and the key-value store in `dir`. Once this returns, `dir` may be
+    /// Opens the key-value store in `dir`. Once this returns, `dir` may be
     /// deleted: the store works on the open file, and no function is ever deployed.
     pub fn new(dir: &Path) -> Self {
-        let config = RuntimeConfig {
-            pooling: false,
-            max_instances: 1,
-            max_memory: 1 << 20,
-        };
-        let runtime = Arc::new(Runtime::new(&config).expect("a wasm runtime"));
-        let registry = Arc::new(Registry::open(dir, runtime).expect("a registry"));
-        let caps = Capabilities::open(dir, registry).expect("the capabilities");
+        let caps = Capabilities::open(dir).expect("the capabilities");
         let grants = Grants {
             http: vec![HTTP_RULE.parse().expect("a valid rule")],
             config: BTreeMap::from([("greeting".to_owned(), "hi".to_owned())]),
@@ -68,7 +61,7 @@ impl HostCalls {
             .expect("a tokio runtime");
         Self {
             caps,
-            function: wafer_registry::fuzzing::function(name, config),
+            function: Deployment::of(name, config),
             tokio,
         }
     }

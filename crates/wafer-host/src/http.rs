@@ -23,7 +23,7 @@ use http_body_util::BodyExt;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
-use wafer_registry::{Function, FunctionName, HttpRule, Scheme};
+use wafer_registry::{Deployment, FunctionName, HttpRule, Scheme};
 use wafer_runtime::{BoxError, OutboundBody, OutboundError};
 
 use crate::{bytes_field, json, put_bytes, unknown_operation, GuestError};
@@ -52,7 +52,7 @@ struct Request {
 impl Http {
     pub(crate) async fn call(
         &self,
-        function: &Function,
+        function: &Deployment,
         operation: &str,
         payload: &[u8],
         deadline: Instant,
@@ -107,7 +107,7 @@ impl Http {
         }
     }
 
-    fn client(&self, function: &Function) -> Result<reqwest::Client, GuestError> {
+    fn client(&self, function: &Deployment) -> Result<reqwest::Client, GuestError> {
         let key = (function.name.clone(), function.version);
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(client) = clients.get(&key) {
@@ -308,7 +308,7 @@ async fn reachable(rules: &[HttpRule], host: &str) -> Result<Vec<SocketAddr>, Re
 /// the addresses checked are the addresses connected to. Redirects come back to the guest.
 pub struct Policy {
     pub(crate) http: Arc<Http>,
-    pub(crate) function: Arc<Function>,
+    pub(crate) function: Arc<Deployment>,
 }
 
 impl wafer_runtime::Outbound for Policy {

@@ -17,13 +17,12 @@
 //! host.
 //!
 //! ```no_run
-//! # async fn demo(registry: std::sync::Arc<wafer_registry::Registry>,
-//! #               function: &wafer_registry::Function) -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn demo(function: &wafer_registry::Deployment) -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::{Duration, Instant};
 //! use wafer_host::Capabilities;
 //! use wafer_runtime::HostCall;
 //!
-//! let caps = Capabilities::open(".wafer".as_ref(), registry)?;
+//! let caps = Capabilities::open(".wafer".as_ref())?;
 //! let call = HostCall { binding: "wafer", namespace: "kv", operation: "get", payload: b"visits" };
 //! let deadline = Instant::now() + Duration::from_secs(5);
 //! // 0: the call was not started by a pub/sub delivery (see `pubsub::MAX_HOPS`).
@@ -46,10 +45,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use wafer_registry::{Function, FunctionName, Registry};
+use wafer_registry::{Deployment, FunctionName};
 use wafer_runtime::HostCall;
 
-pub use pubsub::{Deliver, Message, SubscriberStats};
+pub use pubsub::{Deliver, Delivery, Message, SubscriberStats};
 
 /// Why a host call failed, as the guest reads it: a code word, then a sentence.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,8 +87,9 @@ pub struct Capabilities {
 
 impl Capabilities {
     /// Opens the key-value store in `data` (creating `kv.redb`) and sets up outbound HTTP and
-    /// the pub/sub broker, which finds subscribers in `registry`.
-    pub fn open(data: &Path, registry: Arc<Registry>) -> Result<Arc<Self>, OpenError> {
+    /// the pub/sub broker, which finds subscribers and delivers to them through the
+    /// [`Deliver`] given to [`Capabilities::set_deliver`].
+    pub fn open(data: &Path) -> Result<Arc<Self>, OpenError> {
         let path = data.join("kv.redb");
         let kv = kv::Kv::open(&path).map_err(|source| OpenError {
             path: path.display().to_string(),
@@ -99,7 +99,7 @@ impl Capabilities {
         Ok(Arc::new(Self {
             kv,
             http: Arc::default(),
-            broker: pubsub::Broker::new(registry),
+            broker: pubsub::Broker::new(),
         }))
     }
 
@@ -108,7 +108,7 @@ impl Capabilities {
     /// request): a message it publishes carries one more, up to [`pubsub::MAX_HOPS`].
     pub async fn call(
         &self,
-        function: &Function,
+        function: &Deployment,
         call: HostCall<'_>,
         deadline: Instant,
         hops: u32,
@@ -166,7 +166,7 @@ impl Capabilities {
     }
 
     /// The outbound HTTP policy of `function`, for HTTP components.
-    pub fn outbound(&self, function: &Arc<Function>) -> Arc<http::Policy> {
+    pub fn outbound(&self, function: &Arc<Deployment>) -> Arc<http::Policy> {
         Arc::new(http::Policy {
             http: self.http.clone(),
             function: function.clone(),

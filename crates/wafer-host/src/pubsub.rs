@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use wafer_registry::{check_topic, Function, FunctionName, Registry};
+use wafer_registry::{check_topic, Deployment, FunctionName};
 
 use crate::{bytes_field, json, unknown_operation, GuestError};
 
@@ -55,15 +55,31 @@ impl Message {
     }
 }
 
+/// How one delivery went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// The subscriber was called and succeeded.
+    Delivered,
+    /// The subscriber was called and failed.
+    Failed(String),
+    /// The subscriber is gone, or no longer subscribed to the topic.
+    Gone,
+}
+
 /// Calls a subscriber with a message; an error is the reason the call failed (already
 /// logged by the deliverer).
 pub trait Deliver: Send + Sync {
     /// Delivers `message` to `function`.
+    /// The functions subscribed to `topic` now.
+    fn subscribers(&self, topic: &str) -> Vec<FunctionName>;
+
+    /// Calls `function` with `message`, if it still exists and is still subscribed to the
+    /// message's topic.
     fn deliver(
         self: Arc<Self>,
-        function: Arc<Function>,
+        function: FunctionName,
         message: Message,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+    ) -> Pin<Box<dyn Future<Output = Delivery> + Send>>;
 }
 
 /// Counters of the broker.
@@ -103,7 +119,6 @@ struct Queue {
 }
 
 pub(crate) struct Broker {
-    registry: Arc<Registry>,
     deliver: Arc<OnceLock<Weak<dyn Deliver>>>,
     queues: Mutex<HashMap<FunctionName, Queue>>,
     published: AtomicU64,
@@ -118,9 +133,8 @@ struct Publish {
 }
 
 impl Broker {
-    pub(crate) fn new(registry: Arc<Registry>) -> Self {
+    pub(crate) fn new() -> Self {
         Self {
-            registry,
             deliver: Arc::new(OnceLock::new()),
             queues: Mutex::default(),
             published: AtomicU64::new(0),
@@ -133,7 +147,7 @@ impl Broker {
 
     pub(crate) fn call(
         &self,
-        function: &Function,
+        function: &Deployment,
         operation: &str,
         payload: &[u8],
         hops: u32,
@@ -176,12 +190,15 @@ impl Broker {
     /// Queues `message` for every current subscriber of its topic.
     pub(crate) fn publish(&self, message: Message) {
         self.published.fetch_add(1, Ordering::Relaxed);
-        let subscribers = self.registry.subscribers(&message.topic);
+        let Some(deliver) = self.deliver.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let subscribers = deliver.subscribers(&message.topic);
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        for function in subscribers {
+        for name in subscribers {
             let queue = queues
-                .entry(function.name.clone())
-                .or_insert_with(|| self.start(function.name.clone()));
+                .entry(name.clone())
+                .or_insert_with(|| self.start(name));
             if queue.tx.try_send(message.clone()).is_err() {
                 queue.counters.dropped.fetch_add(1, Ordering::Relaxed);
             }
@@ -192,25 +209,17 @@ impl Broker {
     fn start(&self, name: FunctionName) -> Queue {
         let (tx, mut rx) = mpsc::channel::<Message>(QUEUE);
         let counters = Arc::new(Counters::default());
-        let (registry, deliver, task_counters) = (
-            self.registry.clone(),
-            self.deliver.clone(),
-            counters.clone(),
-        );
+        let (deliver, task_counters) = (self.deliver.clone(), counters.clone());
         tokio::spawn(async move {
             while let Some(message) = rx.recv().await {
-                let function = registry.function(&name).filter(|f| {
-                    let patterns = &f.config.grants.subscribe;
-                    patterns.iter().any(|p| p.matches(&message.topic))
-                });
-                let deliver = deliver.get().and_then(Weak::upgrade);
-                let (Some(function), Some(deliver)) = (function, deliver) else {
-                    task_counters.dropped.fetch_add(1, Ordering::Relaxed);
-                    continue;
+                let outcome = match deliver.get().and_then(Weak::upgrade) {
+                    Some(deliver) => deliver.deliver(name.clone(), message).await,
+                    None => Delivery::Gone,
                 };
-                let counter = match deliver.deliver(function, message).await {
-                    Ok(()) => &task_counters.delivered,
-                    Err(_) => &task_counters.failed,
+                let counter = match outcome {
+                    Delivery::Delivered => &task_counters.delivered,
+                    Delivery::Failed(_) => &task_counters.failed,
+                    Delivery::Gone => &task_counters.dropped,
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
             }

@@ -2,12 +2,11 @@
 //! sub-route and the export that handles it (`/hello hello`, `/files/... files`). Each is
 //! served under every route of the function's configuration, beside the module's main handler.
 //!
-//! `_routes` runs once, at deploy, within the function's limits and with no grants; what it
-//! printed is kept in the version's record, so a restart or another node serves the same
-//! routes without running it again.
+//! The gateway runs `_routes` once, at deploy; what it printed, parsed here, is kept in the
+//! version's record, so a restart or another node serves the same routes without running it
+//! again.
 
 use serde::{Deserialize, Serialize};
-use wafer_runtime::{Abi, CallOptions, CgiRequest, CompileError, Limits, Program};
 
 use crate::error::RegistryError;
 use crate::names::Route;
@@ -40,64 +39,8 @@ impl ModuleRoute {
     }
 }
 
-/// Runs `program`'s `_routes` export, if it is a CGI program with one, and parses what it
-/// printed. Blocks the calling thread: call it from a blocking thread, not from async code.
-pub(crate) fn run(program: &Program, limits: Limits) -> Result<Vec<ModuleRoute>, RegistryError> {
-    if program.abi() != Abi::Cgi || !program.exports_function(ROUTES_EXPORT) {
-        return Ok(Vec::new());
-    }
-    let fail = |why: String| Err(RegistryError::ModuleRoutes(why));
-    let lister = program.clone().with_entrypoint(ROUTES_EXPORT, true)?;
-    let request = CgiRequest {
-        args: vec![ROUTES_EXPORT.to_owned()],
-        ..CgiRequest::default()
-    };
-    let options = CallOptions::new(limits);
-    let output = block_on(lister.run_cgi(request, &options))?;
-    let said = || {
-        let log = String::from_utf8_lossy(&output.log);
-        let log = log.trim();
-        if log.is_empty() {
-            String::new()
-        } else {
-            format!(" (it wrote: {})", excerpt(log))
-        }
-    };
-    match output.exit {
-        Ok(0) => parse(&output.stdout),
-        Ok(code) => fail(format!("it exited with code {code}{}", said())),
-        Err(fault) => fail(format!("{fault}{}", said())),
-    }
-}
-
-/// The programs serving `routes` under each of `bases` (the function's configured routes):
-/// each runs its route's handler export as the CGI entrypoint.
-pub(crate) fn handlers(
-    program: &Program,
-    bases: &[Route],
-    routes: &[ModuleRoute],
-) -> Result<Vec<(Route, Program)>, RegistryError> {
-    let mut handlers = Vec::with_capacity(bases.len() * routes.len());
-    for route in routes {
-        let handler = program
-            .clone()
-            .with_entrypoint(&route.handler, true)
-            .map_err(|e| {
-                let why = match e {
-                    CompileError::Unsupported(why) => why,
-                    other => other.to_string(),
-                };
-                RegistryError::ModuleRoutes(format!("route `{}`: {why}", route.route))
-            })?;
-        for base in bases {
-            handlers.push((route.under(base)?, handler.clone()));
-        }
-    }
-    Ok(handlers)
-}
-
 /// Parses `_routes` output: lines of `ROUTE EXPORT`, blank lines skipped.
-pub(crate) fn parse(stdout: &[u8]) -> Result<Vec<ModuleRoute>, RegistryError> {
+pub fn parse_module_routes(stdout: &[u8]) -> Result<Vec<ModuleRoute>, RegistryError> {
     let fail = |why: String| Err(RegistryError::ModuleRoutes(why));
     let Ok(text) = std::str::from_utf8(stdout) else {
         return fail("it printed something that is not UTF-8".into());
@@ -132,26 +75,11 @@ pub(crate) fn parse(stdout: &[u8]) -> Result<Vec<ModuleRoute>, RegistryError> {
     Ok(routes)
 }
 
-/// At most 200 bytes of `text`, cut at a character boundary.
-fn excerpt(text: &str) -> String {
+/// At most 200 characters of `text`, cut at a character boundary.
+pub(crate) fn excerpt(text: &str) -> String {
     match text.char_indices().nth(200) {
         Some((end, _)) => format!("{}...", &text[..end]),
         None => text.to_owned(),
-    }
-}
-
-/// Drives `future` to completion from synchronous code: on the caller's tokio runtime when
-/// there is one (a blocking-pool thread), else on a runtime of its own.
-fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, RegistryError> {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => Ok(handle.block_on(future)),
-        Err(_) => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-                .map_err(RegistryError::io("cannot start a runtime to run `_routes`"))?;
-            Ok(runtime.block_on(future))
-        }
     }
 }
 
@@ -181,7 +109,9 @@ mod tests {
 
     #[test]
     fn output_is_lines_of_route_and_export() {
-        let routes = parse(b"/hello hello\n\n  /goodbye/...\tgoodbye  \r\n/main _start").unwrap();
+        let routes =
+            parse_module_routes(b"/hello hello\n\n  /goodbye/...\tgoodbye  \r\n/main _start")
+                .unwrap();
         let pairs: Vec<(&str, &str)> = routes
             .iter()
             .map(|r| (r.route.as_str(), r.handler.as_str()))
@@ -194,12 +124,12 @@ mod tests {
                 ("/main", "_start")
             ]
         );
-        assert!(parse(b"").unwrap().is_empty());
+        assert!(parse_module_routes(b"").unwrap().is_empty());
     }
 
     #[test]
     fn bad_output_names_the_line() {
-        let error = |out: &[u8]| parse(out).unwrap_err().to_string();
+        let error = |out: &[u8]| parse_module_routes(out).unwrap_err().to_string();
         assert!(error(b"/ok ok\n/hello\n").contains("line 2 is `/hello`"));
         assert!(error(b"/a b c\n").contains("line 1 is `/a b c`"));
         assert!(error(b"hello hello\n").contains("line 1: invalid route `hello`"));

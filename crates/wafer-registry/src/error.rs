@@ -3,8 +3,6 @@
 use std::io;
 use std::path::PathBuf;
 
-use wafer_runtime::CompileError;
-
 /// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -30,9 +28,6 @@ pub enum RegistryError {
     /// A function's configuration is invalid.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
-    /// The module cannot be compiled or linked; nothing was changed.
-    #[error(transparent)]
-    Compile(#[from] CompileError),
     /// The module's `_routes` export failed, or printed something that is not a route list.
     #[error("the module's `_routes` export: {0}")]
     ModuleRoutes(String),
@@ -81,7 +76,8 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
-    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> Self {
+    /// Wraps an OS error with what was being done.
+    pub fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> Self {
         let context = context.into();
         move |source| Self::Io { context, source }
     }

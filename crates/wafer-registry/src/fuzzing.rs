@@ -9,27 +9,9 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
 
-use crate::function::Function;
 use crate::grants::{check_topic, DirGrant, HostPattern, HttpRule, PortRule, Scheme, TopicPattern};
 use crate::names::{Digest, FunctionName, Route};
-use crate::routes::RouteTable;
-use crate::FunctionConfig;
-
-/// A live function without a program (calling it fails), for code that only reads its name
-/// and config: route tables, host calls.
-pub fn function(name: FunctionName, config: FunctionConfig) -> Function {
-    let digest = Digest::of(name.as_str().as_bytes());
-    Function::new(
-        name,
-        1,
-        digest,
-        config,
-        Err("a fuzzing stand-in has no program".into()),
-        None,
-    )
-}
 
 /// The `fuzz/` directory of the workspace (seeds, regressions, targets).
 pub fn fuzz_dir() -> PathBuf {
@@ -83,12 +65,14 @@ const CROSS: usize = 32;
 
 /// `names_routes`: each line of the input is parsed as a [`FunctionName`], [`Route`],
 /// [`Digest`], [`HttpRule`], [`TopicPattern`] and [`DirGrant`]; whatever parses must print
-/// back as written and survive a JSON round trip. The lines that are routes go into a route
-/// table (spread over three functions), and every line is resolved as a request path,
-/// checked against a plain model of the matching rules. Every rule is matched against
-/// every line as a host, and every pattern against every line that is a topic, each
-/// checked against a model too.
-pub fn names_routes(data: &[u8]) {
+/// back as written and survive a JSON round trip. Every rule is matched against every line
+/// as a host, and every pattern against every line that is a topic, each checked against a
+/// plain model of the matching rules.
+///
+/// Returns the first routes and lines, for the gateway's half of the target: they go into a
+/// route table and every line is resolved as a request path
+/// (`wafer_gateway::fuzzing::names_routes`).
+pub fn names_routes(data: &[u8]) -> (Vec<Route>, Vec<String>) {
     let text = String::from_utf8_lossy(data);
     let lines: Vec<&str> = text.split('\n').collect();
     let mut routes = Vec::new();
@@ -114,7 +98,6 @@ pub fn names_routes(data: &[u8]) {
     routes.truncate(CROSS);
     rules.truncate(CROSS / 4);
     patterns.truncate(CROSS / 4);
-    check_route_table(&routes, lines);
     for rule in &rules {
         for host in lines {
             for scheme in [Scheme::Http, Scheme::Https] {
@@ -145,6 +128,7 @@ pub fn names_routes(data: &[u8]) {
             );
         }
     }
+    (routes, lines.iter().map(|l| (*l).to_owned()).collect())
 }
 
 /// Serializes to JSON and back: what is stored must load as what was stored.
@@ -245,88 +229,6 @@ fn check_dir_grant(line: &str) {
         "directory grant {line:?} prints as {shown:?}, which reads back differently"
     );
     assert_eq!(json_round_trip(&grant), grant);
-}
-
-/// Builds a route table from `routes` (route `i` goes to function `f{i % 3}`) and checks
-/// each line resolved as a path against [`resolve_model`].
-fn check_route_table(routes: &[Route], lines: &[&str]) {
-    let names: Vec<FunctionName> = (0..3)
-        .map(|i| FunctionName::from_str(&format!("f{i}")).expect("a valid name"))
-        .collect();
-    let mut configs = vec![FunctionConfig::default(); 3];
-    for (i, route) in routes.iter().enumerate() {
-        configs[i % 3].routes.push(route.clone());
-    }
-    let functions: Vec<Arc<Function>> = names
-        .iter()
-        .zip(configs)
-        .map(|(name, config)| Arc::new(function(name.clone(), config)))
-        .collect();
-    // Which function holds each pattern last, in the order the table is built.
-    let mut owners: Vec<((String, bool), usize, usize)> = Vec::new();
-    let mut taken = false;
-    for (f, function) in functions.iter().enumerate() {
-        for (index, route) in function.config.routes.iter().enumerate() {
-            let (prefix, wildcard) = route.pattern();
-            let key = (prefix.to_owned(), wildcard);
-            if let Some(owner) = owners.iter_mut().find(|(k, _, _)| *k == key) {
-                taken |= owner.1 != f;
-                *owner = (key, f, index);
-            } else {
-                owners.push((key, f, index));
-            }
-        }
-    }
-    let table = match RouteTable::build(functions.iter()) {
-        Ok(table) => table,
-        Err(e) => {
-            assert!(
-                taken,
-                "the route table refused routes no two functions share: {e}"
-            );
-            return;
-        }
-    };
-    assert!(!taken, "the route table took one route for two functions");
-    let mut paths: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
-    for route in routes {
-        let (prefix, _) = route.pattern();
-        paths.push(prefix.to_owned());
-        paths.push(format!("{prefix}/x"));
-        paths.push(format!("{prefix}x"));
-    }
-    for path in &paths {
-        let got = table
-            .resolve(path)
-            .map(|r| (r.function.name.to_string(), r.route, r.script_name_len));
-        let expected =
-            resolve_model(&owners, path).map(|(f, index, len)| (names[f].to_string(), index, len));
-        assert_eq!(got, expected, "resolving {path:?}");
-        if let Some((_, _, len)) = got {
-            assert!(path.is_char_boundary(len), "SCRIPT_NAME splits a character");
-        }
-    }
-}
-
-/// The matching rules, plainly: an exact route for exactly its path, else the longest
-/// wildcard prefix the path equals or continues with `/`; `/...` (empty prefix) matches
-/// every path.
-fn resolve_model(
-    owners: &[((String, bool), usize, usize)],
-    path: &str,
-) -> Option<(usize, usize, usize)> {
-    if let Some((_, f, index)) = owners.iter().find(|((p, w), _, _)| !*w && p == path) {
-        return Some((*f, *index, path.len()));
-    }
-    owners
-        .iter()
-        .filter(|((p, w), _, _)| {
-            *w && (p.is_empty()
-                || (path.starts_with(p.as_str())
-                    && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/')))
-        })
-        .max_by_key(|((p, _), _, _)| p.len())
-        .map(|((p, _), f, index)| (*f, *index, p.len()))
 }
 
 /// [`HttpRule::allows`], plainly. A host may come in brackets (an IPv6 address in a URL).

@@ -343,17 +343,6 @@ pub struct DirGrant {
     pub read_only: bool,
 }
 
-impl DirGrant {
-    /// The directory as the runtime pre-opens it.
-    pub fn preopen(&self) -> wafer_runtime::Preopen {
-        wafer_runtime::Preopen {
-            host: self.host.clone(),
-            guest: self.guest.clone(),
-            read_only: self.read_only,
-        }
-    }
-}
-
 impl FromStr for DirGrant {
     type Err = String;
 

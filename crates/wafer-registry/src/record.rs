@@ -5,6 +5,7 @@ use wafer_abi::Abi;
 
 use crate::config::FunctionConfig;
 use crate::declared::ModuleRoute;
+use crate::error::RegistryError;
 use crate::names::{Digest, FunctionName, Route};
 
 /// One deploy of a function: a module plus the configuration it runs with.
@@ -68,7 +69,91 @@ impl FunctionRecord {
     }
 
     /// The number the next deploy gets.
-    pub(crate) fn next_version(&self) -> u32 {
+    fn next_version(&self) -> u32 {
         self.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1
+    }
+
+    /// The active version, if it runs `digest` with `config` (a deploy of them changes
+    /// nothing).
+    pub fn unchanged(&self, digest: &Digest, config: &FunctionConfig) -> Option<&Version> {
+        self.active_version()
+            .filter(|v| v.digest == *digest && v.config == *config)
+    }
+
+    /// Appends a version running `digest` with `config`, made active, and returns it.
+    pub fn push(
+        &mut self,
+        digest: Digest,
+        abi: Abi,
+        config: FunctionConfig,
+        module_routes: Vec<ModuleRoute>,
+    ) -> &Version {
+        let version = Version {
+            version: self.next_version(),
+            digest,
+            abi,
+            config,
+            module_routes,
+            created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        };
+        self.active = version.version;
+        self.versions.push(version);
+        &self.versions[self.versions.len() - 1]
+    }
+
+    /// The version before the active one, which `rollback` makes active.
+    pub fn previous(&self) -> Result<&Version, RegistryError> {
+        self.versions
+            .iter()
+            .filter(|v| v.version < self.active)
+            .max_by_key(|v| v.version)
+            .ok_or_else(|| RegistryError::NoEarlierVersion(self.name.to_string()))
+    }
+
+    /// The active version as a [`Deployment`].
+    pub fn deployment(&self) -> Option<Deployment> {
+        let version = self.active_version()?;
+        Some(Deployment {
+            name: self.name.clone(),
+            version: version.version,
+            digest: version.digest.clone(),
+            abi: version.abi,
+            config: version.config.clone(),
+            module_routes: version.module_routes.clone(),
+        })
+    }
+}
+
+/// A function's active version as the gateway and the host read it: the function's name and
+/// what that version was deployed with. Data only; the gateway pairs it with the compiled
+/// program.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployment {
+    /// The function's name.
+    pub name: FunctionName,
+    /// The version this is.
+    pub version: u32,
+    /// The module it runs.
+    pub digest: Digest,
+    /// How the module is called.
+    pub abi: Abi,
+    /// Its routes, environment, grants and limits.
+    pub config: FunctionConfig,
+    /// The routes its module declared (WAGI `_routes`).
+    pub module_routes: Vec<ModuleRoute>,
+}
+
+impl Deployment {
+    /// A deployment of `name` with `config`, for code that only reads names and configs
+    /// (tests, fuzzing): version 1 of a module named by the name's digest.
+    pub fn of(name: FunctionName, config: FunctionConfig) -> Self {
+        Self {
+            digest: Digest::of(name.as_str().as_bytes()),
+            name,
+            version: 1,
+            abi: Abi::Cgi,
+            config,
+            module_routes: Vec::new(),
+        }
     }
 }

@@ -4,11 +4,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::error::RegistryError;
+use wafer_registry::{RegistryError, Route};
 use wafer_runtime::Program;
 
-use crate::function::Function;
-use crate::names::Route;
+use super::function::Function;
 
 /// A request path resolved to a function.
 #[derive(Clone)]

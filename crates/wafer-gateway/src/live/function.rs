@@ -1,31 +1,26 @@
 //! A live function: the active version of a function, loaded and ready to call.
 
+use std::ops::Deref;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wafer_registry::{Deployment, Route};
 use wafer_runtime::{InstancePool, Program};
-
-use crate::config::FunctionConfig;
-use crate::names::{Digest, FunctionName, Route};
 
 /// How long a call waits for a free instance when the function is at its concurrency limit,
 /// before it is refused with "busy". One second absorbs bursts without letting a backlog grow
 /// that clients will have given up on.
 pub const QUEUE_WAIT: Duration = Duration::from_secs(1);
 
-/// The active version of a function. Requests hold an `Arc` to it, so a request that started
-/// on one version finishes on it even if another is deployed meanwhile.
+/// The active version of a function: its [`Deployment`] (name, version, config; what the
+/// host reads, and what this derefs to) and the program that runs it. Requests hold an `Arc`
+/// to it, so a request that started on one version finishes on it even if another is
+/// deployed meanwhile.
 pub struct Function {
-    /// The function's name.
-    pub name: FunctionName,
-    /// The version this is.
-    pub version: u32,
-    /// The module it runs.
-    pub digest: Digest,
-    /// Its routes, environment and limits.
-    pub config: FunctionConfig,
+    /// The record's side: name, version, module, config.
+    pub deployment: Arc<Deployment>,
     program: Result<Program, String>,
     /// The routes its module declared (WAGI `_routes`) under each configured route, each with
     /// the program that runs its handler export.
@@ -47,15 +42,23 @@ pub(crate) struct Gate {
 /// Permission to run one call; the slot frees when this is dropped.
 pub struct Admission(#[allow(dead_code)] OwnedSemaphorePermit);
 
+impl Deref for Function {
+    type Target = Deployment;
+
+    fn deref(&self) -> &Deployment {
+        &self.deployment
+    }
+}
+
 impl Function {
+    /// `deployment` served by `program` (or why it cannot run), and the programs of its
+    /// module's declared routes. Shares `previous`'s admission gate when the limit is the same.
     pub(crate) fn new(
-        name: FunctionName,
-        version: u32,
-        digest: Digest,
-        config: FunctionConfig,
+        deployment: Deployment,
         program: Result<(Program, Vec<(Route, Program)>), String>,
         previous: Option<&Function>,
     ) -> Self {
+        let config = &deployment.config;
         let limit = config.limits.max_concurrency;
         let gate = match previous {
             Some(p) if p.gate.limit == limit => p.gate.clone(),
@@ -72,10 +75,7 @@ impl Function {
             Err(e) => (Err(e), Vec::new()),
         };
         Self {
-            name,
-            version,
-            digest,
-            config,
+            deployment: Arc::new(deployment),
             program,
             declared,
             gate,
@@ -90,7 +90,7 @@ impl Function {
     }
 
     /// Every route the function answers on: its configured routes, then those its module
-    /// declared. [`crate::Resolved::route`] indexes this order.
+    /// declared. [`super::Resolved::route`] indexes this order.
     pub fn routes(&self) -> impl Iterator<Item = &Route> {
         self.config
             .routes
@@ -160,16 +160,10 @@ mod tests {
     use super::*;
 
     fn function(max_concurrency: u32) -> Function {
-        let mut config = FunctionConfig::default();
+        let mut config = wafer_registry::FunctionConfig::default();
         config.limits.max_concurrency = max_concurrency;
-        Function::new(
-            "f".parse().unwrap(),
-            1,
-            Digest::of(b""),
-            config,
-            Err("no program".into()),
-            None,
-        )
+        let deployment = Deployment::of("f".parse().unwrap(), config);
+        Function::new(deployment, Err("no program".into()), None)
     }
 
     #[tokio::test]
