@@ -134,22 +134,23 @@ async fn main() -> anyhow::Result<()> {
     // Restart: deploy Go into a data directory, drop everything, reopen, time the first call.
     let data = tempfile::tempdir()?;
     let go = std::fs::read(dir.join("hello-go.wasm"))?;
-    let open = |runtime: &Arc<Runtime>| -> anyhow::Result<Functions> {
-        let registry = Arc::new(Registry::open(data.path())?);
-        Ok(Functions::open(registry, runtime.clone(), data.path())?)
+    let open = |runtime: &Arc<Runtime>| {
+        let runtime = runtime.clone();
+        let data = data.path().to_owned();
+        async move {
+            let registry = Registry::open(&data)?;
+            anyhow::Ok(Functions::start(registry, runtime, &data).await?)
+        }
     };
     {
-        let functions = open(&runtime)?;
-        // Deploying blocks (it compiles): off the async thread, as the server does it.
+        let functions = open(&runtime).await?;
         let name = "hello-go".parse()?;
-        std::thread::scope(|s| {
-            s.spawn(|| functions.deploy(name, &go, FunctionConfig::default()))
-                .join()
-        })
-        .map_err(|_| anyhow::anyhow!("the deploy thread panicked"))??;
+        functions
+            .deploy(name, go, FunctionConfig::default())
+            .await?;
     }
     let opened = Instant::now();
-    let functions = open(&runtime)?;
+    let functions = open(&runtime).await?;
     let open_time = opened.elapsed();
     let first = Instant::now();
     let resolved = functions

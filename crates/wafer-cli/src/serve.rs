@@ -130,14 +130,17 @@ impl Server {
         let config = args.limits.config()?;
         let runtime = Runtime::new(&RuntimeConfig::default())?;
         let data = args.data.data.clone();
-        let (functions, caps, token) = tokio::task::spawn_blocking(move || {
-            let token = wafer_registry::admin_token(&data)?;
-            let registry = Arc::new(Registry::open(&data)?);
-            let functions = Arc::new(Functions::open(registry, Arc::new(runtime), &data)?);
-            let caps = wafer_host::Capabilities::open(&data)?;
-            anyhow::Ok((functions, caps, token))
-        })
-        .await??;
+        let (registry, caps, token) = {
+            let data = data.clone();
+            tokio::task::spawn_blocking(move || {
+                let token = wafer_registry::admin_token(&data)?;
+                let registry = Registry::open(&data)?;
+                let caps = wafer_host::Capabilities::open(&data)?;
+                anyhow::Ok((registry, caps, token))
+            })
+            .await??
+        };
+        let functions = Functions::start(registry, Arc::new(runtime), &data).await?;
         let listener = TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -238,9 +241,9 @@ async fn deploy_from_manifest(
         .collect::<Vec<_>>();
     config.schema = wafer_gateway::schema(proto, &operations)
         .with_context(|| format!("function `{}`", function.name))?;
-    let (functions, name) = (functions.clone(), function.name.clone());
-    let deployed = tokio::task::spawn_blocking(move || functions.deploy(name, &module, config))
-        .await?
+    let deployed = functions
+        .deploy(function.name.clone(), module, config)
+        .await
         .with_context(|| {
             format!(
                 "function `{}` ({})",

@@ -260,3 +260,41 @@ fn an_upload_past_the_limit_is_413() {
         );
     }
 }
+
+#[test]
+fn concurrent_deploys_of_one_name_keep_every_version() {
+    let server = Server::start();
+    let wat = built("hello-wat.wat");
+    let deployers = 8;
+    std::thread::scope(|s| {
+        for i in 0..deployers {
+            let (server, wat) = (&server, &wat);
+            s.spawn(move || {
+                let env = format!("N={i}");
+                server.deploy("same", wat, &[("env", env.as_str())]);
+            });
+        }
+    });
+    let record: serde_json::Value = server
+        .admin(Method::GET, "functions/same")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let versions = record["versions"].as_array().unwrap();
+    let mut numbers: Vec<u64> = versions
+        .iter()
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=deployers).collect::<Vec<u64>>());
+    let mut envs: Vec<&str> = versions
+        .iter()
+        .map(|v| v["config"]["env"]["N"].as_str().unwrap())
+        .collect();
+    envs.sort_unstable();
+    let expected: Vec<String> = (0..deployers).map(|i| i.to_string()).collect();
+    assert_eq!(envs, expected, "a deploy's version was lost");
+    assert_eq!(record["active"].as_u64(), Some(deployers));
+    assert_eq!(server.get("/same").text().unwrap(), "Hello from WAT!\n");
+}

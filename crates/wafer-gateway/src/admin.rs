@@ -83,19 +83,8 @@ fn name(raw: &str) -> Result<FunctionName, Error> {
     Ok(raw.parse::<FunctionName>()?)
 }
 
-/// Registry calls touch the disk and may compile: keep them off the request threads.
-pub(crate) async fn blocking<T: Send + 'static, E: Into<Error> + Send + 'static>(
-    f: impl FnOnce() -> Result<T, E> + Send + 'static,
-) -> Result<T, Error> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::BadRequest(format!("registry task failed: {e}")))?
-        .map_err(Into::into)
-}
-
 async fn list(_: Admin, State(app): State<Arc<App>>) -> Result<Json<Value>, Error> {
-    let functions = app.functions.clone();
-    let list = blocking(move || Ok::<_, Error>(functions.list())).await?;
+    let list = app.functions.list();
     Ok(Json(serde_json::to_value(list).unwrap_or_default()))
 }
 
@@ -104,8 +93,7 @@ async fn describe(
     State(app): State<Arc<App>>,
     Path(raw): Path<String>,
 ) -> Result<Response, Error> {
-    let (registry, name) = (app.functions.registry().clone(), name(&raw)?);
-    let record = blocking(move || registry.get(&name)).await?;
+    let record = app.functions.get(&name(&raw)?)?;
     Ok(Json(record).into_response())
 }
 
@@ -127,8 +115,7 @@ async fn deploy(
             "the request body must be the module (.wasm or .wat)".into(),
         ));
     }
-    let functions = app.functions.clone();
-    let deployed = blocking(move || functions.deploy(name, &module, config)).await?;
+    let deployed = app.functions.deploy(name, module.to_vec(), config).await?;
     let status = if deployed.unchanged {
         StatusCode::OK
     } else {
@@ -335,8 +322,7 @@ async fn rollback(
     Path(raw): Path<String>,
 ) -> Result<Response, Error> {
     let name = name(&raw)?;
-    let functions = app.functions.clone();
-    let deployed = blocking(move || functions.rollback(&name)).await?;
+    let deployed = app.functions.rollback(&name).await?;
     tracing::info!(name = %deployed.name, version = deployed.version, "rolled back");
     Ok(Json(deployed).into_response())
 }
@@ -398,8 +384,7 @@ async fn module(
     Path(raw): Path<String>,
 ) -> Result<Response, Error> {
     let digest: Digest = raw.parse()?;
-    let registry = app.functions.registry().clone();
-    let bytes = blocking(move || registry.module(&digest)).await?;
+    let bytes = app.functions.module(&digest).await?;
     let mut response = Response::new(Body::from(bytes));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

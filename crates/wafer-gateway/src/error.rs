@@ -129,9 +129,9 @@ impl Error {
                 RegistryError::NotFound(_) | RegistryError::ModuleNotFound(_) => {
                     StatusCode::NOT_FOUND
                 }
-                RegistryError::RouteTaken { .. } | RegistryError::NoEarlierVersion(_) => {
-                    StatusCode::CONFLICT
-                }
+                RegistryError::RouteTaken { .. }
+                | RegistryError::NoEarlierVersion(_)
+                | RegistryError::Conflict(_) => StatusCode::CONFLICT,
                 RegistryError::Corrupt { .. }
                 | RegistryError::BadRecord { .. }
                 | RegistryError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,

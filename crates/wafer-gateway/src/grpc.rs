@@ -14,7 +14,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 use wafer_registry::{Digest, FunctionName};
 
-use crate::admin::{blocking, config, constant_time_eq, schema_of, MAX_UPLOAD};
+use crate::admin::{config, constant_time_eq, schema_of, MAX_UPLOAD};
 use crate::error::Error;
 use crate::invoke::Call;
 use crate::App;
@@ -178,8 +178,10 @@ impl Wafer for Service {
                 "no module: send its bytes in `chunk` messages after the metadata",
             ));
         }
-        let functions = self.app.functions.clone();
-        let result = blocking(move || functions.deploy(name, &module, config))
+        let result = self
+            .app
+            .functions
+            .deploy(name, module, config)
             .await
             .map_err(status)?;
         tracing::info!(name = %result.name, version = result.version, digest = %result.digest, unchanged = result.unchanged, "deployed (gRPC)");
@@ -197,11 +199,12 @@ impl Wafer for Service {
             .digest
             .parse()
             .map_err(|e| status(Error::Registry(e)))?;
-        let registry = self.app.functions.registry().clone();
         let bytes = Bytes::from(
-            blocking(move || registry.module(&digest))
+            self.app
+                .functions
+                .module(&digest)
                 .await
-                .map_err(status)?,
+                .map_err(|e| status(e.into()))?,
         );
         let chunks: Vec<Result<ModuleChunk, Status>> = (0..bytes.len())
             .step_by(CHUNK)
@@ -215,10 +218,10 @@ impl Wafer for Service {
     }
 
     async fn list(&self, _: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
-        let all = self.app.functions.clone();
-        let functions = blocking(move || Ok::<_, Error>(all.list()))
-            .await
-            .map_err(status)?
+        let functions = self
+            .app
+            .functions
+            .list()
             .into_iter()
             .map(|f| FunctionSummary {
                 name: f.name.to_string(),
@@ -236,10 +239,11 @@ impl Wafer for Service {
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<FunctionRecord>, Status> {
         let name = function_name(&request.into_inner().name)?;
-        let registry = self.app.functions.registry().clone();
-        let record = blocking(move || registry.get(&name))
-            .await
-            .map_err(status)?;
+        let record = self
+            .app
+            .functions
+            .get(&name)
+            .map_err(|e| status(e.into()))?;
         Ok(Response::new(FunctionRecord {
             name: record.name.to_string(),
             active: record.active,
@@ -272,10 +276,7 @@ impl Wafer for Service {
         request: Request<RollbackRequest>,
     ) -> Result<Response<Deployed>, Status> {
         let name = function_name(&request.into_inner().name)?;
-        let functions = self.app.functions.clone();
-        let result = blocking(move || functions.rollback(&name))
-            .await
-            .map_err(status)?;
+        let result = self.app.functions.rollback(&name).await.map_err(status)?;
         Ok(Response::new(deployed(result)))
     }
 

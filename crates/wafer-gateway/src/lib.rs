@@ -21,8 +21,8 @@
 //!
 //! let data = std::path::Path::new(".wafer");
 //! let runtime = Arc::new(Runtime::new(&RuntimeConfig::default())?);
-//! let registry = Arc::new(Registry::open(data)?);
-//! let functions = Arc::new(Functions::open(registry, runtime, data)?);
+//! let registry = Registry::open(data)?;
+//! let functions = Functions::start(registry, runtime, data).await?;
 //! let caps = wafer_host::Capabilities::open(data)?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let local = listener.local_addr()?;
@@ -148,9 +148,7 @@ impl App {
                 reason: format!("its key-value store could not be removed, so it was kept: {e}"),
             }
         })?;
-        let functions = self.functions.clone();
-        let removed = name.clone();
-        admin::blocking(move || functions.remove(&removed)).await?;
+        self.functions.remove(name).await?;
         self.logs.forget(name.as_str());
         Ok(())
     }

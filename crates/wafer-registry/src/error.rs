@@ -45,6 +45,9 @@ pub enum RegistryError {
         /// The function that has it.
         owner: String,
     },
+    /// Another writer changed the record between our read and our write, again and again.
+    #[error("function `{0}` is being changed by another writer; try again")]
+    Conflict(String),
     /// Rollback asked of a function at its first version.
     #[error("function `{0}` has no version before the active one")]
     NoEarlierVersion(String),

@@ -7,28 +7,32 @@
 //!   [`FunctionRecord`]; a deploy appends a version, rollback moves the active pointer back.
 //! - Every write is atomic (temp file, fsync, rename, fsync the directory), so `kill -9` at
 //!   any moment leaves the old or the new record.
-//! - Changes to one function are made through a [`Change`], which holds the registry's lock
-//!   from reading the record to writing it, so two changes cannot lose each other's versions.
+//! - Records are written compare-and-set on their [`Revision`] ([`Registry::update`]), so
+//!   two writers, even on two machines, cannot lose each other's versions; and the store
+//!   can be watched ([`Registry::watch`]): the records as they stand, then every change.
 //!
 //! Storage sits behind the [`Store`] trait; [`LocalStore`] (a directory) is the default.
 //! Compiling modules, routing requests and admission belong to the gateway, which turns the
 //! records into the functions it serves.
 //!
 //! ```no_run
-//! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use wafer_registry::{Digest, FunctionConfig, Registry};
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use wafer_abi::Abi;
+//! use wafer_registry::{Digest, FunctionConfig, FunctionRecord, Registry, Update};
 //!
 //! let registry = Registry::open(".wafer".as_ref())?;
 //! let wasm = std::fs::read("hello.wasm")?;
 //! let digest = Digest::of(&wasm);
-//! registry.put_module(&digest, &wasm)?;
+//! registry.put_module(&digest, wasm).await?;
 //! let name = "hello".parse()?;
-//! let mut change = registry.change(&name);
-//! let mut record = change.record().cloned().unwrap_or_else(|| change.new_record());
-//! let config = FunctionConfig::default();
-//! let version = record.push(digest, Abi::Cgi, config, Vec::new()).version;
-//! change.write(record)?;
+//! let (version, _revision) = registry
+//!     .update(&name, |current| {
+//!         let mut record = current.cloned().unwrap_or_else(|| FunctionRecord::new(&name));
+//!         let version = record.push(digest.clone(), Abi::Cgi, FunctionConfig::default(), Vec::new());
+//!         let number = version.version;
+//!         Ok(Update::Write(record, number))
+//!     })
+//!     .await?;
 //! println!("hello is at version {version}");
 //! # Ok(()) }
 //! ```
@@ -44,9 +48,8 @@ mod names;
 mod record;
 mod store;
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -58,13 +61,12 @@ pub use grants::{
 };
 pub use names::{Digest, FunctionName, Route};
 pub use record::{Deployment, FunctionRecord, Version};
-pub use store::{admin_token, LocalStore, Store};
+pub use store::{admin_token, Event, LocalStore, Revision, Store, Watch};
 
-/// The registry: durable function records and modules.
+/// The registry: durable function records and modules, behind a [`Store`].
+#[derive(Clone)]
 pub struct Registry {
-    store: Box<dyn Store>,
-    /// The records as last written; its lock serialises changes.
-    records: Mutex<HashMap<FunctionName, FunctionRecord>>,
+    store: Arc<dyn Store>,
 }
 
 /// The outcome of a deploy or a rollback.
@@ -81,111 +83,99 @@ pub struct Deployed {
     pub unchanged: bool,
 }
 
-/// A change to one function's record in progress: holds the registry's lock until dropped,
-/// so what [`Change::record`] shows is what [`Change::write`] replaces.
-pub struct Change<'a> {
-    name: FunctionName,
-    records: MutexGuard<'a, HashMap<FunctionName, FunctionRecord>>,
-    store: &'a dyn Store,
+/// What a change made with [`Registry::update`] decided, given the record as it stood.
+pub enum Update<T> {
+    /// Write this record (it replaces the one read), and answer `T`.
+    Write(FunctionRecord, T),
+    /// Write nothing, and answer `T`.
+    Keep(T),
 }
 
-impl Change<'_> {
-    /// The function's record as it stands, if it exists.
-    pub fn record(&self) -> Option<&FunctionRecord> {
-        self.records.get(&self.name)
-    }
-
-    /// An empty record for the function, for its first version.
-    pub fn new_record(&self) -> FunctionRecord {
-        FunctionRecord {
-            name: self.name.clone(),
-            active: 0,
-            versions: Vec::new(),
-        }
-    }
-
-    /// Writes `record` as the function's record (durably, then in memory).
-    pub fn write(&mut self, record: FunctionRecord) -> Result<(), RegistryError> {
-        if record.name != self.name {
-            return Err(RegistryError::InvalidConfig(format!(
-                "a change to `{}` cannot write the record of `{}`",
-                self.name, record.name
-            )));
-        }
-        self.store.put_record(&record)?;
-        self.records.insert(self.name.clone(), record);
-        Ok(())
-    }
-
-    /// Deletes the function's record and history.
-    pub fn remove(&mut self) -> Result<(), RegistryError> {
-        if !self.records.contains_key(&self.name) {
-            return Err(RegistryError::NotFound(self.name.to_string()));
-        }
-        self.store.remove_record(&self.name)?;
-        self.records.remove(&self.name);
-        Ok(())
-    }
-}
+/// How many times [`Registry::update`] reads again after losing a race to another writer.
+const RETRIES: usize = 16;
 
 impl Registry {
-    /// Opens the registry in `dir` (creating it) and reads every function record.
-    pub fn open(dir: &Path) -> Result<Self, RegistryError> {
-        let store = LocalStore::open(dir)?;
-        let records = store
-            .records()?
-            .into_iter()
-            .map(|record| (record.name.clone(), record))
-            .collect();
-        Ok(Self {
-            store: Box::new(store),
-            records: Mutex::new(records),
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<FunctionName, FunctionRecord>> {
-        // The map is only changed after a successful write, so it is consistent even if a
-        // panic poisoned the lock.
-        self.records.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Starts a change to `name`'s record; other changes wait until it is dropped.
-    pub fn change(&self, name: &FunctionName) -> Change<'_> {
-        Change {
-            name: name.clone(),
-            records: self.lock(),
-            store: self.store.as_ref(),
+    /// A registry over `store`.
+    pub fn new(store: impl Store) -> Self {
+        Self {
+            store: Arc::new(store),
         }
     }
 
-    /// Every function record, in name order, secrets included (for the gateway to load).
-    pub fn records(&self) -> Vec<FunctionRecord> {
-        let mut records: Vec<FunctionRecord> = self.lock().values().cloned().collect();
-        records.sort_by(|a, b| a.name.cmp(&b.name));
-        records
+    /// The registry in the directory `dir` (created if needed): a [`LocalStore`].
+    pub fn open(dir: &Path) -> Result<Self, RegistryError> {
+        Ok(Self::new(LocalStore::open(dir)?))
     }
 
-    /// A function's record, secrets included (for the gateway to load).
-    pub fn record(&self, name: &FunctionName) -> Option<FunctionRecord> {
-        self.lock().get(name).cloned()
+    /// Every record as it stands, then every change (see [`Watch`]).
+    pub async fn watch(&self) -> Result<Watch, RegistryError> {
+        self.store.watch().await
     }
 
-    /// A function's record fit to show: every version and the active one, secret values
-    /// masked.
-    pub fn get(&self, name: &FunctionName) -> Result<FunctionRecord, RegistryError> {
-        self.lock()
-            .get(name)
-            .map(FunctionRecord::masked)
-            .ok_or_else(|| RegistryError::NotFound(name.to_string()))
+    /// A function's record, secrets included, and its revision.
+    pub async fn record(
+        &self,
+        name: &FunctionName,
+    ) -> Result<Option<(Arc<FunctionRecord>, Revision)>, RegistryError> {
+        self.store.record(name).await
+    }
+
+    /// Changes `name`'s record: `change` is given the record as it stands (`None` if there is
+    /// none) and decides. If another writer changed the record between the read and the
+    /// write, `change` runs again on the new record. Returns its answer, and the revision
+    /// written if it wrote.
+    pub async fn update<T>(
+        &self,
+        name: &FunctionName,
+        mut change: impl FnMut(Option<&FunctionRecord>) -> Result<Update<T>, RegistryError>,
+    ) -> Result<(T, Option<Revision>), RegistryError> {
+        for _ in 0..RETRIES {
+            let current = self.store.record(name).await?;
+            let (record, expected) = match &current {
+                Some((record, revision)) => (Some(record.as_ref()), Some(*revision)),
+                None => (None, None),
+            };
+            match change(record)? {
+                Update::Keep(answer) => return Ok((answer, None)),
+                Update::Write(record, answer) => {
+                    if record.name != *name {
+                        return Err(RegistryError::InvalidConfig(format!(
+                            "a change to `{name}` cannot write the record of `{}`",
+                            record.name
+                        )));
+                    }
+                    match self.store.put_record(record, expected).await {
+                        Ok(revision) => return Ok((answer, Some(revision))),
+                        Err(RegistryError::Conflict(_)) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Err(RegistryError::Conflict(name.to_string()))
+    }
+
+    /// Deletes a function's record and history; returns the revision of the deletion.
+    pub async fn remove(&self, name: &FunctionName) -> Result<Revision, RegistryError> {
+        for _ in 0..RETRIES {
+            let Some((_, revision)) = self.store.record(name).await? else {
+                return Err(RegistryError::NotFound(name.to_string()));
+            };
+            match self.store.remove_record(name, revision).await {
+                Err(RegistryError::Conflict(_)) => continue,
+                other => return other,
+            }
+        }
+        Err(RegistryError::Conflict(name.to_string()))
     }
 
     /// Stores a module under its digest (once: the same bytes again are a no-op).
-    pub fn put_module(&self, digest: &Digest, wasm: &[u8]) -> Result<(), RegistryError> {
-        self.store.put_module(digest, wasm)
+    pub async fn put_module(&self, digest: &Digest, wasm: Vec<u8>) -> Result<(), RegistryError> {
+        self.store.put_module(digest, wasm).await
     }
 
     /// A stored module's bytes, verified against `digest`.
-    pub fn module(&self, digest: &Digest) -> Result<Vec<u8>, RegistryError> {
-        self.store.module(digest)
+    pub async fn module(&self, digest: &Digest) -> Result<Vec<u8>, RegistryError> {
+        self.store.module(digest).await
     }
 }

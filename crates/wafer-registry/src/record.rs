@@ -54,6 +54,15 @@ pub struct FunctionRecord {
 }
 
 impl FunctionRecord {
+    /// An empty record for `name`, for its first version.
+    pub fn new(name: &FunctionName) -> Self {
+        Self {
+            name: name.clone(),
+            active: 0,
+            versions: Vec::new(),
+        }
+    }
+
     /// The version requests are served by.
     pub fn active_version(&self) -> Option<&Version> {
         self.versions.iter().find(|v| v.version == self.active)

@@ -1,29 +1,84 @@
 //! Where modules and function records live: the [`Store`] trait and its local-directory backend.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 
 use crate::error::RegistryError;
 use crate::names::{Digest, FunctionName};
 use crate::record::FunctionRecord;
 
-/// Durable storage for module blobs and function records. Nothing outside the registry
-/// knows where bytes live.
+/// A record's revision in its store. Every write of any record gets a higher one, so a
+/// writer can ask that a record be unchanged since it read it, and a watcher can tell how far
+/// it has caught up.
+pub type Revision = u64;
+
+/// What a [`Store::watch`] stream yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A record as written (or as it stood when the watch began).
+    Put {
+        /// The record.
+        record: Arc<FunctionRecord>,
+        /// Its revision.
+        revision: Revision,
+    },
+    /// A record was deleted.
+    Removed {
+        /// The function whose record it was.
+        name: FunctionName,
+        /// The revision of the deletion.
+        revision: Revision,
+    },
+    /// Every record that existed when the watch began has been yielded; changes follow.
+    Ready,
+}
+
+/// A stream of record changes: the records as they stand, [`Event::Ready`], then every
+/// change after, in the order written. It ends (or yields an error) only when the store is
+/// gone or unreachable; the watcher then starts a new one.
+pub type Watch = Pin<Box<dyn Stream<Item = Result<Event, RegistryError>> + Send>>;
+
+/// Durable storage for module blobs and function records, watchable. Nothing outside the
+/// registry knows where bytes live.
 ///
 /// Every write is all-or-nothing: a process killed at any moment leaves the previous or the
 /// new contents, never a torn file.
+#[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores a module under its digest. Storing the same bytes twice is a no-op.
-    fn put_module(&self, digest: &Digest, wasm: &[u8]) -> Result<(), RegistryError>;
+    async fn put_module(&self, digest: &Digest, wasm: Vec<u8>) -> Result<(), RegistryError>;
     /// Reads a module back, verified against its digest.
-    fn module(&self, digest: &Digest) -> Result<Vec<u8>, RegistryError>;
-    /// Replaces a function's record.
-    fn put_record(&self, record: &FunctionRecord) -> Result<(), RegistryError>;
-    /// Deletes a function's record.
-    fn remove_record(&self, name: &FunctionName) -> Result<(), RegistryError>;
-    /// Reads every function record.
-    fn records(&self) -> Result<Vec<FunctionRecord>, RegistryError>;
+    async fn module(&self, digest: &Digest) -> Result<Vec<u8>, RegistryError>;
+    /// A function's record and its revision, if it exists.
+    async fn record(
+        &self,
+        name: &FunctionName,
+    ) -> Result<Option<(Arc<FunctionRecord>, Revision)>, RegistryError>;
+    /// Writes `record` if the stored one is still at revision `expected` (`None`: if there
+    /// is none), and returns the new revision; [`RegistryError::Conflict`] otherwise.
+    async fn put_record(
+        &self,
+        record: FunctionRecord,
+        expected: Option<Revision>,
+    ) -> Result<Revision, RegistryError>;
+    /// Deletes a function's record if it is still at revision `expected`; returns the
+    /// revision of the deletion.
+    async fn remove_record(
+        &self,
+        name: &FunctionName,
+        expected: Revision,
+    ) -> Result<Revision, RegistryError>;
+    /// Every record as it stands, then every change (see [`Watch`]).
+    async fn watch(&self) -> Result<Watch, RegistryError>;
 }
 
 /// The default backend: a directory.
@@ -33,28 +88,93 @@ pub trait Store: Send + Sync + 'static {
 /// DIR/functions/<name>.json       one record per function: every version, the active one
 /// DIR/tmp/                        files being written, renamed into place when complete
 /// ```
-#[derive(Debug)]
+///
+/// One process owns the directory, so revisions and watchers live in memory: revisions
+/// count up from 1 at each start, and a watch is fed by the writes of this process.
+#[derive(Clone)]
 pub struct LocalStore {
+    inner: Arc<Local>,
+}
+
+struct Local {
     modules: PathBuf,
     functions: PathBuf,
     tmp: PathBuf,
+    state: Mutex<LocalState>,
+}
+
+/// The records as written, their revisions, and who watches them.
+#[derive(Default)]
+struct LocalState {
+    records: HashMap<FunctionName, (Arc<FunctionRecord>, Revision)>,
+    last: Revision,
+    watchers: Vec<mpsc::UnboundedSender<Event>>,
+}
+
+impl LocalState {
+    /// Tells every live watcher; forgets those that are gone.
+    fn notify(&mut self, event: &Event) {
+        self.watchers.retain(|w| w.send(event.clone()).is_ok());
+    }
+
+    fn check(&self, name: &FunctionName, expected: Option<Revision>) -> Result<(), RegistryError> {
+        let current = self.records.get(name).map(|(_, r)| *r);
+        if current == expected {
+            Ok(())
+        } else {
+            Err(RegistryError::Conflict(name.to_string()))
+        }
+    }
 }
 
 impl LocalStore {
-    /// Opens (creating if needed) the store in `dir`, and clears half-written files a crash
-    /// may have left behind.
+    /// Opens (creating if needed) the store in `dir`, clears half-written files a crash
+    /// may have left behind, and reads every record.
     pub fn open(dir: &Path) -> Result<Self, RegistryError> {
-        let store = Self {
+        let local = Local {
             modules: dir.join("modules").join("sha256"),
             functions: dir.join("functions"),
             tmp: dir.join("tmp"),
+            state: Mutex::default(),
         };
-        for d in [&store.modules, &store.functions, &store.tmp] {
+        for d in [&local.modules, &local.functions, &local.tmp] {
             fs::create_dir_all(d)
                 .map_err(RegistryError::io(format!("cannot create {}", d.display())))?;
         }
-        clear_dir(&store.tmp)?;
-        Ok(store)
+        clear_dir(&local.tmp)?;
+        let records = local.read_records()?;
+        {
+            let mut state = local.lock();
+            for record in records {
+                state.last += 1;
+                let revision = state.last;
+                state
+                    .records
+                    .insert(record.name.clone(), (Arc::new(record), revision));
+            }
+        }
+        Ok(Self {
+            inner: Arc::new(local),
+        })
+    }
+
+    /// Runs `f` on the blocking pool: the store's work is file IO and fsync.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Local) -> Result<T, RegistryError> + Send + 'static,
+    ) -> Result<T, RegistryError> {
+        let local = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&local))
+            .await
+            .map_err(|e| RegistryError::io("the store's task failed")(io::Error::other(e)))?
+    }
+}
+
+impl Local {
+    fn lock(&self) -> MutexGuard<'_, LocalState> {
+        // The state is only changed after a successful write, so it is consistent even if
+        // a panic poisoned the lock.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn module_path(&self, digest: &Digest) -> PathBuf {
@@ -64,18 +184,8 @@ impl LocalStore {
     fn record_path(&self, name: &FunctionName) -> PathBuf {
         self.functions.join(format!("{name}.json"))
     }
-}
 
-impl Store for LocalStore {
-    fn put_module(&self, digest: &Digest, wasm: &[u8]) -> Result<(), RegistryError> {
-        let path = self.module_path(digest);
-        if path.exists() && Digest::of(&fs::read(&path).unwrap_or_default()) == *digest {
-            return Ok(());
-        }
-        write_atomically(&self.tmp, &path, wasm)
-    }
-
-    fn module(&self, digest: &Digest) -> Result<Vec<u8>, RegistryError> {
+    fn read_module(&self, digest: &Digest) -> Result<Vec<u8>, RegistryError> {
         let path = self.module_path(digest);
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
@@ -94,27 +204,7 @@ impl Store for LocalStore {
         Ok(bytes)
     }
 
-    fn put_record(&self, record: &FunctionRecord) -> Result<(), RegistryError> {
-        let json = serde_json::to_vec_pretty(record)
-            .map_err(|e| RegistryError::io("cannot encode record")(e.into()))?;
-        write_atomically(&self.tmp, &self.record_path(&record.name), &json)
-    }
-
-    fn remove_record(&self, name: &FunctionName) -> Result<(), RegistryError> {
-        let path = self.record_path(name);
-        match fs::remove_file(&path) {
-            Ok(()) => sync_dir(&self.functions),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(RegistryError::NotFound(name.to_string()))
-            }
-            Err(e) => Err(RegistryError::io(format!(
-                "cannot remove {}",
-                path.display()
-            ))(e)),
-        }
-    }
-
-    fn records(&self) -> Result<Vec<FunctionRecord>, RegistryError> {
+    fn read_records(&self) -> Result<Vec<FunctionRecord>, RegistryError> {
         let entries = fs::read_dir(&self.functions).map_err(RegistryError::io(format!(
             "cannot list {}",
             self.functions.display()
@@ -155,6 +245,102 @@ impl Store for LocalStore {
             }
         }
         Ok(records)
+    }
+}
+
+#[async_trait]
+impl Store for LocalStore {
+    async fn put_module(&self, digest: &Digest, wasm: Vec<u8>) -> Result<(), RegistryError> {
+        let digest = digest.clone();
+        self.blocking(move |local| {
+            let path = local.module_path(&digest);
+            if path.exists() && Digest::of(&fs::read(&path).unwrap_or_default()) == digest {
+                return Ok(());
+            }
+            write_atomically(&local.tmp, &path, &wasm)
+        })
+        .await
+    }
+
+    async fn module(&self, digest: &Digest) -> Result<Vec<u8>, RegistryError> {
+        let digest = digest.clone();
+        self.blocking(move |local| local.read_module(&digest)).await
+    }
+
+    async fn record(
+        &self,
+        name: &FunctionName,
+    ) -> Result<Option<(Arc<FunctionRecord>, Revision)>, RegistryError> {
+        Ok(self.inner.lock().records.get(name).cloned())
+    }
+
+    async fn put_record(
+        &self,
+        record: FunctionRecord,
+        expected: Option<Revision>,
+    ) -> Result<Revision, RegistryError> {
+        self.blocking(move |local| {
+            let json = serde_json::to_vec_pretty(&record)
+                .map_err(|e| RegistryError::io("cannot encode record")(e.into()))?;
+            let mut state = local.lock();
+            state.check(&record.name, expected)?;
+            write_atomically(&local.tmp, &local.record_path(&record.name), &json)?;
+            state.last += 1;
+            let revision = state.last;
+            let record = Arc::new(record);
+            state
+                .records
+                .insert(record.name.clone(), (record.clone(), revision));
+            state.notify(&Event::Put { record, revision });
+            Ok(revision)
+        })
+        .await
+    }
+
+    async fn remove_record(
+        &self,
+        name: &FunctionName,
+        expected: Revision,
+    ) -> Result<Revision, RegistryError> {
+        let name = name.clone();
+        self.blocking(move |local| {
+            let mut state = local.lock();
+            if !state.records.contains_key(&name) {
+                return Err(RegistryError::NotFound(name.to_string()));
+            }
+            state.check(&name, Some(expected))?;
+            let path = local.record_path(&name);
+            match fs::remove_file(&path) {
+                Ok(()) => sync_dir(&local.functions)?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(RegistryError::io(format!(
+                        "cannot remove {}",
+                        path.display()
+                    ))(e))
+                }
+            }
+            state.last += 1;
+            let revision = state.last;
+            state.records.remove(&name);
+            state.notify(&Event::Removed { name, revision });
+            Ok(revision)
+        })
+        .await
+    }
+
+    async fn watch(&self) -> Result<Watch, RegistryError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut state = self.inner.lock();
+        // The snapshot and the subscription under one lock: no change falls between them.
+        let mut current: Vec<_> = state.records.values().cloned().collect();
+        current.sort_by_key(|(_, revision)| *revision);
+        for (record, revision) in current {
+            let _ = tx.send(Event::Put { record, revision });
+        }
+        let _ = tx.send(Event::Ready);
+        state.watchers.push(tx);
+        Ok(Box::pin(UnboundedReceiverStream::new(rx).map(Ok)))
     }
 }
 
@@ -267,5 +453,63 @@ mod tests {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(admin_token(dir.path()).unwrap(), token);
         assert_eq!(mode(), 0o600);
+    }
+
+    fn record(name: &str) -> FunctionRecord {
+        FunctionRecord::new(&name.parse().unwrap())
+    }
+
+    /// The next event of `watch`, which must come at once.
+    async fn next(watch: &mut Watch) -> Event {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(5), watch.next());
+        event.await.unwrap().unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn records_are_written_compare_and_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let first = store.put_record(record("f"), None).await.unwrap();
+        let taken = store.put_record(record("f"), None).await.unwrap_err();
+        assert!(matches!(taken, RegistryError::Conflict(_)), "{taken}");
+        let second = store.put_record(record("f"), Some(first)).await.unwrap();
+        assert!(second > first);
+        let stale = store.put_record(record("f"), Some(first)).await.unwrap_err();
+        assert!(matches!(stale, RegistryError::Conflict(_)), "{stale}");
+        let stale = store.remove_record(&"f".parse().unwrap(), first).await;
+        assert!(matches!(stale, Err(RegistryError::Conflict(_))));
+        store.remove_record(&"f".parse().unwrap(), second).await.unwrap();
+        assert!(store.record(&"f".parse().unwrap()).await.unwrap().is_none());
+        // Revisions keep counting up across a restart.
+        store.put_record(record("g"), None).await.unwrap();
+        let reopened = LocalStore::open(dir.path()).unwrap();
+        let (_, revision) = reopened.record(&"g".parse().unwrap()).await.unwrap().unwrap();
+        assert!(reopened.put_record(record("g"), Some(revision)).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_watch_yields_the_records_then_every_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let a = store.put_record(record("a"), None).await.unwrap();
+        let mut watch = store.watch().await.unwrap();
+        let Event::Put { record: got, revision } = next(&mut watch).await else {
+            panic!("expected the record that exists");
+        };
+        assert_eq!((got.name.as_str(), revision), ("a", a));
+        assert_eq!(next(&mut watch).await, Event::Ready);
+        let b = store.put_record(record("b"), None).await.unwrap();
+        let Event::Put { record: got, revision } = next(&mut watch).await else {
+            panic!("expected the new record");
+        };
+        assert_eq!((got.name.as_str(), revision), ("b", b));
+        let gone = store.remove_record(&"a".parse().unwrap(), a).await.unwrap();
+        assert_eq!(
+            next(&mut watch).await,
+            Event::Removed {
+                name: "a".parse().unwrap(),
+                revision: gone
+            }
+        );
     }
 }

@@ -10,9 +10,8 @@ use crate::cgi::excerpt;
 use crate::error::Error;
 
 /// Runs `program`'s `_routes` export, if it is a CGI program with one, within `limits` and
-/// with no grants, and parses what it printed. Blocks the calling thread: call it from a
-/// blocking thread, not from async code.
-pub(crate) fn run(program: &Program, limits: Limits) -> Result<Vec<ModuleRoute>, Error> {
+/// with no grants, and parses what it printed.
+pub(crate) async fn run(program: &Program, limits: Limits) -> Result<Vec<ModuleRoute>, Error> {
     if program.abi() != Abi::Cgi || !program.exports_function(ROUTES_EXPORT) {
         return Ok(Vec::new());
     }
@@ -23,7 +22,7 @@ pub(crate) fn run(program: &Program, limits: Limits) -> Result<Vec<ModuleRoute>,
         ..CgiRequest::default()
     };
     let options = CallOptions::new(limits);
-    let output = block_on(lister.run_cgi(request, &options))?;
+    let output = lister.run_cgi(request, &options).await;
     let said = || {
         let log = output.log.trim_ascii();
         if log.is_empty() {
@@ -63,19 +62,4 @@ pub(crate) fn handlers(
         }
     }
     Ok(handlers)
-}
-
-/// Drives `future` to completion from synchronous code: on the caller's tokio runtime when
-/// there is one (a blocking-pool thread), else on a runtime of its own.
-fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, Error> {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => Ok(handle.block_on(future)),
-        Err(_) => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-                .map_err(RegistryError::io("cannot start a runtime to run `_routes`"))?;
-            Ok(runtime.block_on(future))
-        }
-    }
 }

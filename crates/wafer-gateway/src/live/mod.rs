@@ -1,25 +1,27 @@
-//! The live function table: where records meet compiled programs. It turns the registry's
-//! records into [`Function`]s (module loaded from the per-node artifact cache or compiled,
-//! admission gate, instance pool, the handlers of module-declared routes), keeps the route
-//! table, and makes every change (deploy, rollback, remove) through the registry first, so
-//! what it serves is what the records say.
+//! The live function table: where records meet compiled programs. It follows the registry's
+//! watch stream (the records as they stand, then every change) and turns each record's
+//! active version into a [`Function`]: the module loaded from the per-node artifact cache or
+//! compiled, an admission gate, an instance pool, the handlers of module-declared routes.
 //!
-//! Readers never lock: the table is swapped whole on each change, and a request keeps the
-//! version it started with.
+//! A deploy, rollback or `rm` only writes the record (compare-and-set); the table changes
+//! when the change comes back through the watch, on this node as on every other, and the
+//! writer waits for that before it answers. Readers never lock: the table is a persistent
+//! map swapped in one step, and a request keeps the version it started with.
 
 mod declared;
 mod function;
 mod routes;
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
+use tokio_stream::StreamExt;
 use wafer_registry::{
-    Change, Deployed, Deployment, Digest, FunctionConfig, FunctionName, FunctionRecord, Registry,
-    RegistryError, Route, Version,
+    Deployed, Deployment, Digest, Event, FunctionConfig, FunctionName, FunctionRecord, Registry,
+    RegistryError, Revision, Route, Update, Version, Watch,
 };
 use wafer_runtime::{Abi, ArtifactCache, Program, Runtime};
 
@@ -29,35 +31,31 @@ pub use function::{Admission, Function, QUEUE_WAIT};
 pub use routes::Resolved;
 pub(crate) use routes::RouteTable;
 
+/// How long a writer waits for its change to come back through the watch and be served.
+const CATCH_UP: Duration = Duration::from_secs(30);
+/// How long to wait before watching again after the store's watch ended.
+const REWATCH: Duration = Duration::from_secs(1);
+
 /// The functions being served and the registry they come from.
 pub struct Functions {
-    registry: Arc<Registry>,
+    registry: Registry,
     runtime: Arc<Runtime>,
-    artifacts: ArtifactCache,
+    artifacts: Arc<ArtifactCache>,
     live: ArcSwap<Live>,
+    /// The highest store revision the table has applied.
+    applied: tokio::sync::watch::Sender<Revision>,
 }
 
-/// The functions being served and their routes; replaced whole on every change.
-#[derive(Default)]
+/// A program and the programs of its declared routes, or why it cannot run.
+type Loaded = Result<(Program, Vec<(Route, Program)>), String>;
+
+/// What is served: every function's record and live version, and the routes. Persistent
+/// maps, so a change copies nothing but what it changes.
+#[derive(Default, Clone)]
 struct Live {
-    functions: HashMap<FunctionName, Arc<Function>>,
+    records: imbl::HashMap<FunctionName, Arc<FunctionRecord>>,
+    functions: imbl::HashMap<FunctionName, Arc<Function>>,
     routes: RouteTable,
-}
-
-impl Live {
-    /// This table with `function` in place of its current version (or without `name`, for
-    /// `None`); refused if its routes clash with another function's.
-    fn with(&self, name: &FunctionName, function: Option<Function>) -> Result<Self, RegistryError> {
-        let mut functions = self.functions.clone();
-        functions.remove(name);
-        // The others first, so a clash names the function that already holds the route.
-        let function = function.map(Arc::new);
-        let routes = RouteTable::build(functions.values().chain(function.iter()))?;
-        if let Some(function) = function {
-            functions.insert(name.clone(), function);
-        }
-        Ok(Self { functions, routes })
-    }
 }
 
 /// A function as listed: its active version and whether it can run.
@@ -82,49 +80,160 @@ pub struct FunctionStatus {
 }
 
 impl Functions {
-    /// Loads every function of `registry` for `runtime`, with compiled artifacts cached in
-    /// `data/artifacts`: each module is verified against its digest and its cached artifact
-    /// mapped in, compiling only when no usable artifact exists. A function whose module
-    /// cannot be loaded is kept, listed with its error, and refused when called.
-    pub fn open(
-        registry: Arc<Registry>,
+    /// Serves the functions of `registry` for `runtime`, with compiled artifacts cached in
+    /// `data/artifacts`. Returns once every record that exists is loaded (each module
+    /// verified against its digest, its cached artifact mapped in or the module compiled),
+    /// then follows the registry's changes until dropped. A function whose module cannot be
+    /// loaded is kept, listed with its error, and refused when called.
+    pub async fn start(
+        registry: Registry,
         runtime: Arc<Runtime>,
         data: &Path,
-    ) -> Result<Self, RegistryError> {
+    ) -> Result<Arc<Self>, RegistryError> {
         let dir = data.join("artifacts");
         let artifacts = ArtifactCache::open(&dir, &runtime).map_err(RegistryError::io(format!(
             "cannot open the artifact cache {}",
             dir.display()
         )))?;
-        let functions = Self {
+        let mut watch = registry.watch().await?;
+        let functions = Arc::new(Self {
             registry,
             runtime,
-            artifacts,
+            artifacts: Arc::new(artifacts),
             live: ArcSwap::from_pointee(Live::default()),
-        };
-        let mut live = HashMap::new();
-        for record in functions.registry.records() {
-            let Some(version) = record.active_version() else {
-                tracing::error!(name = %record.name, active = record.active, "record names no existing active version; skipping");
-                continue;
-            };
-            let function = functions.activate(&record.name, version, None);
-            if let Err(e) = function.program() {
-                tracing::error!(name = %record.name, error = e, "function cannot run");
-            }
-            live.insert(record.name.clone(), Arc::new(function));
-        }
-        let routes = RouteTable::build(live.values())?;
-        functions.live.store(Arc::new(Live {
-            functions: live,
-            routes,
-        }));
+            applied: tokio::sync::watch::Sender::new(0),
+        });
+        functions.catch_up(&mut watch).await?;
+        tokio::spawn(follow(Arc::downgrade(&functions), watch));
         Ok(functions)
     }
 
-    /// The registry the functions come from.
-    pub fn registry(&self) -> &Arc<Registry> {
-        &self.registry
+    /// Applies `watch` up to its [`Event::Ready`]: the records as they stand. Functions the
+    /// table serves that are not among them were removed meanwhile, and go.
+    async fn catch_up(&self, watch: &mut Watch) -> Result<(), RegistryError> {
+        let mut seen = Vec::new();
+        while let Some(event) = watch.next().await {
+            match event? {
+                Event::Ready => {
+                    let gone: Vec<FunctionName> = self
+                        .live
+                        .load()
+                        .records
+                        .keys()
+                        .filter(|name| !seen.contains(*name))
+                        .cloned()
+                        .collect();
+                    for name in gone {
+                        self.apply_removed(&name, 0);
+                    }
+                    return Ok(());
+                }
+                event => {
+                    if let Event::Put { record, .. } = &event {
+                        seen.push(record.name.clone());
+                    }
+                    self.apply(event).await;
+                }
+            }
+        }
+        Err(RegistryError::io("the registry's watch ended")(
+            std::io::ErrorKind::UnexpectedEof.into(),
+        ))
+    }
+
+    /// Brings the table up to date with one change of the store.
+    async fn apply(&self, event: Event) {
+        match event {
+            Event::Put { record, revision } => self.apply_put(record, revision).await,
+            Event::Removed { name, revision } => self.apply_removed(&name, revision),
+            Event::Ready => {}
+        }
+    }
+
+    async fn apply_put(&self, record: Arc<FunctionRecord>, revision: Revision) {
+        let name = record.name.clone();
+        let Some(deployment) = record.deployment() else {
+            tracing::error!(%name, active = record.active, "record names no existing active version; not served");
+            return;
+        };
+        let current = self.function(&name);
+        if current
+            .as_deref()
+            .is_some_and(|f| *f.deployment == deployment)
+        {
+            // The active version is served already (the record changed otherwise).
+            self.swap(revision, |live| {
+                live.records.insert(name.clone(), record.clone());
+            });
+            return;
+        }
+        let loaded = match record.active_version() {
+            Some(version) => self.load(version).await,
+            None => Err("the record names no existing active version".into()),
+        };
+        if let Err(e) = &loaded {
+            tracing::error!(%name, version = deployment.version, error = %e, "function cannot run");
+        }
+        self.swap(revision, |live| {
+            let previous = live.functions.get(&name).cloned();
+            let function = Arc::new(Function::new(
+                deployment.clone(),
+                loaded.clone(),
+                previous.as_deref(),
+            ));
+            let function = match live.routes.insert(&function, previous.as_deref()) {
+                Ok(()) => function,
+                Err(clash) => {
+                    // Another node deployed a clashing route first: the first in the store's
+                    // order keeps it, on every node alike.
+                    tracing::error!(%name, version = deployment.version, "not served: {clash}");
+                    if let Some(previous) = &previous {
+                        live.routes.remove(previous);
+                    }
+                    Arc::new(Function::new(
+                        deployment.clone(),
+                        Err(format!("not served: {clash}")),
+                        previous.as_deref(),
+                    ))
+                }
+            };
+            live.functions.insert(name.clone(), function);
+            live.records.insert(name.clone(), record.clone());
+        });
+    }
+
+    fn apply_removed(&self, name: &FunctionName, revision: Revision) {
+        self.swap(revision, |live| {
+            if let Some(function) = live.functions.remove(name) {
+                live.routes.remove(&function);
+            }
+            live.records.remove(name);
+        });
+    }
+
+    /// Changes the table by `change` and notes `revision` as applied.
+    fn swap(&self, revision: Revision, change: impl FnOnce(&mut Live)) {
+        let mut live = Live::clone(&self.live.load());
+        change(&mut live);
+        self.live.store(Arc::new(live));
+        self.applied
+            .send_modify(|applied| *applied = (*applied).max(revision));
+    }
+
+    /// Waits until the table has applied `revision` (the writer's own change).
+    async fn served(&self, revision: Revision) -> Result<(), Error> {
+        let mut applied = self.applied.subscribe();
+        let caught_up = tokio::time::timeout(CATCH_UP, applied.wait_for(|r| *r >= revision))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        match caught_up {
+            true => Ok(()),
+            false => Err(Error::Registry(RegistryError::io(
+                "the change was written but is not served yet",
+            )(
+                std::io::ErrorKind::TimedOut.into()
+            ))),
+        }
     }
 
     /// The runtime functions are compiled for.
@@ -167,82 +276,148 @@ impl Functions {
 
     /// Deploys `module` (binary wasm or WAT) as a new version of `name` and makes it active:
     /// validate, compile (or map the cached artifact), run the module's `_routes` if it has
-    /// one, store the module, write the record, serve it. A failed deploy changes nothing.
+    /// one, check its routes are free, store the module, write the record, and return once it
+    /// is served. A failed deploy changes nothing.
     ///
     /// If the module and config equal the active version's, nothing is written and the active
     /// version is returned with `unchanged: true`.
-    ///
-    /// Compiling and running `_routes` block the calling thread: from async code, call this
-    /// on a blocking thread (`tokio::task::spawn_blocking`).
-    pub fn deploy(
+    pub async fn deploy(
         &self,
         name: FunctionName,
-        module: &[u8],
+        module: Vec<u8>,
         mut config: FunctionConfig,
     ) -> Result<Deployed, Error> {
         config.validate()?;
         config.routes = config.effective_routes(&name);
-        let wasm = self.runtime.parse(module)?;
-        let digest = Digest::of(&wasm);
-        if let Some(same) = unchanged(&self.registry.change(&name), &digest, &config) {
+        let (runtime, artifacts) = (self.runtime.clone(), self.artifacts.clone());
+        let compiled = blocking(move || -> Result<_, Error> {
+            let wasm = runtime.parse(&module)?.into_owned();
+            let digest = Digest::of(&wasm);
+            let program = artifacts.program(&runtime, digest.hex(), || Ok(wasm.clone()))?;
+            Ok((wasm, digest, program))
+        });
+        let (wasm, digest, program) = compiled.await?;
+        if let Some(same) = self.unchanged(&name, &digest, &config) {
             return Ok(same);
         }
-
-        // The slow part, outside the lock: compile (or reuse a cached artifact), list the
-        // module's routes, store the module.
-        let program = self
-            .artifacts
-            .program(&self.runtime, digest.hex(), || Ok(wasm.to_vec()))?;
         let program = with_abi(program, &config)?;
         check_fit(&program, &config)?;
-        let module_routes = declared::run(&program, config.limits)?;
+        let module_routes = declared::run(&program, config.limits).await?;
         let handlers = declared::handlers(&program, &config.routes, &module_routes)?;
-        self.registry.put_module(&digest, &wasm)?;
+        // The routes are checked here for a clear refusal; the table checks them again when
+        // the record comes back, in case another node took one meanwhile.
+        let current = self.function(&name);
+        let candidate = Deployment {
+            module_routes: module_routes.clone(),
+            ..Deployment::of(name.clone(), config.clone())
+        };
+        let candidate = Arc::new(Function::new(
+            candidate,
+            Ok((program.clone(), handlers)),
+            None,
+        ));
+        self.live
+            .load()
+            .routes
+            .clone()
+            .insert(&candidate, current.as_deref())?;
+        self.registry.put_module(&digest, wasm).await?;
 
-        let mut change = self.registry.change(&name);
-        if let Some(same) = unchanged(&change, &digest, &config) {
-            return Ok(same);
+        let abi = program.abi();
+        let ((version, unchanged), revision) = self
+            .registry
+            .update(&name, |current| {
+                if let Some(same) = current.and_then(|r| r.unchanged(&digest, &config)) {
+                    return Ok(Update::Keep((same.version, true)));
+                }
+                let mut record = current
+                    .cloned()
+                    .unwrap_or_else(|| FunctionRecord::new(&name));
+                let version =
+                    record.push(digest.clone(), abi, config.clone(), module_routes.clone());
+                let number = version.version;
+                Ok(Update::Write(record, (number, false)))
+            })
+            .await?;
+        if let Some(revision) = revision {
+            self.served(revision).await?;
+            self.check_served(&name, version)?;
         }
-        let mut record = change
-            .record()
-            .cloned()
-            .unwrap_or_else(|| change.new_record());
-        let version = record
-            .push(digest.clone(), program.abi(), config, module_routes)
-            .version;
-        self.commit(&mut change, record, Ok((program, handlers)))?;
         Ok(Deployed {
             name,
             version,
             digest,
-            unchanged: false,
+            unchanged,
         })
     }
 
-    /// Makes the version before the active one active again.
-    ///
-    /// Loading the version (which may compile) happens outside the registry's lock, so other
-    /// changes are not held up; if the record changed meanwhile, it starts over.
-    pub fn rollback(&self, name: &FunctionName) -> Result<Deployed, Error> {
+    /// Refuses, after the fact, a version that was written but could not be served here (a
+    /// route another node took at the same moment).
+    fn check_served(&self, name: &FunctionName, version: u32) -> Result<(), Error> {
+        match self.function(name) {
+            Some(f) if f.version == version => match f.program() {
+                Ok(_) => Ok(()),
+                Err(e) => Err(Error::Unavailable {
+                    name: name.to_string(),
+                    reason: format!("version {version} was recorded but {e}"),
+                }),
+            },
+            // A later change got there first; that one is served.
+            _ => Ok(()),
+        }
+    }
+
+    /// The active version, as a deploy's outcome, if it already runs `digest` with `config`.
+    fn unchanged(
+        &self,
+        name: &FunctionName,
+        digest: &Digest,
+        config: &FunctionConfig,
+    ) -> Option<Deployed> {
+        let live = self.live.load();
+        let active = live.records.get(name)?.unchanged(digest, config)?.clone();
+        Some(Deployed {
+            name: name.clone(),
+            version: active.version,
+            digest: active.digest,
+            unchanged: true,
+        })
+    }
+
+    /// Makes the version before the active one active again, once it is known to load.
+    pub async fn rollback(&self, name: &FunctionName) -> Result<Deployed, Error> {
         loop {
-            let record = self
+            let (record, _) = self
                 .registry
                 .record(name)
+                .await?
                 .ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
             let previous = record.previous()?.clone();
-            let loaded = self.load(&previous).map_err(|e| {
-                RegistryError::InvalidConfig(format!(
+            if let Err(e) = self.load(&previous).await {
+                return Err(RegistryError::InvalidConfig(format!(
                     "version {} of `{name}` cannot run: {e}",
                     previous.version
                 ))
-            })?;
-            let mut change = self.registry.change(name);
-            if change.record() != Some(&record) {
-                continue;
+                .into());
             }
-            let mut record = record;
-            record.active = previous.version;
-            self.commit(&mut change, record, Ok(loaded))?;
+            let written = self
+                .registry
+                .update(name, |current| {
+                    let current =
+                        current.ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
+                    if current.previous()?.version != previous.version {
+                        // Changed since it was loaded: start over.
+                        return Ok(Update::Keep(false));
+                    }
+                    let mut record = current.clone();
+                    record.active = previous.version;
+                    Ok(Update::Write(record, true))
+                })
+                .await?;
+            let (true, Some(revision)) = written else {
+                continue;
+            };
+            self.served(revision).await?;
             return Ok(Deployed {
                 name: name.clone(),
                 version: previous.version,
@@ -254,80 +429,37 @@ impl Functions {
 
     /// Deletes a function and its history. Its modules stay stored (other functions or
     /// versions may share them).
-    pub fn remove(&self, name: &FunctionName) -> Result<(), Error> {
-        let mut change = self.registry.change(name);
-        let next = self.live.load().with(name, None)?;
-        change.remove()?;
-        self.live.store(Arc::new(next));
-        Ok(())
-    }
-
-    /// Writes `record` and serves its active version, run by `loaded`, in place of the
-    /// function's current one. Nothing changes unless the routes are free and the write
-    /// succeeds.
-    fn commit(
-        &self,
-        change: &mut Change<'_>,
-        record: FunctionRecord,
-        loaded: Result<(Program, Vec<(Route, Program)>), String>,
-    ) -> Result<(), Error> {
-        let deployment = record.deployment().ok_or_else(|| {
-            RegistryError::InvalidConfig("the record has no active version".into())
-        })?;
-        let live = self.live.load();
-        let name = record.name.clone();
-        let function = Function::new(
-            deployment,
-            loaded,
-            live.functions.get(&name).map(Arc::as_ref),
-        );
-        let next = live.with(&name, Some(function))?;
-        change.write(record)?;
-        self.live.store(Arc::new(next));
-        Ok(())
-    }
-
-    /// Loads `version` of `name` into a [`Function`]. Failures are kept in the function, not
-    /// raised, so one bad module does not stop the server from starting.
-    fn activate(
-        &self,
-        name: &FunctionName,
-        version: &Version,
-        previous: Option<&Function>,
-    ) -> Function {
-        let deployment = Deployment {
-            name: name.clone(),
-            version: version.version,
-            digest: version.digest.clone(),
-            abi: version.abi,
-            config: version.config.clone(),
-            module_routes: version.module_routes.clone(),
-        };
-        Function::new(deployment, self.load(version), previous)
+    pub async fn remove(&self, name: &FunctionName) -> Result<(), Error> {
+        let revision = self.registry.remove(name).await?;
+        self.served(revision).await
     }
 
     /// The program of `version` and those of its declared routes: the module verified, then
-    /// its cached artifact mapped in or the module compiled.
-    fn load(&self, version: &Version) -> Result<(Program, Vec<(Route, Program)>), String> {
-        let loaded = || -> Result<_, Error> {
+    /// its cached artifact mapped in or the module compiled (on the blocking pool).
+    async fn load(&self, version: &Version) -> Loaded {
+        let wasm = self
+            .registry
+            .module(&version.digest)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (runtime, artifacts) = (self.runtime.clone(), self.artifacts.clone());
+        let version = version.clone();
+        let loaded = blocking(move || -> Result<_, Error> {
             let config = &version.config;
-            let wasm = self.registry.module(&version.digest)?;
-            let program = self
-                .artifacts
-                .program(&self.runtime, version.digest.hex(), || Ok(wasm))?;
+            let program = artifacts.program(&runtime, version.digest.hex(), || Ok(wasm))?;
             let program = with_abi(program, config)?;
             let handlers = declared::handlers(&program, &config.routes, &version.module_routes)?;
             Ok((program, handlers))
-        };
-        loaded().map_err(|e| e.to_string())
+        });
+        loaded.await.map_err(|e| e.to_string())
     }
 
     /// Every function with its active version, by name.
     pub fn list(&self) -> Vec<FunctionStatus> {
         let live = self.live.load();
-        self.registry
-            .records()
-            .iter()
+        let mut list: Vec<FunctionStatus> = live
+            .records
+            .values()
             .filter_map(|record| {
                 let active = record.active_version()?;
                 let error = live
@@ -345,20 +477,71 @@ impl Functions {
                     error,
                 })
             })
-            .collect()
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
+    }
+
+    /// A function's record fit to show: every version and the active one, secret values
+    /// masked.
+    pub fn get(&self, name: &FunctionName) -> Result<FunctionRecord, RegistryError> {
+        self.live
+            .load()
+            .records
+            .get(name)
+            .map(|record| record.masked())
+            .ok_or_else(|| RegistryError::NotFound(name.to_string()))
+    }
+
+    /// A stored module's bytes, verified against `digest`.
+    pub async fn module(&self, digest: &Digest) -> Result<Vec<u8>, RegistryError> {
+        self.registry.module(digest).await
     }
 }
 
-/// The active version, as a deploy's outcome, if it already runs `digest` with `config`.
-fn unchanged(change: &Change<'_>, digest: &Digest, config: &FunctionConfig) -> Option<Deployed> {
-    let record = change.record()?;
-    let active = record.unchanged(digest, config)?;
-    Some(Deployed {
-        name: record.name.clone(),
-        version: active.version,
-        digest: active.digest.clone(),
-        unchanged: true,
-    })
+/// Follows the registry's watch until the table is dropped; when the watch ends (the store
+/// went away), watches again and catches up.
+async fn follow(functions: Weak<Functions>, mut watch: Watch) {
+    loop {
+        while let Some(event) = watch.next().await {
+            let Some(functions) = functions.upgrade() else {
+                return;
+            };
+            match event {
+                Ok(event) => functions.apply(event).await,
+                Err(e) => {
+                    tracing::error!("the registry's watch failed: {e}; serving what is loaded");
+                    break;
+                }
+            }
+        }
+        loop {
+            tokio::time::sleep(REWATCH).await;
+            let Some(table) = functions.upgrade() else {
+                return;
+            };
+            match table.registry.watch().await {
+                Ok(mut next) => match table.catch_up(&mut next).await {
+                    Ok(()) => {
+                        tracing::info!("watching the registry again");
+                        watch = next;
+                        break;
+                    }
+                    Err(e) => tracing::warn!("catching up with the registry failed: {e}"),
+                },
+                Err(e) => tracing::warn!("cannot watch the registry: {e}"),
+            }
+        }
+    }
+}
+
+/// Runs `f` on the blocking pool (compiling takes whole seconds for a large module).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::BadRequest(format!("a compile task failed: {e}")))?
 }
 
 /// Refuses a configuration that does not fit the program: a service without an address to

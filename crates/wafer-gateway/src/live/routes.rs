@@ -1,7 +1,6 @@
 //! The route table: request path -> function, in a handful of hash lookups whatever the number
 //! of functions.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use wafer_registry::{RegistryError, Route};
@@ -27,42 +26,80 @@ struct Target {
     route: usize,
 }
 
-/// Exact routes and wildcard prefixes, each keyed by path.
+/// Exact routes and wildcard prefixes, each keyed by path. Persistent maps: a copy costs
+/// nothing and a change touches only the changed function's routes, so a deploy costs the
+/// same whatever the number of functions.
 #[derive(Default, Clone)]
 pub(crate) struct RouteTable {
-    exact: HashMap<String, Target>,
-    prefix: HashMap<String, Target>,
+    exact: imbl::HashMap<String, Target>,
+    prefix: imbl::HashMap<String, Target>,
 }
 
 impl RouteTable {
-    /// Builds the table for `functions`, refusing two functions on one route.
+    /// A table of `functions`, refusing two functions on one route.
     pub(crate) fn build<'a>(
         functions: impl IntoIterator<Item = &'a Arc<Function>>,
     ) -> Result<Self, RegistryError> {
         let mut table = Self::default();
         for function in functions {
-            for (index, route) in function.routes().enumerate() {
-                let (path, wildcard) = route.pattern();
-                let map = if wildcard {
-                    &mut table.prefix
-                } else {
-                    &mut table.exact
-                };
-                let target = Target {
-                    function: function.clone(),
-                    route: index,
-                };
-                if let Some(previous) = map.insert(path.to_owned(), target) {
-                    if previous.function.name != function.name {
-                        return Err(RegistryError::RouteTaken {
-                            route: route.to_string(),
-                            owner: previous.function.name.to_string(),
-                        });
-                    }
+            table.insert(function, None)?;
+        }
+        Ok(table)
+    }
+
+    fn map(&mut self, wildcard: bool) -> &mut imbl::HashMap<String, Target> {
+        if wildcard {
+            &mut self.prefix
+        } else {
+            &mut self.exact
+        }
+    }
+
+    /// Serves `function`'s routes in place of those of `previous` (the version it replaces).
+    /// Refused, leaving the table as it was, if another function holds one of the routes.
+    pub(crate) fn insert(
+        &mut self,
+        function: &Arc<Function>,
+        previous: Option<&Function>,
+    ) -> Result<(), RegistryError> {
+        for route in function.routes() {
+            let (path, wildcard) = route.pattern();
+            if let Some(owner) = self.map(wildcard).get(path) {
+                if owner.function.name != function.name {
+                    return Err(RegistryError::RouteTaken {
+                        route: route.to_string(),
+                        owner: owner.function.name.to_string(),
+                    });
                 }
             }
         }
-        Ok(table)
+        if let Some(previous) = previous {
+            self.remove(previous);
+        }
+        for (index, route) in function.routes().enumerate() {
+            let (path, wildcard) = route.pattern();
+            let target = Target {
+                function: function.clone(),
+                route: index,
+            };
+            self.map(wildcard).insert(path.to_owned(), target);
+        }
+        Ok(())
+    }
+
+    /// Stops serving `function`'s routes (those it holds; a route another function holds
+    /// stays).
+    pub(crate) fn remove(&mut self, function: &Function) {
+        for route in function.routes() {
+            let (path, wildcard) = route.pattern();
+            let map = self.map(wildcard);
+            if map
+                .get(path)
+                .is_some_and(|owner| owner.function.name == function.name)
+            {
+                map.remove(path);
+            }
+        }
     }
 
     /// Finds the function for `path` (the raw, still percent-encoded request path): an exact
