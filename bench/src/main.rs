@@ -1,5 +1,6 @@
-//! In-process timings: instantiate + run per request for each example (no HTTP), and the
-//! first request after a restart (registry reopened from disk) for the Go example.
+//! In-process timings: instantiate + run per request for each example (no HTTP), the first
+//! request after a restart (registry reopened from disk) for the Go example, and the cost of
+//! one deploy as the number of functions grows.
 //!
 //! Usage: `wafer-bench [GUEST_DIR]` (default `target/wasm`). Part of `scripts/bench.sh`.
 
@@ -168,5 +169,41 @@ async fn main() -> anyhow::Result<()> {
         open_time.as_secs_f64() * 1e3,
         first_time.as_secs_f64() * 1e3
     );
+    deploys_as_functions_grow(&runtime, &dir.join("hello-wat.wat")).await
+}
+
+/// The time of one deploy (write the record, wait until it is served) with 10, 1,000 and
+/// 5,000 functions deployed: it should not grow with their number. The module is the same
+/// each time, so its artifact is cached and the figure is the record write (with its fsync)
+/// and the table update.
+async fn deploys_as_functions_grow(
+    runtime: &Arc<Runtime>,
+    module: &std::path::Path,
+) -> anyhow::Result<()> {
+    let module = std::fs::read(module)?;
+    let data = tempfile::tempdir()?;
+    let functions =
+        Functions::start(Registry::open(data.path())?, runtime.clone(), data.path()).await?;
+    println!("one deploy with N functions deployed (mean of the next 50 deploys):");
+    let mut deployed = 0;
+    for target in [10, 1000, 5000] {
+        while deployed < target {
+            let name = format!("f{deployed}").parse()?;
+            functions
+                .deploy(name, module.clone(), FunctionConfig::default())
+                .await?;
+            deployed += 1;
+        }
+        let started = Instant::now();
+        for i in 0..50 {
+            let name = format!("probe{target}-{i}").parse()?;
+            functions
+                .deploy(name, module.clone(), FunctionConfig::default())
+                .await?;
+        }
+        deployed += 50;
+        let mean = started.elapsed() / 50;
+        println!("  N = {target:>5}: {:.2} ms", mean.as_secs_f64() * 1e3);
+    }
     Ok(())
 }

@@ -474,17 +474,30 @@ mod tests {
         assert!(matches!(taken, RegistryError::Conflict(_)), "{taken}");
         let second = store.put_record(record("f"), Some(first)).await.unwrap();
         assert!(second > first);
-        let stale = store.put_record(record("f"), Some(first)).await.unwrap_err();
+        let stale = store
+            .put_record(record("f"), Some(first))
+            .await
+            .unwrap_err();
         assert!(matches!(stale, RegistryError::Conflict(_)), "{stale}");
         let stale = store.remove_record(&"f".parse().unwrap(), first).await;
         assert!(matches!(stale, Err(RegistryError::Conflict(_))));
-        store.remove_record(&"f".parse().unwrap(), second).await.unwrap();
+        store
+            .remove_record(&"f".parse().unwrap(), second)
+            .await
+            .unwrap();
         assert!(store.record(&"f".parse().unwrap()).await.unwrap().is_none());
         // Revisions keep counting up across a restart.
         store.put_record(record("g"), None).await.unwrap();
         let reopened = LocalStore::open(dir.path()).unwrap();
-        let (_, revision) = reopened.record(&"g".parse().unwrap()).await.unwrap().unwrap();
-        assert!(reopened.put_record(record("g"), Some(revision)).await.is_ok());
+        let (_, revision) = reopened
+            .record(&"g".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(reopened
+            .put_record(record("g"), Some(revision))
+            .await
+            .is_ok());
     }
 
     #[tokio::test]
@@ -493,13 +506,21 @@ mod tests {
         let store = LocalStore::open(dir.path()).unwrap();
         let a = store.put_record(record("a"), None).await.unwrap();
         let mut watch = store.watch().await.unwrap();
-        let Event::Put { record: got, revision } = next(&mut watch).await else {
+        let Event::Put {
+            record: got,
+            revision,
+        } = next(&mut watch).await
+        else {
             panic!("expected the record that exists");
         };
         assert_eq!((got.name.as_str(), revision), ("a", a));
         assert_eq!(next(&mut watch).await, Event::Ready);
         let b = store.put_record(record("b"), None).await.unwrap();
-        let Event::Put { record: got, revision } = next(&mut watch).await else {
+        let Event::Put {
+            record: got,
+            revision,
+        } = next(&mut watch).await
+        else {
             panic!("expected the new record");
         };
         assert_eq!((got.name.as_str(), revision), ("b", b));
