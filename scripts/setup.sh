@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building Wafer's examples and running its tests need, on Debian bookworm:
 # the wasm Rust targets, clang + wasi-libc for C guests, Go >= 1.21 for GOOS=wasip1 guests,
-# wrk/hyperfine for the benchmark, and componentize-py / componentize-js for the Python and
-# JavaScript components. Idempotent: a second run installs nothing.
+# wrk/hyperfine for the benchmark, nats-server for the cluster tests, and componentize-py /
+# componentize-js for the Python and JavaScript components. Idempotent: a second run
+# installs nothing.
 set -euo pipefail
 
 need_apt=()
@@ -11,6 +12,8 @@ command -v clang >/dev/null && [ -e /usr/lib/wasm32-wasi/libc.a ] \
   || need_apt+=(clang lld wasi-libc libclang-rt-14-dev-wasm32)
 command -v wrk >/dev/null || need_apt+=(wrk)
 command -v hyperfine >/dev/null || need_apt+=(hyperfine)
+# Cluster tests start real NATS servers (JetStream: KV, Object Store).
+[ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null || need_apt+=(nats-server)
 [ -x /usr/lib/go-1.23/bin/go ] || need_apt+=(golang-1.23-go)
 
 sudo=""

@@ -26,6 +26,44 @@ pub(crate) struct ServeArgs {
     data: DataArgs,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// Joining a cluster (docs/cluster.md).
+#[derive(clap::Args)]
+struct ClusterArgs {
+    /// NATS server URLs, comma-separated (`nats://HOST:4222`): serve the functions stored in
+    /// that cluster's JetStream instead of those of the data directory, together with every
+    /// other node pointed at it.
+    #[arg(long, env = "WAFER_CLUSTER")]
+    cluster: Option<String>,
+    /// A token to authenticate to the NATS servers with.
+    #[arg(long, env = "WAFER_CLUSTER_TOKEN", requires = "cluster")]
+    cluster_token: Option<String>,
+    /// A NATS credentials file (JWT and NKey seed).
+    #[arg(long, env = "WAFER_CLUSTER_CREDS", requires = "cluster")]
+    cluster_creds: Option<PathBuf>,
+    /// A CA certificate for TLS to the NATS servers (TLS is then required).
+    #[arg(long, env = "WAFER_CLUSTER_TLS_CA", requires = "cluster")]
+    cluster_tls_ca: Option<PathBuf>,
+    /// Copies JetStream keeps of each bucket Wafer creates: 1 for one NATS server, 3 for a
+    /// NATS cluster of three or more.
+    #[arg(long, env = "WAFER_CLUSTER_REPLICAS", default_value_t = 1)]
+    cluster_replicas: usize,
+}
+
+impl ClusterArgs {
+    fn config(&self) -> Option<wafer_nats::ClusterConfig> {
+        let urls = self.cluster.as_ref()?;
+        Some(wafer_nats::ClusterConfig {
+            token: self.cluster_token.clone(),
+            credentials: self.cluster_creds.clone(),
+            tls_ca: self.cluster_tls_ca.clone(),
+            replicas: self.cluster_replicas,
+            ..wafer_nats::ClusterConfig::new(urls.clone())
+        })
+    }
 }
 
 /// Server-wide connection limits (docs/limits.md).
@@ -130,15 +168,35 @@ impl Server {
         let config = args.limits.config()?;
         let runtime = Runtime::new(&RuntimeConfig::default())?;
         let data = args.data.data.clone();
-        let (registry, caps, token) = {
+        let (caps, mut token) = {
             let data = data.clone();
             tokio::task::spawn_blocking(move || {
                 let token = wafer_registry::admin_token(&data)?;
-                let registry = Registry::open(&data)?;
                 let caps = wafer_host::Capabilities::open(&data)?;
-                anyhow::Ok((registry, caps, token))
+                anyhow::Ok((caps, token))
             })
             .await??
+        };
+        let registry = match args.cluster.config() {
+            None => {
+                let data = data.clone();
+                tokio::task::spawn_blocking(move || Registry::open(&data)).await??
+            }
+            Some(cluster) => {
+                let cluster = wafer_nats::Cluster::connect(&cluster).await?;
+                let store = wafer_nats::NatsStore::open(&cluster).await?;
+                // One token for the cluster, kept where the CLI on this machine looks.
+                let shared = cluster.admin_token(&token).await?;
+                if shared != token {
+                    wafer_registry::set_admin_token(&data, &shared)?;
+                    token = shared;
+                }
+                tracing::info!(
+                    "serving the cluster's functions ({})",
+                    cluster_urls(&args.cluster)
+                );
+                Registry::new(store)
+            }
         };
         let functions = Functions::start(registry, Arc::new(runtime), &data).await?;
         let listener = TcpListener::bind(args.listen)
@@ -173,6 +231,10 @@ impl Server {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+fn cluster_urls(args: &ClusterArgs) -> &str {
+    args.cluster.as_deref().unwrap_or_default()
 }
 
 async fn shutdown_signal() {

@@ -399,14 +399,21 @@ pub fn admin_token(dir: &Path) -> Result<String, RegistryError> {
         RegistryError::io("cannot generate the admin token")(io::Error::other(e.to_string()))
     })?;
     let token = hex::encode(secret);
+    set_admin_token(dir, &token)?;
+    Ok(token)
+}
+
+/// Writes `token` as `dir/admin-token` (mode 0600), as a cluster node does with the
+/// cluster's token, so that `wafer` client commands on the machine find it.
+pub fn set_admin_token(dir: &Path, token: &str) -> Result<(), RegistryError> {
+    let path = dir.join("admin-token");
     let failed = || RegistryError::io(format!("cannot write {}", path.display()));
     let tmp = dir.join("admin-token.tmp");
     let mut file = open_private(&tmp).map_err(failed())?;
     file.write_all(token.as_bytes()).map_err(failed())?;
     file.sync_all().map_err(failed())?;
     fs::rename(&tmp, &path).map_err(failed())?;
-    sync_dir(dir)?;
-    Ok(token)
+    sync_dir(dir)
 }
 
 /// Makes an existing token file readable by its owner only (mode 0600), saying so when it

@@ -312,3 +312,88 @@ impl Endpoint {
         self.seen.lock().unwrap().clone()
     }
 }
+
+/// A real `nats-server` with JetStream on a free port of 127.0.0.1, its storage in a
+/// temporary directory; killed when dropped. `scripts/setup.sh` installs it.
+pub struct Nats {
+    child: Child,
+    pub port: u16,
+    pub store: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Nats {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().to_owned();
+        let port = free_port();
+        let mut nats = Self {
+            child: Self::spawn(port, &store),
+            port,
+            store,
+            _dir: dir,
+        };
+        nats.wait();
+        nats
+    }
+
+    fn spawn(port: u16, store: &Path) -> Child {
+        let binary = std::env::var("NATS_SERVER").unwrap_or_else(|_| {
+            if Path::new("/usr/sbin/nats-server").exists() {
+                "/usr/sbin/nats-server".into()
+            } else {
+                "nats-server".into()
+            }
+        });
+        Command::new(&binary)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary}: {e} (scripts/setup.sh installs it)"))
+    }
+
+    /// Waits until the server accepts connections.
+    fn wait(&mut self) {
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("nats-server did not start on port {}", self.port);
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (its stored state stays).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and storage.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Self::spawn(self.port, &self.store);
+        self.wait();
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

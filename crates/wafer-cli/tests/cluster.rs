@@ -1,0 +1,216 @@
+//! Cluster mode (docs/cluster.md): Wafer nodes sharing one registry through a real
+//! `nats-server` with JetStream.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{built, Nats, Server};
+use reqwest::Method;
+
+/// A node of the cluster at `nats`, with its own data directory.
+fn node(nats: &Nats) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let url = nats.url();
+    let mut server = Server::start_with(dir.path(), &["serve", "--cluster", &url]);
+    server.keep(dir);
+    server
+}
+
+/// Polls `server` at `path` until it answers `status` (and `body`, if given); returns how
+/// long that took. Panics after 10 s: the change never arrived.
+fn until(server: &Server, path: &str, status: u16, body: Option<&str>) -> Duration {
+    let started = Instant::now();
+    loop {
+        let response = server.get(path);
+        let got = response.status().as_u16();
+        let text = response.text().unwrap();
+        if got == status && body.is_none_or(|b| b == text) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{path} on {} still answers {got} {text:?}",
+            server.url
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+#[test]
+fn a_change_on_one_node_is_served_by_every_node() {
+    let nats = Nats::start();
+    let (a, b) = (node(&nats), node(&nats));
+    assert_eq!(a.token, b.token, "the nodes have different admin tokens");
+
+    a.deploy("hello", &built("hello-wat.wat"), &[]);
+    let deployed = until(&b, "/hello", 200, Some("Hello from WAT!\n"));
+    b.deploy("hello", &built("hello-c.wasm"), &[]);
+    let redeployed = until(&a, "/hello", 200, Some("Hello from C!\n"));
+    let rolled = a
+        .admin(Method::POST, "functions/hello/rollback")
+        .send()
+        .unwrap();
+    assert_eq!(rolled.status(), 200);
+    let rolled_back = until(&b, "/hello", 200, Some("Hello from WAT!\n"));
+    println!(
+        "propagation to the other node: deploy {}, redeploy {}, rollback {}",
+        ms(deployed),
+        ms(redeployed),
+        ms(rolled_back)
+    );
+
+    // The same module for another function is stored once.
+    a.deploy("again", &built("hello-wat.wat"), &[]);
+    let c = node(&nats);
+    assert_eq!(c.get("/hello").text().unwrap(), "Hello from WAT!\n");
+    assert_eq!(c.get("/again").text().unwrap(), "Hello from WAT!\n");
+    let record: serde_json::Value = c
+        .admin(Method::GET, "functions/hello")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(record["versions"].as_array().unwrap().len(), 2);
+    assert_eq!(modules_stored(&nats), 2, "hello-wat and hello-c, each once");
+
+    let removed = c.admin(Method::DELETE, "functions/hello").send().unwrap();
+    assert!(removed.status().is_success());
+    let gone = until(&a, "/hello", 404, None);
+    until(&b, "/hello", 404, None);
+    println!("propagation of rm: {}", ms(gone));
+    assert_eq!(a.get("/again").status(), 200);
+}
+
+/// How many modules the cluster's Object Store holds.
+fn modules_stored(nats: &Nats) -> usize {
+    let url = nats.url();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        use tokio_stream::StreamExt;
+        let client = async_nats::connect(url).await.unwrap();
+        let jetstream = async_nats::jetstream::new(client);
+        let modules = jetstream.get_object_store("wafer_modules").await.unwrap();
+        let mut list = modules.list().await.unwrap();
+        let mut count = 0;
+        while let Some(info) = list.next().await {
+            if !info.unwrap().deleted {
+                count += 1;
+            }
+        }
+        count
+    })
+}
+
+#[test]
+fn two_nodes_deploying_one_name_at_once_lose_no_version() {
+    let nats = Nats::start();
+    let (a, b) = (node(&nats), node(&nats));
+    let wat = built("hello-wat.wat");
+    let each = 5;
+    std::thread::scope(|s| {
+        for (n, server) in [&a, &b].into_iter().enumerate() {
+            let wat = &wat;
+            s.spawn(move || {
+                for i in 0..each {
+                    let env = format!("N={n}-{i}");
+                    server.deploy("same", wat, &[("env", env.as_str())]);
+                }
+            });
+        }
+    });
+    // Each node shows the record as its watch last brought it: wait for the other node's
+    // last write to arrive (a version that was lost would never arrive).
+    let started = Instant::now();
+    let record = loop {
+        let record: serde_json::Value = a
+            .admin(Method::GET, "functions/same")
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let versions = record["versions"].as_array().map_or(0, Vec::len);
+        if versions >= 2 * each || started.elapsed() > Duration::from_secs(10) {
+            break record;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut envs: Vec<&str> = record["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["config"]["env"]["N"].as_str().unwrap())
+        .collect();
+    envs.sort_unstable();
+    let mut expected: Vec<String> = (0..2)
+        .flat_map(|n| (0..each).map(move |i| format!("{n}-{i}")))
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(envs, expected, "a version was lost");
+}
+
+#[test]
+fn nats_unreachable_at_start_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("nats://127.0.0.1:{}", common::free_port());
+    let started = Instant::now();
+    let out = std::process::Command::new(common::WAFER)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--cluster",
+            &url,
+            "--data",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot connect to the cluster at {url}")),
+        "{stderr}"
+    );
+    println!("gave up after {}", ms(started.elapsed()));
+}
+
+#[test]
+fn a_node_that_loses_nats_keeps_serving_and_catches_up() {
+    let mut nats = Nats::start();
+    let (a, b) = (node(&nats), node(&nats));
+    a.deploy("hello", &built("hello-wat.wat"), &[]);
+    until(&b, "/hello", 200, Some("Hello from WAT!\n"));
+    nats.stop();
+    for _ in 0..20 {
+        assert_eq!(b.get("/hello").text().unwrap(), "Hello from WAT!\n");
+    }
+    // A deploy cannot be written meanwhile, and says so.
+    let refused = a.deploy_with("other", &built("hello-c.wasm"), &[]);
+    assert!(refused.status().is_server_error(), "{}", refused.status());
+    nats.restart();
+    // Back: a change on one node reaches the other again.
+    let started = Instant::now();
+    loop {
+        let response = a.deploy_with("hello", &built("hello-c.wasm"), &[]);
+        if response.status().is_success() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never reconnected"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let caught_up = until(&b, "/hello", 200, Some("Hello from C!\n"));
+    println!("caught up {} after the deploy", ms(caught_up));
+}

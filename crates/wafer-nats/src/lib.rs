@@ -1,0 +1,226 @@
+//! Wafer's cluster backends on NATS JetStream, chosen by `wafer serve --cluster`: every node
+//! of a cluster reads and writes the same state through them, and nothing above the seams
+//! knows which backend it talks to.
+//!
+//! - [`NatsStore`]: the registry's [`Store`](wafer_registry::Store). Function records live
+//!   in the KV bucket `wafer_functions` (one key per function, with history; a write is
+//!   compare-and-set on the key's revision), modules in the Object Store bucket
+//!   `wafer_modules` (named by digest, verified on every read). A watch is a KV watch with
+//!   history: the records as they stand, then every change, in stream order, the same on
+//!   every node.
+//! - [`Cluster::admin_token`]: one admin token for the whole cluster, created by the first
+//!   node and read by the others.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use wafer_nats::{Cluster, ClusterConfig, NatsStore};
+//!
+//! let cluster = Cluster::connect(&ClusterConfig::new("nats://127.0.0.1:4222")).await?;
+//! let registry = wafer_registry::Registry::new(NatsStore::open(&cluster).await?);
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+mod store;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_nats::jetstream::kv;
+
+pub use store::NatsStore;
+
+/// The bucket of cluster-wide settings (the admin token).
+const SETTINGS: &str = "wafer_cluster";
+
+/// How to reach the NATS servers.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Server URLs, comma-separated (`nats://a:4222,nats://b:4222`).
+    pub urls: String,
+    /// A token to authenticate with.
+    pub token: Option<String>,
+    /// A NATS credentials file (JWT and NKey seed).
+    pub credentials: Option<PathBuf>,
+    /// A CA certificate to verify TLS servers with; also requires TLS.
+    pub tls_ca: Option<PathBuf>,
+    /// How many copies JetStream keeps of each bucket (1 for a single NATS server; 3 is
+    /// the usual for a NATS cluster). Used when a bucket is first created.
+    pub replicas: usize,
+    /// How long connecting may take before it fails. Default 5 s.
+    pub connect_timeout: Duration,
+}
+
+impl ClusterConfig {
+    /// The defaults for `urls`: no authentication, one replica.
+    pub fn new(urls: impl Into<String>) -> Self {
+        Self {
+            urls: urls.into(),
+            token: None,
+            credentials: None,
+            tls_ca: None,
+            replicas: 1,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why the cluster could not be reached or set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The NATS servers did not answer.
+    #[error("cannot connect to the cluster at {urls}: {reason}")]
+    Connect {
+        /// The URLs tried.
+        urls: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// JetStream refused or failed an operation.
+    #[error("{context}: {reason}")]
+    JetStream {
+        /// What was being done.
+        context: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl ClusterError {
+    fn jetstream(context: impl Into<String>) -> impl FnOnce(String) -> Self {
+        let context = context.into();
+        move |reason| Self::JetStream { context, reason }
+    }
+}
+
+/// A connection to the cluster's NATS servers, with JetStream.
+#[derive(Clone)]
+pub struct Cluster {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    replicas: usize,
+}
+
+impl Cluster {
+    /// Connects to the servers of `config`, failing within its timeout if none answers. Once
+    /// connected, the client reconnects by itself whenever the connection drops.
+    pub async fn connect(config: &ClusterConfig) -> Result<Self, ClusterError> {
+        let failed = |reason: String| ClusterError::Connect {
+            urls: config.urls.clone(),
+            reason,
+        };
+        let mut options = async_nats::ConnectOptions::new()
+            .name("wafer")
+            .connection_timeout(config.connect_timeout)
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!("lost the cluster's NATS connection; serving what is loaded, reconnecting")
+                    }
+                    async_nats::Event::Connected => tracing::info!("connected to the cluster's NATS"),
+                    other => tracing::debug!("NATS: {other}"),
+                }
+            });
+        if let Some(token) = &config.token {
+            options = options.token(token.clone());
+        }
+        if let Some(path) = &config.credentials {
+            options = options
+                .credentials_file(path)
+                .await
+                .map_err(|e| failed(format!("cannot read {}: {e}", path.display())))?;
+        }
+        if let Some(ca) = &config.tls_ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        let urls: Vec<&str> = config.urls.split(',').map(str::trim).collect();
+        let addrs = urls
+            .iter()
+            .map(|u| u.parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| failed(format!("bad URL: {e}")))?;
+        let connecting = options.connect(addrs);
+        let client = tokio::time::timeout(config.connect_timeout, connecting)
+            .await
+            .map_err(|_| failed(format!("no answer within {:?}", config.connect_timeout)))?
+            .map_err(|e| failed(e.to_string()))?;
+        let jetstream = jetstream::new(client.clone());
+        Ok(Self {
+            client,
+            jetstream,
+            replicas: config.replicas.max(1),
+        })
+    }
+
+    /// The JetStream context.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.jetstream
+    }
+
+    /// The NATS client.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The KV bucket `name`, created (with `history` revisions per key) if it does not exist.
+    ///
+    /// The bucket's stream is created here with the KV layout rather than by
+    /// `create_key_value`, which first asks for the account's info, and the answer of
+    /// nats-server 2.9 (Debian's) is one async-nats 0.51 cannot parse.
+    pub(crate) async fn kv(&self, name: &str, history: i64) -> Result<kv::Store, ClusterError> {
+        if let Ok(bucket) = self.jetstream.get_key_value(name).await {
+            return Ok(bucket);
+        }
+        let config = jetstream::stream::Config {
+            name: format!("KV_{name}"),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: history,
+            num_replicas: self.replicas,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: jetstream::stream::DiscardPolicy::New,
+            ..jetstream::stream::Config::default()
+        };
+        // Creating a stream that exists with the same settings (another node just made it)
+        // succeeds.
+        self.jetstream
+            .get_or_create_stream(config)
+            .await
+            .map_err(|e| {
+                ClusterError::jetstream(format!("cannot create the KV bucket `{name}`"))(
+                    e.to_string(),
+                )
+            })?;
+        self.jetstream.get_key_value(name).await.map_err(|e| {
+            ClusterError::jetstream(format!("cannot open the KV bucket `{name}`"))(e.to_string())
+        })
+    }
+
+    /// The cluster's admin token: the one stored in the cluster, or else `proposed`, which
+    /// becomes the cluster's (the first node to start sets it).
+    pub async fn admin_token(&self, proposed: &str) -> Result<String, ClusterError> {
+        let settings = self.kv(SETTINGS, 1).await?;
+        let read = |e: String| ClusterError::jetstream("cannot read the cluster's admin token")(e);
+        if let Some(token) = settings
+            .get("admin-token")
+            .await
+            .map_err(|e| read(e.to_string()))?
+        {
+            return Ok(String::from_utf8_lossy(&token).into_owned());
+        }
+        match settings
+            .create("admin-token", proposed.to_owned().into())
+            .await
+        {
+            Ok(_) => Ok(proposed.to_owned()),
+            Err(_) => settings
+                .get("admin-token")
+                .await
+                .map_err(|e| read(e.to_string()))?
+                .map(|token| String::from_utf8_lossy(&token).into_owned())
+                .ok_or_else(|| read("it is neither set nor settable".into())),
+        }
+    }
+}

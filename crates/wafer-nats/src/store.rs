@@ -1,0 +1,282 @@
+//! The registry's [`Store`] on JetStream: records in a KV bucket, modules in an Object Store.
+
+use std::sync::Arc;
+
+use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use async_nats::jetstream::object_store::{self, GetErrorKind, ObjectStore};
+use async_trait::async_trait;
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::StreamExt;
+use wafer_registry::{
+    Digest, Event, FunctionName, FunctionRecord, RegistryError, Revision, Store, Watch,
+};
+
+use crate::{Cluster, ClusterError};
+
+/// The KV bucket of function records.
+const RECORDS: &str = "wafer_functions";
+/// The Object Store bucket of modules.
+const MODULES: &str = "wafer_modules";
+/// Revisions JetStream keeps per record key. The record holds the whole history itself; the
+/// bucket's own history is for operators (`nats kv history`).
+const HISTORY: i64 = 16;
+
+/// The registry's records and modules in JetStream (see the crate docs).
+#[derive(Clone)]
+pub struct NatsStore {
+    records: kv::Store,
+    modules: ObjectStore,
+}
+
+impl NatsStore {
+    /// Opens the buckets, creating them if this is the cluster's first node.
+    pub async fn open(cluster: &Cluster) -> Result<Self, ClusterError> {
+        let records = cluster.kv(RECORDS, HISTORY).await?;
+        let modules = match cluster.jetstream.get_object_store(MODULES).await {
+            Ok(modules) => modules,
+            Err(_) => {
+                let config = object_store::Config {
+                    bucket: MODULES.to_owned(),
+                    num_replicas: cluster.replicas,
+                    ..object_store::Config::default()
+                };
+                match cluster.jetstream.create_object_store(config).await {
+                    Ok(modules) => modules,
+                    Err(e) => cluster
+                        .jetstream
+                        .get_object_store(MODULES)
+                        .await
+                        .map_err(|_| {
+                            ClusterError::jetstream(format!(
+                                "cannot create the Object Store bucket `{MODULES}`"
+                            ))(e.to_string())
+                        })?,
+                }
+            }
+        };
+        Ok(Self { records, modules })
+    }
+}
+
+/// A storage failure, with what was being done.
+fn failed(context: impl Into<String>) -> impl FnOnce(String) -> RegistryError {
+    let context = context.into();
+    move |reason| RegistryError::io(context)(std::io::Error::other(reason))
+}
+
+fn decode(key: &str, value: &[u8]) -> Result<FunctionRecord, RegistryError> {
+    serde_json::from_slice(value).map_err(|e| RegistryError::BadRecord {
+        path: format!("{RECORDS}/{key}").into(),
+        reason: e.to_string(),
+    })
+}
+
+fn encode(record: &FunctionRecord) -> Result<bytes::Bytes, RegistryError> {
+    serde_json::to_vec(record)
+        .map(Into::into)
+        .map_err(|e| failed("cannot encode record")(e.to_string()))
+}
+
+/// The watch event of one KV entry; `None` for one that names no function.
+fn event(entry: kv::Entry) -> Option<Event> {
+    let name: FunctionName = match entry.key.parse() {
+        Ok(name) => name,
+        Err(e) => {
+            tracing::error!(
+                key = entry.key,
+                "a record key that is not a function name: {e}"
+            );
+            return None;
+        }
+    };
+    match entry.operation {
+        Operation::Put => match decode(&entry.key, &entry.value) {
+            Ok(record) => Some(Event::Put {
+                record: Arc::new(record),
+                revision: entry.revision,
+            }),
+            Err(e) => {
+                tracing::error!("{e}; the function is not served");
+                None
+            }
+        },
+        Operation::Delete | Operation::Purge => Some(Event::Removed {
+            name,
+            revision: entry.revision,
+        }),
+    }
+}
+
+#[async_trait]
+impl Store for NatsStore {
+    async fn put_module(&self, digest: &Digest, wasm: Vec<u8>) -> Result<(), RegistryError> {
+        let name = digest.hex();
+        if self
+            .modules
+            .info(name)
+            .await
+            .is_ok_and(|info| !info.deleted)
+        {
+            return Ok(());
+        }
+        self.modules
+            .put(name, &mut wasm.as_slice())
+            .await
+            .map(drop)
+            .map_err(|e| {
+                failed(format!("cannot store module {digest} in the cluster"))(e.to_string())
+            })
+    }
+
+    async fn module(&self, digest: &Digest) -> Result<Vec<u8>, RegistryError> {
+        let mut object = match self.modules.get(digest.hex()).await {
+            Ok(object) => object,
+            Err(e) if e.kind() == GetErrorKind::NotFound => {
+                return Err(RegistryError::ModuleNotFound(digest.to_string()))
+            }
+            Err(e) => {
+                return Err(failed(format!("cannot read module {digest}"))(
+                    e.to_string(),
+                ))
+            }
+        };
+        let mut bytes = Vec::new();
+        object
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| failed(format!("cannot read module {digest}"))(e.to_string()))?;
+        let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        if actual != digest.as_str() {
+            return Err(RegistryError::Corrupt {
+                digest: digest.to_string(),
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
+    async fn record(
+        &self,
+        name: &FunctionName,
+    ) -> Result<Option<(Arc<FunctionRecord>, Revision)>, RegistryError> {
+        let entry =
+            self.records.entry(name.as_str()).await.map_err(|e| {
+                failed(format!("cannot read the record of `{name}`"))(e.to_string())
+            })?;
+        match entry {
+            Some(entry) if entry.operation == Operation::Put => {
+                let record = decode(&entry.key, &entry.value)?;
+                Ok(Some((Arc::new(record), entry.revision)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn put_record(
+        &self,
+        record: FunctionRecord,
+        expected: Option<Revision>,
+    ) -> Result<Revision, RegistryError> {
+        let name = record.name.to_string();
+        let value = encode(&record)?;
+        let conflict = || RegistryError::Conflict(name.clone());
+        let written = match expected {
+            None => self
+                .records
+                .create(&name, value)
+                .await
+                .map_err(|e| match e.kind() {
+                    CreateErrorKind::AlreadyExists => conflict(),
+                    _ => failed(format!("cannot write the record of `{name}`"))(e.to_string()),
+                }),
+            Some(revision) => {
+                self.records
+                    .update(&name, value, revision)
+                    .await
+                    .map_err(|e| match e.kind() {
+                        UpdateErrorKind::WrongLastRevision => conflict(),
+                        _ => failed(format!("cannot write the record of `{name}`"))(e.to_string()),
+                    })
+            }
+        };
+        written
+    }
+
+    async fn remove_record(
+        &self,
+        name: &FunctionName,
+        expected: Revision,
+    ) -> Result<Revision, RegistryError> {
+        if let Err(e) = self
+            .records
+            .delete_expect_revision(name.as_str(), Some(expected))
+            .await
+        {
+            return match self.record(name).await? {
+                None => Err(RegistryError::NotFound(name.to_string())),
+                Some((_, revision)) if revision != expected => {
+                    Err(RegistryError::Conflict(name.to_string()))
+                }
+                Some(_) => Err(failed(format!("cannot remove the record of `{name}`"))(
+                    e.to_string(),
+                )),
+            };
+        }
+        // The deletion is an entry of its own; its revision is what watchers will see.
+        let entry =
+            self.records.entry(name.as_str()).await.map_err(|e| {
+                failed(format!("cannot read the record of `{name}`"))(e.to_string())
+            })?;
+        Ok(entry.map_or(expected + 1, |e| e.revision))
+    }
+
+    async fn watch(&self) -> Result<Watch, RegistryError> {
+        let watching = || failed("cannot watch the cluster's records");
+        let status = self
+            .records
+            .status()
+            .await
+            .map_err(|e| watching()(e.to_string()))?;
+        let mut entries = self
+            .records
+            .watch_with_history(">")
+            .await
+            .map_err(|e| watching()(e.to_string()))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut ready = status.values() == 0;
+        if ready {
+            let _ = tx.send(Ok(Event::Ready));
+        }
+        tokio::spawn(async move {
+            while let Some(entry) = entries.next().await {
+                let entry = match entry {
+                    Ok(entry) => entry,
+                    Err(e) => {
+                        let _ = tx.send(Err(failed("the cluster's record watch failed")(
+                            e.to_string(),
+                        )));
+                        return;
+                    }
+                };
+                // The entries that stood when the watch began come first; the last of them
+                // has nothing pending behind it.
+                let caught_up = !ready && entry.delta == 0;
+                if let Some(event) = event(entry) {
+                    if tx.send(Ok(event)).is_err() {
+                        return;
+                    }
+                }
+                if caught_up {
+                    ready = true;
+                    if tx.send(Ok(Event::Ready)).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(UnboundedReceiverStream::new(rx)))
+    }
+}
