@@ -28,6 +28,15 @@ pub(crate) struct ServeArgs {
     limits: LimitArgs,
     #[command(flatten)]
     cluster: ClusterArgs,
+    /// A host that asynchronous invocations may post their results to (their
+    /// `X-Callback-Url`): a name or `name:port`; repeat it, or comma-separate in the
+    /// environment variable. None by default.
+    #[arg(
+        long = "callback-host",
+        env = "WAFER_CALLBACK_HOSTS",
+        value_delimiter = ','
+    )]
+    callback_hosts: Vec<String>,
 }
 
 /// Joining a cluster (docs/cluster.md).
@@ -159,6 +168,7 @@ struct Server {
     config: wafer_gateway::ServeConfig,
     functions: Arc<Functions>,
     caps: Arc<wafer_host::Capabilities>,
+    invocations: wafer_gateway::Invocations,
     token: String,
     listener: TcpListener,
 }
@@ -168,19 +178,19 @@ impl Server {
         let config = args.limits.config()?;
         let runtime = Runtime::new(&RuntimeConfig::default())?;
         let data = args.data.data.clone();
-        let (caps, mut token) = {
+        let mut token = {
             let data = data.clone();
-            tokio::task::spawn_blocking(move || {
-                let token = wafer_registry::admin_token(&data)?;
-                let caps = wafer_host::Capabilities::open(&data)?;
-                anyhow::Ok((caps, token))
-            })
-            .await??
+            tokio::task::spawn_blocking(move || wafer_registry::admin_token(&data)).await??
         };
-        let registry = match args.cluster.config() {
+        let (registry, caps) = match args.cluster.config() {
             None => {
                 let data = data.clone();
-                tokio::task::spawn_blocking(move || Registry::open(&data)).await??
+                tokio::task::spawn_blocking(move || {
+                    let registry = Registry::open(&data)?;
+                    let caps = wafer_host::Capabilities::open(&data)?;
+                    anyhow::Ok((registry, caps))
+                })
+                .await??
             }
             Some(cluster) => {
                 let cluster = wafer_nats::Cluster::connect(&cluster).await?;
@@ -195,10 +205,18 @@ impl Server {
                     "serving the cluster's functions ({})",
                     cluster_urls(&args.cluster)
                 );
-                Registry::new(store)
+                let kv = Arc::new(wafer_nats::NatsKv::new(&cluster));
+                let bus = Arc::new(wafer_nats::NatsBus::open(&cluster).await?);
+                (Registry::new(store), wafer_host::Capabilities::new(kv, bus))
             }
         };
         let functions = Functions::start(registry, Arc::new(runtime), &data).await?;
+        let queue = {
+            let data = data.clone();
+            tokio::task::spawn_blocking(move || wafer_queue::LocalQueue::open(&data)).await??
+        };
+        let invocations =
+            wafer_gateway::Invocations::new(Arc::new(queue), args.callback_hosts.clone());
         let listener = TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -206,6 +224,7 @@ impl Server {
             config,
             functions,
             caps,
+            invocations,
             token,
             listener,
         })
@@ -226,7 +245,14 @@ impl Server {
             "admin token: {} (or set WAFER_TOKEN)",
             data.join("admin-token").display()
         );
-        let app = App::new(self.functions, self.caps, self.token, local, self.config);
+        let app = App::new(
+            self.functions,
+            self.caps,
+            self.invocations,
+            self.token,
+            local,
+            self.config,
+        );
         wafer_gateway::serve(self.listener, app, shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())

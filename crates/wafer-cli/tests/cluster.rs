@@ -214,3 +214,144 @@ fn a_node_that_loses_nats_keeps_serving_and_catches_up() {
     let caught_up = until(&b, "/hello", 200, Some("Hello from C!\n"));
     println!("caught up {} after the deploy", ms(caught_up));
 }
+
+#[test]
+fn key_value_is_one_store_for_the_whole_cluster() {
+    let nats = Nats::start();
+    let (a, b) = (node(&nats), node(&nats));
+    let module = built("visits-rust.wasm");
+    a.deploy_cli("visits", &module, &["--kv", "--config", "greeting=hey"]);
+    until(&b, "/visits?probe", 200, None);
+    // Each visit counts in the one store, whichever node serves it (the probe above was
+    // visit 1).
+    for (visit, server) in [(2, &a), (3, &b), (4, &a), (5, &b)] {
+        let text = server.get("/visits").text().unwrap();
+        assert_eq!(text, format!("hey, visit {visit}\n"));
+    }
+    // Removing the function removes its store: a new function of the name starts afresh.
+    let removed = b.admin(Method::DELETE, "functions/visits").send().unwrap();
+    assert!(removed.status().is_success());
+    until(&a, "/visits", 404, None);
+    a.deploy_cli("visits", &module, &["--kv", "--config", "greeting=hey"]);
+    until(&b, "/visits", 200, Some("hey, visit 1\n"));
+}
+
+/// The counters of `name` in `server`'s pub/sub stats (zeros if it has none yet).
+fn subscriber_stats(server: &Server, name: &str) -> serde_json::Value {
+    let stats = server.pubsub();
+    let found = stats["subscribers"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["function"] == name).cloned());
+    found.unwrap_or_else(|| serde_json::json!({"delivered": 0, "failed": 0, "dead": 0}))
+}
+
+/// The sum of counter `field` of `name` over `nodes`.
+fn summed(nodes: &[&Server], name: &str, field: &str) -> u64 {
+    nodes
+        .iter()
+        .map(|n| subscriber_stats(n, name)[field].as_u64().unwrap())
+        .sum()
+}
+
+/// Polls until `done` holds, for at most `limit`.
+fn wait(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_message_published_on_one_node_reaches_each_subscriber_once() {
+    let nats = Nats::start();
+    let (a, b, c) = (node(&nats), node(&nats), node(&nats));
+    let nodes = [&a, &b, &c];
+    a.deploy_cli(
+        "publisher",
+        &built("visits-rust.wasm"),
+        &["--publish", "demo.>"],
+    );
+    a.deploy_cli(
+        "sub-c",
+        &built("visits-c.wasm"),
+        &["--kv", "--subscribe", "demo.*"],
+    );
+    a.deploy_cli(
+        "sub-wapc",
+        &built("wapc-rust.wasm"),
+        &["--subscribe", "demo.>"],
+    );
+    for node in [&b, &c] {
+        until(node, "/publisher?probe", 200, None);
+        until(node, "/sub-c", 200, None);
+    }
+    let published = 60;
+    for i in 0..published {
+        let text = nodes[i % 3].post("/publisher?publish=demo.event", "hello");
+        assert!(text.ends_with("published\n"), "{text}");
+    }
+    for name in ["sub-c", "sub-wapc"] {
+        wait(Duration::from_secs(20), name, || {
+            summed(&nodes, name, "delivered") >= published as u64
+        });
+    }
+    // Settled: nothing more arrives, nothing failed; each message was called once.
+    std::thread::sleep(Duration::from_millis(500));
+    for name in ["sub-c", "sub-wapc"] {
+        let per_node: Vec<u64> = nodes
+            .iter()
+            .map(|n| subscriber_stats(n, name)["delivered"].as_u64().unwrap())
+            .collect();
+        println!("{name}: {published} messages delivered by the nodes as {per_node:?}");
+        assert_eq!(per_node.iter().sum::<u64>(), published as u64, "{name}");
+        assert_eq!(summed(&nodes, name, "failed"), 0, "{name}");
+    }
+}
+
+#[test]
+fn a_failing_subscriber_is_retried_then_dead_lettered() {
+    let nats = Nats::start();
+    let (a, b) = (node(&nats), node(&nats));
+    a.deploy_cli(
+        "publisher",
+        &built("visits-rust.wasm"),
+        &["--publish", "jobs"],
+    );
+    a.deploy_cli(
+        "broken",
+        &common::guest("trap.wat"),
+        &["--subscribe", "jobs"],
+    );
+    until(&b, "/broken", 500, None);
+    let text = b.post("/publisher?publish=jobs", "doomed");
+    assert!(text.ends_with("published\n"), "{text}");
+    let attempts = wafer_nats::ATTEMPTS as u64;
+    wait(Duration::from_secs(30), "dead-lettered", || {
+        summed(&[&a, &b], "broken", "dead") == 1
+    });
+    assert_eq!(summed(&[&a, &b], "broken", "failed"), attempts);
+    assert_eq!(summed(&[&a, &b], "broken", "delivered"), 0);
+
+    // The dead letter keeps the message, its topic and why it failed.
+    let url = nats.url();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (body, topic, error) = runtime.block_on(async move {
+        let client = async_nats::connect(url).await.unwrap();
+        let jetstream = async_nats::jetstream::new(client);
+        let mut dead = jetstream.get_stream("wafer_dead").await.unwrap();
+        assert_eq!(dead.info().await.unwrap().state.messages, 1);
+        let letter = dead
+            .get_last_raw_message_by_subject("wafer.dead.broken")
+            .await
+            .unwrap();
+        let header = |name: &str| letter.headers.get(name).unwrap().as_str().to_owned();
+        (letter.payload, header("Wafer-Topic"), header("Wafer-Error"))
+    });
+    assert_eq!(&body[..], b"doomed");
+    assert_eq!(topic, "jobs");
+    assert!(error.contains("unreachable"), "{error}");
+}

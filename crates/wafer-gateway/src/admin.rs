@@ -13,13 +13,16 @@
 //! | `GET /_wafer/modules/sha256:HEX`        | a module's bytes, verified against the digest|
 //! | `GET /_wafer/pubsub`                    | pub/sub counters per subscriber              |
 //! | `POST /_wafer/functions/NAME/invoke/OP` | call a waPC operation or export (as `POST /NAME/OP`) |
+//! | `ANY /_wafer/async/NAME/REST`           | queue a call of `REST` on the function's route; `202 {"id"}` (no token needed) |
+//! | `GET /_wafer/invocations?limit=N`       | the newest asynchronous invocations          |
+//! | `GET /_wafer/invocations/ID`            | one invocation: its state and, once done, its result |
 
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, RawQuery, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use axum::{Json, Router};
 use http::request::Parts;
 use http::{header, HeaderValue, StatusCode};
@@ -47,6 +50,9 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/_wafer/functions/{name}/invoke/{operation}", post(invoke))
         .route("/_wafer/modules/{digest}", get(module))
         .route("/_wafer/pubsub", get(pubsub))
+        .route("/_wafer/async/{*rest}", any(crate::invocations::enqueue))
+        .route("/_wafer/invocations", get(invocations))
+        .route("/_wafer/invocations/{id}", get(invocation))
         .fallback(|uri: http::Uri| async move { Error::NoRoute(uri.path().to_owned()) })
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .with_state(app)
@@ -357,7 +363,7 @@ async fn invoke(
 }
 
 async fn pubsub(_: Admin, State(app): State<Arc<App>>) -> Json<wafer_host::pubsub::Stats> {
-    Json(app.caps.pubsub_stats())
+    Json(app.caps.pubsub_stats().await)
 }
 
 #[derive(Deserialize)]
@@ -391,4 +397,20 @@ async fn module(
         HeaderValue::from_static("application/wasm"),
     );
     Ok(response)
+}
+
+async fn invocations(
+    _: Admin,
+    State(app): State<Arc<App>>,
+    query: Query<crate::invocations::ListQuery>,
+) -> Result<Json<Value>, Error> {
+    crate::invocations::list(&app, query).await
+}
+
+async fn invocation(
+    _: Admin,
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    crate::invocations::describe(&app, &id).await
 }

@@ -13,23 +13,27 @@ use std::sync::Arc;
 use crate::live::{Admission, Function};
 use axum::body::Body;
 use axum::response::Response;
+use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use wafer_runtime::{Done, Finished, HttpComponent, HttpOptions};
 
 use crate::error::Error;
 use crate::App;
 
 impl App {
-    pub(crate) async fn call_http(
+    pub(crate) async fn call_http<B>(
         &self,
         function: &Arc<Function>,
         component: &HttpComponent,
-        request: Request<Incoming>,
+        request: Request<B>,
         admission: Admission,
         request_id: &str,
-    ) -> Result<Response, Error> {
+    ) -> Result<Response, Error>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let config = &function.config;
         let limit = config.limits.request_body;
         if hyper::body::Body::size_hint(request.body()).lower() > limit.as_u64() {

@@ -88,6 +88,15 @@ pub enum Error {
     /// A malformed admin request.
     #[error("{0}")]
     BadRequest(String),
+    /// A request for something the server does not allow.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The server cannot take more of this now.
+    #[error("{0}")]
+    Overloaded(String),
+    /// No asynchronous invocation has the id (or it finished too long ago).
+    #[error("no invocation `{0}` (finished ones are kept for 24 hours)")]
+    NoInvocation(String),
     /// A registry operation failed.
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -105,6 +114,9 @@ impl Error {
             Error::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::BadBody(_) | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::NoInvocation(_) => StatusCode::NOT_FOUND,
             Error::Guest { fault, .. } => fault_status(fault),
             Error::NoOperation(_) | Error::Service { .. } => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,

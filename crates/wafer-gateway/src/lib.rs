@@ -24,9 +24,12 @@
 //! let registry = Registry::open(data)?;
 //! let functions = Functions::start(registry, runtime, data).await?;
 //! let caps = wafer_host::Capabilities::open(data)?;
+//! let queue = Arc::new(wafer_queue::LocalQueue::open(data)?);
+//! let invocations = wafer_gateway::Invocations::new(queue, Vec::new());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let local = listener.local_addr()?;
-//! let app = App::new(functions, caps, "secret-token".into(), local, ServeConfig::default());
+//! let token = "secret-token".to_owned();
+//! let app = App::new(functions, caps, invocations, token, local, ServeConfig::default());
 //! serve(listener, app, tokio::signal::ctrl_c()).await?;
 //! # Ok(()) }
 //! ```
@@ -40,6 +43,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod grpc;
+mod invocations;
 mod invoke;
 mod live;
 mod logs;
@@ -51,7 +55,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -71,6 +75,7 @@ use wafer_runtime::{Abi, CallOptions};
 pub use admin::MAX_UPLOAD;
 pub use error::Error;
 pub use grpc::proto;
+pub use invocations::{Invocations, INVOCATION_ID};
 pub use live::{FunctionStatus, Functions, Resolved, QUEUE_WAIT};
 pub use server::ServeConfig;
 
@@ -96,6 +101,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub struct App {
     functions: Arc<Functions>,
     caps: Arc<Capabilities>,
+    invocations: Invocations,
     token: String,
     logs: Arc<LogBook>,
     schemas: schema::Schemas,
@@ -105,12 +111,14 @@ pub struct App {
 }
 
 impl App {
-    /// State for a gateway serving `functions` with the host capabilities `caps`, with
-    /// `token` guarding the admin API, listening on `local` within the limits of `config`.
-    /// The app delivers the messages `caps` publishes to subscribed functions.
+    /// State for a gateway serving `functions` with the host capabilities `caps` and the
+    /// asynchronous `invocations`, with `token` guarding the admin API, listening on `local`
+    /// within the limits of `config`. The app delivers the messages `caps` publishes to
+    /// subscribed functions, and runs the queued invocations.
     pub fn new(
         functions: Arc<Functions>,
         caps: Arc<Capabilities>,
+        invocations: Invocations,
         token: String,
         local: SocketAddr,
         config: ServeConfig,
@@ -118,6 +126,7 @@ impl App {
         let app = Arc::new(Self {
             functions,
             caps: caps.clone(),
+            invocations,
             token,
             logs: Arc::default(),
             schemas: schema::Schemas::default(),
@@ -127,6 +136,8 @@ impl App {
         });
         let deliver: Arc<dyn Deliver> = app.clone();
         caps.set_deliver(Arc::downgrade(&deliver));
+        tokio::spawn(follow_table(Arc::downgrade(&app)));
+        tokio::spawn(invocations::dispatch(Arc::downgrade(&app)));
         app
     }
 
@@ -185,6 +196,20 @@ impl App {
             .functions
             .resolve(path)
             .ok_or_else(|| Error::NoRoute(path.to_owned()))?;
+        self.call_resolved(resolved, request, peer).await
+    }
+
+    /// Runs `resolved`'s function with `request`; a failure is logged and answered.
+    async fn call_resolved<B>(
+        &self,
+        resolved: Resolved,
+        request: Request<B>,
+        peer: SocketAddr,
+    ) -> Result<Response, Error>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let function = &resolved.function;
         let program = resolved
             .program()
@@ -581,4 +606,23 @@ pub async fn serve(
         tracing::warn!("requests still running after the shutdown grace period; closing them");
     }
     Ok(())
+}
+
+/// Tells the capabilities which functions are served, now and after every change of the
+/// table (a deploy or `rm` on this node or, in a cluster, on another), until the app goes.
+async fn follow_table(app: Weak<App>) {
+    let Some(mut changes) = app.upgrade().map(|app| app.functions.changes()) else {
+        return;
+    };
+    loop {
+        {
+            let Some(app) = app.upgrade() else { return };
+            let functions = app.functions.all();
+            app.caps
+                .serve(functions.iter().map(|f| f.deployment.as_ref()));
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
 }

@@ -128,9 +128,10 @@ impl Http {
         Ok(client)
     }
 
-    pub(crate) fn forget(&self, name: &FunctionName) {
+    /// Drops the clients of the functions `keep` refuses.
+    pub(crate) fn retain(&self, keep: impl Fn(&FunctionName) -> bool) {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        clients.retain(|(n, _), _| n != name);
+        clients.retain(|(name, _), _| keep(name));
     }
 }
 

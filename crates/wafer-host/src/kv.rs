@@ -1,10 +1,12 @@
-//! `kv`: one key-value namespace per function, in an embedded redb database
-//! (`DATA/kv.redb`). Each namespace is a redb table named after the function; every write is a
-//! durable transaction, so a value is on disk when `set` answers.
+//! `kv`: one key-value namespace per function, behind the [`Kv`] trait: [`RedbKv`], an
+//! embedded redb database (`DATA/kv.redb`, the default), or a cluster backend (a JetStream
+//! KV bucket per function, in `wafer-nats`). [`call`] answers the guest's host calls the same
+//! over either: the payloads, the key and value limits, the errors.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::Deserialize;
 use wafer_registry::FunctionName;
@@ -15,9 +17,29 @@ use crate::{bytes_field, json, text, unknown_operation, GuestError};
 /// Longest key, in bytes.
 pub const MAX_KEY: usize = 1024;
 
-/// The store.
-pub(crate) struct Kv {
-    db: Arc<Database>,
+/// Where functions' key-value namespaces live. Every method works on the namespace of one
+/// function; a namespace springs into being with its first key.
+#[async_trait]
+pub trait Kv: Send + Sync + 'static {
+    /// The value of `key`, if set.
+    async fn get(&self, namespace: &FunctionName, key: &str)
+        -> Result<Option<Vec<u8>>, GuestError>;
+    /// Sets `key` to `value`. A key that is not set yet is refused (`too_large`) when the
+    /// namespace holds `max_keys` keys already.
+    async fn set(
+        &self,
+        namespace: &FunctionName,
+        key: &str,
+        value: Vec<u8>,
+        max_keys: u64,
+    ) -> Result<(), GuestError>;
+    /// Unsets `key` (nothing happens if it is not set).
+    async fn delete(&self, namespace: &FunctionName, key: &str) -> Result<(), GuestError>;
+    /// The keys that start with `prefix`, in byte order.
+    async fn list(&self, namespace: &FunctionName, prefix: &str)
+        -> Result<Vec<String>, GuestError>;
+    /// Deletes a whole namespace.
+    async fn delete_namespace(&self, namespace: &FunctionName) -> Result<(), GuestError>;
 }
 
 #[derive(Deserialize)]
@@ -28,12 +50,16 @@ struct Set {
     value_base64: Option<String>,
 }
 
-fn table(name: &FunctionName) -> TableDefinition<'_, &'static str, &'static [u8]> {
-    TableDefinition::new(name.as_str())
+/// A store failure, as the guest reads it.
+pub fn failed(e: impl std::fmt::Display) -> GuestError {
+    GuestError::Failed(format!("key-value store: {e}"))
 }
 
-fn failed(e: impl std::fmt::Display) -> GuestError {
-    GuestError::Failed(format!("key-value store: {e}"))
+/// The answer to a `set` of a new key in a namespace that is full.
+pub fn full(max_keys: u64) -> GuestError {
+    GuestError::TooLarge(format!(
+        "the store already holds {max_keys} keys, its kv_keys limit"
+    ))
 }
 
 fn check_key(key: &str) -> Result<(), GuestError> {
@@ -49,8 +75,64 @@ fn check_key(key: &str) -> Result<(), GuestError> {
     Ok(())
 }
 
-impl Kv {
-    pub(crate) fn open(path: &Path) -> Result<Self, redb::DatabaseError> {
+/// Answers one `kv` host call of the function `name` from `kv`.
+pub(crate) async fn call(
+    kv: &dyn Kv,
+    name: &FunctionName,
+    limits: &Limits,
+    operation: &str,
+    payload: &[u8],
+) -> Result<Vec<u8>, GuestError> {
+    match operation {
+        "get" => {
+            let key = text(payload, "key")?;
+            check_key(key)?;
+            kv.get(name, key)
+                .await?
+                .ok_or_else(|| GuestError::NotFound(format!("no key `{key}`")))
+        }
+        "set" => {
+            let set: Set = json(payload, "kv/set")?;
+            check_key(&set.key)?;
+            let value = bytes_field(set.value, set.value_base64, "value")?;
+            let limit = limits.kv_value;
+            if value.len() as u64 > limit.as_u64() {
+                return Err(GuestError::TooLarge(format!(
+                    "the value is {} bytes, over the kv_value limit of {limit}",
+                    value.len()
+                )));
+            }
+            kv.set(name, &set.key, value, limits.kv_keys).await?;
+            Ok(Vec::new())
+        }
+        "delete" => {
+            let key = text(payload, "key")?;
+            check_key(key)?;
+            kv.delete(name, key).await?;
+            Ok(Vec::new())
+        }
+        "list" => {
+            let prefix = text(payload, "prefix")?;
+            let keys = kv.list(name, prefix).await?;
+            serde_json::to_vec(&keys).map_err(failed)
+        }
+        other => Err(unknown_operation("kv", other, "get, set, delete, list")),
+    }
+}
+
+/// The embedded backend: one redb table per function; every write is a durable
+/// transaction, so a value is on disk when `set` answers.
+pub struct RedbKv {
+    db: Arc<Database>,
+}
+
+fn table(name: &FunctionName) -> TableDefinition<'_, &'static str, &'static [u8]> {
+    TableDefinition::new(name.as_str())
+}
+
+impl RedbKv {
+    /// Opens (creating) the database at `path`, readable by its owner only.
+    pub fn open(path: &Path) -> Result<Self, redb::DatabaseError> {
         let db = Database::create(path)?;
         // Like every file in the data directory: the owner's only.
         #[cfg(unix)]
@@ -62,70 +144,12 @@ impl Kv {
         Ok(Self { db: Arc::new(db) })
     }
 
-    pub(crate) async fn call(
-        &self,
-        name: &FunctionName,
-        limits: &Limits,
-        operation: &str,
-        payload: &[u8],
-    ) -> Result<Vec<u8>, GuestError> {
-        match operation {
-            "get" => {
-                let key = text(payload, "key")?.to_owned();
-                check_key(&key)?;
-                self.blocking(name, move |db, name| get(db, name, &key))
-                    .await
-            }
-            "set" => {
-                let set: Set = json(payload, "kv/set")?;
-                check_key(&set.key)?;
-                let value = bytes_field(set.value, set.value_base64, "value")?;
-                let limit = limits.kv_value;
-                if value.len() as u64 > limit.as_u64() {
-                    return Err(GuestError::TooLarge(format!(
-                        "the value is {} bytes, over the kv_value limit of {limit}",
-                        value.len()
-                    )));
-                }
-                let max_keys = limits.kv_keys;
-                self.blocking(name, move |db, name| {
-                    put(db, name, &set.key, &value, max_keys)
-                })
-                .await
-            }
-            "delete" => {
-                let key = text(payload, "key")?.to_owned();
-                check_key(&key)?;
-                self.blocking(name, move |db, name| delete(db, name, &key))
-                    .await
-            }
-            "list" => {
-                let prefix = text(payload, "prefix")?.to_owned();
-                self.blocking(name, move |db, name| list(db, name, &prefix))
-                    .await
-            }
-            other => Err(unknown_operation("kv", other, "get, set, delete, list")),
-        }
-    }
-
-    /// Deletes a function's namespace.
-    pub(crate) async fn delete_namespace(&self, name: &FunctionName) -> Result<(), GuestError> {
-        self.blocking(name, |db, name| {
-            let tx = db.begin_write().map_err(failed)?;
-            tx.delete_table(table(name)).map_err(failed)?;
-            tx.commit().map_err(failed)?;
-            Ok(Vec::new())
-        })
-        .await
-        .map(drop)
-    }
-
     /// Runs a store operation on the blocking pool: redb reads and fsyncs synchronously.
-    async fn blocking(
+    async fn blocking<T: Send + 'static>(
         &self,
         name: &FunctionName,
-        f: impl FnOnce(&Database, &FunctionName) -> Result<Vec<u8>, GuestError> + Send + 'static,
-    ) -> Result<Vec<u8>, GuestError> {
+        f: impl FnOnce(&Database, &FunctionName) -> Result<T, GuestError> + Send + 'static,
+    ) -> Result<T, GuestError> {
         let (db, name) = (self.db.clone(), name.clone());
         tokio::task::spawn_blocking(move || f(&db, &name))
             .await
@@ -133,68 +157,101 @@ impl Kv {
     }
 }
 
-fn get(db: &Database, name: &FunctionName, key: &str) -> Result<Vec<u8>, GuestError> {
-    let tx = db.begin_read().map_err(failed)?;
-    let not_found = || GuestError::NotFound(format!("no key `{key}`"));
-    let table = match tx.open_table(table(name)) {
-        Ok(table) => table,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Err(not_found()),
-        Err(e) => return Err(failed(e)),
-    };
-    let value = table.get(key).map_err(failed)?.ok_or_else(not_found)?;
-    Ok(value.value().to_vec())
-}
-
-fn put(
-    db: &Database,
-    name: &FunctionName,
-    key: &str,
-    value: &[u8],
-    max_keys: u64,
-) -> Result<Vec<u8>, GuestError> {
-    let tx = db.begin_write().map_err(failed)?;
-    {
-        let mut table = tx.open_table(table(name)).map_err(failed)?;
-        let exists = table.get(key).map_err(failed)?.is_some();
-        if !exists && table.len().map_err(failed)? >= max_keys {
-            return Err(GuestError::TooLarge(format!(
-                "the store already holds {max_keys} keys, its kv_keys limit"
-            )));
-        }
-        table.insert(key, value).map_err(failed)?;
+#[async_trait]
+impl Kv for RedbKv {
+    async fn get(
+        &self,
+        namespace: &FunctionName,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, GuestError> {
+        let key = key.to_owned();
+        self.blocking(namespace, move |db, name| {
+            let tx = db.begin_read().map_err(failed)?;
+            let table = match tx.open_table(table(name)) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(failed(e)),
+            };
+            let value = table.get(key.as_str()).map_err(failed)?;
+            Ok(value.map(|v| v.value().to_vec()))
+        })
+        .await
     }
-    tx.commit().map_err(failed)?;
-    Ok(Vec::new())
-}
 
-fn delete(db: &Database, name: &FunctionName, key: &str) -> Result<Vec<u8>, GuestError> {
-    let tx = db.begin_write().map_err(failed)?;
-    {
-        let mut table = tx.open_table(table(name)).map_err(failed)?;
-        table.remove(key).map_err(failed)?;
-    }
-    tx.commit().map_err(failed)?;
-    Ok(Vec::new())
-}
-
-fn list(db: &Database, name: &FunctionName, prefix: &str) -> Result<Vec<u8>, GuestError> {
-    let tx = db.begin_read().map_err(failed)?;
-    let mut keys = Vec::new();
-    match tx.open_table(table(name)) {
-        Ok(table) => {
-            for entry in table.range(prefix..).map_err(failed)? {
-                let (key, _) = entry.map_err(failed)?;
-                let key = key.value();
-                if !key.starts_with(prefix) {
-                    break;
+    async fn set(
+        &self,
+        namespace: &FunctionName,
+        key: &str,
+        value: Vec<u8>,
+        max_keys: u64,
+    ) -> Result<(), GuestError> {
+        let key = key.to_owned();
+        self.blocking(namespace, move |db, name| {
+            let tx = db.begin_write().map_err(failed)?;
+            {
+                let mut table = tx.open_table(table(name)).map_err(failed)?;
+                let exists = table.get(key.as_str()).map_err(failed)?.is_some();
+                if !exists && table.len().map_err(failed)? >= max_keys {
+                    return Err(full(max_keys));
                 }
-                keys.push(key.to_owned());
+                table
+                    .insert(key.as_str(), value.as_slice())
+                    .map_err(failed)?;
             }
-        }
-        Err(redb::TableError::TableDoesNotExist(_)) => {}
-        Err(e) => return Err(failed(e)),
+            tx.commit().map_err(failed)
+        })
+        .await
     }
-    serde_json::to_vec(&keys).map_err(failed)
+
+    async fn delete(&self, namespace: &FunctionName, key: &str) -> Result<(), GuestError> {
+        let key = key.to_owned();
+        self.blocking(namespace, move |db, name| {
+            let tx = db.begin_write().map_err(failed)?;
+            {
+                let mut table = tx.open_table(table(name)).map_err(failed)?;
+                table.remove(key.as_str()).map_err(failed)?;
+            }
+            tx.commit().map_err(failed)
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        namespace: &FunctionName,
+        prefix: &str,
+    ) -> Result<Vec<String>, GuestError> {
+        let prefix = prefix.to_owned();
+        self.blocking(namespace, move |db, name| {
+            let tx = db.begin_read().map_err(failed)?;
+            let mut keys = Vec::new();
+            match tx.open_table(table(name)) {
+                Ok(table) => {
+                    for entry in table.range(prefix.as_str()..).map_err(failed)? {
+                        let (key, _) = entry.map_err(failed)?;
+                        let key = key.value();
+                        if !key.starts_with(prefix.as_str()) {
+                            break;
+                        }
+                        keys.push(key.to_owned());
+                    }
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(failed(e)),
+            }
+            Ok(keys)
+        })
+        .await
+    }
+
+    async fn delete_namespace(&self, namespace: &FunctionName) -> Result<(), GuestError> {
+        self.blocking(namespace, |db, name| {
+            let tx = db.begin_write().map_err(failed)?;
+            tx.delete_table(table(name)).map_err(failed)?;
+            tx.commit().map_err(failed)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -202,8 +259,27 @@ fn list(db: &Database, name: &FunctionName, prefix: &str) -> Result<Vec<u8>, Gue
 mod tests {
     use super::*;
 
-    fn kv(dir: &Path) -> Kv {
-        Kv::open(&dir.join("kv.redb")).unwrap()
+    /// The guest-facing protocol over the redb backend in `dir`.
+    struct Calls(RedbKv);
+
+    impl Calls {
+        async fn call(
+            &self,
+            name: &FunctionName,
+            limits: &Limits,
+            operation: &str,
+            payload: &[u8],
+        ) -> Result<Vec<u8>, GuestError> {
+            call(&self.0, name, limits, operation, payload).await
+        }
+
+        async fn delete_namespace(&self, name: &FunctionName) -> Result<(), GuestError> {
+            self.0.delete_namespace(name).await
+        }
+    }
+
+    fn kv(dir: &Path) -> Calls {
+        Calls(RedbKv::open(&dir.join("kv.redb")).unwrap())
     }
 
     #[tokio::test]

@@ -5,12 +5,12 @@
 //! names the capability. [`Capabilities::call`] answers the namespaces of this crate:
 //!
 //! - `config`: config values and secrets ([`config`]).
-//! - `kv`: a private key-value namespace per function, in an embedded redb database
-//!   ([`kv`]).
+//! - `kv`: a private key-value namespace per function, behind the [`Kv`] trait: an embedded
+//!   redb database, or a cluster's ([`kv`]).
 //! - `http`: outbound HTTP to the function's allow-list, checked on resolved addresses and
 //!   on every redirect ([`http`]).
-//! - `pubsub`: publishing to topics, delivered to subscribed functions through bounded queues
-//!   ([`pubsub`]).
+//! - `pubsub`: publishing to topics, delivered to subscribed functions through a
+//!   [`Bus`]: bounded in-process queues, or a cluster's ([`pubsub`]).
 //!
 //! The payload formats are in `docs/host-calls.md`. Every failure is a [`GuestError`] whose
 //! text (`denied: ...`, `not_found: ...`) the guest reads; none traps the guest or panics the
@@ -41,14 +41,16 @@ pub mod http;
 pub mod kv;
 pub mod pubsub;
 
+use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
 use wafer_registry::{Deployment, FunctionName};
 use wafer_runtime::HostCall;
 
-pub use pubsub::{Deliver, Delivery, Message, SubscriberStats};
+pub use kv::Kv;
+pub use pubsub::{Bus, Deliver, Delivery, LocalBus, Message, SubscriberStats};
 
 /// Why a host call failed, as the guest reads it: a code word, then a sentence.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,27 +82,34 @@ pub struct OpenError {
 
 /// The server-wide state behind every function's capabilities.
 pub struct Capabilities {
-    kv: kv::Kv,
+    kv: Arc<dyn Kv>,
     http: Arc<http::Http>,
-    broker: pubsub::Broker,
+    bus: Arc<dyn Bus>,
+    deliver: OnceLock<Weak<dyn Deliver>>,
 }
 
 impl Capabilities {
-    /// Opens the key-value store in `data` (creating `kv.redb`) and sets up outbound HTTP and
-    /// the pub/sub broker, which finds subscribers and delivers to them through the
-    /// [`Deliver`] given to [`Capabilities::set_deliver`].
+    /// The embedded capabilities: the key-value store in `data` (creating `kv.redb`),
+    /// outbound HTTP, and the in-process pub/sub bus, which finds subscribers and delivers to
+    /// them through the [`Deliver`] given to [`Capabilities::set_deliver`].
     pub fn open(data: &Path) -> Result<Arc<Self>, OpenError> {
         let path = data.join("kv.redb");
-        let kv = kv::Kv::open(&path).map_err(|source| OpenError {
+        let kv = kv::RedbKv::open(&path).map_err(|source| OpenError {
             path: path.display().to_string(),
             source,
         })?;
+        Ok(Self::new(Arc::new(kv), Arc::new(LocalBus::default())))
+    }
 
-        Ok(Arc::new(Self {
+    /// The capabilities with the key-value namespaces in `kv` and messages on `bus` (a
+    /// cluster's, for example).
+    pub fn new(kv: Arc<dyn Kv>, bus: Arc<dyn Bus>) -> Arc<Self> {
+        Arc::new(Self {
             kv,
             http: Arc::default(),
-            broker: pubsub::Broker::new(),
-        }))
+            bus,
+            deliver: OnceLock::new(),
+        })
     }
 
     /// Answers one host call of `function`; a call still running at `deadline` (the guest
@@ -129,39 +138,64 @@ impl Capabilities {
                         "this function has no key-value store (grant it with `kv = true`)".into(),
                     ));
                 }
-                self.kv
-                    .call(&function.name, limits, call.operation, call.payload)
-                    .await
+                kv::call(
+                    self.kv.as_ref(),
+                    &function.name,
+                    limits,
+                    call.operation,
+                    call.payload,
+                )
+                .await
             }
             "http" => {
                 self.http
                     .call(function, call.operation, call.payload, deadline)
                     .await
             }
-            "pubsub" => self
-                .broker
-                .call(function, call.operation, call.payload, hops),
+            "pubsub" => {
+                let deliver = self.deliver.get().and_then(Weak::upgrade);
+                let bus = self.bus.as_ref();
+                pubsub::call(bus, deliver, function, call.operation, call.payload, hops).await
+            }
             other => Err(GuestError::Invalid(format!(
                 "the host has no capability `{other}` (namespaces: config, http, kv, log, pubsub)"
             ))),
         }
     }
 
-    /// Sets who delivers published messages to subscribers (the gateway). Until then
-    /// messages are counted as dropped.
-    pub fn set_deliver(&self, deliver: std::sync::Weak<dyn Deliver>) {
-        self.broker.set_deliver(deliver);
+    /// Sets who finds subscribers and delivers published messages to them (the gateway).
+    /// Until then messages reach no one.
+    pub fn set_deliver(&self, deliver: Weak<dyn Deliver>) {
+        let _ = self.deliver.set(deliver.clone());
+        self.bus.set_deliver(deliver);
     }
 
-    /// Forgets a removed function: deletes its key-value namespace, its HTTP clients and its
-    /// message queue.
+    /// Tells the capabilities which functions this node serves now (call it whenever the
+    /// set changes): the bus delivers to those that subscribe, and what other functions
+    /// held here (HTTP clients, message queues) is let go. Nothing is deleted for good;
+    /// that is [`Capabilities::forget`].
+    pub fn serve<'a>(&self, functions: impl IntoIterator<Item = &'a Deployment>) {
+        let mut names = HashSet::new();
+        let mut subscribers = Vec::new();
+        for function in functions {
+            if !function.config.grants.subscribe.is_empty() {
+                subscribers.push(function.name.clone());
+            }
+            names.insert(function.name.clone());
+        }
+        self.http.retain(|name| names.contains(name));
+        self.bus.serve(&subscribers);
+    }
+
+    /// Forgets a removed function for good: deletes its key-value namespace and its
+    /// message queue with what is in it, and drops its HTTP clients.
     ///
     /// Call it before removing the function's record: should the server stop in between,
     /// the function is still there (with an empty store) and the `rm` can be repeated, while
     /// the other order would leave the old data for a new function of the same name.
     pub async fn forget(&self, name: &FunctionName) -> Result<(), GuestError> {
-        self.http.forget(name);
-        self.broker.forget(name);
+        self.http.retain(|n| n != name);
+        self.bus.forget(name).await?;
         self.kv.delete_namespace(name).await
     }
 
@@ -174,8 +208,8 @@ impl Capabilities {
     }
 
     /// Pub/sub counters, per subscriber.
-    pub fn pubsub_stats(&self) -> pubsub::Stats {
-        self.broker.stats()
+    pub async fn pubsub_stats(&self) -> pubsub::Stats {
+        self.bus.stats().await
     }
 }
 

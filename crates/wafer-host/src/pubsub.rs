@@ -1,11 +1,17 @@
 //! `pubsub`: functions publish to topics; every function subscribed to a matching pattern is
 //! invoked once per message.
 //!
-//! Each subscriber has a bounded queue ([`QUEUE`] messages) drained by one task, so messages
-//! reach a subscriber in the order they were published, and a slow subscriber holds up no
-//! one else. A message that finds its subscriber's queue full is dropped for that subscriber
-//! and counted; so is one whose subscriber is gone by the time it is delivered. The delivery
-//! itself (a call of the function) is the gateway's, through [`Deliver`].
+//! [`call`] checks a publish (the grant, the size, the hop limit), finds the subscribers as
+//! the table stands (through [`Deliver`]) and hands the message to the [`Bus`]: [`LocalBus`]
+//! on one machine, or a cluster's (NATS subjects with a durable consumer per function, in
+//! `wafer-nats`). The delivery itself (a call of the function) is the gateway's, through
+//! [`Deliver`].
+//!
+//! [`LocalBus`] gives each subscriber a bounded queue ([`QUEUE`] messages) drained by one
+//! task, so messages reach a subscriber in the order they were published, and a slow
+//! subscriber holds up no one else. A message that finds its subscriber's queue full is
+//! dropped for that subscriber and counted; so is one whose subscriber is gone by the time
+//! it is delivered.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -13,6 +19,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -66,10 +73,8 @@ pub enum Delivery {
     Gone,
 }
 
-/// Calls a subscriber with a message; an error is the reason the call failed (already
-/// logged by the deliverer).
+/// Finds subscribers and calls them with messages (the gateway).
 pub trait Deliver: Send + Sync {
-    /// Delivers `message` to `function`.
     /// The functions subscribed to `topic` now.
     fn subscribers(&self, topic: &str) -> Vec<FunctionName>;
 
@@ -104,6 +109,32 @@ pub struct SubscriberStats {
     pub failed: u64,
     /// Never delivered: the queue was full, or the function was gone.
     pub dropped: u64,
+    /// Given up after failing every attempt, and kept as a dead letter (cluster mode).
+    pub dead: u64,
+}
+
+/// Where published messages travel to their subscribers.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Sets who delivers the messages (the gateway). Until then nothing is delivered.
+    fn set_deliver(&self, deliver: Weak<dyn Deliver>);
+
+    /// Sends `message` to each of `subscribers`; returns once the bus holds it.
+    async fn publish(
+        &self,
+        subscribers: Vec<FunctionName>,
+        message: Message,
+    ) -> Result<(), GuestError>;
+
+    /// The functions this node serves that subscribe to anything, whenever the set changes:
+    /// a bus that delivers by pulling starts pulling for new ones and stops for the others.
+    fn serve(&self, subscribers: &[FunctionName]);
+
+    /// Drops a removed function's queue with the messages in it, for every node.
+    async fn forget(&self, name: &FunctionName) -> Result<(), GuestError>;
+
+    /// Counters, per subscriber.
+    async fn stats(&self) -> Stats;
 }
 
 #[derive(Default)]
@@ -118,7 +149,9 @@ struct Queue {
     counters: Arc<Counters>,
 }
 
-pub(crate) struct Broker {
+/// The in-process bus: a bounded queue per subscriber, drained in order by one task.
+#[derive(Default)]
+pub struct LocalBus {
     deliver: Arc<OnceLock<Weak<dyn Deliver>>>,
     queues: Mutex<HashMap<FunctionName, Queue>>,
     published: AtomicU64,
@@ -132,79 +165,56 @@ struct Publish {
     message_base64: Option<String>,
 }
 
-impl Broker {
-    pub(crate) fn new() -> Self {
-        Self {
-            deliver: Arc::new(OnceLock::new()),
-            queues: Mutex::default(),
-            published: AtomicU64::new(0),
-        }
+/// Answers one `pubsub` host call of `function`: checks the publish and hands the message
+/// for the topic's subscribers to `bus`. `hops` is how many deliveries led to the call.
+pub(crate) async fn call(
+    bus: &dyn Bus,
+    deliver: Option<Arc<dyn Deliver>>,
+    function: &Deployment,
+    operation: &str,
+    payload: &[u8],
+    hops: u32,
+) -> Result<Vec<u8>, GuestError> {
+    if operation != "publish" {
+        return Err(unknown_operation("pubsub", operation, "publish"));
     }
-
-    pub(crate) fn set_deliver(&self, deliver: Weak<dyn Deliver>) {
-        let _ = self.deliver.set(deliver);
+    let publish: Publish = json(payload, "pubsub/publish")?;
+    check_topic(&publish.topic).map_err(GuestError::Invalid)?;
+    let grants = &function.config.grants;
+    if !grants.publish.iter().any(|p| p.matches(&publish.topic)) {
+        return Err(GuestError::Denied(format!(
+            "this function may not publish to `{}` (grant it with `publish = [...]`)",
+            publish.topic
+        )));
     }
-
-    pub(crate) fn call(
-        &self,
-        function: &Deployment,
-        operation: &str,
-        payload: &[u8],
-        hops: u32,
-    ) -> Result<Vec<u8>, GuestError> {
-        if operation != "publish" {
-            return Err(unknown_operation("pubsub", operation, "publish"));
-        }
-        let publish: Publish = json(payload, "pubsub/publish")?;
-        check_topic(&publish.topic).map_err(GuestError::Invalid)?;
-        let grants = &function.config.grants;
-        if !grants.publish.iter().any(|p| p.matches(&publish.topic)) {
-            return Err(GuestError::Denied(format!(
-                "this function may not publish to `{}` (grant it with `publish = [...]`)",
-                publish.topic
-            )));
-        }
-        let body = bytes_field(publish.message, publish.message_base64, "message")?;
-        if body.len() > MAX_MESSAGE {
-            return Err(GuestError::TooLarge(format!(
-                "the message is {} bytes; messages are at most {MAX_MESSAGE}",
-                body.len()
-            )));
-        }
-        let hops = hops + 1;
-        if hops > MAX_HOPS {
-            return Err(GuestError::Denied(format!(
-                "message hop limit reached: this call was started by a chain of {MAX_HOPS} \
-                 deliveries, so its messages would loop (is the function subscribed to a topic \
-                 it publishes to?)"
-            )));
-        }
-        self.publish(Message {
-            topic: publish.topic,
-            body: body.into(),
-            hops,
-        });
-        Ok(Vec::new())
+    let body = bytes_field(publish.message, publish.message_base64, "message")?;
+    if body.len() > MAX_MESSAGE {
+        return Err(GuestError::TooLarge(format!(
+            "the message is {} bytes; messages are at most {MAX_MESSAGE}",
+            body.len()
+        )));
     }
-
-    /// Queues `message` for every current subscriber of its topic.
-    pub(crate) fn publish(&self, message: Message) {
-        self.published.fetch_add(1, Ordering::Relaxed);
-        let Some(deliver) = self.deliver.get().and_then(Weak::upgrade) else {
-            return;
-        };
-        let subscribers = deliver.subscribers(&message.topic);
-        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        for name in subscribers {
-            let queue = queues
-                .entry(name.clone())
-                .or_insert_with(|| self.start(name));
-            if queue.tx.try_send(message.clone()).is_err() {
-                queue.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+    let hops = hops + 1;
+    if hops > MAX_HOPS {
+        return Err(GuestError::Denied(format!(
+            "message hop limit reached: this call was started by a chain of {MAX_HOPS} \
+             deliveries, so its messages would loop (is the function subscribed to a topic \
+             it publishes to?)"
+        )));
     }
+    let subscribers = deliver
+        .map(|d| d.subscribers(&publish.topic))
+        .unwrap_or_default();
+    let message = Message {
+        topic: publish.topic,
+        body: body.into(),
+        hops,
+    };
+    bus.publish(subscribers, message).await?;
+    Ok(Vec::new())
+}
 
+impl LocalBus {
     /// Starts the task that delivers one subscriber's messages, in order.
     fn start(&self, name: FunctionName) -> Queue {
         let (tx, mut rx) = mpsc::channel::<Message>(QUEUE);
@@ -227,16 +237,50 @@ impl Broker {
         Queue { tx, counters }
     }
 
-    /// Drops a removed function's queue; its task ends once the queue is drained.
-    pub(crate) fn forget(&self, name: &FunctionName) {
-        self.queues
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
+    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<FunctionName, Queue>> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl Bus for LocalBus {
+    fn set_deliver(&self, deliver: Weak<dyn Deliver>) {
+        let _ = self.deliver.set(deliver);
     }
 
-    pub(crate) fn stats(&self) -> Stats {
-        let queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+    /// Queues `message` for each subscriber; a full queue drops it for that subscriber.
+    async fn publish(
+        &self,
+        subscribers: Vec<FunctionName>,
+        message: Message,
+    ) -> Result<(), GuestError> {
+        self.published.fetch_add(1, Ordering::Relaxed);
+        let mut queues = self.queues();
+        for name in subscribers {
+            let queue = queues
+                .entry(name.clone())
+                .or_insert_with(|| self.start(name));
+            if queue.tx.try_send(message.clone()).is_err() {
+                queue.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues are made on the first message; those of functions no longer subscribed go
+    /// (each task ends once its queue is drained).
+    fn serve(&self, subscribers: &[FunctionName]) {
+        let keep: std::collections::HashSet<&FunctionName> = subscribers.iter().collect();
+        self.queues().retain(|name, _| keep.contains(name));
+    }
+
+    async fn forget(&self, name: &FunctionName) -> Result<(), GuestError> {
+        self.queues().remove(name);
+        Ok(())
+    }
+
+    async fn stats(&self) -> Stats {
+        let queues = self.queues();
         let mut subscribers: Vec<SubscriberStats> = queues
             .iter()
             .map(|(name, q)| SubscriberStats {
@@ -245,6 +289,7 @@ impl Broker {
                 delivered: q.counters.delivered.load(Ordering::Relaxed),
                 failed: q.counters.failed.load(Ordering::Relaxed),
                 dropped: q.counters.dropped.load(Ordering::Relaxed),
+                dead: 0,
             })
             .collect();
         subscribers.sort_by(|a, b| a.function.cmp(&b.function));

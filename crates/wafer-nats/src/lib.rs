@@ -8,6 +8,11 @@
 //!   `wafer_modules` (named by digest, verified on every read). A watch is a KV watch with
 //!   history: the records as they stand, then every change, in stream order, the same on
 //!   every node.
+//! - [`NatsKv`]: functions' key-value namespaces
+//!   ([`Kv`](wafer_host::kv::Kv)), one KV bucket per function, `wafer_kv_<name>`.
+//! - [`NatsBus`]: pub/sub ([`Bus`](wafer_host::Bus)): a durable JetStream consumer per
+//!   subscribing function shared by every node (the function's queue group), at-least-once
+//!   with retries and a dead-letter subject.
 //! - [`Cluster::admin_token`]: one admin token for the whole cluster, created by the first
 //!   node and read by the others.
 //!
@@ -21,6 +26,8 @@
 //! ```
 #![warn(missing_docs)]
 
+mod bus;
+mod namespaces;
 mod store;
 
 use std::path::PathBuf;
@@ -29,6 +36,8 @@ use std::time::Duration;
 use async_nats::jetstream;
 use async_nats::jetstream::kv;
 
+pub use bus::{retry_delay, NatsBus, ATTEMPTS};
+pub use namespaces::NatsKv;
 pub use store::NatsStore;
 
 /// The bucket of cluster-wide settings (the admin token).

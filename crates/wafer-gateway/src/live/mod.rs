@@ -264,6 +264,16 @@ impl Functions {
         functions
     }
 
+    /// Every live function, in no particular order.
+    pub fn all(&self) -> Vec<Arc<Function>> {
+        self.live.load().functions.values().cloned().collect()
+    }
+
+    /// Marks every change the table applies (the store revision it reached).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<Revision> {
+        self.applied.subscribe()
+    }
+
     /// The live functions that run as services (a `listen` grant), in name order.
     pub fn services(&self) -> Vec<Arc<Function>> {
         self.filtered(|f| f.config.grants.listen.is_some())

@@ -1,0 +1,475 @@
+//! Asynchronous invocations (docs/async.md): `POST /_wafer/async/NAME/REST` stores the call
+//! in the [`Queue`] and answers `202 {"id": ...}` at once; a dispatcher runs it later as the
+//! request `REST` on the function's route, and `GET /_wafer/invocations/ID` tells how it
+//! went. With an `X-Callback-Url` header (to a host the server allows), the result is also
+//! posted there.
+//!
+//! A function's asynchronous calls take the same admission gate as its synchronous ones,
+//! and at most half of its `max_concurrency` slots (at least one), so a burst of them
+//! cannot starve its synchronous callers.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use tokio::sync::Semaphore;
+use wafer_queue::{Invocation, Job, Outcome, Queue, QueueError, Record, State as Stage};
+use wafer_registry::{FunctionName, RegistryError};
+
+use crate::error::Error;
+use crate::live::{Function, Resolved};
+use crate::App;
+
+/// Where asynchronous calls are posted.
+pub(crate) const PREFIX: &str = "/_wafer/async/";
+
+/// The header naming where to post the result.
+const CALLBACK: &str = "x-callback-url";
+
+/// The header that tells the guest which invocation it runs (the same on a repeat).
+pub const INVOCATION_ID: &str = "x-wafer-invocation-id";
+
+/// Invocations taken out of the queue and not finished, on this node: running, or waiting
+/// for a slot of their function. Past it, the dispatcher waits before taking more.
+const HELD: usize = 256;
+
+/// Asynchronous request bodies read at once, server-wide (each up to its function's
+/// `request_body`): what bounds the memory enqueues take, as admission does for calls.
+const READING: usize = 16;
+
+/// Tries and the wait between them for a call that finds its function busy (every slot
+/// taken for the admission queue's whole wait).
+const BUSY_TRIES: u32 = 10;
+const BUSY_WAIT: Duration = Duration::from_secs(1);
+
+/// Tries and the wait between them for posting a result to its callback URL.
+const CALLBACK_TRIES: u32 = 3;
+const CALLBACK_WAIT: Duration = Duration::from_secs(1);
+const CALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Request headers not kept with an invocation: hop-by-hop ones, the length (the body is
+/// stored whole), and the callback (the gateway's, not the function's).
+const DROPPED: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    CALLBACK,
+];
+
+/// The asynchronous side of the gateway: the queue, and the hosts results may be posted to.
+pub struct Invocations {
+    queue: Arc<dyn Queue>,
+    callback_hosts: Vec<String>,
+    reading: Semaphore,
+    slots: Mutex<HashMap<FunctionName, (usize, Arc<Semaphore>)>>,
+    client: reqwest::Client,
+}
+
+impl Invocations {
+    /// Invocations kept in `queue`, with results posted only to `callback_hosts` (host
+    /// names or `host:port`, compared case-insensitively).
+    pub fn new(queue: Arc<dyn Queue>, callback_hosts: Vec<String>) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(CALLBACK_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        Self {
+            queue,
+            callback_hosts: callback_hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            reading: Semaphore::new(READING),
+            slots: Mutex::default(),
+            client,
+        }
+    }
+
+    /// The slots `function`'s asynchronous calls share: half its `max_concurrency`, at
+    /// least one (a new gate when the limit changed).
+    fn slots(&self, function: &Function) -> Arc<Semaphore> {
+        let size = (function.config.limits.max_concurrency as usize / 2).max(1);
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = slots
+            .entry(function.name.clone())
+            .or_insert_with(|| (size, Arc::new(Semaphore::new(size))));
+        if entry.0 != size {
+            *entry = (size, Arc::new(Semaphore::new(size)));
+        }
+        entry.1.clone()
+    }
+
+    /// Checks a callback URL against the allowed hosts.
+    fn check_callback(&self, url: &str) -> Result<(), Error> {
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| Error::BadRequest(format!("X-Callback-Url `{url}` is not a URL: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(Error::BadRequest(format!(
+                "X-Callback-Url `{url}`: only http and https callbacks are sent"
+            )));
+        }
+        let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
+        let with_port = parsed
+            .port_or_known_default()
+            .map(|port| format!("{host}:{port}"));
+        let allowed = self
+            .callback_hosts
+            .iter()
+            .any(|h| *h == host || Some(h) == with_port.as_ref());
+        if allowed {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(format!(
+                "X-Callback-Url: results are not sent to `{host}`; the server allows \
+                 callbacks to the hosts of its --callback-host option ({})",
+                match self.callback_hosts.is_empty() {
+                    true => "none given".to_owned(),
+                    false => self.callback_hosts.join(", "),
+                }
+            )))
+        }
+    }
+}
+
+impl From<QueueError> for Error {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::Full(_) => Error::Overloaded(e.to_string()),
+            QueueError::Store(_) => {
+                tracing::error!("{e}");
+                Error::Unavailable {
+                    name: "the asynchronous queue".into(),
+                    reason: e.to_string(),
+                }
+            }
+        }
+    }
+}
+
+/// The path `rest` (below the function's route, with its query) as a request to the
+/// function: the full path, and how much of it is the route's (`SCRIPT_NAME`).
+fn target(function: &Function, rest: &str) -> Result<(String, usize), Error> {
+    let route = function.config.routes.first().ok_or_else(|| {
+        Error::BadRequest(format!(
+            "function `{}` has no route to call it on",
+            function.name
+        ))
+    })?;
+    let (prefix, wildcard) = route.pattern();
+    let below = rest.split('?').next().unwrap_or_default();
+    if !wildcard && !below.is_empty() {
+        return Err(Error::NoRoute(format!("{prefix}{below}")));
+    }
+    if !below.is_empty() && !below.starts_with('/') {
+        return Err(Error::NoRoute(format!("{prefix}{below}")));
+    }
+    let path = match (prefix.is_empty(), below.is_empty()) {
+        (true, true) => format!("/{rest}"),
+        _ => format!("{prefix}{rest}"),
+    };
+    Ok((path, prefix.len()))
+}
+
+/// `POST /_wafer/async/NAME/REST` (any method): queues the call, answers `202`.
+pub(crate) async fn enqueue(
+    State(app): State<Arc<App>>,
+    request: Request,
+) -> Result<Response, Error> {
+    let (parts, body) = request.into_parts();
+    let after = parts.uri.path().strip_prefix(PREFIX).unwrap_or_default();
+    let (name, below) = match after.find('/') {
+        Some(slash) => after.split_at(slash),
+        None => (after, ""),
+    };
+    let name: FunctionName = name.parse()?;
+    let function = app
+        .functions
+        .function(&name)
+        .ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
+    let rest = match parts.uri.query() {
+        Some(query) => format!("{below}?{query}"),
+        None => below.to_owned(),
+    };
+    target(&function, &rest)?;
+    let asyncs = &app.invocations;
+    let callback = match parts.headers.get(CALLBACK) {
+        Some(url) => {
+            let url = url
+                .to_str()
+                .map_err(|_| Error::BadRequest("X-Callback-Url is not text".into()))?;
+            asyncs.check_callback(url)?;
+            Some(url.to_owned())
+        }
+        None => None,
+    };
+    let limit = function.config.limits.request_body.as_u64();
+    let body = {
+        let _reading = asyncs
+            .reading
+            .acquire()
+            .await
+            .map_err(|_| Error::Busy(name.to_string()))?;
+        let timeout = app.config.body_timeout;
+        tokio::time::timeout(timeout, crate::read_body(body, limit))
+            .await
+            .map_err(|_| Error::BodyTimeout(timeout))??
+    };
+    let headers = kept_headers(&parts.headers);
+    let invocation = Invocation::new(name, parts.method.as_str(), &rest, headers, callback);
+    let id = invocation.id.clone();
+    asyncs.queue.enqueue(invocation, body).await?;
+    let mut response = (StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/_wafer/invocations/{id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+fn kept_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| !DROPPED.contains(&name.as_str()))
+        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_owned())))
+        .collect()
+}
+
+/// `GET /_wafer/invocations/ID`: the record, with the result once finished.
+pub(crate) async fn describe(app: &App, id: &str) -> Result<Json<Value>, Error> {
+    let queue = &app.invocations.queue;
+    let record = queue
+        .get(id)
+        .await?
+        .ok_or_else(|| Error::NoInvocation(id.to_owned()))?;
+    let body = match record.outcome {
+        Some(_) => queue.result(id).await?,
+        None => None,
+    };
+    Ok(Json(to_json(record, body)))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /_wafer/invocations?limit=N`: the newest records (default 100), without bodies.
+pub(crate) async fn list(app: &App, Query(query): Query<ListQuery>) -> Result<Json<Value>, Error> {
+    let limit = query.limit.unwrap_or(100).min(10_000);
+    let records = app.invocations.queue.list(limit).await?;
+    Ok(Json(Value::Array(
+        records.into_iter().map(|r| to_json(r, None)).collect(),
+    )))
+}
+
+fn to_json(record: Record, body: Option<Bytes>) -> Value {
+    let mut object = Map::new();
+    let invocation = record.invocation;
+    object.insert("id".into(), invocation.id.into());
+    object.insert("function".into(), invocation.function.to_string().into());
+    object.insert("method".into(), invocation.method.into());
+    object.insert("path".into(), invocation.path.into());
+    object.insert("state".into(), json!(record.state));
+    object.insert("attempts".into(), record.attempts.into());
+    object.insert("created".into(), invocation.created.into());
+    object.insert("started".into(), json!(record.started));
+    object.insert("finished".into(), json!(record.finished));
+    if let Some(outcome) = record.outcome {
+        object.insert("status".into(), outcome.status.into());
+        let headers: Map<String, Value> = outcome
+            .headers
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
+        object.insert("headers".into(), Value::Object(headers));
+        if let Some(error) = outcome.error {
+            object.insert("error".into(), error.into());
+        }
+        if let Some(body) = body {
+            match std::str::from_utf8(&body) {
+                Ok(text) => object.insert("body".into(), text.into()),
+                Err(_) => {
+                    use base64::Engine;
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(&body);
+                    object.insert("body_base64".into(), encoded.into())
+                }
+            };
+        }
+    }
+    Value::Object(object)
+}
+
+/// Takes invocations out of the queue and runs them, until the app goes.
+pub(crate) async fn dispatch(app: Weak<App>) {
+    let Some(queue) = app.upgrade().map(|app| app.invocations.queue.clone()) else {
+        return;
+    };
+    let held = Arc::new(Semaphore::new(HELD));
+    loop {
+        let Ok(permit) = held.clone().acquire_owned().await else {
+            return;
+        };
+        let job = match queue.next().await {
+            Ok(job) => job,
+            Err(e) => {
+                tracing::error!("taking an asynchronous invocation failed: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Some(app) = app.upgrade() else { return };
+        tokio::spawn(async move {
+            app.run_invocation(job).await;
+            drop(permit);
+        });
+    }
+}
+
+impl App {
+    async fn run_invocation(&self, job: Job) {
+        let outcome = self.run_job(&job).await;
+        let asyncs = &self.invocations;
+        if let Err(e) = asyncs.queue.finish(&job, outcome.clone()).await {
+            // Left running: it runs again after a restart, as after a crash.
+            tracing::error!(id = %job.invocation.id, "cannot record how an invocation went: {e}");
+            return;
+        }
+        if let Some(url) = &job.invocation.callback {
+            self.post_callback(&job.invocation.id, url, &outcome).await;
+        }
+    }
+
+    async fn run_job(&self, job: &Job) -> Outcome {
+        let invocation = &job.invocation;
+        let result = async {
+            let function = self
+                .functions
+                .function(&invocation.function)
+                .ok_or_else(|| RegistryError::NotFound(invocation.function.to_string()))?;
+            let (path, script_name_len) = target(&function, &invocation.path)?;
+            let _slot = self.invocations.slots(&function).acquire_owned().await;
+            self.invocations.queue.start(job).await?;
+            let request = || {
+                let mut request = http::Request::builder()
+                    .method(invocation.method.as_str())
+                    .uri(path.as_str());
+                for (name, value) in &invocation.headers {
+                    request = request.header(name.as_str(), value.as_str());
+                }
+                request
+                    .header(INVOCATION_ID, invocation.id.as_str())
+                    .body(Full::new(job.body.clone()))
+                    .map_err(|e| Error::BadRequest(format!("cannot rebuild the request: {e}")))
+            };
+            let stdout = function.config.limits.stdout.as_u64();
+            let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+            let mut tries = 0;
+            loop {
+                let resolved = Resolved {
+                    function: function.clone(),
+                    route: 0,
+                    script_name_len,
+                };
+                tries += 1;
+                let response = match self.call_resolved(resolved, request()?, peer).await {
+                    Ok(response) => response,
+                    // Synchronous calls held every slot: an asynchronous one can wait.
+                    Err(Error::Busy(_)) if tries < BUSY_TRIES => {
+                        tokio::time::sleep(BUSY_WAIT).await;
+                        continue;
+                    }
+                    Err(error) => error.into_response(),
+                };
+                break Ok::<_, Error>(collect(response, stdout).await);
+            }
+        }
+        .await;
+        result.unwrap_or_else(|error| {
+            let status = error.status().as_u16();
+            Outcome {
+                state: Stage::Failed,
+                status,
+                headers: Vec::new(),
+                error: Some(error.to_string()),
+                body: Bytes::new(),
+            }
+        })
+    }
+
+    async fn post_callback(&self, id: &str, url: &str, outcome: &Outcome) {
+        for attempt in 1..=CALLBACK_TRIES {
+            let mut request = self
+                .invocations
+                .client
+                .post(url)
+                .header(INVOCATION_ID, id)
+                .header("x-wafer-status", outcome.status.to_string())
+                .body(outcome.body.clone());
+            if let Some((_, value)) = outcome.headers.iter().find(|(k, _)| k == "content-type") {
+                request = request.header(header::CONTENT_TYPE, value.as_str());
+            }
+            match request.send().await {
+                Ok(response) if response.status().is_success() => return,
+                Ok(response) => {
+                    tracing::warn!(id, url, "the callback answered {}", response.status())
+                }
+                Err(e) => tracing::warn!(id, url, "the callback failed: {e}"),
+            }
+            if attempt < CALLBACK_TRIES {
+                tokio::time::sleep(CALLBACK_WAIT * attempt).await;
+            }
+        }
+        tracing::error!(
+            id,
+            url,
+            "gave up posting the result after {CALLBACK_TRIES} tries"
+        );
+    }
+}
+
+/// The response as an outcome: `done` when the function answered below 500, else `failed`
+/// (with the answer's text as the error).
+async fn collect(response: Response, limit: u64) -> Outcome {
+    let status = response.status();
+    let headers: Vec<(String, String)> = response
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let body: Body = response.into_body();
+    let (body, cut) = match Limited::new(body, limit).collect().await {
+        Ok(collected) => (collected.to_bytes(), None),
+        Err(e) => (
+            Bytes::new(),
+            Some(format!("the response body could not be read: {e}")),
+        ),
+    };
+    let failed = status.is_server_error() || cut.is_some();
+    let error = match failed {
+        true => cut.or_else(|| Some(String::from_utf8_lossy(&body).trim_end().to_owned())),
+        false => None,
+    };
+    Outcome {
+        state: if failed { Stage::Failed } else { Stage::Done },
+        status: status.as_u16(),
+        headers,
+        error,
+        body,
+    }
+}

@@ -1,0 +1,208 @@
+//! Asynchronous invocations: a call of a function that the caller does not wait for. The
+//! gateway stores each one in a [`Queue`] before it answers `202`, a dispatcher takes them
+//! out and runs them, and the queue keeps the outcome for `GET /_wafer/invocations/ID`.
+//!
+//! An invocation the queue has accepted is never lost and runs at least once: a node that
+//! stops mid-run leaves it to run again (the guest sees the same `X-Wafer-Invocation-Id`
+//! both times, to tell a repeat). Two backends: [`LocalQueue`] (redb, in the data
+//! directory) on one machine, and a cluster's (a JetStream work queue, in `wafer-nats`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use wafer_queue::{Invocation, LocalQueue, Queue};
+//!
+//! let queue = LocalQueue::open(".wafer".as_ref())?;
+//! let invocation = Invocation::new("hello".parse()?, "POST", "/", Vec::new(), None);
+//! let id = invocation.id.clone();
+//! queue.enqueue(invocation, "payload".into()).await?;
+//! let job = queue.next().await?; // what a dispatcher does: `start`, run, `finish`
+//! assert_eq!(job.invocation.id, id);
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+mod local;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use wafer_registry::FunctionName;
+
+pub use local::LocalQueue;
+
+/// Invocations that may wait at once; past it, new ones are refused.
+pub const MAX_QUEUED: u64 = 100_000;
+
+/// How long a finished invocation's record and result are kept.
+pub const RETAIN: Duration = Duration::from_secs(24 * 3600);
+
+/// A call to run later, as the gateway took it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invocation {
+    /// Its id: 24 hex digits, ordered by time.
+    pub id: String,
+    /// The function to call.
+    pub function: FunctionName,
+    /// The request's method.
+    pub method: String,
+    /// The request's path below the function's route, with the query (`/a/b?c=d`).
+    pub path: String,
+    /// The request's headers (those with UTF-8 values).
+    pub headers: Vec<(String, String)>,
+    /// Where to send the result when the call is done.
+    pub callback: Option<String>,
+    /// When it was queued, in milliseconds since the Unix epoch.
+    pub created: u64,
+}
+
+impl Invocation {
+    /// A new invocation with a fresh id, created now.
+    pub fn new(
+        function: FunctionName,
+        method: &str,
+        path: &str,
+        headers: Vec<(String, String)>,
+        callback: Option<String>,
+    ) -> Self {
+        let created = now();
+        // Time, then a counter (ids made on one node sort in the order they were made), then
+        // randomness (ids made on two nodes in the same millisecond differ).
+        let count = next_local() & 0xffff;
+        let mut random = [0u8; 4];
+        if getrandom::fill(&mut random).is_err() {
+            random = std::process::id().to_be_bytes();
+        }
+        Self {
+            id: format!("{created:012x}{count:04x}{}", hex(&random)),
+            function,
+            method: method.to_owned(),
+            path: path.to_owned(),
+            headers,
+            callback,
+            created,
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn next_local() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Where an invocation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Waiting to run.
+    Queued,
+    /// Running.
+    Running,
+    /// The function answered; its status may still be an error status.
+    Done,
+    /// The call failed: a trap, a timeout, the function gone.
+    Failed,
+}
+
+/// How a call went: the function's answer, or the gateway's answer when the call failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// [`State::Done`] or [`State::Failed`].
+    pub state: State,
+    /// The HTTP status.
+    pub status: u16,
+    /// The response headers (those with UTF-8 values).
+    pub headers: Vec<(String, String)>,
+    /// Why the call failed.
+    pub error: Option<String>,
+    /// The response body.
+    #[serde(skip)]
+    pub body: Bytes,
+}
+
+/// An invocation as the queue keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The call.
+    #[serde(flatten)]
+    pub invocation: Invocation,
+    /// Where it is.
+    pub state: State,
+    /// How many times it was started (more than 1 after a node stopped mid-run).
+    pub attempts: u32,
+    /// When it last started, in milliseconds since the Unix epoch.
+    pub started: Option<u64>,
+    /// When it finished.
+    pub finished: Option<u64>,
+    /// How it went, once finished (the body is read with [`Queue::result`]).
+    pub outcome: Option<Outcome>,
+}
+
+/// An invocation taken out of the queue to run, with its request body.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The call.
+    pub invocation: Invocation,
+    /// The request body.
+    pub body: Bytes,
+    /// Which start this is (1 the first time), once started.
+    pub attempt: u32,
+    /// The backend's handle on the job.
+    pub lease: u64,
+}
+
+/// Why the queue failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The queue holds [`MAX_QUEUED`] invocations.
+    #[error("the asynchronous queue is full ({0} invocations wait); try again later")]
+    Full(u64),
+    /// The store failed.
+    #[error("the asynchronous queue failed: {0}")]
+    Store(String),
+}
+
+impl QueueError {
+    pub(crate) fn store(e: impl std::fmt::Display) -> Self {
+        Self::Store(e.to_string())
+    }
+}
+
+/// Where asynchronous invocations wait and their records are kept.
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Stores `invocation` with its request `body` as queued; returns once it is durable.
+    async fn enqueue(&self, invocation: Invocation, body: Bytes) -> Result<(), QueueError>;
+
+    /// Takes the next queued invocation out of the queue (waits until there is one). It
+    /// stays `queued` until [`Queue::start`]; if this node stops before [`Queue::finish`],
+    /// it is queued again.
+    async fn next(&self) -> Result<Job, QueueError>;
+
+    /// Marks `job` running: it starts now (one attempt more).
+    async fn start(&self, job: &Job) -> Result<(), QueueError>;
+
+    /// Records how `job` went; it leaves the queue.
+    async fn finish(&self, job: &Job, outcome: Outcome) -> Result<(), QueueError>;
+
+    /// The record of invocation `id`, if it exists (a finished one is kept for [`RETAIN`]).
+    async fn get(&self, id: &str) -> Result<Option<Record>, QueueError>;
+
+    /// The response body of finished invocation `id`.
+    async fn result(&self, id: &str) -> Result<Option<Bytes>, QueueError>;
+
+    /// The newest `limit` records, newest first.
+    async fn list(&self, limit: usize) -> Result<Vec<Record>, QueueError>;
+}

@@ -1,0 +1,437 @@
+//! [`LocalQueue`]: the queue of one machine, in a redb database in the data directory
+//! (`invocations.redb`). Every change is one committed (fsynced) transaction, so a `kill -9`
+//! loses nothing that was acknowledged: an invocation taken out of the queue and not
+//! finished when the server stopped is queued again, in its old place, when it starts.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use tokio::sync::Notify;
+
+use crate::{now, Invocation, Job, Outcome, Queue, QueueError, Record, State, MAX_QUEUED, RETAIN};
+
+/// Every invocation's record (JSON), by id.
+const RECORDS: TableDefinition<&str, &str> = TableDefinition::new("records");
+/// Request bodies of the invocations not finished yet.
+const BODIES: TableDefinition<&str, &[u8]> = TableDefinition::new("bodies");
+/// Response bodies of the finished ones.
+const RESULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("results");
+/// The queued ids, in the order they run.
+const QUEUE: TableDefinition<u64, &str> = TableDefinition::new("queue");
+/// The ids taken out of the queue and not finished, with their place in it.
+const TAKEN: TableDefinition<&str, u64> = TableDefinition::new("taken");
+
+/// How often finished records past [`RETAIN`] are swept.
+const SWEEP: Duration = Duration::from_secs(600);
+
+/// The redb queue: see the module docs.
+pub struct LocalQueue {
+    db: Arc<Database>,
+    next_key: Arc<AtomicU64>,
+    ready: Notify,
+    swept: Mutex<Instant>,
+}
+
+impl LocalQueue {
+    /// Opens (or creates) `data/invocations.redb`; invocations a stopped server had taken
+    /// and not finished are queued again, in their old places.
+    pub fn open(data: &Path) -> Result<Self, QueueError> {
+        let path = data.join("invocations.redb");
+        let db = Database::create(&path)
+            .map_err(|e| QueueError::Store(format!("cannot open {}: {e}", path.display())))?;
+        let next_key = recover(&db)?;
+        prune(&db)?;
+        Ok(Self {
+            db: Arc::new(db),
+            next_key: Arc::new(AtomicU64::new(next_key)),
+            ready: Notify::new(),
+            swept: Mutex::new(Instant::now()),
+        })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Database) -> Result<T, QueueError> + Send + 'static,
+    ) -> Result<T, QueueError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || work(&db))
+            .await
+            .map_err(QueueError::store)?
+    }
+}
+
+/// Queues again what was taken and not finished, and returns the key for the next new
+/// invocation.
+fn recover(db: &Database) -> Result<u64, QueueError> {
+    let tx = db.begin_write().map_err(QueueError::store)?;
+    let next = {
+        let mut records = tx.open_table(RECORDS).map_err(QueueError::store)?;
+        let mut queue = tx.open_table(QUEUE).map_err(QueueError::store)?;
+        let mut taken = tx.open_table(TAKEN).map_err(QueueError::store)?;
+        tx.open_table(BODIES).map_err(QueueError::store)?;
+        tx.open_table(RESULTS).map_err(QueueError::store)?;
+        let mut interrupted = Vec::new();
+        for entry in taken.iter().map_err(QueueError::store)? {
+            let (id, key) = entry.map_err(QueueError::store)?;
+            interrupted.push((id.value().to_owned(), key.value()));
+        }
+        for (id, key) in &interrupted {
+            if let Some(mut record) = read_record(&records, id)? {
+                record.state = State::Queued;
+                let json = serde_json::to_string(&record).map_err(QueueError::store)?;
+                records
+                    .insert(id.as_str(), json.as_str())
+                    .map_err(QueueError::store)?;
+                queue.insert(*key, id.as_str()).map_err(QueueError::store)?;
+            }
+            taken.remove(id.as_str()).map_err(QueueError::store)?;
+        }
+        if !interrupted.is_empty() {
+            tracing::warn!(
+                "{} asynchronous invocations had not finished when the server stopped; they run again",
+                interrupted.len()
+            );
+        }
+        let last = queue
+            .last()
+            .map_err(QueueError::store)?
+            .map(|(k, _)| k.value());
+        let last_taken = interrupted.iter().map(|(_, key)| *key).max();
+        last.max(last_taken).map_or(0, |k| k + 1)
+    };
+    tx.commit().map_err(QueueError::store)?;
+    Ok(next)
+}
+
+/// Deletes finished records (and results) created more than [`RETAIN`] ago.
+fn prune(db: &Database) -> Result<(), QueueError> {
+    let cutoff = format!("{:012x}", now().saturating_sub(RETAIN.as_millis() as u64));
+    let tx = db.begin_write().map_err(QueueError::store)?;
+    {
+        let mut records = tx.open_table(RECORDS).map_err(QueueError::store)?;
+        let mut results = tx.open_table(RESULTS).map_err(QueueError::store)?;
+        let mut old = Vec::new();
+        for entry in records
+            .range(..cutoff.as_str())
+            .map_err(QueueError::store)?
+        {
+            let (id, json) = entry.map_err(QueueError::store)?;
+            let record: Record = serde_json::from_str(json.value()).map_err(QueueError::store)?;
+            if matches!(record.state, State::Done | State::Failed) {
+                old.push(id.value().to_owned());
+            }
+        }
+        for id in old {
+            records.remove(id.as_str()).map_err(QueueError::store)?;
+            results.remove(id.as_str()).map_err(QueueError::store)?;
+        }
+    }
+    tx.commit().map_err(QueueError::store)
+}
+
+fn read_record(
+    records: &impl ReadableTable<&'static str, &'static str>,
+    id: &str,
+) -> Result<Option<Record>, QueueError> {
+    match records.get(id).map_err(QueueError::store)? {
+        Some(json) => serde_json::from_str(json.value())
+            .map(Some)
+            .map_err(QueueError::store),
+        None => Ok(None),
+    }
+}
+
+#[async_trait]
+impl Queue for LocalQueue {
+    async fn enqueue(&self, invocation: Invocation, body: Bytes) -> Result<(), QueueError> {
+        let next_key = self.next_key.clone();
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(QueueError::store)?;
+            {
+                let mut queue = tx.open_table(QUEUE).map_err(QueueError::store)?;
+                let waiting = queue.len().map_err(QueueError::store)?;
+                if waiting >= MAX_QUEUED {
+                    return Err(QueueError::Full(waiting));
+                }
+                let id = invocation.id.clone();
+                let record = Record {
+                    invocation,
+                    state: State::Queued,
+                    attempts: 0,
+                    started: None,
+                    finished: None,
+                    outcome: None,
+                };
+                let json = serde_json::to_string(&record).map_err(QueueError::store)?;
+                let mut records = tx.open_table(RECORDS).map_err(QueueError::store)?;
+                records
+                    .insert(id.as_str(), json.as_str())
+                    .map_err(QueueError::store)?;
+                let mut bodies = tx.open_table(BODIES).map_err(QueueError::store)?;
+                bodies
+                    .insert(id.as_str(), &body[..])
+                    .map_err(QueueError::store)?;
+                let key = next_key.fetch_add(1, Ordering::Relaxed);
+                queue.insert(key, id.as_str()).map_err(QueueError::store)?;
+            }
+            tx.commit().map_err(QueueError::store)
+        })
+        .await?;
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    async fn next(&self) -> Result<Job, QueueError> {
+        loop {
+            let taken = self
+                .blocking(|db| {
+                    let tx = db.begin_write().map_err(QueueError::store)?;
+                    let job = {
+                        let mut queue = tx.open_table(QUEUE).map_err(QueueError::store)?;
+                        let Some((key, id)) = queue.pop_first().map_err(QueueError::store)? else {
+                            return Ok(None);
+                        };
+                        let id = id.value().to_owned();
+                        let key = key.value();
+                        let records = tx.open_table(RECORDS).map_err(QueueError::store)?;
+                        let Some(record) = read_record(&records, &id)? else {
+                            return Err(QueueError::Store(format!(
+                                "queued invocation {id} (at {key}) has no record"
+                            )));
+                        };
+                        let mut taken = tx.open_table(TAKEN).map_err(QueueError::store)?;
+                        taken.insert(id.as_str(), key).map_err(QueueError::store)?;
+                        let bodies = tx.open_table(BODIES).map_err(QueueError::store)?;
+                        let body = bodies
+                            .get(id.as_str())
+                            .map_err(QueueError::store)?
+                            .map(|b| Bytes::copy_from_slice(b.value()))
+                            .unwrap_or_default();
+                        Job {
+                            invocation: record.invocation,
+                            body,
+                            attempt: record.attempts + 1,
+                            lease: key,
+                        }
+                    };
+                    tx.commit().map_err(QueueError::store)?;
+                    Ok(Some(job))
+                })
+                .await?;
+            match taken {
+                Some(job) => return Ok(job),
+                // `notify_one` leaves a permit when no one waits, so an enqueue between
+                // the empty read and this wait is not missed.
+                None => self.ready.notified().await,
+            }
+        }
+    }
+
+    async fn start(&self, job: &Job) -> Result<(), QueueError> {
+        let id = job.invocation.id.clone();
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(QueueError::store)?;
+            {
+                let mut records = tx.open_table(RECORDS).map_err(QueueError::store)?;
+                let Some(mut record) = read_record(&records, &id)? else {
+                    return Ok(());
+                };
+                record.state = State::Running;
+                record.attempts += 1;
+                record.started = Some(now());
+                let json = serde_json::to_string(&record).map_err(QueueError::store)?;
+                records
+                    .insert(id.as_str(), json.as_str())
+                    .map_err(QueueError::store)?;
+            }
+            tx.commit().map_err(QueueError::store)
+        })
+        .await
+    }
+
+    async fn finish(&self, job: &Job, outcome: Outcome) -> Result<(), QueueError> {
+        let id = job.invocation.id.clone();
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(QueueError::store)?;
+            {
+                let mut records = tx.open_table(RECORDS).map_err(QueueError::store)?;
+                let Some(mut record) = read_record(&records, &id)? else {
+                    return Ok(());
+                };
+                record.state = outcome.state;
+                record.finished = Some(now());
+                let mut results = tx.open_table(RESULTS).map_err(QueueError::store)?;
+                results
+                    .insert(id.as_str(), &outcome.body[..])
+                    .map_err(QueueError::store)?;
+                record.outcome = Some(outcome);
+                let json = serde_json::to_string(&record).map_err(QueueError::store)?;
+                records
+                    .insert(id.as_str(), json.as_str())
+                    .map_err(QueueError::store)?;
+                let mut bodies = tx.open_table(BODIES).map_err(QueueError::store)?;
+                bodies.remove(id.as_str()).map_err(QueueError::store)?;
+                let mut taken = tx.open_table(TAKEN).map_err(QueueError::store)?;
+                taken.remove(id.as_str()).map_err(QueueError::store)?;
+            }
+            tx.commit().map_err(QueueError::store)
+        })
+        .await?;
+        let sweep = {
+            let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+            let due = swept.elapsed() > SWEEP;
+            if due {
+                *swept = Instant::now();
+            }
+            due
+        };
+        if sweep {
+            self.blocking(prune).await?;
+        }
+        Ok(())
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Record>, QueueError> {
+        let id = id.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(QueueError::store)?;
+            let records = tx.open_table(RECORDS).map_err(QueueError::store)?;
+            read_record(&records, &id)
+        })
+        .await
+    }
+
+    async fn result(&self, id: &str) -> Result<Option<Bytes>, QueueError> {
+        let id = id.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(QueueError::store)?;
+            let results = tx.open_table(RESULTS).map_err(QueueError::store)?;
+            let body = results.get(id.as_str()).map_err(QueueError::store)?;
+            Ok(body.map(|b| Bytes::copy_from_slice(b.value())))
+        })
+        .await
+    }
+
+    async fn list(&self, limit: usize) -> Result<Vec<Record>, QueueError> {
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(QueueError::store)?;
+            let records = tx.open_table(RECORDS).map_err(QueueError::store)?;
+            let mut newest = Vec::new();
+            for entry in records.iter().map_err(QueueError::store)?.rev().take(limit) {
+                let (_, json) = entry.map_err(QueueError::store)?;
+                newest.push(serde_json::from_str(json.value()).map_err(QueueError::store)?);
+            }
+            Ok(newest)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn invocation(path: &str) -> Invocation {
+        Invocation::new("f".parse().unwrap(), "POST", path, Vec::new(), None)
+    }
+
+    fn done(body: &'static str) -> Outcome {
+        Outcome {
+            state: State::Done,
+            status: 200,
+            headers: vec![("content-type".into(), "text/plain".into())],
+            error: None,
+            body: Bytes::from_static(body.as_bytes()),
+        }
+    }
+
+    #[tokio::test]
+    async fn runs_in_order_and_keeps_the_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = LocalQueue::open(dir.path()).unwrap();
+        let (a, b) = (invocation("/a"), invocation("/b"));
+        queue.enqueue(a.clone(), "1".into()).await.unwrap();
+        queue.enqueue(b.clone(), "2".into()).await.unwrap();
+        let job = queue.next().await.unwrap();
+        assert_eq!(
+            (job.invocation.path.as_str(), &job.body[..], job.attempt),
+            ("/a", &b"1"[..], 1)
+        );
+        assert_eq!(
+            queue.get(&a.id).await.unwrap().unwrap().state,
+            State::Queued
+        );
+        queue.start(&job).await.unwrap();
+        assert_eq!(
+            queue.get(&a.id).await.unwrap().unwrap().state,
+            State::Running
+        );
+        queue.finish(&job, done("answer")).await.unwrap();
+        let record = queue.get(&a.id).await.unwrap().unwrap();
+        assert_eq!(record.state, State::Done);
+        assert_eq!(record.outcome.unwrap().status, 200);
+        assert_eq!(&queue.result(&a.id).await.unwrap().unwrap()[..], b"answer");
+        assert_eq!(queue.next().await.unwrap().invocation.id, b.id);
+        let listed: Vec<String> = queue
+            .list(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.invocation.path)
+            .collect();
+        assert_eq!(listed, ["/b", "/a"], "newest first");
+        assert!(queue.get("nope").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn what_was_running_runs_again_first_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (invocation("/a"), invocation("/b"), invocation("/c"));
+        {
+            let queue = LocalQueue::open(dir.path()).unwrap();
+            for i in [&a, &b, &c] {
+                queue.enqueue(i.clone(), Bytes::new()).await.unwrap();
+            }
+            // a and b are taken, a starts; the server stops before either finishes.
+            queue.start(&queue.next().await.unwrap()).await.unwrap();
+            queue.next().await.unwrap();
+        }
+        let queue = LocalQueue::open(dir.path()).unwrap();
+        let mut order = Vec::new();
+        for _ in 0..3 {
+            let job = queue.next().await.unwrap();
+            order.push((job.invocation.path.clone(), job.attempt));
+            queue.start(&job).await.unwrap();
+            queue.finish(&job, done("")).await.unwrap();
+        }
+        let expected = [
+            ("/a".to_owned(), 2),
+            ("/b".to_owned(), 1),
+            ("/c".to_owned(), 1),
+        ];
+        assert_eq!(order, expected);
+    }
+
+    #[tokio::test]
+    async fn next_waits_for_an_enqueue() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Arc::new(LocalQueue::open(dir.path()).unwrap());
+        let waiting = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.next().await.unwrap().invocation.path }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished());
+        queue
+            .enqueue(invocation("/late"), Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!(waiting.await.unwrap(), "/late");
+    }
+}
