@@ -283,8 +283,12 @@ fn a_message_published_on_one_node_reaches_each_subscriber_once() {
         &["--subscribe", "demo.>"],
     );
     for node in [&b, &c] {
-        until(node, "/publisher?probe", 200, None);
-        until(node, "/sub-c", 200, None);
+        for name in ["publisher", "sub-c", "sub-wapc"] {
+            wait(Duration::from_secs(10), name, || {
+                let path = format!("functions/{name}");
+                node.admin(Method::GET, &path).send().unwrap().status() == 200
+            });
+        }
     }
     let published = 60;
     for i in 0..published {
