@@ -186,8 +186,16 @@ pub(crate) struct LogsArgs {
 pub(crate) struct InvokeArgs {
     /// The function's name.
     name: String,
-    /// The waPC operation or the export to call.
+    /// The waPC operation or the export to call; with `--async`, the path below the
+    /// function's route (for a waPC or exports function, the operation).
     operation: String,
+    /// Queue the call instead of waiting for it (docs/async.md): prints the invocation's
+    /// id; `wafer invocations ID` shows how it went.
+    #[arg(long = "async")]
+    queue: bool,
+    /// With `--async`: where the server posts the result (a host of its `--callback-host`).
+    #[arg(long, requires = "queue", value_name = "URL")]
+    callback: Option<String>,
     /// Arguments of an export, as a JSON array: numbers, and strings (passed through the
     /// guest's allocator), e.g. `[3, 2]` or `["world"]`.
     #[arg(long, conflicts_with_all = ["payload", "payload_file"])]
@@ -449,13 +457,26 @@ pub(crate) async fn logs(args: LogsArgs) -> anyhow::Result<()> {
 /// `wafer invoke`: calls a waPC operation or an export and writes the answer to stdout.
 pub(crate) async fn invoke(args: InvokeArgs) -> anyhow::Result<()> {
     use std::io::{Read, Write};
-    let operation =
-        percent_encoding::utf8_percent_encode(&args.operation, percent_encoding::NON_ALPHANUMERIC);
-    let mut path = format!("functions/{}/invoke/{operation}", args.name);
+    let mut path = match args.queue {
+        true => {
+            let below = args.operation.trim_start_matches('/');
+            format!("async/{}/{below}", args.name)
+        }
+        false => {
+            let operation = percent_encoding::utf8_percent_encode(
+                &args.operation,
+                percent_encoding::NON_ALPHANUMERIC,
+            );
+            format!("functions/{}/invoke/{operation}", args.name)
+        }
+    };
     if let Some(returns) = &args.returns {
         path.push_str(&format!("?returns={returns}"));
     }
-    let request = args.server.request(Method::POST, &path)?;
+    let mut request = args.server.request(Method::POST, &path)?;
+    if let Some(url) = &args.callback {
+        request = request.header("x-callback-url", url);
+    }
     let request = match (&args.args, &args.payload, &args.payload_file) {
         (Some(json), _, _) => request
             .header("content-type", "application/json")
@@ -484,11 +505,60 @@ pub(crate) async fn invoke(args: InvokeArgs) -> anyhow::Result<()> {
         (None, None, None) => request,
     };
     let response = args.server.send(request).await?;
+    if args.queue {
+        let queued: Value = response.json().await?;
+        println!("{}", queued["id"].as_str().unwrap_or_default());
+        return Ok(());
+    }
     let bytes = response.bytes().await?;
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(&bytes)?;
     if std::io::IsTerminal::is_terminal(&stdout) && !bytes.ends_with(b"\n") {
         stdout.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// Options of `wafer invocations`.
+#[derive(clap::Args)]
+pub(crate) struct InvocationsArgs {
+    /// One invocation's id: show its record and result (JSON). Without it, list the newest.
+    id: Option<String>,
+    /// How many to list.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// `wafer invocations [ID]`: the newest asynchronous invocations, or one in full.
+pub(crate) async fn invocations(args: InvocationsArgs) -> anyhow::Result<()> {
+    if let Some(id) = &args.id {
+        let record = args
+            .server
+            .json(Method::GET, &format!("invocations/{id}"))
+            .await?;
+        println!("{}", serde_json::to_string_pretty(&record)?);
+        return Ok(());
+    }
+    let path = format!("invocations?limit={}", args.limit);
+    let list = args.server.json(Method::GET, &path).await?;
+    println!(
+        "{:<24} {:<8} {:>6} {:>8}  {:<24} PATH",
+        "ID", "STATE", "STATUS", "ATTEMPTS", "FUNCTION"
+    );
+    for record in list.as_array().into_iter().flatten() {
+        let text = |field: &str| record[field].as_str().unwrap_or("").to_owned();
+        let number = |field: &str| record[field].as_u64().map(|n| n.to_string());
+        println!(
+            "{:<24} {:<8} {:>6} {:>8}  {:<24} {}",
+            text("id"),
+            text("state"),
+            number("status").unwrap_or_else(|| "-".into()),
+            number("attempts").unwrap_or_default(),
+            text("function"),
+            text("path"),
+        );
     }
     Ok(())
 }

@@ -26,8 +26,11 @@ enum Command {
     Up(serve::UpArgs),
     /// Upload a module (.wasm or .wat) to a running server as a new version of a function.
     Deploy(Box<client::DeployArgs>),
-    /// Call a waPC operation or an exported function of a deployed function.
+    /// Call a waPC operation or an exported function of a deployed function (`--async`:
+    /// queue any function's call and print its id).
     Invoke(client::InvokeArgs),
+    /// List the newest asynchronous invocations, or show one with its result.
+    Invocations(client::InvocationsArgs),
     /// List the functions of a running server.
     Ls(client::ServerArgs),
     /// Remove a function.
@@ -84,6 +87,9 @@ fn main() -> ExitCode {
             Command::Up(args) => serve::up(args).await.map(|()| ExitCode::SUCCESS),
             Command::Deploy(args) => client::deploy(*args).await.map(|()| ExitCode::SUCCESS),
             Command::Invoke(args) => client::invoke(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Invocations(args) => {
+                client::invocations(args).await.map(|()| ExitCode::SUCCESS)
+            }
             Command::Ls(args) => client::ls(args).await.map(|()| ExitCode::SUCCESS),
             Command::Rm(args) => client::rm(args).await.map(|()| ExitCode::SUCCESS),
             Command::Rollback(args) => client::rollback(args).await.map(|()| ExitCode::SUCCESS),

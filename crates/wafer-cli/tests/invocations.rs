@@ -238,3 +238,42 @@ fn no_acknowledged_invocation_is_lost_to_kill_9() {
     );
     assert_eq!(restarts, 2);
 }
+
+#[test]
+fn the_cli_queues_calls_and_shows_them() {
+    let server = Server::start();
+    server.deploy("echo", &guest("echo.wat"), &[]);
+    let out = server.cli(&[
+        "invoke",
+        "--async",
+        "echo",
+        "/sub",
+        "--payload",
+        "Content-Type: text/plain\n\nvia cli",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(id.len(), 24, "{id}");
+    let done = finished(&server, &id);
+    assert_eq!(done["body"], "via cli");
+    let out = server.cli(&["invocations"]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    let row = table.lines().nth(1).unwrap();
+    let columns: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        columns,
+        [id.as_str(), "done", "200", "1", "echo", "/sub"],
+        "{table}"
+    );
+    let out = server.cli(&["invocations", &id]);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["state"], "done");
+    let out = server.cli(&["invocations", "feedbeef"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no invocation `feedbeef`"), "{stderr}");
+}
