@@ -10,6 +10,7 @@ use anyhow::Context;
 use notify::{RecursiveMode, Watcher};
 use tokio::net::TcpListener;
 use wafer_gateway::{App, Functions};
+use wafer_queue::Queue;
 use wafer_registry::{FunctionName, Registry};
 use wafer_runtime::{Runtime, RuntimeConfig};
 
@@ -182,13 +183,14 @@ impl Server {
             let data = data.clone();
             tokio::task::spawn_blocking(move || wafer_registry::admin_token(&data)).await??
         };
-        let (registry, caps) = match args.cluster.config() {
+        let (registry, caps, queue) = match args.cluster.config() {
             None => {
                 let data = data.clone();
                 tokio::task::spawn_blocking(move || {
                     let registry = Registry::open(&data)?;
                     let caps = wafer_host::Capabilities::open(&data)?;
-                    anyhow::Ok((registry, caps))
+                    let queue: Arc<dyn Queue> = Arc::new(wafer_queue::LocalQueue::open(&data)?);
+                    anyhow::Ok((registry, caps, queue))
                 })
                 .await??
             }
@@ -207,16 +209,13 @@ impl Server {
                 );
                 let kv = Arc::new(wafer_nats::NatsKv::new(&cluster));
                 let bus = Arc::new(wafer_nats::NatsBus::open(&cluster).await?);
-                (Registry::new(store), wafer_host::Capabilities::new(kv, bus))
+                let queue: Arc<dyn Queue> = Arc::new(wafer_nats::NatsQueue::open(&cluster).await?);
+                let caps = wafer_host::Capabilities::new(kv, bus);
+                (Registry::new(store), caps, queue)
             }
         };
         let functions = Functions::start(registry, Arc::new(runtime), &data).await?;
-        let queue = {
-            let data = data.clone();
-            tokio::task::spawn_blocking(move || wafer_queue::LocalQueue::open(&data)).await??
-        };
-        let invocations =
-            wafer_gateway::Invocations::new(Arc::new(queue), args.callback_hosts.clone());
+        let invocations = wafer_gateway::Invocations::new(queue, args.callback_hosts.clone());
         let listener = TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;

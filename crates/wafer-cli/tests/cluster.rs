@@ -359,3 +359,93 @@ fn a_failing_subscriber_is_retried_then_dead_lettered() {
     assert_eq!(topic, "jobs");
     assert!(error.contains("unreachable"), "{error}");
 }
+
+/// A node of the NATS cluster at `urls` (buckets and streams with three replicas), on the
+/// data directory `data`.
+fn node_of(urls: &str, data: &std::path::Path) -> Server {
+    Server::start_with(
+        data,
+        &["serve", "--cluster", urls, "--cluster-replicas", "3"],
+    )
+}
+
+/// Queues `n` (the echo guest writes it back) on `server`; the id if it was acknowledged.
+fn enqueue(server: &Server, n: usize) -> Option<String> {
+    let response = server
+        .client
+        .post(format!("{}/_wafer/async/echo", server.url))
+        .body(format!("Content-Type: text/plain\n\n{n}"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .ok()?;
+    if response.status() != 202 {
+        return None;
+    }
+    let answer: serde_json::Value = response.json().ok()?;
+    Some(answer["id"].as_str()?.to_owned())
+}
+
+#[test]
+fn no_acknowledged_invocation_is_lost_when_a_node_and_a_nats_server_die() {
+    let mut servers = Nats::cluster(3);
+    let urls = servers.iter().map(Nats::url).collect::<Vec<_>>().join(",");
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = node_of(&urls, dir_a.path());
+    let mut b = node_of(&urls, dir_b.path());
+    a.deploy("echo", &common::guest("echo.wat"), &[]);
+    until(&b, "/echo/", 200, None);
+
+    let total = 1000;
+    let mut acknowledged: Vec<(usize, String)> = Vec::new();
+    let mut refused = 0;
+    for n in 0..total {
+        // Half to each node; the other node while one is down.
+        let first = if n % 2 == 0 { &a } else { &b };
+        match enqueue(first, n).or_else(|| enqueue(&a, n)) {
+            Some(id) => acknowledged.push((n, id)),
+            None => refused += 1,
+        }
+        if n == 300 {
+            b.kill(); // kill -9, with invocations held and running
+        }
+        if n == 400 {
+            b = node_of(&urls, dir_b.path());
+        }
+        if n == 600 && std::env::var_os("KEEP_NATS").is_none() {
+            servers[2].stop(); // one NATS server of three
+        }
+    }
+    let started = Instant::now();
+    let mut duplicates = 0;
+    for (n, id) in &acknowledged {
+        let record = loop {
+            let response = a.admin(Method::GET, &format!("invocations/{id}")).send();
+            if let Ok(response) = response {
+                if response.status() == 200 {
+                    let record: serde_json::Value = response.json().unwrap();
+                    if record["state"] == "done" {
+                        break record;
+                    }
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "invocation {n} ({id}) never finished"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(record["body"], n.to_string(), "{record}");
+        if record["attempts"].as_u64().unwrap() > 1 {
+            duplicates += 1;
+        }
+    }
+    println!(
+        "{} of {total} invocations acknowledged ({refused} refused while nodes failed over); \
+         all {} completed after a Wafer node was killed (-9) and restarted and one of three \
+         NATS servers was killed; {duplicates} ran more than once; the last finished {:.1} s \
+         after the last was queued",
+        acknowledged.len(),
+        acknowledged.len(),
+        started.elapsed().as_secs_f64()
+    );
+}

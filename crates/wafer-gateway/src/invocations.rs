@@ -345,7 +345,7 @@ impl App {
         let outcome = self.run_job(&job).await;
         let asyncs = &self.invocations;
         if let Err(e) = asyncs.queue.finish(&job, outcome.clone()).await {
-            // Left running: it runs again after a restart, as after a crash.
+            // Not finished in the queue: it runs again, as after a crash.
             tracing::error!(id = %job.invocation.id, "cannot record how an invocation went: {e}");
             return;
         }
@@ -363,7 +363,10 @@ impl App {
                 .ok_or_else(|| RegistryError::NotFound(invocation.function.to_string()))?;
             let (path, script_name_len) = target(&function, &invocation.path)?;
             let _slot = self.invocations.slots(&function).acquire_owned().await;
-            self.invocations.queue.start(job).await?;
+            if let Err(e) = self.invocations.queue.start(job).await {
+                // The call runs all the same; only its record says `queued` a while longer.
+                tracing::warn!(id = %invocation.id, "cannot mark an invocation running: {e}");
+            }
             let request = || {
                 let mut request = http::Request::builder()
                     .method(invocation.method.as_str())

@@ -13,6 +13,8 @@
 //! - [`NatsBus`]: pub/sub ([`Bus`](wafer_host::Bus)): a durable JetStream consumer per
 //!   subscribing function shared by every node (the function's queue group), at-least-once
 //!   with retries and a dead-letter subject.
+//! - [`NatsQueue`]: asynchronous invocations ([`Queue`](wafer_queue::Queue)): records in
+//!   a KV bucket, the calls in a work-queue stream that every node pulls from.
 //! - [`Cluster::admin_token`]: one admin token for the whole cluster, created by the first
 //!   node and read by the others.
 //!
@@ -28,6 +30,7 @@
 
 mod bus;
 mod namespaces;
+mod queue;
 mod store;
 
 use std::path::PathBuf;
@@ -38,6 +41,7 @@ use async_nats::jetstream::kv;
 
 pub use bus::{retry_delay, NatsBus, ATTEMPTS};
 pub use namespaces::NatsKv;
+pub use queue::NatsQueue;
 pub use store::NatsStore;
 
 /// The bucket of cluster-wide settings (the admin token).
@@ -178,6 +182,19 @@ impl Cluster {
     /// `create_key_value`, which first asks for the account's info, and the answer of
     /// nats-server 2.9 (Debian's) is one async-nats 0.51 cannot parse.
     pub(crate) async fn kv(&self, name: &str, history: i64) -> Result<kv::Store, ClusterError> {
+        self.kv_with(name, history, Duration::ZERO, true).await
+    }
+
+    /// Like [`Cluster::kv`], with entries expiring after `max_age` (never if zero), and
+    /// reads answered by any replica (`direct`: fast, but a read right after a write on
+    /// another node may miss it) or by the stream's leader only (always up to date).
+    pub(crate) async fn kv_with(
+        &self,
+        name: &str,
+        history: i64,
+        max_age: Duration,
+        direct: bool,
+    ) -> Result<kv::Store, ClusterError> {
         if let Ok(bucket) = self.jetstream.get_key_value(name).await {
             return Ok(bucket);
         }
@@ -185,10 +202,11 @@ impl Cluster {
             name: format!("KV_{name}"),
             subjects: vec![format!("$KV.{name}.>")],
             max_messages_per_subject: history,
+            max_age,
             num_replicas: self.replicas,
             allow_rollup: true,
             deny_delete: true,
-            allow_direct: true,
+            allow_direct: direct,
             discard: jetstream::stream::DiscardPolicy::New,
             ..jetstream::stream::Config::default()
         };
@@ -205,6 +223,33 @@ impl Cluster {
         self.jetstream.get_key_value(name).await.map_err(|e| {
             ClusterError::jetstream(format!("cannot open the KV bucket `{name}`"))(e.to_string())
         })
+    }
+
+    /// The Object Store bucket `name`, created (its objects expiring after `max_age`, or
+    /// never if zero) if it does not exist.
+    pub(crate) async fn object_store(
+        &self,
+        name: &str,
+        max_age: Duration,
+    ) -> Result<jetstream::object_store::ObjectStore, ClusterError> {
+        if let Ok(bucket) = self.jetstream.get_object_store(name).await {
+            return Ok(bucket);
+        }
+        let config = jetstream::object_store::Config {
+            bucket: name.to_owned(),
+            num_replicas: self.replicas,
+            max_age,
+            ..jetstream::object_store::Config::default()
+        };
+        match self.jetstream.create_object_store(config).await {
+            Ok(bucket) => Ok(bucket),
+            // Another node may have just created it.
+            Err(e) => self.jetstream.get_object_store(name).await.map_err(|_| {
+                ClusterError::jetstream(format!("cannot create the Object Store bucket `{name}`"))(
+                    e.to_string(),
+                )
+            }),
+        }
     }
 
     /// The cluster's admin token: the one stored in the cluster, or else `proposed`, which

@@ -1,9 +1,10 @@
 //! The registry's [`Store`] on JetStream: records in a KV bucket, modules in an Object Store.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
-use async_nats::jetstream::object_store::{self, GetErrorKind, ObjectStore};
+use async_nats::jetstream::object_store::{GetErrorKind, ObjectStore};
 use async_trait::async_trait;
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncReadExt;
@@ -35,28 +36,7 @@ impl NatsStore {
     /// Opens the buckets, creating them if this is the cluster's first node.
     pub async fn open(cluster: &Cluster) -> Result<Self, ClusterError> {
         let records = cluster.kv(RECORDS, HISTORY).await?;
-        let modules = match cluster.jetstream.get_object_store(MODULES).await {
-            Ok(modules) => modules,
-            Err(_) => {
-                let config = object_store::Config {
-                    bucket: MODULES.to_owned(),
-                    num_replicas: cluster.replicas,
-                    ..object_store::Config::default()
-                };
-                match cluster.jetstream.create_object_store(config).await {
-                    Ok(modules) => modules,
-                    Err(e) => cluster
-                        .jetstream
-                        .get_object_store(MODULES)
-                        .await
-                        .map_err(|_| {
-                            ClusterError::jetstream(format!(
-                                "cannot create the Object Store bucket `{MODULES}`"
-                            ))(e.to_string())
-                        })?,
-                }
-            }
-        };
+        let modules = cluster.object_store(MODULES, Duration::ZERO).await?;
         Ok(Self { records, modules })
     }
 }

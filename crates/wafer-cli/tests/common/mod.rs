@@ -319,25 +319,61 @@ pub struct Nats {
     child: Child,
     pub port: u16,
     pub store: PathBuf,
+    /// The clustering options, for a server of a NATS cluster.
+    cluster: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
 impl Nats {
     pub fn start() -> Self {
+        Self::start_with(Vec::new())
+    }
+
+    fn start_with(cluster: Vec<String>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().to_owned();
         let port = free_port();
         let mut nats = Self {
-            child: Self::spawn(port, &store),
+            child: Self::spawn(port, &store, &cluster),
             port,
             store,
+            cluster,
             _dir: dir,
         };
         nats.wait();
         nats
     }
 
-    fn spawn(port: u16, store: &Path) -> Child {
+    /// A JetStream cluster of `n` servers routed to each other, ready for streams with
+    /// `n` replicas.
+    pub fn cluster(n: usize) -> Vec<Self> {
+        let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let all = routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let servers: Vec<Self> = routes
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                Self::start_with(vec![
+                    "--server_name".into(),
+                    format!("n{i}"),
+                    "--cluster_name".into(),
+                    "wafer-test".into(),
+                    "--cluster".into(),
+                    format!("nats://127.0.0.1:{port}"),
+                    "--routes".into(),
+                    all.clone(),
+                ])
+            })
+            .collect();
+        wait_for_jetstream(&servers[0].url(), n);
+        servers
+    }
+
+    fn spawn(port: u16, store: &Path, cluster: &[String]) -> Child {
         let binary = std::env::var("NATS_SERVER").unwrap_or_else(|_| {
             if Path::new("/usr/sbin/nats-server").exists() {
                 "/usr/sbin/nats-server".into()
@@ -348,6 +384,7 @@ impl Nats {
         Command::new(&binary)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(store)
+            .args(cluster)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -378,7 +415,7 @@ impl Nats {
     /// Starts it again on the same port and storage.
     pub fn restart(&mut self) {
         self.stop();
-        self.child = Self::spawn(self.port, &self.store);
+        self.child = Self::spawn(self.port, &self.store, &self.cluster);
         self.wait();
     }
 }
@@ -387,6 +424,37 @@ impl Drop for Nats {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Waits until the JetStream cluster at `url` has elected its leader and can place a stream
+/// of `replicas` copies (a few seconds after its servers start).
+fn wait_for_jetstream(url: &str, replicas: usize) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = async_nats::connect(url).await.unwrap();
+        let jetstream = async_nats::jetstream::new(client);
+        let started = std::time::Instant::now();
+        loop {
+            let config = async_nats::jetstream::stream::Config {
+                name: "ready".into(),
+                subjects: vec!["ready".into()],
+                num_replicas: replicas,
+                ..Default::default()
+            };
+            if jetstream.create_stream(config).await.is_ok() {
+                let _ = jetstream.delete_stream("ready").await;
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "JetStream cluster not ready"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
 }
 
 /// A port nothing listens on right now.
