@@ -153,10 +153,7 @@ impl From<QueueError> for Error {
             QueueError::Full(_) => Error::Overloaded(e.to_string()),
             QueueError::Store(_) => {
                 tracing::error!("{e}");
-                Error::Unavailable {
-                    name: "the asynchronous queue".into(),
-                    reason: e.to_string(),
-                }
+                Error::Overloaded(format!("{e}; try again shortly"))
             }
         }
     }
