@@ -38,6 +38,33 @@ pub(crate) struct ServeArgs {
         value_delimiter = ','
     )]
     callback_hosts: Vec<String>,
+    /// The admin token to require, instead of the one generated in the data directory on
+    /// first start (it is written there too, for the `wafer` commands on this machine). In
+    /// a cluster, give every node the same one; it becomes the cluster's.
+    #[arg(long, env = "WAFER_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// A file holding the admin token (a mounted secret, say); as `--admin-token`.
+    #[arg(long, value_name = "PATH", conflicts_with = "admin_token")]
+    admin_token_file: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// The admin token the operator gave, checked.
+    fn given_token(&self) -> anyhow::Result<Option<String>> {
+        let token = match (&self.admin_token, &self.admin_token_file) {
+            (Some(token), _) => token.trim().to_owned(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the admin token file {}", path.display()))?
+                .trim()
+                .to_owned(),
+            (None, None) => return Ok(None),
+        };
+        anyhow::ensure!(
+            token.len() >= 16 && token.bytes().all(|b| b.is_ascii_graphic()),
+            "the admin token must be at least 16 characters, printable, without spaces"
+        );
+        Ok(Some(token))
+    }
 }
 
 /// Joining a cluster (docs/cluster.md).
@@ -179,9 +206,14 @@ impl Server {
         let config = args.limits.config()?;
         let runtime = Runtime::new(&RuntimeConfig::default())?;
         let data = args.data.data.clone();
+        let given = args.given_token()?;
         let mut token = {
-            let data = data.clone();
-            tokio::task::spawn_blocking(move || wafer_registry::admin_token(&data)).await??
+            let (data, given) = (data.clone(), given.clone());
+            tokio::task::spawn_blocking(move || match given {
+                Some(token) => wafer_registry::set_admin_token(&data, &token).map(|()| token),
+                None => wafer_registry::admin_token(&data),
+            })
+            .await??
         };
         let (registry, caps, queue) = match args.cluster.config() {
             None => {
@@ -198,7 +230,13 @@ impl Server {
                 let cluster = wafer_nats::Cluster::connect(&cluster).await?;
                 let store = wafer_nats::NatsStore::open(&cluster).await?;
                 // One token for the cluster, kept where the CLI on this machine looks.
-                let shared = cluster.admin_token(&token).await?;
+                let shared = match &given {
+                    Some(token) => cluster
+                        .set_admin_token(token)
+                        .await
+                        .map(|()| token.clone())?,
+                    None => cluster.admin_token(&token).await?,
+                };
                 if shared != token {
                     wafer_registry::set_admin_token(&data, &shared)?;
                     token = shared;

@@ -459,3 +459,48 @@ fn no_acknowledged_invocation_is_lost_when_a_node_and_a_nats_server_die() {
         started.elapsed().as_secs_f64()
     );
 }
+
+#[test]
+fn an_admin_token_given_to_the_nodes_is_the_clusters() {
+    let nats = Nats::start();
+    let url = nats.url();
+    let given = "operator-chosen-token-0123";
+    let start = |args: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut all = vec!["serve", "--cluster", &url];
+        all.extend_from_slice(args);
+        let mut server = Server::start_with(dir.path(), &all);
+        server.keep(dir);
+        server
+    };
+    let (a, b) = (
+        start(&["--admin-token", given]),
+        start(&["--admin-token", given]),
+    );
+    // A node given no token adopts the cluster's.
+    let c = start(&[]);
+    for node in [&a, &b, &c] {
+        assert_eq!(node.token, given);
+    }
+    a.deploy("hello", &built("hello-wat.wat"), &[]);
+    until(&c, "/hello", 200, None);
+    let removed = c.admin(Method::DELETE, "functions/hello").send().unwrap();
+    assert!(removed.status().is_success(), "{}", removed.status());
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::WAFER)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-token",
+            "short",
+            "--data",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("at least 16 characters"), "{stderr}");
+}

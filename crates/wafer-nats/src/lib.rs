@@ -252,6 +252,18 @@ impl Cluster {
         }
     }
 
+    /// Makes `token` the cluster's admin token (an operator gave it).
+    pub async fn set_admin_token(&self, token: &str) -> Result<(), ClusterError> {
+        let settings = self.kv(SETTINGS, 1).await?;
+        settings
+            .put("admin-token", token.to_owned().into())
+            .await
+            .map(drop)
+            .map_err(|e| {
+                ClusterError::jetstream("cannot set the cluster's admin token")(e.to_string())
+            })
+    }
+
     /// The cluster's admin token: the one stored in the cluster, or else `proposed`, which
     /// becomes the cluster's (the first node to start sets it).
     pub async fn admin_token(&self, proposed: &str) -> Result<String, ClusterError> {
