@@ -199,6 +199,8 @@ struct Server {
     invocations: wafer_gateway::Invocations,
     token: String,
     listener: TcpListener,
+    /// The cluster connection, in cluster mode.
+    cluster: Option<wafer_nats::Cluster>,
 }
 
 impl Server {
@@ -215,6 +217,7 @@ impl Server {
             })
             .await??
         };
+        let mut joined = None;
         let (registry, caps, queue) = match args.cluster.config() {
             None => {
                 let data = data.clone();
@@ -249,6 +252,7 @@ impl Server {
                 let bus = Arc::new(wafer_nats::NatsBus::open(&cluster).await?);
                 let queue: Arc<dyn Queue> = Arc::new(wafer_nats::NatsQueue::open(&cluster).await?);
                 let caps = wafer_host::Capabilities::new(kv, bus);
+                joined = Some(cluster);
                 (Registry::new(store), caps, queue)
             }
         };
@@ -264,6 +268,7 @@ impl Server {
             invocations,
             token,
             listener,
+            cluster: joined,
         })
     }
 
@@ -290,6 +295,9 @@ impl Server {
             local,
             self.config,
         );
+        if let Some(cluster) = self.cluster {
+            app.set_health_check(Box::new(move || cluster.problem()));
+        }
         wafer_gateway::serve(self.listener, app, shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())

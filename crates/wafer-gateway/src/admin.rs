@@ -3,7 +3,7 @@
 //!
 //! | method and path                         | does                                         |
 //! |-----------------------------------------|----------------------------------------------|
-//! | `GET /_wafer/health`                    | `ok` (no token needed)                       |
+//! | `GET /_wafer/health`                    | `ok`, or `ok: PROBLEM` (no token needed)     |
 //! | `GET /_wafer/functions`                 | every function, active version and status    |
 //! | `PUT /_wafer/functions/NAME?...`        | deploy the body (wasm or WAT) as a version   |
 //! | `GET /_wafer/functions/NAME`            | the function's record: all versions          |
@@ -39,7 +39,7 @@ pub const MAX_UPLOAD: usize = 256 << 20;
 
 pub(crate) fn router(app: Arc<App>) -> Router {
     Router::new()
-        .route("/_wafer/health", get(|| async { "ok\n" }))
+        .route("/_wafer/health", get(health))
         .route("/_wafer/functions", get(list))
         .route(
             "/_wafer/functions/{name}",
@@ -413,4 +413,12 @@ async fn invocation(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
     crate::invocations::describe(&app, &id).await
+}
+
+/// `ok`, or, while a part the node depends on is failing (it still serves), `ok: PROBLEM`.
+async fn health(State(app): State<Arc<App>>) -> String {
+    match app.problem() {
+        None => "ok\n".to_owned(),
+        Some(problem) => format!("ok: {problem}\n"),
+    }
 }

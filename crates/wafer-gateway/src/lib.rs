@@ -108,7 +108,11 @@ pub struct App {
     local: SocketAddr,
     config: ServeConfig,
     requests: AtomicU64,
+    health: std::sync::OnceLock<HealthCheck>,
 }
+
+/// What is wrong with a part the node depends on (its cluster connection, say), if anything.
+pub type HealthCheck = Box<dyn Fn() -> Option<String> + Send + Sync>;
 
 impl App {
     /// State for a gateway serving `functions` with the host capabilities `caps` and the
@@ -133,12 +137,24 @@ impl App {
             local,
             config,
             requests: AtomicU64::new(first_request_id()),
+            health: std::sync::OnceLock::new(),
         });
         let deliver: Arc<dyn Deliver> = app.clone();
         caps.set_deliver(Arc::downgrade(&deliver));
         tokio::spawn(follow_table(Arc::downgrade(&app)));
         tokio::spawn(invocations::dispatch(Arc::downgrade(&app)));
         app
+    }
+
+    /// Adds a check that `GET /_wafer/health` reports (it answers `ok: PROBLEM` then). Only
+    /// the first check set counts.
+    pub fn set_health_check(&self, check: HealthCheck) {
+        let _ = self.health.set(check);
+    }
+
+    /// What the health check found wrong, if anything.
+    pub(crate) fn problem(&self) -> Option<String> {
+        self.health.get().and_then(|check| check())
     }
 
     /// The function logs.

@@ -166,6 +166,17 @@ impl Cluster {
         })
     }
 
+    /// What is wrong with the connection to the cluster, if anything: for the node's health.
+    pub fn problem(&self) -> Option<String> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => None,
+            _ => Some(
+                "the cluster's NATS connection is lost: serving what is loaded, reconnecting"
+                    .into(),
+            ),
+        }
+    }
+
     /// The JetStream context.
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.jetstream
