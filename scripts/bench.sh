@@ -15,7 +15,9 @@
 # their ratios is the headline figure: it is not skewed by the VM's speed drifting between two
 # runs a minute apart), the Go example's first request after each of $BENCH_RESTARTS restarts
 # of `wafer serve` (with native-hello's first request after its own restarts alongside, the
-# floor), and, if it was built, target/<profile>/wafer-bench (in-process timings).
+# floor), a two-node cluster on nats-server (deploy-to-served latency across the nodes, and
+# requests/s through both against the embedded node), and, if it was built,
+# target/<profile>/wafer-bench (in-process timings).
 #
 # Everything Rust is built with the `dist` profile (fat LTO, see Cargo.toml), the native
 # reference included, so both sides get the same compiler treatment.
@@ -35,6 +37,7 @@
 #   BENCH_PAIRS=5           alternating native / hello-wat pairs at c32 (0: none), see below
 #   BENCH_PAIR_SECONDS=5    length of each measured run in a pair
 #   BENCH_RESTARTS=10       restarts of `wafer serve` to time the Go example's first request
+#   BENCH_CLUSTER=1         the cluster section (needs nats-server; 0 skips it)
 #   CARGO_TARGET_DIR        honoured for the Rust binaries; guests are always in target/wasm
 set -euo pipefail
 
@@ -355,6 +358,64 @@ if [ "$pairs" -gt 0 ] && [ -n "$native_url" ] && [ -n "$wat_url" ]; then
     log "pair $i: native $n rps, hello-wat $w rps, ratio ${pair_ratios[-1]}"
   done
 fi
+cluster_report=()
+# --- cluster --------------------------------------------------------------------------
+# Two nodes of a cluster on one nats-server (all on the server CPU): the deploy-to-served
+# latency from node A to node B over 50 deploys (wafer-bench propagation), and requests/s of
+# the WAT hello through both nodes (two wrk, 16 connections each) against the embedded node
+# above taken the same way, back to back. On this 2-core machine both nodes share one core,
+# so the ratio is a sanity check (NATS is not on a request's path), not a scaling claim.
+nats_bin="$(command -v nats-server || true)"
+[ -z "$nats_bin" ] && [ -x /usr/sbin/nats-server ] && nats_bin=/usr/sbin/nats-server
+if [ $want_wafer = 1 ] && [ "${BENCH_CLUSTER:-1}" != 0 ] && [ -n "$nats_bin" ] && [ -x "$bin/wafer-bench" ] && [ -n "$wat_url" ]; then
+  log "cluster: two nodes on one nats-server"
+  cluster_report+=("cluster (two nodes on one nats-server, all on CPU $server_cpu):")
+  nats_port="$(free_port)"
+  start_server nats "$nats_bin" -js -a 127.0.0.1 -p "$nats_port" -sd "$tmp/nats"
+  for _ in $(seq 100); do port_in_use "$nats_port" && break; sleep 0.05; done
+  node_urls=()
+  for node in a b; do
+    port="$(free_port)"
+    start_server "node-$node" "$bin/wafer" serve --listen "127.0.0.1:$port" --data "$tmp/node-$node" \
+      --cluster "nats://127.0.0.1:$nats_port"
+    wait_ready "node-$node" "$started_pid" "http://127.0.0.1:$port/_wafer/health"
+    node_urls+=("http://127.0.0.1:$port")
+  done
+  token="$(cat "$tmp/node-a/admin-token")"
+  if propagation="$("$bin/wafer-bench" propagation "${node_urls[0]}" "${node_urls[1]}" "$token" \
+    "$(guest_path hello-wat)" "$(guest_path hello-c)" 50)"; then
+    mapfile -t -O "${#cluster_report[@]}" cluster_report <<<"$propagation"
+  else
+    log "propagation failed"
+    failed=1
+  fi
+  WAFER_TOKEN="$token" "$bin/wafer" deploy hello-wat "$(guest_path hello-wat)" --server "${node_urls[0]}" >/dev/null
+  wait_ready node-b "$started_pid" "${node_urls[1]}/hello-wat"
+  # two_wrk <url1> <url2>: requests/s of two wrk runs side by side, 16 connections each.
+  two_wrk() {
+    local i=0 url total=0 rps
+    for url in "$1" "$2"; do
+      taskset -c "$client_cpu" wrk -t1 -c16 -d"${warmup_seconds}s" "$url" >/dev/null 2>&1 &
+    done
+    wait_wrk
+    for url in "$1" "$2"; do
+      taskset -c "$client_cpu" wrk -t1 -c16 -d"${pair_seconds}s" --latency "$url" >"$out_dir/wrk-two-$i.txt" 2>&1 &
+      i=$((i + 1))
+    done
+    wait_wrk
+    for i in 0 1; do
+      read -r rps _ < <(parse_wrk "$out_dir/wrk-two-$i.txt")
+      total="$(awk -v a="$total" -v b="$rps" 'BEGIN { printf "%.0f", a + b }')"
+    done
+    echo "$total"
+  }
+  # Waits for the background wrk runs (not the servers).
+  wait_wrk() { local pid; for pid in $(jobs -rp); do [[ " ${server_pids[*]} " == *" $pid "* ]] || wait "$pid" || true; done; }
+  embedded="$(two_wrk "$wat_url" "$wat_url")"
+  clustered="$(two_wrk "${node_urls[0]}/hello-wat" "${node_urls[1]}/hello-wat")"
+  cluster_report+=("  hello-wat requests/s, two wrk x 16 connections: embedded node $embedded, 2-node cluster $clustered; cluster / embedded = $(awk -v a="$clustered" -v b="$embedded" 'BEGIN { printf "%.2f", a / b }')")
+fi
+
 stop_servers
 
 # --- report ---------------------------------------------------------------------------
@@ -383,6 +444,10 @@ for conns in "${conns_list[@]}"; do
 done
 if [ ${#pair_ratios[@]} -gt 0 ]; then
   echo "hello-wat / native at c32 in ${#pair_ratios[@]} alternating pairs: ${pair_ratios[*]}; median $(median "${pair_ratios[@]}")"
+fi
+if [ ${#cluster_report[@]} -gt 0 ]; then
+  echo
+  printf '%s\n' "${cluster_report[@]}"
 fi
 echo "results: ${results#"$root"/}; raw wrk output: ${out_dir#"$root"/}/wrk-*.txt"
 

@@ -2,7 +2,11 @@
 //! request after a restart (registry reopened from disk) for the Go example, and the cost of
 //! one deploy as the number of functions grows.
 //!
-//! Usage: `wafer-bench [GUEST_DIR]` (default `target/wasm`). Part of `scripts/bench.sh`.
+//! Usage: `wafer-bench [GUEST_DIR]` (default `target/wasm`), or `wafer-bench propagation
+//! ...` for the deploy-to-served latency between two cluster nodes (see [`propagation`]).
+//! Part of `scripts/bench.sh`.
+
+mod propagation;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -86,6 +90,10 @@ fn us(d: Duration) -> f64 {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("propagation") {
+        return propagation::run(&args[1..]).await;
+    }
     let dir = PathBuf::from(
         std::env::args()
             .nth(1)
