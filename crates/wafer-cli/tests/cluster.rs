@@ -43,10 +43,22 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
+/// A node of the NATS cluster `servers` (buckets and streams with three replicas), with
+/// its own data directory.
+fn node_of_cluster(servers: &[Nats]) -> Server {
+    let urls = servers.iter().map(Nats::url).collect::<Vec<_>>().join(",");
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = node_of(&urls, dir.path());
+    server.keep(dir);
+    server
+}
+
 #[test]
 fn a_change_on_one_node_is_served_by_every_node() {
-    let nats = Nats::start();
-    let (a, b) = (node(&nats), node(&nats));
+    // Three NATS servers (a JetStream cluster, everything in three copies).
+    let servers = Nats::cluster(3);
+    let nats = &servers[0];
+    let (a, b) = (node_of_cluster(&servers), node_of_cluster(&servers));
     assert_eq!(a.token, b.token, "the nodes have different admin tokens");
 
     a.deploy("hello", &built("hello-wat.wat"), &[]);
@@ -68,7 +80,7 @@ fn a_change_on_one_node_is_served_by_every_node() {
 
     // The same module for another function is stored once.
     a.deploy("again", &built("hello-wat.wat"), &[]);
-    let c = node(&nats);
+    let c = node_of_cluster(&servers);
     assert_eq!(c.get("/hello").text().unwrap(), "Hello from WAT!\n");
     assert_eq!(c.get("/again").text().unwrap(), "Hello from WAT!\n");
     let record: serde_json::Value = c
@@ -78,7 +90,7 @@ fn a_change_on_one_node_is_served_by_every_node() {
         .json()
         .unwrap();
     assert_eq!(record["versions"].as_array().unwrap().len(), 2);
-    assert_eq!(modules_stored(&nats), 2, "hello-wat and hello-c, each once");
+    assert_eq!(modules_stored(nats), 2, "hello-wat and hello-c, each once");
 
     let removed = c.admin(Method::DELETE, "functions/hello").send().unwrap();
     assert!(removed.status().is_success());
