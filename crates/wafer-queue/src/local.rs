@@ -83,10 +83,7 @@ fn recover(db: &Database) -> Result<u64, QueueError> {
         for (id, key) in &interrupted {
             if let Some(mut record) = read_record(&records, id)? {
                 record.state = State::Queued;
-                let json = serde_json::to_string(&record).map_err(QueueError::store)?;
-                records
-                    .insert(id.as_str(), json.as_str())
-                    .map_err(QueueError::store)?;
+                write_record(&mut records, &record)?;
                 queue.insert(*key, id.as_str()).map_err(QueueError::store)?;
             }
             taken.remove(id.as_str()).map_err(QueueError::store)?;
@@ -134,6 +131,18 @@ fn prune(db: &Database) -> Result<(), QueueError> {
     tx.commit().map_err(QueueError::store)
 }
 
+fn write_record(
+    records: &mut redb::Table<&'static str, &'static str>,
+    record: &Record,
+) -> Result<(), QueueError> {
+    let json = serde_json::to_string(record).map_err(QueueError::store)?;
+    let id = record.invocation.id.as_str();
+    records
+        .insert(id, json.as_str())
+        .map_err(QueueError::store)?;
+    Ok(())
+}
+
 fn read_record(
     records: &impl ReadableTable<&'static str, &'static str>,
     id: &str,
@@ -167,11 +176,8 @@ impl Queue for LocalQueue {
                     finished: None,
                     outcome: None,
                 };
-                let json = serde_json::to_string(&record).map_err(QueueError::store)?;
                 let mut records = tx.open_table(RECORDS).map_err(QueueError::store)?;
-                records
-                    .insert(id.as_str(), json.as_str())
-                    .map_err(QueueError::store)?;
+                write_record(&mut records, &record)?;
                 let mut bodies = tx.open_table(BODIES).map_err(QueueError::store)?;
                 bodies
                     .insert(id.as_str(), &body[..])
@@ -244,10 +250,7 @@ impl Queue for LocalQueue {
                 record.state = State::Running;
                 record.attempts += 1;
                 record.started = Some(now());
-                let json = serde_json::to_string(&record).map_err(QueueError::store)?;
-                records
-                    .insert(id.as_str(), json.as_str())
-                    .map_err(QueueError::store)?;
+                write_record(&mut records, &record)?;
             }
             tx.commit().map_err(QueueError::store)
         })
@@ -270,10 +273,7 @@ impl Queue for LocalQueue {
                     .insert(id.as_str(), &outcome.body[..])
                     .map_err(QueueError::store)?;
                 record.outcome = Some(outcome);
-                let json = serde_json::to_string(&record).map_err(QueueError::store)?;
-                records
-                    .insert(id.as_str(), json.as_str())
-                    .map_err(QueueError::store)?;
+                write_record(&mut records, &record)?;
                 let mut bodies = tx.open_table(BODIES).map_err(QueueError::store)?;
                 bodies.remove(id.as_str()).map_err(QueueError::store)?;
                 let mut taken = tx.open_table(TAKEN).map_err(QueueError::store)?;
