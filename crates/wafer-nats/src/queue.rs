@@ -291,14 +291,7 @@ impl Queue for NatsQueue {
         };
         let json = serde_json::to_vec(&invocation).map_err(|e| store("encoding")(e.to_string()))?;
         let payload = frame(&json, &inline);
-        let record = Record {
-            invocation,
-            state: State::Queued,
-            attempts: 0,
-            started: None,
-            finished: None,
-            outcome: None,
-        };
+        let record = Record::queued(invocation);
         self.put_record(&record, &[]).await?;
         let stored = async {
             self.jetstream

@@ -150,6 +150,20 @@ pub struct Record {
     pub outcome: Option<Outcome>,
 }
 
+impl Record {
+    /// The record of `invocation` just queued.
+    pub fn queued(invocation: Invocation) -> Self {
+        Self {
+            invocation,
+            state: State::Queued,
+            attempts: 0,
+            started: None,
+            finished: None,
+            outcome: None,
+        }
+    }
+}
+
 /// An invocation taken out of the queue to run, with its request body.
 #[derive(Debug, Clone)]
 pub struct Job {

@@ -168,14 +168,7 @@ impl Queue for LocalQueue {
                     return Err(QueueError::Full(waiting));
                 }
                 let id = invocation.id.clone();
-                let record = Record {
-                    invocation,
-                    state: State::Queued,
-                    attempts: 0,
-                    started: None,
-                    finished: None,
-                    outcome: None,
-                };
+                let record = Record::queued(invocation);
                 let mut records = tx.open_table(RECORDS).map_err(QueueError::store)?;
                 write_record(&mut records, &record)?;
                 let mut bodies = tx.open_table(BODIES).map_err(QueueError::store)?;
