@@ -94,6 +94,12 @@ async fn main() -> anyhow::Result<()> {
     if args.first().map(String::as_str) == Some("propagation") {
         return propagation::run(&args[1..]).await;
     }
+    // `wafer-bench deploys [DIR]`: only the deploy-cost figures.
+    if args.first().map(String::as_str) == Some("deploys") {
+        let dir = PathBuf::from(args.get(1).map_or("target/wasm", String::as_str));
+        let runtime = Arc::new(Runtime::new(&RuntimeConfig::default())?);
+        return deploys_as_functions_grow(&runtime, &dir.join("hello-wat.wat")).await;
+    }
     let dir = PathBuf::from(
         std::env::args()
             .nth(1)
@@ -181,7 +187,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// The time of one deploy (write the record, wait until it is served) with 10, 1,000 and
-/// 5,000 functions deployed: it should not grow with their number. The module is the same
+/// 10,000 functions deployed: it should not grow with their number. The module is the same
 /// each time, so its artifact is cached and the figure is the record write (with its fsync)
 /// and the table update.
 async fn deploys_as_functions_grow(
@@ -194,7 +200,7 @@ async fn deploys_as_functions_grow(
         Functions::start(Registry::open(data.path())?, runtime.clone(), data.path()).await?;
     println!("one deploy with N functions deployed (mean of the next 50 deploys):");
     let mut deployed = 0;
-    for target in [10, 1000, 5000] {
+    for target in [10, 1000, 10_000] {
         while deployed < target {
             let name = format!("f{deployed}").parse()?;
             functions

@@ -13,9 +13,11 @@ use wasmtime::{
 };
 
 use crate::error::{CompileError, RuntimeError};
+use crate::guest::{self, GuestCtx};
 use crate::http::{HttpComponent, HttpCtx};
-use crate::program::{GuestCtx, Program};
+use crate::program::Program;
 use crate::service::{Service, ServiceCtx};
+use crate::wapc;
 use wasmtime::component::{self, Component};
 use wasmtime::Precompiled;
 use wasmtime_wasi::p2::bindings::CommandPre;
@@ -103,7 +105,8 @@ impl Runtime {
             wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = Engine::new(&wasm).map_err(RuntimeError::engine)?;
-        let linker = crate::program::linker(&engine).map_err(RuntimeError::engine)?;
+        let mut linker = guest::linker(&engine).map_err(RuntimeError::engine)?;
+        wapc::add_to_linker(&mut linker).map_err(RuntimeError::engine)?;
         let mut component_linker = component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)
             .map_err(RuntimeError::engine)?;

@@ -73,3 +73,45 @@ impl fmt::Display for Fault {
         }
     }
 }
+
+/// Why a call did not return a value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CallError {
+    /// The guest trapped, ran out of time or memory, or answered too much.
+    #[error("{0}")]
+    Fault(Fault),
+    /// A waPC guest answered with an error (`__guest_error`).
+    #[error("{0}")]
+    Guest(String),
+    /// A waPC guest has no handler for the operation.
+    #[error("unknown operation `{0}`")]
+    UnknownOperation(String),
+    /// The module exports no function of that name.
+    #[error("no exported function `{name}` (exports: {exports})")]
+    NoExport {
+        /// The name asked for.
+        name: String,
+        /// The functions the module does export.
+        exports: String,
+    },
+    /// The arguments or expected results do not fit the export's signature.
+    #[error("{signature}: {problem}")]
+    Signature {
+        /// The export's real signature, for example `sum(i32, i32) -> i32`.
+        signature: String,
+        /// What does not fit.
+        problem: String,
+    },
+    /// The call needs something the module lacks (an allocator, an exported memory, ...).
+    #[error("{0}")]
+    Unsupported(String),
+    /// An earlier call on this instance failed, leaving it unusable.
+    #[error("this instance failed in an earlier call ({0}); create a new one")]
+    Poisoned(Fault),
+}
+
+impl From<Fault> for CallError {
+    fn from(fault: Fault) -> Self {
+        CallError::Fault(fault)
+    }
+}

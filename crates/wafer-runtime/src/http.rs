@@ -27,7 +27,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 use crate::error::Fault;
 use crate::output::{CappedPipe, Overflow};
-use crate::program::{describe_trap, MemoryLimiter};
+use crate::sandbox::{describe_trap, MemoryLimiter};
 use wafer_abi::Limits;
 
 /// A request or response body crossing the [`Outbound`] seam.

@@ -66,28 +66,29 @@
 #![warn(missing_docs)]
 
 mod cache;
-mod call;
+mod cgi;
 mod engine;
 mod error;
+mod exports;
+mod guest;
 mod http;
 mod output;
 mod program;
+mod sandbox;
 mod service;
 mod wapc;
 
 pub use bytesize::ByteSize;
 pub use cache::ArtifactCache;
-pub use call::{
-    CallError, CallOptions, FromValue, Instance, IntoValue, Params, Preopen, Results, Shape,
-    Signature, Value, ValueType,
-};
+pub use cgi::{CgiOutput, CgiRequest, CommandOptions, Inputs};
 pub use engine::{Compiled, Runtime, RuntimeConfig};
-pub use error::{CompileError, Fault, RuntimeError};
+pub use error::{CallError, CompileError, Fault, RuntimeError};
+pub use exports::{FromValue, IntoValue, Params, Results, Shape, Signature, Value, ValueType};
+pub use guest::{CallOptions, GuestCtx, HostCall, HostCallFuture, HostCalls, Instance, Preopen};
 pub use http::{
     BoxError, Done, Finished, Handled, HttpComponent, HttpCtx, HttpOptions, InstancePool, Outbound,
     OutboundBody, OutboundError,
 };
-pub use program::{CgiOutput, CgiRequest, CommandOptions, GuestCtx, Inputs, Program};
+pub use program::Program;
 pub use service::{Service, ServiceCtx, ServiceOptions};
 pub use wafer_abi::{Abi, Limits};
-pub use wapc::{HostCall, HostCallFuture, HostCalls};

@@ -18,7 +18,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::error::Fault;
 use crate::output::{CappedPipe, Overflow};
-use crate::program::{describe_trap, MemoryLimiter};
+use crate::sandbox::{describe_trap, MemoryLimiter};
 use wafer_abi::Limits;
 
 /// How a service runs: where it listens, its environment and memory limit.

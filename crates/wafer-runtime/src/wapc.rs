@@ -1,261 +1,182 @@
-//! The host side of the waPC protocol (module `wapc`), and the host calls a guest makes
-//! through it.
+//! The waPC ABI: a module exporting `__guest_call`, called by operation name with a byte
+//! payload.
 //!
 //! A call: the host calls the guest's `__guest_call(op_len, payload_len)`; the guest asks for
 //! the operation name and payload with `__guest_request(op_ptr, payload_ptr)`, runs, and
 //! answers with `__guest_response(ptr, len)` (returning 1) or `__guest_error(ptr, len)`
-//! (returning 0). While it runs it may call the host with `__host_call(binding, namespace,
-//! operation, payload)` and read the answer with `__host_response(_len)` or
-//! `__host_error(_len)`, and log with `__console_log`.
+//! (returning 0). While it runs it may call the host with `__host_call` (the host-call
+//! channel every ABI shares, in `guest`).
 
-use std::future::Future;
-use std::pin::Pin;
+use wasmtime::{Caller, InstancePre, Linker};
 
-use wasmtime::{Caller, Extern, Linker};
+use crate::error::CallError;
+use crate::guest::{read, write, CallOptions, GuestCtx, Instance, Wording};
+use crate::sandbox::within;
+use wafer_abi::{Abi, Limits};
 
-use crate::program::GuestCtx;
+/// The exports an instance of a waPC module runs before its first call, those it has: a
+/// reactor's `_initialize`, a module built as a command's `_start`, and `wapc_init`.
+pub(crate) const INITS: &[&str] = &["_initialize", "_start", "wapc_init"];
 
-/// One call from a guest to its host, as `__host_call` made it.
-#[derive(Debug, Clone, Copy)]
-pub struct HostCall<'a> {
-    /// Which host API (`wafer` for the server's own capabilities).
-    pub binding: &'a str,
-    /// The capability or interface within the binding (for example `log`).
-    pub namespace: &'a str,
-    /// The operation within the namespace.
-    pub operation: &'a str,
-    /// The guest's payload.
-    pub payload: &'a [u8],
-}
-
-/// What a host call returns: the response bytes, or an error message for the guest.
-pub type HostCallFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send + 'a>>;
-
-/// Answers the host calls of a guest (waPC `__host_call`).
-///
-/// Any `Fn(HostCall) -> Result<Vec<u8>, String>` closure is one; implement the trait directly
-/// to answer asynchronously.
-pub trait HostCalls: Send + Sync {
-    /// Answers one call.
-    fn call<'a>(&'a self, call: HostCall<'a>) -> HostCallFuture<'a>;
-}
-
-impl<F> HostCalls for F
-where
-    F: Fn(HostCall<'_>) -> Result<Vec<u8>, String> + Send + Sync,
-{
-    fn call<'a>(&'a self, call: HostCall<'a>) -> HostCallFuture<'a> {
-        let answer = self(call);
-        Box::pin(std::future::ready(answer))
-    }
-}
-
-/// The waPC exchange of one guest call.
-#[derive(Default)]
-pub(crate) struct WapcState {
-    /// The operation and payload of the call in progress, for `__guest_request`.
-    pub(crate) operation: Vec<u8>,
-    pub(crate) payload: Vec<u8>,
-    /// What the guest answered.
-    pub(crate) response: Option<Vec<u8>>,
-    pub(crate) error: Option<Vec<u8>>,
-    /// The answer to the guest's last host call.
-    host_response: Vec<u8>,
-    host_error: Vec<u8>,
-}
-
-impl WapcState {
-    /// Starts a call: the operation and payload the guest will ask for, no answer yet.
-    pub(crate) fn start(&mut self, operation: &str, payload: &[u8]) {
-        self.operation.clear();
-        self.operation.extend_from_slice(operation.as_bytes());
-        self.payload.clear();
-        self.payload.extend_from_slice(payload);
-        self.response = None;
-        self.error = None;
-    }
-}
-
-fn memory(caller: &mut Caller<'_, GuestCtx>, import: &str) -> wasmtime::Result<wasmtime::Memory> {
-    match caller.get_export("memory") {
-        Some(Extern::Memory(memory)) => Ok(memory),
-        _ => wasmtime::bail!("wapc.{import}: the module exports no memory"),
-    }
-}
-
-/// Copies `len` guest bytes at `ptr`. Guest pointers and lengths are unsigned 32-bit.
-pub(crate) fn read(
-    caller: &mut Caller<'_, GuestCtx>,
-    import: &str,
-    ptr: i32,
-    len: i32,
-) -> wasmtime::Result<Vec<u8>> {
-    let memory = memory(caller, import)?;
-    let (start, len) = (ptr as u32 as usize, len as u32 as usize);
-    match memory.data(&caller).get(start..start.saturating_add(len)) {
-        Some(bytes) => Ok(bytes.to_vec()),
-        None => wasmtime::bail!("wapc.{import}: {len} bytes at {start} are out of bounds"),
-    }
-}
-
-fn read_str(
-    caller: &mut Caller<'_, GuestCtx>,
-    import: &str,
-    what: &str,
-    ptr: i32,
-    len: i32,
-) -> wasmtime::Result<String> {
-    String::from_utf8(read(caller, import, ptr, len)?)
-        .map_err(|_| wasmtime::format_err!("wapc.{import}: the {what} is not UTF-8"))
-}
-
-/// Copies `bytes` into guest memory at `ptr`.
-fn write(
-    caller: &mut Caller<'_, GuestCtx>,
-    import: &str,
-    ptr: i32,
-    bytes: &[u8],
-) -> wasmtime::Result<()> {
-    let memory = memory(caller, import)?;
-    let start = ptr as u32 as usize;
-    match memory
-        .data_mut(&mut *caller)
-        .get_mut(start..start.saturating_add(bytes.len()))
-    {
-        Some(dest) => {
-            dest.copy_from_slice(bytes);
-            Ok(())
-        }
-        None => wasmtime::bail!(
-            "wapc.{import}: {} bytes at {start} are out of bounds",
-            bytes.len()
-        ),
-    }
-}
-
-fn length(bytes: &[u8]) -> i32 {
-    // Bounded by the response limit, far below 2 GiB.
-    i32::try_from(bytes.len()).unwrap_or(i32::MAX)
-}
-
-/// Adds the `wapc` module to the linker.
+/// Adds the guest's side of the exchange to the linker: `__guest_request` and the answer,
+/// `__guest_response` or `__guest_error`.
 pub(crate) fn add_to_linker(linker: &mut Linker<GuestCtx>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "wapc",
         "__guest_request",
         |mut caller: Caller<'_, GuestCtx>, op_ptr: i32, ptr: i32| -> wasmtime::Result<()> {
-            let state = std::mem::take(&mut caller.data_mut().wapc);
-            let written = write(&mut caller, "__guest_request", op_ptr, &state.operation)
-                .and_then(|()| write(&mut caller, "__guest_request", ptr, &state.payload));
-            caller.data_mut().wapc = state;
+            const IMPORT: &str = "wapc.__guest_request";
+            let exchange = std::mem::take(&mut caller.data_mut().exchange);
+            let written = write(&mut caller, IMPORT, op_ptr, &exchange.operation)
+                .and_then(|()| write(&mut caller, IMPORT, ptr, &exchange.payload));
+            caller.data_mut().exchange = exchange;
             written
         },
     )?;
-    // The guest's answer: its response, or its error message.
-    for (import, is_error) in [("__guest_response", false), ("__guest_error", true)] {
+    for (name, is_error) in [("__guest_response", false), ("__guest_error", true)] {
         linker.func_wrap(
             "wapc",
-            import,
+            name,
             move |mut caller: Caller<'_, GuestCtx>, ptr: i32, len: i32| -> wasmtime::Result<()> {
                 caller.data().check_response_size(len)?;
-                let bytes = read(&mut caller, import, ptr, len)?;
-                let wapc = &mut caller.data_mut().wapc;
-                *if is_error {
-                    &mut wapc.error
+                let import = if is_error {
+                    "wapc.__guest_error"
                 } else {
-                    &mut wapc.response
+                    "wapc.__guest_response"
+                };
+                let bytes = read(&mut caller, import, ptr, len)?;
+                let exchange = &mut caller.data_mut().exchange;
+                *if is_error {
+                    &mut exchange.error
+                } else {
+                    &mut exchange.response
                 } = Some(bytes);
                 Ok(())
             },
         )?;
     }
-    linker.func_wrap_async(
-        "wapc",
-        "__host_call",
-        |mut caller: Caller<'_, GuestCtx>,
-         (bd_ptr, bd_len, ns_ptr, ns_len, op_ptr, op_len, ptr, len): (
-            i32,
-            i32,
-            i32,
-            i32,
-            i32,
-            i32,
-            i32,
-            i32,
-        )| {
-            Box::new(async move {
-                const IMPORT: &str = "__host_call";
-                let binding = read_str(&mut caller, IMPORT, "binding", bd_ptr, bd_len)?;
-                let namespace = read_str(&mut caller, IMPORT, "namespace", ns_ptr, ns_len)?;
-                let operation = read_str(&mut caller, IMPORT, "operation", op_ptr, op_len)?;
-                let payload = read(&mut caller, IMPORT, ptr, len)?;
-                let call = HostCall {
-                    binding: &binding,
-                    namespace: &namespace,
-                    operation: &operation,
-                    payload: &payload,
-                };
-                let answer = match caller.data().host.clone() {
-                    Some(host) => host.call(call).await,
-                    None => Err(format!(
-                        "denied: no host calls are available to this guest (called {binding}/{namespace}/{operation})"
-                    )),
-                };
-                let state = &mut caller.data_mut().wapc;
-                Ok(match answer {
-                    Ok(response) => {
-                        state.host_response = response;
-                        state.host_error.clear();
-                        1
-                    }
-                    Err(message) => {
-                        state.host_response.clear();
-                        state.host_error = message.into_bytes();
-                        0
-                    }
-                })
-            })
-        },
-    )?;
-    // The answer to the guest's last host call: the response, or the error message.
-    for (import, len_import, is_error) in [
-        ("__host_response", "__host_response_len", false),
-        ("__host_error", "__host_error_len", true),
-    ] {
-        fn answer(wapc: &mut WapcState, is_error: bool) -> &mut Vec<u8> {
-            if is_error {
-                &mut wapc.host_error
-            } else {
-                &mut wapc.host_response
-            }
-        }
-        linker.func_wrap(
-            "wapc",
-            import,
-            move |mut caller: Caller<'_, GuestCtx>, ptr: i32| -> wasmtime::Result<()> {
-                let bytes = std::mem::take(answer(&mut caller.data_mut().wapc, is_error));
-                let written = write(&mut caller, import, ptr, &bytes);
-                *answer(&mut caller.data_mut().wapc, is_error) = bytes;
-                written
-            },
-        )?;
-        linker.func_wrap(
-            "wapc",
-            len_import,
-            move |mut caller: Caller<'_, GuestCtx>| -> i32 {
-                length(answer(&mut caller.data_mut().wapc, is_error))
-            },
-        )?;
-    }
-    linker.func_wrap(
-        "wapc",
-        "__console_log",
-        |mut caller: Caller<'_, GuestCtx>, ptr: i32, len: i32| -> wasmtime::Result<()> {
-            let mut line = read(&mut caller, "__console_log", ptr, len)?;
-            line.push(b'\n');
-            caller.data().log.append(&line);
-            Ok(())
-        },
-    )?;
     Ok(())
+}
+
+/// The operation Wafer calls to learn how a waPC guest words "no such operation": no guest
+/// has a handler for it.
+const PROBE_OPERATION: &str = "wafer.no-such-operation.7f3a9c";
+
+impl Instance {
+    /// Calls a waPC operation: the guest's answer, or its error
+    /// ([`CallError::UnknownOperation`] when the guest has no such operation).
+    pub async fn call_wapc(
+        &mut self,
+        operation: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, CallError> {
+        match self.guest_call(operation, payload).await {
+            Err(CallError::Guest(message))
+                if is_unknown_operation(
+                    &self.pre,
+                    &self.wording,
+                    operation,
+                    &message,
+                    self.store.data().limits,
+                )
+                .await =>
+            {
+                Err(CallError::UnknownOperation(operation.to_owned()))
+            }
+            result => result,
+        }
+    }
+
+    /// One `__guest_call`: the guest's answer, or its error as it words it.
+    async fn guest_call(&mut self, operation: &str, payload: &[u8]) -> Result<Vec<u8>, CallError> {
+        if self.abi() != Abi::Wapc {
+            return Err(CallError::Unsupported(format!(
+                "not a waPC module (it exports no `__guest_call`; its ABI is {})",
+                self.abi()
+            )));
+        }
+        let guest_call = self
+            .func("__guest_call")
+            .ok_or_else(|| CallError::Unsupported("`__guest_call` is not a function".into()))?
+            .typed::<(i32, i32), i32>(&self.store)
+            .map_err(|_| CallError::Signature {
+                signature: "__guest_call".into(),
+                problem: "must be (i32, i32) -> i32".into(),
+            })?;
+        let too_large = |what: &str, len: usize| {
+            i32::try_from(len).map_err(|_| {
+                CallError::Unsupported(format!("the {what} is too large ({len} bytes)"))
+            })
+        };
+        let op_len = too_large("operation name", operation.len())?;
+        let len = too_large("payload", payload.len())?;
+        let deadline = self.begin()?;
+        let exchange = &mut self.store.data_mut().exchange;
+        exchange.operation.clear();
+        exchange.operation.extend_from_slice(operation.as_bytes());
+        exchange.payload.clear();
+        exchange.payload.extend_from_slice(payload);
+        exchange.response = None;
+        exchange.error = None;
+        let result = within(
+            deadline,
+            guest_call.call_async(&mut self.store, (op_len, len)),
+        )
+        .await;
+        let ok = self.finish(result)?;
+        let exchange = &mut self.store.data_mut().exchange;
+        let (response, error) = (exchange.response.take(), exchange.error.take());
+        match (ok, response, error) {
+            (1, Some(response), _) => Ok(response),
+            (1, None, _) => Ok(Vec::new()),
+            (_, _, Some(error)) => Err(CallError::Guest(
+                String::from_utf8_lossy(&error).into_owned(),
+            )),
+            (code, _, None) => Err(CallError::Guest(format!(
+                "the guest failed (`__guest_call` returned {code}) without an error message"
+            ))),
+        }
+    }
+}
+
+/// Whether `message`, the error a waPC guest returned for `operation`, is the guest's
+/// way of saying it has no such operation.
+///
+/// Every waPC SDK words this differently (`No handler registered for function ...`,
+/// `Could not find function "..."`, ...), so Wafer asks the guest itself: once per
+/// program it calls an operation that cannot exist, in a fresh instance without host
+/// calls, and keeps the error with the operation's name cut out. An error that reads the
+/// same with `operation` in that place means "unknown operation". A guest that answers
+/// the probe, or fails it some other way, never has unknown operations.
+async fn is_unknown_operation(
+    pre: &InstancePre<GuestCtx>,
+    wording: &Wording,
+    operation: &str,
+    message: &str,
+    limits: Limits,
+) -> bool {
+    if !message.contains(operation) {
+        return false;
+    }
+    let learned = wording
+        .get_or_init(|| async {
+            let options = CallOptions::new(limits);
+            let mut probe = Instance::new(pre, Abi::Wapc, wording, INITS, &options)
+                .await
+                .ok()?;
+            match probe.guest_call(PROBE_OPERATION, b"").await {
+                Err(CallError::Guest(said)) => {
+                    let (before, after) = said.split_once(PROBE_OPERATION)?;
+                    Some((before.to_owned(), after.to_owned()))
+                }
+                _ => None,
+            }
+        })
+        .await;
+    learned.as_ref().is_some_and(|(before, after)| {
+        message
+            .strip_prefix(before.as_str())
+            .and_then(|rest| rest.strip_suffix(after.as_str()))
+            == Some(operation)
+    })
 }
