@@ -22,6 +22,35 @@ use crate::error::Error;
 use crate::App;
 
 impl App {
+    /// How to run one call of the component `function`: its environment, limits, outbound
+    /// policy, directories, and a host for its capability calls if it imports any.
+    pub(crate) fn component_options(
+        &self,
+        function: &Arc<Function>,
+        request_id: &str,
+        hops: u32,
+    ) -> HttpOptions {
+        let config = &function.config;
+        let uses_capabilities = function
+            .program()
+            .ok()
+            .and_then(|program| program.as_http())
+            .is_some_and(|component| component.uses_capabilities());
+        HttpOptions {
+            env: config
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            limits: config.limits,
+            outbound: (!config.grants.http.is_empty()).then(|| {
+                self.caps.outbound(&function.deployment) as Arc<dyn wafer_runtime::Outbound>
+            }),
+            host: uses_capabilities.then(|| self.host_calls(function, request_id, hops)),
+            dirs: crate::preopens(function),
+        }
+    }
+
     pub(crate) async fn call_http<B>(
         &self,
         function: &Arc<Function>,
@@ -46,17 +75,7 @@ impl App {
                 Err(_) => wasmtime_wasi_http::Error::HttpRequestBodySize(Some(limit.as_u64())),
             })
         });
-        let options = HttpOptions {
-            env: config
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            limits: config.limits,
-            outbound: (!config.grants.http.is_empty()).then(|| {
-                self.caps.outbound(&function.deployment) as Arc<dyn wafer_runtime::Outbound>
-            }),
-        };
+        let options = self.component_options(function, request_id, 0);
         let handled = component
             .handle(request, &options, function.instances())
             .await;

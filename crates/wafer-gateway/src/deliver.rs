@@ -6,6 +6,9 @@
 //! - A waPC program gets operation `on_message` with `{"topic": T, "message": "..."}` (or
 //!   `message_base64`) as its payload.
 //!
+//! - A component gets a call of its `wafer:pubsub/subscriber` export, `on-message(topic,
+//!   message)`; an `err` counts as a failure.
+//!
 //! Failures land in the subscriber's log with a request id, like any failed call.
 
 use std::future::Future;
@@ -74,9 +77,29 @@ impl App {
             Abi::Service => Err(Error::Delivery(
                 "a service does not take messages; it serves its own socket".into(),
             )),
-            Abi::Exports | Abi::Http => Err(Error::Delivery(
-                "only CGI and waPC functions take messages: subscribe one of those".into(),
+            Abi::Exports => Err(Error::Delivery(
+                "functions called by their plain exports do not take messages: subscribe a \
+                 CGI, waPC or component function"
+                    .into(),
             )),
+            Abi::Http => {
+                let component = program.as_http().ok_or_else(|| {
+                    Error::Delivery("the program is not an HTTP component".into())
+                })?;
+                let options = self.component_options(function, request_id, message.hops);
+                let delivered = component
+                    .deliver(&options, &message.topic, &message.body)
+                    .await;
+                self.logs.append_call(
+                    function,
+                    request_id,
+                    &delivered.log,
+                    delivered.log_truncated,
+                );
+                delivered
+                    .result
+                    .map_err(|e| Error::Delivery(format!("the subscriber failed: {e}")))
+            }
             Abi::Cgi => {
                 let script = function.config.routes[0].pattern().0.to_owned();
                 let mut request = Request::builder()

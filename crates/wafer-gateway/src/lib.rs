@@ -288,33 +288,33 @@ impl App {
         request_id: &str,
         hops: u32,
     ) -> CallOptions {
-        let config = &function.config;
-        let host = program.inputs().host_calls.then(|| {
-            Arc::new(ServerHost {
-                logs: self.logs.clone(),
-                caps: self.caps.clone(),
-                function: function.clone(),
-                request_id: request_id.to_owned(),
-                hops,
-                deadline: std::time::Instant::now() + config.limits.timeout,
-                log_left: Mutex::new(Some(config.limits.stderr.as_u64())),
-            }) as Arc<dyn wafer_runtime::HostCalls>
-        });
-        let dirs = config
-            .grants
-            .dirs
-            .iter()
-            .map(|d| wafer_runtime::Preopen {
-                host: d.host.clone(),
-                guest: d.guest.clone(),
-                read_only: d.read_only,
-            })
-            .collect();
         CallOptions {
-            limits: config.limits,
-            host,
-            dirs,
+            limits: function.config.limits,
+            host: program
+                .inputs()
+                .host_calls
+                .then(|| self.host_calls(function, request_id, hops)),
+            dirs: preopens(function),
         }
+    }
+
+    /// What answers the host calls of one call of `function`.
+    pub(crate) fn host_calls(
+        &self,
+        function: &Arc<Function>,
+        request_id: &str,
+        hops: u32,
+    ) -> Arc<dyn wafer_runtime::HostCalls> {
+        let limits = &function.config.limits;
+        Arc::new(ServerHost {
+            logs: self.logs.clone(),
+            caps: self.caps.clone(),
+            function: function.clone(),
+            request_id: request_id.to_owned(),
+            hops,
+            deadline: std::time::Instant::now() + limits.timeout,
+            log_left: Mutex::new(Some(limits.stderr.as_u64())),
+        })
     }
 
     /// Calls an operation of a waPC or exports function by the function's name (the admin
@@ -641,4 +641,19 @@ async fn follow_table(app: Weak<App>) {
             return;
         }
     }
+}
+
+/// The directories granted to `function`, as the runtime pre-opens them.
+pub(crate) fn preopens(function: &Function) -> Vec<wafer_runtime::Preopen> {
+    function
+        .config
+        .grants
+        .dirs
+        .iter()
+        .map(|d| wafer_runtime::Preopen {
+            host: d.host.clone(),
+            guest: d.guest.clone(),
+            read_only: d.read_only,
+        })
+        .collect()
 }

@@ -33,6 +33,16 @@ pub trait Kv: Send + Sync + 'static {
         value: Vec<u8>,
         max_keys: u64,
     ) -> Result<(), GuestError>;
+    /// Adds `delta` to the counter `key` (decimal text; a key not set counts as 0) in one
+    /// atomic step, and returns the new value; a new key counts against `max_keys` as in
+    /// `set`.
+    async fn increment(
+        &self,
+        namespace: &FunctionName,
+        key: &str,
+        delta: u64,
+        max_keys: u64,
+    ) -> Result<u64, GuestError>;
     /// Unsets `key` (nothing happens if it is not set).
     async fn delete(&self, namespace: &FunctionName, key: &str) -> Result<(), GuestError>;
     /// The keys that start with `prefix`, in byte order.
@@ -40,6 +50,33 @@ pub trait Kv: Send + Sync + 'static {
         -> Result<Vec<String>, GuestError>;
     /// Deletes a whole namespace.
     async fn delete_namespace(&self, namespace: &FunctionName) -> Result<(), GuestError>;
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Increment {
+    key: String,
+    delta: u64,
+}
+
+/// The counter `key` holding `current`, after adding `delta`: what `increment` stores.
+pub fn incremented(key: &str, current: Option<&[u8]>, delta: u64) -> Result<u64, GuestError> {
+    let current = match current {
+        None => 0,
+        Some(bytes) => std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|text| text.parse::<u64>().ok())
+            .ok_or_else(|| {
+                GuestError::Invalid(format!(
+                    "`{key}` does not hold a counter (a number in decimal text), so it cannot be incremented"
+                ))
+            })?,
+    };
+    current.checked_add(delta).ok_or_else(|| {
+        GuestError::Invalid(format!(
+            "incrementing `{key}` by {delta} would overflow a u64"
+        ))
+    })
 }
 
 #[derive(Deserialize)]
@@ -105,6 +142,14 @@ pub(crate) async fn call(
             kv.set(name, &set.key, value, limits.kv_keys).await?;
             Ok(Vec::new())
         }
+        "increment" => {
+            let increment: Increment = json(payload, "kv/increment")?;
+            check_key(&increment.key)?;
+            let value = kv
+                .increment(name, &increment.key, increment.delta, limits.kv_keys)
+                .await?;
+            Ok(value.to_string().into_bytes())
+        }
         "delete" => {
             let key = text(payload, "key")?;
             check_key(key)?;
@@ -116,7 +161,11 @@ pub(crate) async fn call(
             let keys = kv.list(name, prefix).await?;
             serde_json::to_vec(&keys).map_err(failed)
         }
-        other => Err(unknown_operation("kv", other, "get, set, delete, list")),
+        other => Err(unknown_operation(
+            "kv",
+            other,
+            "get, set, increment, delete, list",
+        )),
     }
 }
 
@@ -199,6 +248,36 @@ impl Kv for RedbKv {
                     .map_err(failed)?;
             }
             tx.commit().map_err(failed)
+        })
+        .await
+    }
+
+    async fn increment(
+        &self,
+        namespace: &FunctionName,
+        key: &str,
+        delta: u64,
+        max_keys: u64,
+    ) -> Result<u64, GuestError> {
+        let key = key.to_owned();
+        self.blocking(namespace, move |db, name| {
+            let tx = db.begin_write().map_err(failed)?;
+            let value = {
+                let mut table = tx.open_table(table(name)).map_err(failed)?;
+                let current = table.get(key.as_str()).map_err(failed)?;
+                let exists = current.is_some();
+                let value = incremented(&key, current.as_ref().map(|v| v.value()), delta)?;
+                drop(current);
+                if !exists && table.len().map_err(failed)? >= max_keys {
+                    return Err(full(max_keys));
+                }
+                table
+                    .insert(key.as_str(), value.to_string().as_bytes())
+                    .map_err(failed)?;
+                value
+            };
+            tx.commit().map_err(failed)?;
+            Ok(value)
         })
         .await
     }

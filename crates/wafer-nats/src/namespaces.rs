@@ -7,11 +7,14 @@ use std::sync::Mutex;
 use async_nats::jetstream::kv::{self, Operation};
 use async_trait::async_trait;
 use tokio_stream::StreamExt;
-use wafer_host::kv::{failed, full, Kv};
+use wafer_host::kv::{failed, full, incremented, Kv};
 use wafer_host::GuestError;
 use wafer_registry::FunctionName;
 
 use crate::Cluster;
+
+/// Compare-and-set attempts of one `increment` before it gives up.
+const INCREMENT_TRIES: usize = 20;
 
 /// The namespaces of every function, in the cluster's JetStream. Limits and errors are those
 /// of the embedded store. Guest keys are any UTF-8, NATS keys only `[-/_=.a-zA-Z0-9]`, so
@@ -116,6 +119,59 @@ impl Kv for NatsKv {
             .await
             .map(drop)
             .map_err(failed)
+    }
+
+    async fn increment(
+        &self,
+        namespace: &FunctionName,
+        key: &str,
+        delta: u64,
+        max_keys: u64,
+    ) -> Result<u64, GuestError> {
+        let Some(bucket) = self.bucket(namespace, true).await? else {
+            return Err(failed("the namespace cannot be created"));
+        };
+        let stored = hex::encode(key);
+        // Compare-and-set on the key's revision; a write by another node in between makes
+        // the update fail, and it is tried again on the new value.
+        for _ in 0..INCREMENT_TRIES {
+            let entry = bucket.entry(stored.as_str()).await.map_err(failed)?;
+            let current = entry.as_ref().filter(|e| e.operation == Operation::Put);
+            let value = incremented(key, current.map(|e| e.value.as_ref()), delta)?;
+            let text = bytes::Bytes::from(value.to_string());
+            // `Err(None)`: lost the race, try again.
+            let (bucket, stored) = (&bucket, stored.as_str());
+            let update = |revision| {
+                let text = text.clone();
+                async move {
+                    match bucket.update(stored, text, revision).await {
+                        Ok(_) => Ok(()),
+                        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Err(None),
+                        Err(e) => Err(Some(failed(e))),
+                    }
+                }
+            };
+            let written = match (current, &entry) {
+                (Some(current), _) => update(current.revision).await,
+                (None, _) if Self::keys(&bucket).await?.len() as u64 >= max_keys => {
+                    return Err(full(max_keys));
+                }
+                (None, Some(deleted)) => update(deleted.revision).await,
+                (None, None) => match bucket.create(stored, text).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Err(None),
+                    Err(e) => Err(Some(failed(e))),
+                },
+            };
+            match written {
+                Ok(()) => return Ok(value),
+                Err(None) => {}
+                Err(Some(e)) => return Err(e),
+            }
+        }
+        Err(failed(format!(
+            "`{key}` kept changing under {INCREMENT_TRIES} tries to increment it"
+        )))
     }
 
     async fn delete(&self, namespace: &FunctionName, key: &str) -> Result<(), GuestError> {

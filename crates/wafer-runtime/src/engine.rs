@@ -15,6 +15,7 @@ use wasmtime::{
 use crate::error::{CompileError, RuntimeError};
 use crate::guest::{self, GuestCtx};
 use crate::http::{HttpComponent, HttpCtx};
+use crate::interfaces;
 use crate::program::Program;
 use crate::service::{Service, ServiceCtx};
 use crate::wapc;
@@ -114,6 +115,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut http_linker).map_err(RuntimeError::engine)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut http_linker)
             .map_err(RuntimeError::engine)?;
+        interfaces::add_to_linker(&mut http_linker).map_err(RuntimeError::engine)?;
 
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -221,7 +223,7 @@ impl Runtime {
     fn prepare_component(&self, component: &Component) -> Result<Program, CompileError> {
         if let Ok(pre) = self.http_linker.instantiate_pre(component) {
             if let Ok(proxy) = ProxyPre::new(pre) {
-                return Ok(Program::http(HttpComponent { pre: proxy }));
+                return Ok(Program::http(HttpComponent::new(proxy)));
             }
         }
         let pre = self

@@ -5,8 +5,6 @@
 //! The ABIs build on this and not on each other: `cgi` runs `_start`, `wapc` calls
 //! `__guest_call`, `exports` calls plain exports.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,8 +17,11 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use crate::error::{CallError, Fault};
+use crate::host_call::{HostCall, HostCalls};
 use crate::output::{CappedPipe, Overflow};
-use crate::sandbox::{describe_trap, within, DeadlinePassed, MemoryLimiter, OutputLimit};
+use crate::sandbox::{
+    describe_trap, preopen, within, DeadlinePassed, MemoryLimiter, OutputLimit, Preopen,
+};
 use wafer_abi::{Abi, Limits};
 
 /// How to run calls: the limits, who answers the guest's host calls, and the directories
@@ -35,17 +36,6 @@ pub struct CallOptions {
     pub dirs: Vec<Preopen>,
 }
 
-/// A host directory a guest may use, at a path of its own.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Preopen {
-    /// The directory on the host.
-    pub host: std::path::PathBuf,
-    /// Where the guest finds it.
-    pub guest: String,
-    /// Whether the guest may only read.
-    pub read_only: bool,
-}
-
 impl CallOptions {
     /// Options with these limits, no host calls and no directories.
     pub fn new(limits: Limits) -> Self {
@@ -57,62 +47,13 @@ impl CallOptions {
 
     /// Adds the pre-opened directories to a WASI context.
     pub(crate) fn preopen(&self, wasi: &mut WasiCtxBuilder) -> Result<(), Fault> {
-        for dir in &self.dirs {
-            let perms = if dir.read_only {
-                wasmtime_wasi::FsPerms::ReadOnly
-            } else {
-                wasmtime_wasi::FsPerms::ReadWrite
-            };
-            wasi.preopened_dir(&dir.host, &dir.guest, perms)
-                .map_err(|e| {
-                    Fault::Trap(format!(
-                        "cannot open the granted directory {}: {e}",
-                        dir.host.display()
-                    ))
-                })?;
-        }
-        Ok(())
+        preopen(wasi, &self.dirs)
     }
 
     /// Answers the guest's host calls with `host`.
     pub fn host(mut self, host: impl HostCalls + 'static) -> Self {
         self.host = Some(Arc::new(host));
         self
-    }
-}
-
-/// One call from a guest to its host, as `__host_call` made it.
-#[derive(Debug, Clone, Copy)]
-pub struct HostCall<'a> {
-    /// Which host API (`wafer` for the server's own capabilities).
-    pub binding: &'a str,
-    /// The capability or interface within the binding (for example `log`).
-    pub namespace: &'a str,
-    /// The operation within the namespace.
-    pub operation: &'a str,
-    /// The guest's payload.
-    pub payload: &'a [u8],
-}
-
-/// What a host call returns: the response bytes, or an error message for the guest.
-pub type HostCallFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send + 'a>>;
-
-/// Answers the host calls of a guest (waPC `__host_call`), whatever its ABI.
-///
-/// Any `Fn(HostCall) -> Result<Vec<u8>, String>` closure is one; implement the trait directly
-/// to answer asynchronously.
-pub trait HostCalls: Send + Sync {
-    /// Answers one call.
-    fn call<'a>(&'a self, call: HostCall<'a>) -> HostCallFuture<'a>;
-}
-
-impl<F> HostCalls for F
-where
-    F: Fn(HostCall<'_>) -> Result<Vec<u8>, String> + Send + Sync,
-{
-    fn call<'a>(&'a self, call: HostCall<'a>) -> HostCallFuture<'a> {
-        let answer = self(call);
-        Box::pin(std::future::ready(answer))
     }
 }
 

@@ -25,9 +25,11 @@ use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::error::Fault;
+use crate::error::{CallError, Fault};
+use crate::host_call::HostCalls;
+use crate::interfaces::{Capabilities, HasCapabilities, CAPABILITY_PACKAGES, SUBSCRIBER};
 use crate::output::{CappedPipe, Overflow};
-use crate::sandbox::{describe_trap, MemoryLimiter};
+use crate::sandbox::{describe_trap, preopen, MemoryLimiter, Preopen};
 use wafer_abi::Limits;
 
 /// A request or response body crossing the [`Outbound`] seam.
@@ -70,12 +72,56 @@ pub struct HttpOptions {
     pub limits: Limits,
     /// Who may be called with `wasi:http/outgoing-handler`; `None` denies everything.
     pub outbound: Option<Arc<dyn Outbound>>,
+    /// Answers the capability interfaces (`wasi:keyvalue`, `wasi:config`, `wasi:logging`,
+    /// `wafer:pubsub`) as host calls; without it every such call is denied.
+    pub host: Option<Arc<dyn HostCalls>>,
+    /// Host directories pre-opened for the guest (`wasi:filesystem` preopens); none by
+    /// default.
+    pub dirs: Vec<Preopen>,
 }
 
 /// A compiled HTTP component, ready to handle requests.
 #[derive(Clone)]
 pub struct HttpComponent {
-    pub(crate) pre: ProxyPre<HttpCtx>,
+    pre: ProxyPre<HttpCtx>,
+    /// Whether it imports a capability interface.
+    capabilities: bool,
+}
+
+impl HttpComponent {
+    pub(crate) fn new(pre: ProxyPre<HttpCtx>) -> Self {
+        let mut component = Self {
+            pre,
+            capabilities: false,
+        };
+        component.capabilities = component
+            .imports()
+            .iter()
+            .any(|name| CAPABILITY_PACKAGES.iter().any(|p| name.starts_with(p)));
+        component
+    }
+
+    /// The interfaces the component imports, as `package/interface@version`.
+    pub fn imports(&self) -> Vec<String> {
+        let component = self.pre.instance_pre().component();
+        component
+            .component_type()
+            .imports(self.pre.engine())
+            .map(|(name, _)| name.to_owned())
+            .collect()
+    }
+
+    /// Whether the component imports any capability interface (`wasi:keyvalue`, `wasi:config`,
+    /// `wasi:logging`, `wafer:pubsub`), and so needs [`HttpOptions::host`].
+    pub fn uses_capabilities(&self) -> bool {
+        self.capabilities
+    }
+
+    /// Whether the component exports the interface `name` (`package/interface@version`).
+    pub fn exports_interface(&self, name: &str) -> bool {
+        let component = self.pre.instance_pre().component();
+        component.get_export_index(None, name).is_some()
+    }
 }
 
 /// How long an instance kept for reuse may sit idle before it is dropped (its memory and
@@ -178,10 +224,20 @@ pub struct HttpCtx {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
+    host: Option<Arc<dyn HostCalls>>,
     hooks: Hooks,
     memory: MemoryLimiter,
     deadline: Instant,
     timed_out: bool,
+}
+
+impl HasCapabilities for HttpCtx {
+    fn capabilities(&mut self) -> Capabilities<'_> {
+        Capabilities {
+            table: &mut self.table,
+            host: self.host.as_ref(),
+        }
+    }
 }
 
 impl WasiView for HttpCtx {
@@ -303,6 +359,17 @@ impl Done {
     }
 }
 
+/// How a delivery to a subscribing component went.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    /// `Ok` if `on-message` returned `ok`; the guest's error, or the fault.
+    pub result: Result<(), CallError>,
+    /// stdout and stderr.
+    pub log: Bytes,
+    /// Whether the log went past its limit and was cut.
+    pub log_truncated: bool,
+}
+
 /// How a request's instance ended.
 #[derive(Debug, Clone)]
 pub struct Finished {
@@ -331,9 +398,24 @@ impl HttpComponent {
         let limits = options.limits;
         let (mut store, proxy, uses) = match pool.and_then(|pool| pool.take()) {
             Some(kept) => (kept.store, Some(kept.proxy), kept.uses),
-            None => (self.store(options), None, 0),
+            None => match self.store(options) {
+                Ok(store) => (store, None, 0),
+                Err(fault) => {
+                    let finished = Finished {
+                        result: Err(fault.clone()),
+                        log: Bytes::new(),
+                        log_truncated: false,
+                    };
+                    return Handled {
+                        response: Err(fault),
+                        done: Done::Ended(finished),
+                    };
+                }
+            },
         };
         store.data_mut().deadline = Instant::now() + limits.timeout;
+        // A kept instance serves this request's host calls, not its first request's.
+        store.data_mut().host.clone_from(&options.host);
         store.set_epoch_deadline(1);
 
         let (sender, mut receiver) = tokio::sync::oneshot::channel();
@@ -423,19 +505,65 @@ impl HttpComponent {
         Handled { response, done }
     }
 
+    /// Calls the component's `wafer:pubsub/subscriber` `on-message` export with one message,
+    /// in a fresh instance, within the options' limits.
+    pub async fn deliver(&self, options: &HttpOptions, topic: &str, message: &[u8]) -> Delivered {
+        let limits = options.limits;
+        let mut store = match self.store(options) {
+            Ok(store) => store,
+            Err(fault) => {
+                return Delivered {
+                    result: Err(CallError::Fault(fault)),
+                    log: Bytes::new(),
+                    log_truncated: false,
+                }
+            }
+        };
+        store.set_epoch_deadline(1);
+        let pre = self.pre.instance_pre().clone();
+        let run = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            let missing = || wasmtime::format_err!("the component does not export `{SUBSCRIBER}`");
+            let interface = instance
+                .get_export_index(&mut store, None, SUBSCRIBER)
+                .ok_or_else(missing)?;
+            let index = instance
+                .get_export_index(&mut store, Some(&interface), "on-message")
+                .ok_or_else(missing)?;
+            let on_message = instance
+                .get_typed_func::<(&str, &[u8]), (Result<(), String>,)>(&mut store, &index)?;
+            let (answer,) = on_message.call_async(&mut store, (topic, message)).await?;
+            Ok::<_, wasmtime::Error>(answer)
+        };
+        let result = match tokio::time::timeout(limits.timeout, run).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(said))) => Err(CallError::Guest(said)),
+            Ok(Err(e)) => Err(CallError::Fault(fault(store.data(), &e, &limits))),
+            Err(_) => Err(CallError::Fault(Fault::Timeout(limits.timeout))),
+        };
+        let (log, log_truncated) = store.data().hooks.log.drain();
+        Delivered {
+            result,
+            log,
+            log_truncated,
+        }
+    }
+
     /// A store for a new instance: the function's environment, log, outbound policy and
     /// memory limit. The deadline is set per request.
-    fn store(&self, options: &HttpOptions) -> Store<HttpCtx> {
+    fn store(&self, options: &HttpOptions) -> Result<Store<HttpCtx>, Fault> {
         let limits = options.limits;
         let log = CappedPipe::new(limits.stderr_bytes(), Overflow::Truncate);
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(log.clone())
             .stderr(log.clone())
             .envs(&options.env);
+        preopen(&mut wasi, &options.dirs)?;
         let ctx = HttpCtx {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
+            host: options.host.clone(),
             hooks: Hooks {
                 outbound: options.outbound.clone(),
                 log,
@@ -454,7 +582,7 @@ impl HttpComponent {
             }
             Ok(UpdateDeadline::Yield(1))
         });
-        store
+        Ok(store)
     }
 }
 

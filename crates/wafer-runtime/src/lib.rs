@@ -71,7 +71,9 @@ mod engine;
 mod error;
 mod exports;
 mod guest;
+mod host_call;
 mod http;
+mod interfaces;
 mod output;
 mod program;
 mod sandbox;
@@ -84,11 +86,14 @@ pub use cgi::{CgiOutput, CgiRequest, CommandOptions, Inputs};
 pub use engine::{Compiled, Runtime, RuntimeConfig};
 pub use error::{CallError, CompileError, Fault, RuntimeError};
 pub use exports::{FromValue, IntoValue, Params, Results, Shape, Signature, Value, ValueType};
-pub use guest::{CallOptions, GuestCtx, HostCall, HostCallFuture, HostCalls, Instance, Preopen};
+pub use guest::{CallOptions, GuestCtx, Instance};
+pub use host_call::{HostCall, HostCallFuture, HostCalls};
 pub use http::{
-    BoxError, Done, Finished, Handled, HttpComponent, HttpCtx, HttpOptions, InstancePool, Outbound,
-    OutboundBody, OutboundError,
+    BoxError, Delivered, Done, Finished, Handled, HttpComponent, HttpCtx, HttpOptions,
+    InstancePool, Outbound, OutboundBody, OutboundError,
 };
+pub use interfaces::SUBSCRIBER;
 pub use program::Program;
+pub use sandbox::Preopen;
 pub use service::{Service, ServiceCtx, ServiceOptions};
 pub use wafer_abi::{Abi, Limits};

@@ -181,7 +181,11 @@ impl Program {
     pub fn inputs(&self) -> Inputs {
         match &self.code {
             Code::Module { inputs, .. } => *inputs,
-            Code::Service(_) | Code::Http(_) => Inputs::default(),
+            Code::Http(component) => Inputs {
+                host_calls: component.uses_capabilities(),
+                ..Inputs::default()
+            },
+            Code::Service(_) => Inputs::default(),
         }
     }
 

@@ -4,6 +4,9 @@
 use std::time::Instant;
 
 use wasmtime::ResourceLimiter;
+use wasmtime_wasi::WasiCtxBuilder;
+
+use crate::error::Fault;
 
 /// Grants linear memory up to the function's limit and remembers a refusal, so that the trap
 /// that usually follows is reported as what it is.
@@ -114,4 +117,34 @@ pub(crate) fn describe_trap(error: &wasmtime::Error) -> String {
         }
     }
     text
+}
+
+/// A host directory a guest may use, at a path of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preopen {
+    /// The directory on the host.
+    pub host: std::path::PathBuf,
+    /// Where the guest finds it.
+    pub guest: String,
+    /// Whether the guest may only read.
+    pub read_only: bool,
+}
+
+/// Pre-opens `dirs` in a WASI context (core modules and components alike).
+pub(crate) fn preopen(wasi: &mut WasiCtxBuilder, dirs: &[Preopen]) -> Result<(), Fault> {
+    for dir in dirs {
+        let perms = if dir.read_only {
+            wasmtime_wasi::FsPerms::ReadOnly
+        } else {
+            wasmtime_wasi::FsPerms::ReadWrite
+        };
+        wasi.preopened_dir(&dir.host, &dir.guest, perms)
+            .map_err(|e| {
+                Fault::Trap(format!(
+                    "cannot open the granted directory {}: {e}",
+                    dir.host.display()
+                ))
+            })?;
+    }
+    Ok(())
 }

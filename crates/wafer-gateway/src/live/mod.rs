@@ -575,11 +575,49 @@ fn check_fit(program: &Program, config: &FunctionConfig) -> Result<(), RegistryE
         }
         _ => {}
     }
+    if let Some(component) = program.as_http() {
+        check_component_grants(component, &config.grants)?;
+    }
     let reuse = config.limits.instance_reuse;
     if reuse > 1 && abi != Abi::Http {
         return Err(RegistryError::InvalidConfig(format!(
             "instance_reuse = {reuse} is for HTTP components (wasi:http/incoming-handler); \
              a `{abi}` module gets a fresh instance for every call"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a component that imports a capability interface it was not granted, naming the
+/// grant that would allow it, or that subscribes without a handler for the messages.
+fn check_component_grants(
+    component: &wafer_runtime::HttpComponent,
+    grants: &wafer_registry::Grants,
+) -> Result<(), RegistryError> {
+    for import in component.imports() {
+        let package = import.split('/').next().unwrap_or_default();
+        let missing = match package {
+            "wasi:keyvalue" if !grants.kv => Some("the key-value grant: `kv = true` in the manifest, or `wafer deploy --kv`"),
+            "wasi:config" if grants.config.is_empty() && grants.secrets.is_empty() => Some(
+                "config values or secrets to read: `config = { NAME = \"value\" }` or `secrets = { ... }` \
+                 in the manifest, or `wafer deploy --config NAME=VALUE` / `--secret NAME=VALUE`",
+            ),
+            "wafer:pubsub" if import.starts_with("wafer:pubsub/publisher") && grants.publish.is_empty() => Some(
+                "topics to publish to: `publish = [\"PATTERN\"]` in the manifest, or `wafer deploy --publish PATTERN`",
+            ),
+            _ => None,
+        };
+        if let Some(grant) = missing {
+            return Err(RegistryError::InvalidConfig(format!(
+                "the component imports `{import}`, which needs {grant}"
+            )));
+        }
+    }
+    if !grants.subscribe.is_empty() && !component.exports_interface(wafer_runtime::SUBSCRIBER) {
+        return Err(RegistryError::InvalidConfig(format!(
+            "a component granted `subscribe` receives each message through its export \
+             `{}` (on-message), which this component does not export",
+            wafer_runtime::SUBSCRIBER
         )));
     }
     Ok(())
