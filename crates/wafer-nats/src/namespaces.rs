@@ -153,7 +153,7 @@ impl Kv for NatsKv {
             };
             let written = match (current, &entry) {
                 (Some(current), _) => update(current.revision).await,
-                (None, _) if Self::keys(&bucket).await?.len() as u64 >= max_keys => {
+                (None, _) if Self::keys(bucket).await?.len() as u64 >= max_keys => {
                     return Err(full(max_keys));
                 }
                 (None, Some(deleted)) => update(deleted.revision).await,

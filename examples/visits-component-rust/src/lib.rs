@@ -11,6 +11,10 @@
 //!   parameters `publish=TOPIC` (publishes the request body), `get=KEY` (the value of a
 //!   key, or `(none)`), `set=KEY` (sets it to the request body) and `secret=NAME` (the
 //!   length of a config value or secret, never the value).
+//!
+//! Subscribed to topics (`subscribe = [...]`), it takes each message through its
+//! `wafer:pubsub/subscriber` export: it counts it in `messages`, keeps it in `last-message`
+//! and logs `message on TOPIC`; a message on the topic `fail` is refused (`told to fail`).
 
 use wafer_component::{config, kv, log, pubsub};
 use wasip2::exports::http::incoming_handler::Guest;
@@ -21,6 +25,22 @@ use wasip2::http::types::{
 struct Visits;
 
 wasip2::http::proxy::export!(Visits);
+wafer_component::export_subscriber!(Visits);
+
+impl wafer_component::wit::subscriber::Guest for Visits {
+    fn on_message(topic: String, message: Vec<u8>) -> Result<(), String> {
+        if topic == "fail" {
+            return Err("told to fail".to_owned());
+        }
+        let bucket = kv::open().map_err(|e| format!("{e:?}"))?;
+        kv::increment(&bucket, "messages", 1).map_err(|e| format!("{e:?}"))?;
+        bucket
+            .set("last-message", &message)
+            .map_err(|e| format!("{e:?}"))?;
+        log::info(&format!("message on {topic}"));
+        Ok(())
+    }
+}
 
 impl Guest for Visits {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {

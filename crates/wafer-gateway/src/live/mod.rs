@@ -590,6 +590,8 @@ fn check_fit(program: &Program, config: &FunctionConfig) -> Result<(), RegistryE
 
 /// Refuses a component that imports a capability interface it was not granted, naming the
 /// grant that would allow it, or that subscribes without a handler for the messages.
+/// `wasi:config` and `wasi:logging` need no grant: a function reads its own config values
+/// (none unless given) and writes its own log, as a core module does.
 fn check_component_grants(
     component: &wafer_runtime::HttpComponent,
     grants: &wafer_registry::Grants,
@@ -598,10 +600,6 @@ fn check_component_grants(
         let package = import.split('/').next().unwrap_or_default();
         let missing = match package {
             "wasi:keyvalue" if !grants.kv => Some("the key-value grant: `kv = true` in the manifest, or `wafer deploy --kv`"),
-            "wasi:config" if grants.config.is_empty() && grants.secrets.is_empty() => Some(
-                "config values or secrets to read: `config = { NAME = \"value\" }` or `secrets = { ... }` \
-                 in the manifest, or `wafer deploy --config NAME=VALUE` / `--secret NAME=VALUE`",
-            ),
             "wafer:pubsub" if import.starts_with("wafer:pubsub/publisher") && grants.publish.is_empty() => Some(
                 "topics to publish to: `publish = [\"PATTERN\"]` in the manifest, or `wafer deploy --publish PATTERN`",
             ),
