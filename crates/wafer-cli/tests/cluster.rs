@@ -262,6 +262,31 @@ fn key_value_is_one_store_for_the_whole_cluster() {
     until(&b, "/visits", 200, Some("hey, visit 1\n"));
 }
 
+#[test]
+fn a_component_counter_incremented_on_two_nodes_at_once_loses_no_increment() {
+    let nats = Nats::start();
+    let (a, b) = (node(&nats), node(&nats));
+    let module = built("visits-component-rust.wasm");
+    a.deploy_cli("visits", &module, &["--kv", "--publish", "x"]);
+    until(&b, "/visits?probe", 200, None);
+    // wasi:keyvalue/atomics.increment is a compare-and-set on the key's revision: 40
+    // visits, 20 per node, 8 at a time, count 40 (the probe above was visit 1).
+    std::thread::scope(|scope| {
+        for worker in 0..8 {
+            let server = if worker % 2 == 0 { &a } else { &b };
+            scope.spawn(move || {
+                for _ in 0..5 {
+                    assert_eq!(server.get("/visits").status(), 200);
+                }
+            });
+        }
+    });
+    assert_eq!(
+        a.get("/visits?get=visits").text().unwrap(),
+        "hello, visit 42\nvisits = 42\n"
+    );
+}
+
 /// The counters of `name` in `server`'s pub/sub stats (zeros if it has none yet).
 fn subscriber_stats(server: &Server, name: &str) -> serde_json::Value {
     let stats = server.pubsub();
