@@ -204,3 +204,38 @@ fn key_value_limits_hold_for_components() {
         "hi, visit 4\nset a\n"
     );
 }
+
+#[test]
+fn a_component_opens_only_its_granted_directories() {
+    let server = Server::start();
+    let (data, assets) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    std::fs::write(assets.path().join("motd"), "read me").unwrap();
+    let rw = format!("{}::/data", data.path().display());
+    let ro = format!("{}::/assets:ro", assets.path().display());
+    #[rustfmt::skip]
+    try_deploy(&server, "visits", VISITS, &[
+        "--kv", "--publish", "x", "--dir", &rw, "--dir", &ro,
+    ])
+    .unwrap();
+    let text = server.post("/visits?write=/data/note&read=/data/note", "kept");
+    assert_eq!(text, "hello, visit 1\nwrote /data/note\nfile: kept\n");
+    assert_eq!(
+        std::fs::read_to_string(data.path().join("note")).unwrap(),
+        "kept"
+    );
+    assert_eq!(
+        get(&server, "/visits?read=/assets/motd"),
+        "hello, visit 2\nfile: read me\n"
+    );
+    // Read-only is read-only; nothing outside the grants is reachable.
+    let text = server.post("/visits?write=/assets/motd", "overwritten");
+    assert!(text.contains("file error:"), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(assets.path().join("motd")).unwrap(),
+        "read me"
+    );
+    for path in ["/etc/passwd", "/data/../../etc/passwd"] {
+        let text = get(&server, &format!("/visits?read={path}"));
+        assert!(text.contains("file error:"), "{path}: {text}");
+    }
+}

@@ -10,7 +10,8 @@
 //! - output `GREETING, visit N`, then the reports, then one line for each of the query
 //!   parameters `publish=TOPIC` (publishes the request body), `get=KEY` (the value of a
 //!   key, or `(none)`), `set=KEY` (sets it to the request body) and `secret=NAME` (the
-//!   length of a config value or secret, never the value).
+//!   length of a config value or secret, never the value), `read=PATH` (a file's contents,
+//!   through the granted directories) and `write=PATH` (writes the request body there).
 //!
 //! Subscribed to topics (`subscribe = [...]`), it takes each message through its
 //! `wafer:pubsub/subscriber` export: it counts it in `messages`, keeps it in `last-message`
@@ -122,6 +123,18 @@ fn visit(query: &str, body: &[u8]) -> String {
             Ok(Some(value)) => out.push_str(&format!("secret {name}: {} bytes\n", value.len())),
             Ok(None) => out.push_str(&format!("secret {name}: none\n")),
             Err(e) => out.push_str(&format!("secret error: {e:?}\n")),
+        }
+    }
+    if let Some(path) = param("write") {
+        match std::fs::write(path, body) {
+            Ok(()) => out.push_str(&format!("wrote {path}\n")),
+            Err(e) => out.push_str(&format!("file error: {e}\n")),
+        }
+    }
+    if let Some(path) = param("read") {
+        match std::fs::read(path) {
+            Ok(bytes) => out.push_str(&format!("file: {}\n", String::from_utf8_lossy(&bytes))),
+            Err(e) => out.push_str(&format!("file error: {e}\n")),
         }
     }
     out
