@@ -9,7 +9,8 @@
 #   WASI 0.2 HTTP components)
 #   hello-go.wasm goenv.wasm visits-go.wasm (Go >= 1.21, GOOS=wasip1)
 #   hello-c.wasm exports-c.wasm visits-c.wasm (clang + wasi-libc)
-#   http-hello-py.wasm http-hello-js.wasm (componentize-py, componentize-js: HTTP components)
+#   http-hello-py.wasm http-hello-js.wasm visits-component-py.wasm visits-component-js.wasm
+#   (componentize-py, componentize-js: HTTP components)
 #   hello-wat.wat watenv.wat       (copied as is; the server compiles .wat itself)
 #
 # Intermediate output goes to <repo>/target/guests/. An artifact in target/wasm/ is only
@@ -196,6 +197,34 @@ if stale "$js_out" "$ex/http-hello-js"; then
   mv -f "$js_out.tmp" "$js_out"
 fi
 install_artifact "$js_out" "http-hello-js.wasm"
+# The visits components: their world, with the wasi:* packages of the hello examples and
+# Wafer's own (wit/deps) beside it.
+wit_for() { # wit_for DIR EXAMPLE WASI-DEPS: assembles the world of EXAMPLE in DIR
+  rm -rf "$1" && mkdir -p "$1/deps"
+  cp "$ex/$2/wit/world.wit" "$1/"
+  cp "$ex/$3"/wit/deps/*.wit "$1/deps/"
+  cp -r "$root"/wit/deps/keyvalue "$root"/wit/deps/config-0.2.0-draft "$root"/wit/deps/logging \
+    "$root"/wit/deps/pubsub "$1/deps/"
+}
+vpy_out="$work/visits-component-py.wasm"
+if stale "$vpy_out" "$ex/visits-component-py" "$root/wit"; then
+  wit_for "$work/visits-py-wit" visits-component-py http-hello-py
+  rm -rf "$work/visits-py-src" && mkdir -p "$work/visits-py-src"
+  cp "$ex/visits-component-py/app.py" "$work/visits-py-src/"
+  (cd "$work/visits-py-src" && "$venv/bin/componentize-py" -d "$work/visits-py-wit" -w visits \
+    componentize app -o "$vpy_out.tmp") >/dev/null \
+    || die "componentize-py build of examples/visits-component-py failed"
+  mv -f "$vpy_out.tmp" "$vpy_out"
+fi
+install_artifact "$vpy_out" "visits-component-py.wasm"
+vjs_out="$work/visits-component-js.wasm"
+if stale "$vjs_out" "$ex/visits-component-js" "$root/wit"; then
+  wit_for "$work/visits-js-wit" visits-component-js http-hello-js
+  node "$ex/visits-component-js/build.mjs" "$vjs_out.tmp" "$js" "$work/visits-js-wit" >/dev/null \
+    || die "componentize-js build of examples/visits-component-js failed"
+  mv -f "$vjs_out.tmp" "$vjs_out"
+fi
+install_artifact "$vjs_out" "visits-component-js.wasm"
 
 # --- WAT (served as text) -------------------------------------------------------------
 install_artifact "$ex/hello-wat/hello.wat" "hello-wat.wat"

@@ -58,57 +58,85 @@ fn wait_for_subscriber(server: &Server, name: &str, done: impl Fn(&serde_json::V
     }
 }
 
+/// The visits example in every language that builds components: the same behaviour.
+const LANGUAGES: [&str; 3] = [
+    VISITS,
+    "visits-component-py.wasm",
+    "visits-component-js.wasm",
+];
+
 #[test]
-fn a_component_counts_greets_logs_publishes_and_subscribes() {
+fn components_in_rust_python_and_javascript_count_greet_log_publish_and_subscribe() {
     let server = Server::start();
+    for module in LANGUAGES {
+        each_interface(&server, module);
+    }
+}
+
+/// Every interface of `module` (a visits component) over HTTP, on functions of its own.
+fn each_interface(server: &Server, module: &str) {
+    let lang = module.trim_end_matches(".wasm");
+    let (visits, reader) = (format!("{lang}-visits"), format!("{lang}-reader"));
+    let topics = format!("news.{lang}.*");
     #[rustfmt::skip]
-    try_deploy(&server, "visits", VISITS, &[
-        "--kv", "--config", "greeting=hi", "--secret", "token=s3cret", "--publish", "news.*",
+    try_deploy(server, &visits, module, &[
+        "--kv", "--config", "greeting=hi", "--secret", "token=s3cret", "--publish", &topics,
     ])
     .unwrap();
     #[rustfmt::skip]
-    try_deploy(&server, "reader", VISITS, &["--kv", "--publish", "x", "--subscribe", "news.*"]).unwrap();
+    try_deploy(server, &reader, module, &["--kv", "--publish", "x", "--subscribe", &topics]).unwrap();
+    let path = |query: &str| format!("/{visits}{query}");
 
     // wasi:config and wasi:keyvalue (atomics).
-    assert_eq!(get(&server, "/visits"), "hi, visit 1\n");
+    assert_eq!(get(server, &path("")), "hi, visit 1\n", "{lang}");
     assert_eq!(
-        get(&server, "/visits?get=visits"),
-        "hi, visit 2\nvisits = 2\n"
+        get(server, &path("?get=visits")),
+        "hi, visit 2\nvisits = 2\n",
+        "{lang}"
     );
     // A secret reads like a config value; the example prints its length only.
     assert_eq!(
-        get(&server, "/visits?secret=token"),
-        "hi, visit 3\nsecret token: 6 bytes\n"
+        get(server, &path("?secret=token")),
+        "hi, visit 3\nsecret token: 6 bytes\n",
+        "{lang}"
     );
     // wasi:logging lands in the function's log, with the request id.
-    let log = logs(&server, "visits");
+    let log = logs(server, &visits);
     for visit in ["visit 1", "visit 2", "visit 3"] {
-        assert!(log.contains(visit), "{log}");
+        assert!(log.contains(visit), "{lang}: {log}");
     }
 
     // wafer:pubsub: published by one component, delivered to another's on-message.
-    let text = server.post("/visits?publish=news.today", "breaking");
-    assert_eq!(text, "hi, visit 4\npublished\n");
-    let denied = server.post("/visits?publish=sports.today", "goal");
+    let topic = format!("news.{lang}.today");
+    let text = server.post(&path(&format!("?publish={topic}")), "breaking");
+    assert_eq!(text, "hi, visit 4\npublished\n", "{lang}");
+    let denied = server.post(&path("?publish=sports.today"), "goal");
     assert!(
         denied.contains("publish error: denied: this function may not publish to `sports.today`"),
-        "{denied}"
+        "{lang}: {denied}"
     );
-    wait_for_subscriber(&server, "reader", |s| s["delivered"] == 1);
+    wait_for_subscriber(server, &reader, |s| s["delivered"] == 1);
     // The subscriber's store is its own: its first visit is 1, and it has no greeting.
     assert_eq!(
-        get(&server, "/reader?get=last-message"),
-        "hello, visit 1\nlast-message = breaking\n"
+        get(server, &format!("/{reader}?get=last-message")),
+        "hello, visit 1\nlast-message = breaking\n",
+        "{lang}"
     );
     assert_eq!(
-        get(&server, "/reader?get=messages"),
-        "hello, visit 2\nmessages = 1\n"
+        get(server, &format!("/{reader}?get=messages")),
+        "hello, visit 2\nmessages = 1\n",
+        "{lang}"
     );
-    assert!(logs(&server, "reader").contains("message on news.today"));
+    let log = logs(server, &reader);
+    assert!(
+        log.contains(&format!("message on {topic}")),
+        "{lang}: {log}"
+    );
     // Nor can one function read the other's keys.
     assert_eq!(
-        get(&server, "/visits?get=last-message"),
-        "hi, visit 6\nlast-message = (none)\n"
+        get(server, &path("?get=last-message")),
+        "hi, visit 6\nlast-message = (none)\n",
+        "{lang}"
     );
 }
 
@@ -117,14 +145,20 @@ fn a_failing_component_subscriber_is_counted_as_failed() {
     let server = Server::start();
     #[rustfmt::skip]
     try_deploy(&server, "sender", VISITS, &["--kv", "--config", "greeting=hi", "--publish", ">"]).unwrap();
-    #[rustfmt::skip]
-    try_deploy(&server, "reader", VISITS, &["--kv", "--publish", "x", "--subscribe", "fail"]).unwrap();
+    for module in LANGUAGES {
+        let reader = format!("{}-reader", module.trim_end_matches(".wasm"));
+        #[rustfmt::skip]
+        try_deploy(&server, &reader, module, &["--kv", "--publish", "x", "--subscribe", "fail"]).unwrap();
+    }
     assert!(server
         .post("/sender?publish=fail", "x")
         .ends_with("published\n"));
-    wait_for_subscriber(&server, "reader", |s| s["failed"] == 1);
-    let log = logs(&server, "reader");
-    assert!(log.contains("told to fail"), "{log}");
+    for module in LANGUAGES {
+        let reader = format!("{}-reader", module.trim_end_matches(".wasm"));
+        wait_for_subscriber(&server, &reader, |s| s["failed"] == 1);
+        let log = logs(&server, &reader);
+        assert!(log.contains("told to fail"), "{reader}: {log}");
+    }
 }
 
 #[test]

@@ -63,13 +63,15 @@ fn examples_manifest_serves_every_example() {
             assert_eq!(text, expected, "visits-{sdk}");
         }
     }
-    for visit in 1..=2 {
-        let text = server
-            .get("/visits-component-rust?secret=token")
-            .text()
-            .unwrap();
-        let expected = format!("hi from the manifest, visit {visit}\nsecret token: 12 bytes\n");
-        assert_eq!(text, expected, "visits-component-rust");
+    for lang in ["rust", "py", "js"] {
+        for visit in 1..=2 {
+            let text = server
+                .get(&format!("/visits-component-{lang}?secret=token"))
+                .text()
+                .unwrap();
+            let expected = format!("hi from the manifest, visit {visit}\nsecret token: 12 bytes\n");
+            assert_eq!(text, expected, "visits-component-{lang}");
+        }
     }
     assert_eq!(post("/wapc-rust/hello", "README"), "Hello, README!");
     assert_eq!(post("/exports-rust/sum", "[3, 2]"), "5\n");
