@@ -33,9 +33,7 @@ impl App {
         let config = &function.config;
         let uses_capabilities = function
             .program()
-            .ok()
-            .and_then(|program| program.as_http())
-            .is_some_and(|component| component.uses_capabilities());
+            .is_ok_and(|program| program.inputs().host_calls);
         HttpOptions {
             env: config
                 .env

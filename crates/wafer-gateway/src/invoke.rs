@@ -51,6 +51,10 @@ impl Answer {
         }
     }
 
+    pub(crate) fn json(body: impl Into<Bytes>) -> Self {
+        Self::new(body, "application/json")
+    }
+
     pub(crate) fn into_response(self) -> Response {
         let mut response = Response::new(Body::from(self.body));
         *response.status_mut() = StatusCode::OK;
@@ -301,6 +305,33 @@ fn operation(name: &str, call: &Call<'_>) -> Result<String, Error> {
         .decode_utf8()
         .map(|op| op.into_owned())
         .map_err(|_| Error::BadRequest("the operation name is not UTF-8".into()))
+}
+
+/// The component function a call names: `pkg:iface/iface#func` (the `#` percent-encoded in a
+/// path), the same written as a path (`pkg:iface/iface/func`), or a world-level `func`.
+pub(crate) fn component_function(name: &str, call: &Call<'_>) -> Result<String, Error> {
+    let function = operation(name, call)?;
+    Ok(match function.contains('#') || !function.contains(':') {
+        true => function,
+        false => match function.rsplit_once('/') {
+            Some((interface, func)) => format!("{interface}#{func}"),
+            None => function,
+        },
+    })
+}
+
+/// The JSON arguments of a component call: an array, an object by parameter name, or
+/// nothing for a function without parameters.
+pub(crate) fn component_args(body: &[u8]) -> Result<serde_json::Value, Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        Error::BadRequest(format!(
+            "the body is not valid JSON ({e}); send the arguments as a JSON array, or an \
+             object by parameter name"
+        ))
+    })
 }
 
 /// The type and subtype of a Content-Type header, lower-cased (empty without one).

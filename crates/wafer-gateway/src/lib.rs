@@ -409,6 +409,11 @@ impl App {
         hops: u32,
     ) -> Result<Answer, Error> {
         let name = function.name.as_str();
+        if let Some(functions) = program.component_functions() {
+            return self
+                .call_component(function, &functions, call, request_id, hops)
+                .await;
+        }
         let options = self.call_options(function, program, request_id, hops);
         let types = |operation: &str| self.schemas.types(function, operation);
         let (result, log) = invoke::invoke(program, &options, name, call, types).await;
@@ -419,6 +424,27 @@ impl App {
 }
 
 impl App {
+    /// Calls a function a component exports, with the call's body as JSON arguments; the
+    /// answer is the result as JSON.
+    async fn call_component(
+        &self,
+        function: &Arc<Function>,
+        functions: &wafer_runtime::ComponentFunctions,
+        call: Call<'_>,
+        request_id: &str,
+        hops: u32,
+    ) -> Result<Answer, Error> {
+        let name = function.name.as_str();
+        let export = invoke::component_function(name, &call)?;
+        let args = invoke::component_args(&call.body)?;
+        let options = self.component_options(function, request_id, hops);
+        let called = functions.call(&options, &export, &args).await;
+        self.logs
+            .append_call(function, request_id, &called.log, called.log_truncated);
+        let value = called.result.map_err(|e| invoke::call_error(name, e))?;
+        Ok(Answer::json(format!("{value}\n")))
+    }
+
     /// Runs a CGI function with `cgi_request` and turns its stdout into the response (without
     /// a body for a `HEAD` request); `hops` as for [`App::call_options`].
     async fn call_cgi(

@@ -18,6 +18,7 @@ use crate::http::{HttpComponent, HttpCtx};
 use crate::interfaces;
 use crate::program::Program;
 use crate::service::{Service, ServiceCtx};
+use crate::typed::ComponentFunctions;
 use crate::wapc;
 use wasmtime::component::{self, Component};
 use wasmtime::Precompiled;
@@ -219,25 +220,40 @@ impl Runtime {
     }
 
     /// An HTTP component (`wasi:http/incoming-handler`) is called per request; a command
-    /// component (`wasi:cli/run`) becomes a service; other components are refused.
+    /// component (`wasi:cli/run`) becomes a service; a component exporting other functions is
+    /// called by them; other components are refused.
     fn prepare_component(&self, component: &Component) -> Result<Program, CompileError> {
-        if let Ok(pre) = self.http_linker.instantiate_pre(component) {
-            if let Ok(proxy) = ProxyPre::new(pre) {
+        let http = self.http_linker.instantiate_pre(component);
+        if let Ok(pre) = &http {
+            if let Ok(proxy) = ProxyPre::new(pre.clone()) {
                 return Ok(Program::http(HttpComponent::new(proxy)));
             }
         }
-        let pre = self
+        let command = self
             .component_linker
             .instantiate_pre(component)
-            .map_err(|e| CompileError::Link(format!("{e:#}")))?;
-        let command = CommandPre::new(pre).map_err(|_| {
-            CompileError::Unsupported(
-                "this WASI 0.2 component exports neither `wasi:http/incoming-handler` (an HTTP \
-                 component) nor `wasi:cli/run` (a command, run as a service)"
-                    .into(),
-            )
-        })?;
-        Ok(Program::service(Service { pre: command }))
+            .map_err(|e| CompileError::Link(format!("{e:#}")))
+            .and_then(|pre| {
+                CommandPre::new(pre).map_err(|_| {
+                    CompileError::Unsupported(
+                        "this WASI 0.2 component exports neither `wasi:http/incoming-handler` (an \
+                         HTTP component), nor `wasi:cli/run` (a command, run as a service), nor \
+                         any function to call"
+                            .into(),
+                    )
+                })
+            });
+        match (command, http) {
+            (Ok(command), _) => Ok(Program::service(Service { pre: command })),
+            (Err(e), Ok(pre)) => {
+                let functions = ComponentFunctions::new(pre);
+                match functions.is_empty() {
+                    true => Err(e),
+                    false => Ok(Program::component(functions)),
+                }
+            }
+            (Err(_), Err(link)) => Err(CompileError::Link(format!("{link:#}"))),
+        }
     }
 
     fn prepare(&self, module: Module) -> Result<Program, CompileError> {

@@ -27,9 +27,10 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 use crate::error::{CallError, Fault};
 use crate::host_call::HostCalls;
-use crate::interfaces::{Capabilities, HasCapabilities, CAPABILITY_PACKAGES, SUBSCRIBER};
+use crate::interfaces::{Capabilities, HasCapabilities, SUBSCRIBER};
 use crate::output::{CappedPipe, Overflow};
 use crate::sandbox::{describe_trap, preopen, MemoryLimiter, Preopen};
+use crate::typed::ComponentFunctions;
 use wafer_abi::Limits;
 
 /// A request or response body crossing the [`Outbound`] seam.
@@ -84,43 +85,35 @@ pub struct HttpOptions {
 #[derive(Clone)]
 pub struct HttpComponent {
     pre: ProxyPre<HttpCtx>,
-    /// Whether it imports a capability interface.
-    capabilities: bool,
+    /// The same component as the functions it exports (its imports, its other exports).
+    functions: ComponentFunctions,
 }
 
 impl HttpComponent {
     pub(crate) fn new(pre: ProxyPre<HttpCtx>) -> Self {
-        let mut component = Self {
-            pre,
-            capabilities: false,
-        };
-        component.capabilities = component
-            .imports()
-            .iter()
-            .any(|name| CAPABILITY_PACKAGES.iter().any(|p| name.starts_with(p)));
-        component
+        let functions = ComponentFunctions::new(pre.instance_pre().clone());
+        Self { pre, functions }
     }
 
     /// The interfaces the component imports, as `package/interface@version`.
     pub fn imports(&self) -> Vec<String> {
-        let component = self.pre.instance_pre().component();
-        component
-            .component_type()
-            .imports(self.pre.engine())
-            .map(|(name, _)| name.to_owned())
-            .collect()
+        self.functions.imports()
     }
 
     /// Whether the component imports any capability interface (`wasi:keyvalue`, `wasi:config`,
     /// `wasi:logging`, `wafer:pubsub`), and so needs [`HttpOptions::host`].
     pub fn uses_capabilities(&self) -> bool {
-        self.capabilities
+        self.functions.uses_capabilities()
+    }
+
+    /// The functions the component exports besides its HTTP handler, callable with JSON.
+    pub fn functions(&self) -> &ComponentFunctions {
+        &self.functions
     }
 
     /// Whether the component exports the interface `name` (`package/interface@version`).
     pub fn exports_interface(&self, name: &str) -> bool {
-        let component = self.pre.instance_pre().component();
-        component.get_export_index(None, name).is_some()
+        self.functions.exports_interface(name)
     }
 }
 
@@ -229,6 +222,13 @@ pub struct HttpCtx {
     memory: MemoryLimiter,
     deadline: Instant,
     timed_out: bool,
+}
+
+impl HttpCtx {
+    /// The instance's stdout and stderr.
+    pub(crate) fn log(&self) -> &CappedPipe {
+        &self.hooks.log
+    }
 }
 
 impl HasCapabilities for HttpCtx {
@@ -549,45 +549,53 @@ impl HttpComponent {
         }
     }
 
-    /// A store for a new instance: the function's environment, log, outbound policy and
-    /// memory limit. The deadline is set per request.
+    /// A store for a new instance; see [`new_store`].
     fn store(&self, options: &HttpOptions) -> Result<Store<HttpCtx>, Fault> {
-        let limits = options.limits;
-        let log = CappedPipe::new(limits.stderr_bytes(), Overflow::Truncate);
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(log.clone())
-            .stderr(log.clone())
-            .envs(&options.env);
-        preopen(&mut wasi, &options.dirs)?;
-        let ctx = HttpCtx {
-            wasi: wasi.build(),
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
-            host: options.host.clone(),
-            hooks: Hooks {
-                outbound: options.outbound.clone(),
-                log,
-            },
-            memory: MemoryLimiter::new(limits.memory_bytes()),
-            deadline: Instant::now() + limits.timeout,
-            timed_out: false,
-        };
-        let mut store = Store::new(self.pre.engine(), ctx);
-        store.limiter(|cx| &mut cx.memory);
-        store.epoch_deadline_callback(|mut cx| {
-            let cx = cx.data_mut();
-            if Instant::now() >= cx.deadline {
-                cx.timed_out = true;
-                return Ok(UpdateDeadline::Interrupt);
-            }
-            Ok(UpdateDeadline::Yield(1))
-        });
-        Ok(store)
+        new_store(self.pre.engine(), options)
     }
 }
 
+/// A store for a new component instance: the function's environment, log, outbound policy,
+/// host calls, directories and memory limit. The deadline is set per request.
+pub(crate) fn new_store(
+    engine: &wasmtime::Engine,
+    options: &HttpOptions,
+) -> Result<Store<HttpCtx>, Fault> {
+    let limits = options.limits;
+    let log = CappedPipe::new(limits.stderr_bytes(), Overflow::Truncate);
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.stdout(log.clone())
+        .stderr(log.clone())
+        .envs(&options.env);
+    preopen(&mut wasi, &options.dirs)?;
+    let ctx = HttpCtx {
+        wasi: wasi.build(),
+        http: WasiHttpCtx::new(),
+        table: ResourceTable::new(),
+        host: options.host.clone(),
+        hooks: Hooks {
+            outbound: options.outbound.clone(),
+            log,
+        },
+        memory: MemoryLimiter::new(limits.memory_bytes()),
+        deadline: Instant::now() + limits.timeout,
+        timed_out: false,
+    };
+    let mut store = Store::new(engine, ctx);
+    store.limiter(|cx| &mut cx.memory);
+    store.epoch_deadline_callback(|mut cx| {
+        let cx = cx.data_mut();
+        if Instant::now() >= cx.deadline {
+            cx.timed_out = true;
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        Ok(UpdateDeadline::Yield(1))
+    });
+    Ok(store)
+}
+
 /// What a failed run amounts to, given what the store saw.
-fn fault(ctx: &HttpCtx, error: &wasmtime::Error, limits: &Limits) -> Fault {
+pub(crate) fn fault(ctx: &HttpCtx, error: &wasmtime::Error, limits: &Limits) -> Fault {
     if ctx.timed_out {
         Fault::Timeout(limits.timeout)
     } else if ctx.memory.exceeded {

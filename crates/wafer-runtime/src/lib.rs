@@ -78,6 +78,7 @@ mod output;
 mod program;
 mod sandbox;
 mod service;
+mod typed;
 mod wapc;
 
 pub use bytesize::ByteSize;
@@ -96,4 +97,5 @@ pub use interfaces::SUBSCRIBER;
 pub use program::Program;
 pub use sandbox::Preopen;
 pub use service::{Service, ServiceCtx, ServiceOptions};
+pub use typed::{Called, ComponentFunctions};
 pub use wafer_abi::{Abi, Limits};

@@ -9,6 +9,7 @@ use crate::exports::{self, Params, Results, Signature};
 use crate::guest::{CallOptions, GuestCtx, Instance, Wording};
 use crate::http::HttpComponent;
 use crate::service::Service;
+use crate::typed::ComponentFunctions;
 use crate::wapc;
 use wafer_abi::Abi;
 
@@ -46,6 +47,8 @@ enum Code {
     },
     Service(Service),
     Http(HttpComponent),
+    /// A component called by its exported functions.
+    Component(ComponentFunctions),
 }
 
 /// Why a component was called like a core module.
@@ -80,11 +83,30 @@ impl Program {
         }
     }
 
+    pub(crate) fn component(functions: ComponentFunctions) -> Self {
+        Self {
+            abi: Abi::Exports,
+            code: Code::Component(functions),
+        }
+    }
+
+    /// The functions a component exports, callable with JSON arguments (an HTTP component's
+    /// too); `None` for a core module or a service.
+    pub fn component_functions(&self) -> Option<ComponentFunctions> {
+        match &self.code {
+            Code::Http(component) => Some(component.functions().clone()),
+            Code::Component(functions) => Some(functions.clone()),
+            Code::Module { .. } | Code::Service(_) => None,
+        }
+    }
+
     /// The core module's pre-instantiated form; an error for a component.
     fn pre(&self) -> Result<&InstancePre<GuestCtx>, CallError> {
         match &self.code {
             Code::Module { pre, .. } => Ok(pre),
-            Code::Service(_) | Code::Http(_) => Err(CallError::Unsupported(NOT_A_MODULE.into())),
+            Code::Service(_) | Code::Http(_) | Code::Component(_) => {
+                Err(CallError::Unsupported(NOT_A_MODULE.into()))
+            }
         }
     }
 
@@ -114,8 +136,10 @@ impl Program {
     pub fn with_abi(mut self, abi: Abi) -> Result<Self, CompileError> {
         let unsupported = |why: String| Err(CompileError::Unsupported(why));
         let pre = match (&self.code, abi) {
-            (Code::Service(_), Abi::Service) | (Code::Http(_), Abi::Http) => return Ok(self),
-            (Code::Service(_) | Code::Http(_), _) => {
+            (Code::Service(_), Abi::Service)
+            | (Code::Http(_), Abi::Http)
+            | (Code::Component(_), Abi::Exports) => return Ok(self),
+            (Code::Service(_) | Code::Http(_) | Code::Component(_), _) => {
                 return unsupported(format!(
                     "this WASI 0.2 component is called as `{}`, not as `{abi}`",
                     self.abi
@@ -185,6 +209,10 @@ impl Program {
                 host_calls: component.uses_capabilities(),
                 ..Inputs::default()
             },
+            Code::Component(functions) => Inputs {
+                host_calls: functions.uses_capabilities(),
+                ..Inputs::default()
+            },
             Code::Service(_) => Inputs::default(),
         }
     }
@@ -196,7 +224,9 @@ impl Program {
             Code::Module {
                 pre, entry, inputs, ..
             } => cgi::run(pre, entry, *inputs, request, options).await,
-            Code::Service(_) | Code::Http(_) => CgiOutput::failed(Fault::Trap(NOT_A_MODULE.into())),
+            Code::Service(_) | Code::Http(_) | Code::Component(_) => {
+                CgiOutput::failed(Fault::Trap(NOT_A_MODULE.into()))
+            }
         }
     }
 
@@ -205,7 +235,9 @@ impl Program {
     pub async fn run_command(&self, options: &CommandOptions) -> Result<i32, anyhow::Error> {
         match &self.code {
             Code::Module { pre, entry, .. } => cgi::run_command(pre, entry, options).await,
-            Code::Service(_) | Code::Http(_) => Err(anyhow::anyhow!("{NOT_A_MODULE}")),
+            Code::Service(_) | Code::Http(_) | Code::Component(_) => {
+                Err(anyhow::anyhow!("{NOT_A_MODULE}"))
+            }
         }
     }
 

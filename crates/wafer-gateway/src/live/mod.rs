@@ -575,8 +575,8 @@ fn check_fit(program: &Program, config: &FunctionConfig) -> Result<(), RegistryE
         }
         _ => {}
     }
-    if let Some(component) = program.as_http() {
-        check_component_grants(component, &config.grants)?;
+    if let Some(functions) = program.component_functions() {
+        check_component_grants(&functions, &config.grants)?;
     }
     let reuse = config.limits.instance_reuse;
     if reuse > 1 && abi != Abi::Http {
@@ -593,7 +593,7 @@ fn check_fit(program: &Program, config: &FunctionConfig) -> Result<(), RegistryE
 /// `wasi:config` and `wasi:logging` need no grant: a function reads its own config values
 /// (none unless given) and writes its own log, as a core module does.
 fn check_component_grants(
-    component: &wafer_runtime::HttpComponent,
+    component: &wafer_runtime::ComponentFunctions,
     grants: &wafer_registry::Grants,
 ) -> Result<(), RegistryError> {
     for import in component.imports() {
