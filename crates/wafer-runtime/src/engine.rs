@@ -18,7 +18,7 @@ use crate::http::{HttpComponent, HttpCtx};
 use crate::interfaces;
 use crate::program::Program;
 use crate::service::{Service, ServiceCtx};
-use crate::typed::ComponentFunctions;
+use crate::typed::{self, ComponentFunctions};
 use crate::wapc;
 use wasmtime::component::{self, Component};
 use wasmtime::Precompiled;
@@ -151,6 +151,46 @@ impl Runtime {
     ) -> Result<&mut Self, RuntimeError> {
         self.linker
             .func_wrap(module, name, func)
+            .map_err(RuntimeError::engine)?;
+        Ok(self)
+    }
+
+    /// Adds a host function that components may import as `name` of the interface
+    /// `interface` (`pkg:iface/iface`, with its version if the component's WIT has one), or
+    /// of the world itself for an empty `interface`, before compiling the components that
+    /// import it. The closure gets the arguments as a JSON array and returns the result as
+    /// JSON, converted by the function's WIT types as in
+    /// [`ComponentFunctions::call`](crate::ComponentFunctions::call); an `Err` traps the
+    /// guest with that message.
+    ///
+    /// ```
+    /// # fn demo() -> anyhow::Result<()> {
+    /// use wafer_runtime::{Runtime, RuntimeConfig};
+    /// let mut runtime = Runtime::new(&RuntimeConfig::default())?;
+    /// runtime.component_func("example:host/math", "double", |args| {
+    ///     let x = args[0].as_u64().ok_or("not a number")?;
+    ///     Ok(serde_json::json!(x * 2))
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    pub fn component_func(
+        &mut self,
+        interface: &str,
+        name: &str,
+        func: impl Fn(serde_json::Value) -> Result<serde_json::Value, String> + Send + Sync + 'static,
+    ) -> Result<&mut Self, RuntimeError> {
+        let root = self.http_linker.root();
+        let mut instance = match interface {
+            "" => root,
+            interface => root
+                .into_instance(interface)
+                .map_err(RuntimeError::engine)?,
+        };
+        let label = format!("{interface}#{name}");
+        instance
+            .func_new(name, move |_store, ty, params, results| {
+                typed::host_call(&label, &func, &ty, params, results)
+            })
             .map_err(RuntimeError::engine)?;
         Ok(self)
     }

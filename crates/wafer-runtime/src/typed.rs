@@ -220,6 +220,30 @@ impl ComponentFunctions {
     }
 }
 
+/// One call of a host function given as a JSON closure ([`Runtime::component_func`]
+/// (crate::Runtime::component_func)): the arguments to JSON, the answer back by the result
+/// type.
+pub(crate) fn host_call(
+    label: &str,
+    func: &(impl Fn(Json) -> Result<Json, String> + ?Sized),
+    ty: &ComponentFunc,
+    params: &[Val],
+    results: &mut [Val],
+) -> wasmtime::Result<()> {
+    let args = Json::Array(params.iter().map(to_json).collect());
+    let answer = func(args).map_err(|e| wasmtime::format_err!("{label}: {e}"))?;
+    let types: Vec<Type> = ty.results().collect();
+    match (types.as_slice(), results) {
+        ([], []) => Ok(()),
+        ([ty], [slot]) => {
+            *slot = to_val(ty, &answer)
+                .map_err(|why| wasmtime::format_err!("{label} answered badly: {why}"))?;
+            Ok(())
+        }
+        _ => wasmtime::bail!("{label}: a function of several results is not supported"),
+    }
+}
+
 /// `func(a: T, b: U) -> R`
 fn signature(func: &ComponentFunc) -> String {
     let params: Vec<String> = func
