@@ -19,6 +19,12 @@
 //!   - plain exports: [`Program::call`] / [`Instance::call`] call an export by name with
 //!     typed arguments and results: numbers, `&str`/`String`, `&[u8]`/`Vec<u8>` (strings
 //!     and bytes cross through the guest's `allocate`/`deallocate`, see `docs/calls.md`).
+//!   - WASI 0.2 components: HTTP components ([`HttpComponent::handle`]), services, and any
+//!     component's exported functions, called with JSON arguments typed by their WIT
+//!     ([`Program::component_functions`], [`ComponentFunctions::call`]); host functions
+//!     for them are closures ([`Runtime::component_func`]). Components reach the host's
+//!     capabilities through WIT interfaces (`wasi:keyvalue`, `wasi:config`, `wasi:logging`,
+//!     `wafer:pubsub`) answered as [`HostCalls`].
 //! - Every call is bounded by [`Limits`]: a guest that traps, runs too long or asks for too
 //!   much memory ends its own call with a [`Fault`]; nothing it does reaches the host.
 //!
