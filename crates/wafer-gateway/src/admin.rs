@@ -237,6 +237,11 @@ pub(crate) fn schema_of(
             ))
         }
     };
+    // Without operations, the methods of the services it declares are the operations.
+    let operations = match operations.is_empty() {
+        true => crate::schema::operations_of_services(&descriptors)?,
+        false => operations,
+    };
     let schema = wafer_registry::Schema {
         descriptors,
         operations: operations.into_iter().collect(),

@@ -142,6 +142,7 @@ impl Error {
                     StatusCode::NOT_FOUND
                 }
                 RegistryError::RouteTaken { .. }
+                | RegistryError::ServiceTaken { .. }
                 | RegistryError::NoEarlierVersion(_)
                 | RegistryError::Conflict(_) => StatusCode::CONFLICT,
                 RegistryError::Corrupt { .. }

@@ -43,22 +43,98 @@ pub(crate) fn router(app: Arc<App>) -> axum::Router {
         authorize(&token, &request)?;
         Ok(request)
     });
+    tonic::service::Routes::new(wafer).into_axum_router()
+}
+
+/// Server reflection (`grpc.reflection.v1` and `v1alpha`) of `wafer.v1.Wafer` and of the
+/// functions' own services: `descriptors` are their encoded descriptor sets, each file named
+/// after its function.
+pub(crate) fn reflection(descriptors: &[Vec<u8>]) -> axum::Router {
     let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::DESCRIPTOR_SET)
+        descriptors.iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(proto::DESCRIPTOR_SET),
+            |builder, set| builder.register_encoded_file_descriptor_set(set),
+        )
     };
-    let (v1, v1alpha) = match (reflection().build_v1(), reflection().build_v1alpha()) {
-        (Ok(v1), Ok(v1alpha)) => (Some(v1), Some(v1alpha)),
+    match (reflection().build_v1(), reflection().build_v1alpha()) {
+        (Ok(v1), Ok(v1alpha)) => tonic::service::Routes::new(v1)
+            .add_service(v1alpha)
+            .into_axum_router(),
         (Err(e), _) | (_, Err(e)) => {
-            tracing::error!(error = %e, "gRPC reflection is off: the descriptor set does not load");
-            (None, None)
+            tracing::error!(error = %e, "gRPC reflection is off: a descriptor set does not load");
+            axum::Router::new()
         }
-    };
-    let mut routes = tonic::service::Routes::new(wafer);
-    if let (Some(v1), Some(v1alpha)) = (v1, v1alpha) {
-        routes = routes.add_service(v1).add_service(v1alpha);
     }
-    routes.into_axum_router()
+}
+
+/// Bytes in, bytes out: a function's own gRPC methods take and return its protobuf
+/// messages, which the guest reads and writes itself.
+#[derive(Clone, Copy, Default)]
+struct Raw;
+
+impl tonic::codec::Codec for Raw {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = Raw;
+    type Decoder = Raw;
+
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl tonic::codec::Encoder for Raw {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), Status> {
+        bytes::BufMut::put(dst, item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Raw {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        let len = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, len)))
+    }
+}
+
+/// Answers a call of `function`'s gRPC method `operation` (a unary method of a service its
+/// schema declares): the request message is the guest's payload, its answer the response
+/// message. No admin token: like the function's HTTP route, its service is public.
+pub(crate) async fn call_method<B>(
+    app: &App,
+    function: Arc<crate::live::Function>,
+    operation: String,
+    request: http::Request<B>,
+) -> axum::response::Response
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    let limit = usize::try_from(function.config.limits.request_body.as_u64()).unwrap_or(usize::MAX);
+    let mut grpc = tonic::server::Grpc::new(Raw)
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(usize::MAX);
+    let (function, operation) = (&function, operation.as_str());
+    let service = tower::service_fn(move |request: Request<Bytes>| async move {
+        app.call_method(function, operation, request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(status)
+    });
+    grpc.unary(service, request)
+        .await
+        .map(axum::body::Body::new)
 }
 
 fn authorize(token: &str, request: &Request<()>) -> Result<(), Status> {

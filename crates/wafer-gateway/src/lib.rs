@@ -109,6 +109,9 @@ pub struct App {
     config: ServeConfig,
     requests: AtomicU64,
     health: std::sync::OnceLock<HealthCheck>,
+    /// gRPC server reflection of `wafer.v1.Wafer` and the functions' own services, rebuilt
+    /// when they change.
+    reflection: arc_swap::ArcSwap<(Vec<(String, u32)>, axum::Router)>,
 }
 
 /// What is wrong with a part the node depends on (its cluster connection, say), if anything.
@@ -138,6 +141,7 @@ impl App {
             config,
             requests: AtomicU64::new(first_request_id()),
             health: std::sync::OnceLock::new(),
+            reflection: arc_swap::ArcSwap::from_pointee((Vec::new(), grpc::reflection(&[]))),
         });
         let deliver: Arc<dyn Deliver> = app.clone();
         caps.set_deliver(Arc::downgrade(&deliver));
@@ -189,6 +193,22 @@ impl App {
         let router = if request.uri().path().starts_with("/_wafer/") {
             Some(&routers.admin)
         } else if is_grpc(&request) {
+            let path = request.uri().path();
+            if path.starts_with("/grpc.reflection.") {
+                let reflection = self.reflection.load().1.clone();
+                return match reflection.oneshot(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                };
+            }
+            if let Some(found) = self.grpc_method(path) {
+                return match found {
+                    Ok((function, operation)) => {
+                        grpc::call_method(self, function, operation, request).await
+                    }
+                    Err(status) => status.into_http(),
+                };
+            }
             Some(&routers.grpc)
         } else {
             None
@@ -203,6 +223,68 @@ impl App {
             Ok(response) => response,
             Err(error) => error.into_response(),
         }
+    }
+
+    /// The function and operation of a gRPC method of a function's own service
+    /// (`/pkg.Service/Method`); `None` for a service no function declares; an error for a
+    /// method the service lacks.
+    fn grpc_method(&self, path: &str) -> Option<Result<(Arc<Function>, String), tonic::Status>> {
+        let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+        let function = self.functions.grpc_service(service)?;
+        Some(match self.schemas.method(&function, path) {
+            Some(operation) => Ok((function, operation)),
+            None => Err(tonic::Status::unimplemented(format!(
+                "the service `{service}` of function `{}` has no method `{method}`",
+                function.name
+            ))),
+        })
+    }
+
+    /// Runs `operation` of `function` for a call of its gRPC method, with the request
+    /// message as the payload; answers the guest's bytes.
+    pub(crate) async fn call_method(
+        &self,
+        function: &Arc<Function>,
+        operation: &str,
+        payload: Bytes,
+    ) -> Result<Bytes, Error> {
+        let program = runnable(function)?;
+        let _admission = self.admission(function).await?;
+        let request_id = self.request_id();
+        let call = Call {
+            method: &Method::POST,
+            rest: &format!("/{operation}"),
+            query: None,
+            content_type: Some("application/grpc"),
+            body: payload,
+        };
+        let result = self.invoke(function, program, call, &request_id, 0).await;
+        if let Err(error) = &result {
+            self.log_failure(function.name.as_str(), &request_id, error);
+        }
+        result.map(|answer| answer.body)
+    }
+
+    /// Rebuilds gRPC reflection if the functions with services of their own changed.
+    fn refresh_reflection(&self, functions: &[Arc<Function>]) {
+        let served: Vec<(&Arc<Function>, &wafer_registry::Schema)> = functions
+            .iter()
+            .filter_map(|f| Some((f, f.config.schema.as_ref()?)))
+            .filter(|(_, schema)| schema::services(schema).is_ok_and(|s| !s.is_empty()))
+            .collect();
+        let key: Vec<(String, u32)> = served
+            .iter()
+            .map(|(f, _)| (f.name.to_string(), f.deployment.version))
+            .collect();
+        if self.reflection.load().0 == key {
+            return;
+        }
+        let descriptors: Vec<Vec<u8>> = served
+            .iter()
+            .filter_map(|(f, schema)| schema::descriptors_for_reflection(schema, f.name.as_str()))
+            .collect();
+        self.reflection
+            .store(Arc::new((key, grpc::reflection(&descriptors))));
     }
 
     /// Runs the function a request is routed to.
@@ -662,6 +744,7 @@ async fn follow_table(app: Weak<App>) {
             let functions = app.functions.all();
             app.caps
                 .serve(functions.iter().map(|f| f.deployment.as_ref()));
+            app.refresh_reflection(&functions);
         }
         if changes.changed().await.is_err() {
             return;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use prost::Message;
-use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, ServiceDescriptor};
 use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
 use wafer_registry::Schema;
 
@@ -81,14 +81,126 @@ pub(crate) fn load(schema: &Schema) -> Result<HashMap<String, Arc<Types>>, Strin
     Ok(operations)
 }
 
-/// Checks a schema before it is stored.
+/// Checks a schema before it is stored: its operations' types, and that every method of
+/// every service it declares maps to one of them.
 pub(crate) fn check(schema: &Schema) -> Result<(), Error> {
     if schema.operations.is_empty() {
         return Err(Error::BadRequest(
-            "a schema needs at least one operation: OPERATION=INPUT_TYPE:OUTPUT_TYPE".into(),
+            "a schema needs at least one operation: OPERATION=INPUT_TYPE:OUTPUT_TYPE, or a \
+             `service` whose methods are the operations"
+                .into(),
         ));
     }
-    load(schema).map(drop).map_err(Error::BadRequest)
+    load(schema).map_err(Error::BadRequest)?;
+    services(schema).map(drop).map_err(Error::BadRequest)
+}
+
+/// The services a descriptor set declares (those of the well-known `google.protobuf` files
+/// aside).
+fn declared_services(pool: &DescriptorPool) -> impl Iterator<Item = ServiceDescriptor> + '_ {
+    pool.services()
+        .filter(|s| !s.parent_file().name().starts_with("google/protobuf/"))
+}
+
+/// The operation a method of a service maps to: the one of the method's name, as is or in
+/// snake case (`Mul` -> `mul`, `BoundingBox` -> `bounding_box`).
+fn operation_name(method: &str) -> String {
+    let mut snake = String::with_capacity(method.len() + 4);
+    for (i, c) in method.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                snake.push('_');
+            }
+            snake.push(c.to_ascii_lowercase());
+        } else {
+            snake.push(c);
+        }
+    }
+    snake
+}
+
+/// Operations for every method of the services `descriptors` declares, for a schema given
+/// without any: `Mul(Pair) returns (Complex)` becomes `mul = complex.Pair:complex.Complex`.
+pub(crate) fn operations_of_services(
+    descriptors: &[u8],
+) -> Result<Vec<(String, wafer_registry::OperationTypes)>, Error> {
+    let pool = DescriptorPool::decode(descriptors)
+        .map_err(|e| Error::BadRequest(format!("the descriptor set does not load: {e}")))?;
+    Ok(declared_services(&pool)
+        .flat_map(|service| service.methods().collect::<Vec<_>>())
+        .map(|method| {
+            (
+                operation_name(method.name()),
+                wafer_registry::OperationTypes {
+                    input: method.input().full_name().to_owned(),
+                    output: method.output().full_name().to_owned(),
+                },
+            )
+        })
+        .collect())
+}
+
+/// The gRPC services of a schema, and for each of its methods (`/pkg.Service/Method`) the
+/// operation it calls.
+pub(crate) type Services = Vec<(String, Vec<(String, String)>)>;
+
+/// The services of `schema` every method of which maps to an operation: those the function
+/// serves. A service some of whose methods map to nothing is not served (the schema just
+/// uses its messages); a method that maps by name to an operation of other types is an
+/// error, naming both.
+pub(crate) fn services(schema: &Schema) -> Result<Services, String> {
+    let pool = DescriptorPool::decode(schema.descriptors.as_slice())
+        .map_err(|e| format!("the descriptor set does not load: {e}"))?;
+    let mut services = Vec::new();
+    'services: for service in declared_services(&pool) {
+        let mut methods = Vec::new();
+        for method in service.methods() {
+            let name = method.name();
+            let Some(operation) = [name.to_owned(), operation_name(name)]
+                .into_iter()
+                .find(|op| schema.operations.contains_key(op))
+            else {
+                continue 'services;
+            };
+            let types = &schema.operations[&operation];
+            let (input, output) = (method.input(), method.output());
+            if input.full_name() != types.input.trim_start_matches('.')
+                || output.full_name() != types.output.trim_start_matches('.')
+            {
+                return Err(format!(
+                    "the method `{}/{name}` takes {} and returns {}, but the operation \
+                     `{operation}` takes {} and returns {}",
+                    service.full_name(),
+                    input.full_name(),
+                    output.full_name(),
+                    types.input,
+                    types.output
+                ));
+            }
+            methods.push((format!("/{}/{name}", service.full_name()), operation));
+        }
+        services.push((service.full_name().to_owned(), methods));
+    }
+    Ok(services)
+}
+
+/// The schema's descriptor set with its uploaded file renamed after the function, so that
+/// the files of several functions (each `function.proto` when compiled) can be listed by
+/// server reflection side by side.
+pub(crate) fn descriptors_for_reflection(schema: &Schema, function: &str) -> Option<Vec<u8>> {
+    let mut set = prost_types::FileDescriptorSet::decode(schema.descriptors.as_slice()).ok()?;
+    let renamed = format!("{function}.proto");
+    for file in &mut set.file {
+        if file.name() == PROTO_NAME {
+            file.name = Some(renamed.clone());
+        }
+        for dependency in &mut file.dependency {
+            if dependency == PROTO_NAME {
+                dependency.clone_from(&renamed);
+            }
+        }
+    }
+    Some(set.encode_to_vec())
 }
 
 /// Parses `OPERATION=INPUT:OUTPUT`.
@@ -112,8 +224,16 @@ pub(crate) fn operation(spec: &str) -> Result<(String, wafer_registry::Operation
     ))
 }
 
-/// The types of each operation of one schema.
-type Operations = Arc<HashMap<String, Arc<Types>>>;
+/// What one schema maps: each operation's types, and each gRPC method's operation.
+#[derive(Default)]
+struct Loaded {
+    operations: HashMap<String, Arc<Types>>,
+    /// `/pkg.Service/Method` -> operation.
+    methods: HashMap<String, String>,
+}
+
+/// One cached [`Loaded`] per function version, by the version's address.
+type Cache = HashMap<usize, (Weak<Function>, Arc<Loaded>)>;
 
 /// Loaded schemas, one per live function version (a schema is decoded once, not per call).
 ///
@@ -124,27 +244,45 @@ type Operations = Arc<HashMap<String, Arc<Types>>>;
 /// the next insert.
 #[derive(Default)]
 pub(crate) struct Schemas {
-    loaded: Mutex<HashMap<usize, (Weak<Function>, Operations)>>,
+    loaded: Mutex<Cache>,
 }
 
 impl Schemas {
     /// The types of `operation` of `function`, if its schema maps it.
     pub(crate) fn types(&self, function: &Arc<Function>, operation: &str) -> Option<Arc<Types>> {
+        self.loaded(function)?.operations.get(operation).cloned()
+    }
+
+    /// The operation the gRPC method `path` (`/pkg.Service/Method`) of `function` calls.
+    pub(crate) fn method(&self, function: &Arc<Function>, path: &str) -> Option<String> {
+        self.loaded(function)?.methods.get(path).cloned()
+    }
+
+    fn loaded(&self, function: &Arc<Function>) -> Option<Arc<Loaded>> {
         let schema = function.config.schema.as_ref()?;
         let key = Arc::as_ptr(function) as usize;
         let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, operations)) = loaded.get(&key) {
-            return operations.get(operation).cloned();
+        if let Some((_, found)) = loaded.get(&key) {
+            return Some(found.clone());
         }
         loaded.retain(|_, (version, _)| version.strong_count() > 0);
         // Checked at deploy; a schema that stopped loading maps nothing.
-        let operations = Arc::new(load(schema).unwrap_or_else(|e| {
-            tracing::error!(function = %function.name, "schema does not load: {e}");
-            HashMap::new()
-        }));
-        let types = operations.get(operation).cloned();
-        loaded.insert(key, (Arc::downgrade(function), operations));
-        types
+        let found = match (load(schema), services(schema)) {
+            (Ok(operations), Ok(services)) => Loaded {
+                operations,
+                methods: services
+                    .into_iter()
+                    .flat_map(|(_, methods)| methods)
+                    .collect(),
+            },
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(function = %function.name, "schema does not load: {e}");
+                Loaded::default()
+            }
+        };
+        let found = Arc::new(found);
+        loaded.insert(key, (Arc::downgrade(function), found.clone()));
+        Some(found)
     }
 }
 

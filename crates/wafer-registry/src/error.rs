@@ -45,6 +45,14 @@ pub enum RegistryError {
         /// The function that has it.
         owner: String,
     },
+    /// Another function already serves a gRPC service its schema declares.
+    #[error("the gRPC service `{service}` is served by function `{owner}` already; a service belongs to one function")]
+    ServiceTaken {
+        /// The contested service (`pkg.Service`).
+        service: String,
+        /// The function that has it.
+        owner: String,
+    },
     /// Another writer changed the record between our read and our write, again and again.
     #[error("function `{0}` is being changed by another writer; try again")]
     Conflict(String),

@@ -56,6 +56,50 @@ struct Live {
     records: imbl::HashMap<FunctionName, Arc<FunctionRecord>>,
     functions: imbl::HashMap<FunctionName, Arc<Function>>,
     routes: RouteTable,
+    /// gRPC services (`pkg.Service`) the functions' schemas declare, and who serves each.
+    grpc: imbl::HashMap<String, FunctionName>,
+}
+
+/// The gRPC services `config`'s schema declares (checked at deploy; none if it has none).
+fn grpc_services(config: &FunctionConfig) -> Vec<String> {
+    config
+        .schema
+        .as_ref()
+        .and_then(|schema| crate::schema::services(schema).ok())
+        .map(|services| services.into_iter().map(|(name, _)| name).collect())
+        .unwrap_or_default()
+}
+
+impl Live {
+    /// The first of `services` another function than `name` serves.
+    fn grpc_clash(
+        &self,
+        name: &FunctionName,
+        services: &[String],
+    ) -> Option<(String, FunctionName)> {
+        services.iter().find_map(|service| {
+            self.grpc
+                .get(service)
+                .filter(|holder| *holder != name)
+                .map(|holder| (service.clone(), holder.clone()))
+        })
+    }
+
+    /// Serves `services` by `name`, in place of what it served before.
+    fn serve_grpc(&mut self, name: &FunctionName, services: Vec<String>) {
+        self.grpc.retain(|_, holder| holder != name);
+        for service in services {
+            self.grpc.insert(service, name.clone());
+        }
+    }
+}
+
+/// The refusal of a gRPC service another function serves.
+fn grpc_taken(service: &str, holder: &FunctionName) -> RegistryError {
+    RegistryError::ServiceTaken {
+        service: service.to_owned(),
+        owner: holder.to_string(),
+    }
 }
 
 /// A function as listed: its active version and whether it can run.
@@ -181,8 +225,16 @@ impl Functions {
                 loaded.clone(),
                 previous.as_deref(),
             ));
-            let function = match live.routes.insert(&function, previous.as_deref()) {
-                Ok(()) => function,
+            let services = grpc_services(&deployment.config);
+            let inserted = match live.grpc_clash(&name, &services) {
+                Some((service, holder)) => Err(grpc_taken(&service, &holder)),
+                None => live.routes.insert(&function, previous.as_deref()),
+            };
+            let function = match inserted {
+                Ok(()) => {
+                    live.serve_grpc(&name, services);
+                    function
+                }
                 Err(clash) => {
                     // Another node deployed a clashing route first: the first in the store's
                     // order keeps it, on every node alike.
@@ -207,6 +259,7 @@ impl Functions {
             if let Some(function) = live.functions.remove(name) {
                 live.routes.remove(&function);
             }
+            live.serve_grpc(name, Vec::new());
             live.records.remove(name);
         });
     }
@@ -234,6 +287,13 @@ impl Functions {
                 std::io::ErrorKind::TimedOut.into()
             ))),
         }
+    }
+
+    /// The function serving the gRPC service `service` (`pkg.Service`), if one does.
+    pub fn grpc_service(&self, service: &str) -> Option<Arc<Function>> {
+        let live = self.live.load();
+        let name = live.grpc.get(service)?;
+        live.functions.get(name).cloned()
     }
 
     /// The runtime functions are compiled for.
@@ -326,11 +386,11 @@ impl Functions {
             Ok((program.clone(), handlers)),
             None,
         ));
-        self.live
-            .load()
-            .routes
-            .clone()
-            .insert(&candidate, current.as_deref())?;
+        let live = self.live.load();
+        live.routes.clone().insert(&candidate, current.as_deref())?;
+        if let Some((service, holder)) = live.grpc_clash(&name, &grpc_services(&config)) {
+            return Err(grpc_taken(&service, &holder).into());
+        }
         self.registry.put_module(&digest, wasm).await?;
 
         let abi = program.abi();
