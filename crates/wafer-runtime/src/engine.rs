@@ -12,9 +12,10 @@ use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig,
 };
 
+use crate::component::HttpCtx;
 use crate::error::{CompileError, RuntimeError};
 use crate::guest::{self, GuestCtx};
-use crate::http::{HttpComponent, HttpCtx};
+use crate::http::HttpComponent;
 use crate::interfaces;
 use crate::program::Program;
 use crate::service::{Service, ServiceCtx};

@@ -73,6 +73,7 @@
 
 mod cache;
 mod cgi;
+mod component;
 mod engine;
 mod error;
 mod exports;
@@ -90,15 +91,13 @@ mod wapc;
 pub use bytesize::ByteSize;
 pub use cache::ArtifactCache;
 pub use cgi::{CgiOutput, CgiRequest, CommandOptions, Inputs};
+pub use component::{BoxError, HttpCtx, HttpOptions, Outbound, OutboundBody, OutboundError};
 pub use engine::{Compiled, Runtime, RuntimeConfig};
 pub use error::{CallError, CompileError, Fault, RuntimeError};
 pub use exports::{FromValue, IntoValue, Params, Results, Shape, Signature, Value, ValueType};
 pub use guest::{CallOptions, GuestCtx, Instance};
 pub use host_call::{HostCall, HostCallFuture, HostCalls};
-pub use http::{
-    BoxError, Delivered, Done, Finished, Handled, HttpComponent, HttpCtx, HttpOptions,
-    InstancePool, Outbound, OutboundBody, OutboundError,
-};
+pub use http::{Delivered, Done, Finished, Handled, HttpComponent, InstancePool};
 pub use interfaces::SUBSCRIBER;
 pub use program::Program;
 pub use sandbox::Preopen;

@@ -22,8 +22,8 @@ use wasmtime::component::types::{ComponentFunc, ComponentItem, Type};
 use wasmtime::component::{ComponentExportIndex, InstancePre, Val};
 use wasmtime::Engine;
 
+use crate::component::{fault, new_store, HttpCtx, HttpOptions};
 use crate::error::{CallError, Fault};
-use crate::http::{fault, new_store, HttpCtx, HttpOptions};
 use crate::interfaces::CAPABILITY_PACKAGES;
 use bytes::Bytes;
 
