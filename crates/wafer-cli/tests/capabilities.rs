@@ -388,6 +388,14 @@ fn telemetry_pipeline_posts_batches_to_the_allowed_endpoint_only() {
     let counts: serde_json::Value = server.get("/aggregator").json().unwrap();
     assert_eq!(counts["counts"]["telemetry.cpu"], 2, "{counts}");
     assert_eq!(counts["pending"], 0, "{counts}");
+    // The component subscriber beside the gateway got the same batch.
+    wait_for_stats(&server, |s| {
+        subscriber(s, "pipeline-monitor")["delivered"] == 1
+    });
+    let monitor: serde_json::Value = server.get("/pipeline-monitor").json().unwrap();
+    assert_eq!(monitor, serde_json::json!({"batches": 1, "events": 3}));
+    let logs = server.cli(&["logs", "pipeline-monitor"]);
+    assert!(String::from_utf8_lossy(&logs.stdout).contains("batch of 3 events"));
     let text = server.get("/bad-kind").status();
     assert_eq!(text, 404);
 
