@@ -194,8 +194,8 @@ if stale "$py_out" "$ex/http-hello-py"; then
 fi
 install_artifact "$py_out" "http-hello-py.wasm"
 js_out="$work/http-hello-js.wasm"
-if stale "$js_out" "$ex/http-hello-js"; then
-  node "$ex/http-hello-js/build.mjs" "$js_out.tmp" "$js" >/dev/null \
+if stale "$js_out" "$ex/http-hello-js" "$ex/componentize-js.mjs"; then
+  node "$ex/componentize-js.mjs" "$ex/http-hello-js" hello "$js_out.tmp" "$js" >/dev/null \
     || die "componentize-js build of examples/http-hello-js failed"
   mv -f "$js_out.tmp" "$js_out"
 fi
@@ -221,9 +221,10 @@ if stale "$vpy_out" "$ex/visits-component-py" "$root/wit"; then
 fi
 install_artifact "$vpy_out" "visits-component-py.wasm"
 vjs_out="$work/visits-component-js.wasm"
-if stale "$vjs_out" "$ex/visits-component-js" "$root/wit"; then
+if stale "$vjs_out" "$ex/visits-component-js" "$root/wit" "$ex/componentize-js.mjs"; then
   wit_for "$work/visits-js-wit" visits-component-js http-hello-js
-  node "$ex/visits-component-js/build.mjs" "$vjs_out.tmp" "$js" "$work/visits-js-wit" >/dev/null \
+  node "$ex/componentize-js.mjs" "$ex/visits-component-js" visits "$vjs_out.tmp" "$js" \
+    "$work/visits-js-wit" >/dev/null \
     || die "componentize-js build of examples/visits-component-js failed"
   mv -f "$vjs_out.tmp" "$vjs_out"
 fi

@@ -1,18 +1,21 @@
-// Builds app.js into a wasi:http/proxy component with ComponentizeJS's library API.
+// Builds an example's app.js into a component with ComponentizeJS's library API.
 //
-//   node build.mjs <output.wasm> [<deps prefix>]
+//   node componentize-js.mjs <example dir> <world> <output.wasm> [<deps prefix>] [<wit dir>]
+//
+// The WIT is the example's wit/ unless a <wit dir> is given (examples/build.sh assembles one
+// for the visits component, with Wafer's packages beside its world).
 //
 // The npm dependencies live outside the repo, under the prefix given as the
-// second argument (or $JS_DEPS_PREFIX), where `npm install --prefix` put them.
+// fourth argument (or $JS_DEPS_PREFIX), where `npm install --prefix` put them.
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const [output, prefixArg] = process.argv.slice(2);
+const [example, world, output, prefixArg, witArg] = process.argv.slice(2);
+const here = resolve(example ?? '.');
 const prefix = prefixArg ?? process.env.JS_DEPS_PREFIX;
-if (!output || !prefix) {
-  console.error('usage: node build.mjs <output.wasm> <deps prefix>  (or set JS_DEPS_PREFIX)');
+if (!example || !world || !output || !prefix) {
+  console.error('usage: node componentize-js.mjs <example dir> <world> <output.wasm> <deps prefix> [<wit dir>]  (or set JS_DEPS_PREFIX)');
   process.exit(2);
 }
 
@@ -24,8 +27,8 @@ const { componentize } = await import(pathToFileURL(join(pkgDir, pkg.exports.imp
 
 const { component } = await componentize({
   sourcePath: join(here, 'app.js'),
-  witPath: join(here, 'wit'),
-  worldName: 'hello',
+  witPath: witArg ?? join(here, 'wit'),
+  worldName: world,
 });
 
 await mkdir(dirname(resolve(output)), { recursive: true });
