@@ -424,26 +424,14 @@ fn to_val(ty: &Type, json: &Json) -> Result<Val, String> {
             .ok_or_else(expected),
         Type::List(list) => {
             let items = json.as_array().ok_or_else(expected)?;
-            let inner = list.ty();
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| to_val(&inner, item).map_err(|why| format!("[{i}]: {why}")))
-                .collect::<Result<_, _>>()
-                .map(Val::List)
+            elements(&list.ty(), items).map(Val::List)
         }
         Type::FixedLengthList(list) => {
             let items = json.as_array().ok_or_else(expected)?;
             if items.len() != list.len() as usize {
                 return Err(expected());
             }
-            let inner = list.ty();
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| to_val(&inner, item).map_err(|why| format!("[{i}]: {why}")))
-                .collect::<Result<_, _>>()
-                .map(Val::FixedLengthList)
+            elements(&list.ty(), items).map(Val::FixedLengthList)
         }
         Type::Map(map) => {
             let pairs = json.as_array().ok_or_else(expected)?;
@@ -573,6 +561,15 @@ fn to_val(ty: &Type, json: &Json) -> Result<Val, String> {
             Err(wrong(()).replace("expected", "cannot pass from JSON a"))
         }
     }
+}
+
+/// Each of `items` as a value of `ty`; an error says which.
+fn elements(ty: &Type, items: &[Json]) -> Result<Vec<Val>, String> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| to_val(ty, item).map_err(|why| format!("[{i}]: {why}")))
+        .collect()
 }
 
 /// A value as JSON, as [`to_val`] reads it.
