@@ -14,7 +14,17 @@ use wafer_registry::FunctionName;
 use crate::Cluster;
 
 /// Compare-and-set attempts of one `increment` before it gives up.
-const INCREMENT_TRIES: usize = 20;
+const INCREMENT_TRIES: u32 = 100;
+
+/// A random pause after the `attempt`th lost compare-and-set, up to `attempt` ms (at most
+/// 20): writers that keep colliding spread out instead of one node's starving the other's.
+async fn back_off(attempt: u32) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let ms = u64::from(nanos) % u64::from(attempt.min(20) + 1);
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+}
 
 /// The namespaces of every function, in the cluster's JetStream. Limits and errors are those
 /// of the embedded store. Guest keys are any UTF-8, NATS keys only `[-/_=.a-zA-Z0-9]`, so
@@ -134,7 +144,7 @@ impl Kv for NatsKv {
         let stored = hex::encode(key);
         // Compare-and-set on the key's revision; a write by another node in between makes
         // the update fail, and it is tried again on the new value.
-        for _ in 0..INCREMENT_TRIES {
+        for attempt in 0..INCREMENT_TRIES {
             let entry = bucket.entry(stored.as_str()).await.map_err(failed)?;
             let current = entry.as_ref().filter(|e| e.operation == Operation::Put);
             let value = incremented(key, current.map(|e| e.value.as_ref()), delta)?;
@@ -165,7 +175,7 @@ impl Kv for NatsKv {
             };
             match written {
                 Ok(()) => return Ok(value),
-                Err(None) => {}
+                Err(None) => back_off(attempt).await,
                 Err(Some(e)) => return Err(e),
             }
         }
