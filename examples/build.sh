@@ -182,15 +182,18 @@ install_artifact "$work/c/visits-c.wasm" "visits-c.wasm"
 stale() { # stale OUTPUT SOURCE...: the output is missing or older than a source
   [ ! -f "$1" ] || [ -n "$(find "${@:2}" -newer "$1" -print -quit)" ]
 }
+componentize_py() { # componentize_py EXAMPLE WIT-DIR WORLD OUTPUT
+  # componentize-py writes __pycache__ beside the app: build from a copy.
+  local src="$work/$1-src"
+  rm -rf "$src" && mkdir -p "$src"
+  cp "$ex/$1/app.py" "$src/"
+  (cd "$src" && "$venv/bin/componentize-py" -d "$2" -w "$3" componentize app -o "$4.tmp") \
+    >/dev/null || die "componentize-py build of examples/$1 failed"
+  mv -f "$4.tmp" "$4"
+}
 py_out="$work/http-hello-py.wasm"
 if stale "$py_out" "$ex/http-hello-py"; then
-  # componentize-py writes __pycache__ beside the app: build from a copy.
-  rm -rf "$work/py-src" && mkdir -p "$work/py-src"
-  cp "$ex/http-hello-py/app.py" "$work/py-src/"
-  (cd "$work/py-src" && "$venv/bin/componentize-py" -d "$ex/http-hello-py/wit" -w hello \
-    componentize app -o "$py_out.tmp") >/dev/null \
-    || die "componentize-py build of examples/http-hello-py failed"
-  mv -f "$py_out.tmp" "$py_out"
+  componentize_py http-hello-py "$ex/http-hello-py/wit" hello "$py_out"
 fi
 install_artifact "$py_out" "http-hello-py.wasm"
 js_out="$work/http-hello-js.wasm"
@@ -212,12 +215,7 @@ wit_for() { # wit_for DIR EXAMPLE WASI-DEPS: assembles the world of EXAMPLE in D
 vpy_out="$work/visits-component-py.wasm"
 if stale "$vpy_out" "$ex/visits-component-py" "$root/wit"; then
   wit_for "$work/visits-py-wit" visits-component-py http-hello-py
-  rm -rf "$work/visits-py-src" && mkdir -p "$work/visits-py-src"
-  cp "$ex/visits-component-py/app.py" "$work/visits-py-src/"
-  (cd "$work/visits-py-src" && "$venv/bin/componentize-py" -d "$work/visits-py-wit" -w visits \
-    componentize app -o "$vpy_out.tmp") >/dev/null \
-    || die "componentize-py build of examples/visits-component-py failed"
-  mv -f "$vpy_out.tmp" "$vpy_out"
+  componentize_py visits-component-py "$work/visits-py-wit" visits "$vpy_out"
 fi
 install_artifact "$vpy_out" "visits-component-py.wasm"
 vjs_out="$work/visits-component-js.wasm"

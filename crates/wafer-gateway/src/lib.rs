@@ -109,9 +109,10 @@ pub struct App {
     config: ServeConfig,
     requests: AtomicU64,
     health: std::sync::OnceLock<HealthCheck>,
-    /// gRPC server reflection of `wafer.v1.Wafer` and the functions' own services, rebuilt
-    /// when they change.
-    reflection: arc_swap::ArcSwap<(Vec<(String, u32)>, axum::Router)>,
+    /// gRPC server reflection of `wafer.v1.Wafer` and the functions' own services, with the
+    /// function versions it was built from (held, so that a new version is a new pointer),
+    /// rebuilt when they change.
+    reflection: arc_swap::ArcSwap<(Vec<Arc<Function>>, axum::Router)>,
 }
 
 /// What is wrong with a part the node depends on (its cluster connection, say), if anything.
@@ -265,26 +266,27 @@ impl App {
         result.map(|answer| answer.body)
     }
 
-    /// Rebuilds gRPC reflection if the functions with services of their own changed.
-    fn refresh_reflection(&self, functions: &[Arc<Function>]) {
-        let served: Vec<(&Arc<Function>, &wafer_registry::Schema)> = functions
-            .iter()
-            .filter_map(|f| Some((f, f.config.schema.as_ref()?)))
-            .filter(|(_, schema)| schema::services(schema).is_ok_and(|s| !s.is_empty()))
-            .collect();
-        let key: Vec<(String, u32)> = served
-            .iter()
-            .map(|(f, _)| (f.name.to_string(), f.deployment.version))
-            .collect();
-        if self.reflection.load().0 == key {
+    /// Rebuilds gRPC reflection if the functions serving services of their own changed.
+    fn refresh_reflection(&self) {
+        let served = self.functions.grpc_functions();
+        let current = self.reflection.load();
+        let same = current.0.len() == served.len()
+            && current
+                .0
+                .iter()
+                .zip(&served)
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+        if same {
             return;
         }
         let descriptors: Vec<Vec<u8>> = served
             .iter()
-            .filter_map(|(f, schema)| schema::descriptors_for_reflection(schema, f.name.as_str()))
+            .filter_map(|f| {
+                schema::descriptors_for_reflection(f.config.schema.as_ref()?, f.name.as_str())
+            })
             .collect();
         self.reflection
-            .store(Arc::new((key, grpc::reflection(&descriptors))));
+            .store(Arc::new((served, grpc::reflection(&descriptors))));
     }
 
     /// Runs the function a request is routed to.
@@ -481,7 +483,7 @@ impl App {
         with_request_id(response, &request_id)
     }
 
-    /// Runs a waPC operation or a plain export.
+    /// Runs a waPC operation, a plain export, or a function a component exports.
     async fn invoke(
         &self,
         function: &Arc<Function>,
@@ -744,7 +746,7 @@ async fn follow_table(app: Weak<App>) {
             let functions = app.functions.all();
             app.caps
                 .serve(functions.iter().map(|f| f.deployment.as_ref()));
-            app.refresh_reflection(&functions);
+            app.refresh_reflection();
         }
         if changes.changed().await.is_err() {
             return;

@@ -394,7 +394,6 @@ fn to_val(ty: &Type, json: &Json) -> Result<Val, String> {
                 .ok_or_else(expected)
         }};
     }
-    let wrong = |()| expected();
     match ty {
         Type::Bool => json.as_bool().map(Val::Bool).ok_or_else(expected),
         Type::S8 => int!(S8, i8),
@@ -558,7 +557,7 @@ fn to_val(ty: &Type, json: &Json) -> Result<Val, String> {
             Ok(Val::Flags(set))
         }
         Type::Own(_) | Type::Borrow(_) | Type::Future(_) | Type::Stream(_) | Type::ErrorContext => {
-            Err(wrong(()).replace("expected", "cannot pass from JSON a"))
+            Err(format!("a {} cannot be passed as JSON", type_name(ty)))
         }
     }
 }

@@ -296,6 +296,16 @@ impl Functions {
         live.functions.get(name).cloned()
     }
 
+    /// The functions serving gRPC services of their own, by name.
+    pub fn grpc_functions(&self) -> Vec<Arc<Function>> {
+        let live = self.live.load();
+        let names: std::collections::BTreeSet<&FunctionName> = live.grpc.values().collect();
+        names
+            .into_iter()
+            .filter_map(|name| live.functions.get(name).cloned())
+            .collect()
+    }
+
     /// The runtime functions are compiled for.
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
