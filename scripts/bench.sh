@@ -22,6 +22,11 @@
 # Everything Rust is built with the `dist` profile (fat LTO, see Cargo.toml), the native
 # reference included, so both sides get the same compiler treatment.
 #
+# Beside requests/s and latency, every target's row gives the server's CPU time per request,
+# user and system apart (from /proc/PID/stat over the measured run). Requests/s also counts
+# the time a server waits for the load generator to wake; CPU per request counts only the
+# server's own work, so it is the figure to compare between runs and machines.
+#
 # Output: a table on stdout, the same rows as JSON lines in target/bench/results.jsonl
 # (overwritten each run), and the raw wrk outputs in target/bench/wrk-<target>-c<N>.txt.
 #
@@ -198,11 +203,13 @@ wait_ready() {
 toml_str() { local s="${1//\\/\\\\}"; s="${s//\"/\\\"}"; printf '"%s"' "$s"; }
 
 bench_targets=() # "label|url"
+declare -A pid_of=() # the server process behind each target label, for its CPU time
 if [ $want_native = 1 ]; then
   port="$(free_port)"
   start_server native "$bin/native-hello" "127.0.0.1:$port"
   wait_ready native "$started_pid" "http://127.0.0.1:$port/"
   bench_targets+=("native|http://127.0.0.1:$port/")
+  pid_of[native]="$started_pid"
 fi
 if [ $want_wafer = 1 ]; then
   port="$(free_port)"
@@ -220,6 +227,7 @@ if [ $want_wafer = 1 ]; then
   for f in "${wafer_functions[@]}" http-hello-rust-reuse; do
     wait_ready wafer "$wafer_pid" "http://127.0.0.1:$port/$f"
     bench_targets+=("wafer $f|http://127.0.0.1:$port/$f")
+    pid_of["wafer $f"]="$wafer_pid"
   done
 fi
 
@@ -236,11 +244,13 @@ if [ $want_wafer = 1 ] && [ -n "$wasmtime_bin" ] && [ -x "$wasmtime_bin" ]; then
     "$(guest_path http-hello-rust)"
   wait_ready wasmtime-serve "$started_pid" "http://127.0.0.1:$port/"
   bench_targets+=("wasmtime-serve|http://127.0.0.1:$port/")
+  pid_of["wasmtime-serve"]="$started_pid"
   port="$(free_port)"
   start_server wasmtime-serve-reuse "$wasmtime_bin" serve -Scli --addr "127.0.0.1:$port" \
     --max-instance-reuse-count "$reuse" "$(guest_path http-hello-rust)"
   wait_ready wasmtime-serve-reuse "$started_pid" "http://127.0.0.1:$port/"
   bench_targets+=("wasmtime-serve-reuse|http://127.0.0.1:$port/")
+  pid_of["wasmtime-serve-reuse"]="$started_pid"
 else
   log "wasmtime: not installed (set WASMTIME=/path/to/wasmtime); wasmtime serve is not measured"
 fi
@@ -292,6 +302,13 @@ cpu_model="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 json_str() { local s="${1//\\/\\\\}"; s="${s//\"/\\\"}"; printf '"%s"' "$s"; }
 
+# cpu_ticks <pid>: the process's user and system CPU time so far, in clock ticks (fields 14
+# and 15 of /proc/PID/stat, counted after the parenthesised command name).
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12, $13 }' || echo "0 0"; }
+clk_tck="$(getconf CLK_TCK)"
+# per_request <ticks> <requests>: microseconds of CPU per request.
+per_request() { awk -v t="$1" -v n="$2" -v hz="$clk_tck" 'BEGIN { if (n > 0) printf "%.1f", t / hz / n * 1e6; else print "null" }'; }
+
 declare -A native_rps=() rps_of=() # rps_of["label|conns"]
 rows=()
 failed=0
@@ -302,11 +319,17 @@ for conns in "${conns_list[@]}"; do
     raw="$out_dir/wrk-$slug-c$conns.txt"
     log "$label, $conns connection(s): warm-up ${warmup_seconds}s, measuring ${seconds}s"
     taskset -c "$client_cpu" wrk -t1 -c"$conns" -d"${warmup_seconds}s" "$url" >/dev/null 2>&1 || true
+    read -r user0 sys0 < <(cpu_ticks "${pid_of[$label]}")
     if ! taskset -c "$client_cpu" wrk -t1 -c"$conns" -d"${seconds}s" --latency "$url" >"$raw" 2>&1; then
       log "wrk failed against $url:"
       sed 's/^/    /' "$raw" >&2
     fi
+    read -r user1 sys1 < <(cpu_ticks "${pid_of[$label]}")
     read -r rps p50 p99 reqs errors < <(parse_wrk "$raw")
+    user_us=null sys_us=null
+    if [ "$reqs" != null ]; then
+      user_us="$(per_request $((user1 - user0)) "$reqs")" sys_us="$(per_request $((sys1 - sys0)) "$reqs")"
+    fi
     if [ "$rps" = null ] || [ "$reqs" = null ] || [ "$reqs" = 0 ]; then
       log "no result for $label at c$conns (raw output: $raw)"
       failed=1
@@ -322,11 +345,11 @@ for conns in "${conns_list[@]}"; do
     if [ "$rps" != null ] && [ "$base" != null ]; then
       ratio="$(awk -v a="$rps" -v b="$base" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "null" }')"
     fi
-    rows+=("$label|$conns|$rps|$p50|$p99|$ratio|$errors")
-    printf '{"ts":%s,"git_rev":%s,"cpu":%s,"target":%s,"url":%s,"connections":%d,"seconds":%d,"rps":%s,"p50_ms":%s,"p99_ms":%s,"ratio_to_native":%s,"requests":%s,"errors":%s}\n' \
+    rows+=("$label|$conns|$rps|$p50|$p99|$ratio|$errors|$user_us|$sys_us")
+    printf '{"ts":%s,"git_rev":%s,"cpu":%s,"target":%s,"url":%s,"connections":%d,"seconds":%d,"rps":%s,"p50_ms":%s,"p99_ms":%s,"ratio_to_native":%s,"requests":%s,"errors":%s,"cpu_user_us_per_request":%s,"cpu_system_us_per_request":%s}\n' \
       "$(json_str "$run_ts")" "$(json_str "$git_rev")" "$(json_str "$cpu_model")" \
       "$(json_str "$label")" "$(json_str "$url")" "$conns" "$seconds" \
-      "$rps" "$p50" "$p99" "$ratio" "$reqs" "$errors" >>"$results.tmp"
+      "$rps" "$p50" "$p99" "$ratio" "$reqs" "$errors" "$user_us" "$sys_us" >>"$results.tmp"
   done
 done
 mv -f -- "$results.tmp" "$results"
@@ -422,15 +445,16 @@ stop_servers
 echo
 echo "Wafer benchmark ($profile build): ${seconds}s per run (after a ${warmup_seconds}s warm-up), wrk -t1 on CPU $client_cpu, servers on CPU $server_cpu"
 echo "CPU: ${cpu_model:-unknown}; git $git_rev; load before measuring: $load1"
-printf '%-28s %5s %12s %9s %9s %9s %7s\n' target conns rps "p50 ms" "p99 ms" "x native" errors
+printf '%-28s %5s %12s %9s %9s %9s %7s %9s %9s\n' target conns rps "p50 ms" "p99 ms" "x native" errors \
+  "user us" "sys us"
 fmt_num() { # <value> <printf format>
   if [ "$1" = null ]; then printf '%s' "n/a"; else awk -v v="$1" -v f="$2" 'BEGIN { printf f, v }'; fi
 }
 for r in "${rows[@]}"; do
-  IFS='|' read -r label conns rps p50 p99 ratio errors <<<"$r"
-  printf '%-28s %5s %12s %9s %9s %9s %7s\n' "$label" "$conns" \
+  IFS='|' read -r label conns rps p50 p99 ratio errors user_us sys_us <<<"$r"
+  printf '%-28s %5s %12s %9s %9s %9s %7s %9s %9s\n' "$label" "$conns" \
     "$(fmt_num "$rps" '%.0f')" "$(fmt_num "$p50" '%.3f')" "$(fmt_num "$p99" '%.3f')" \
-    "$(fmt_num "$ratio" '%.3f')" "$errors"
+    "$(fmt_num "$ratio" '%.3f')" "$errors" "$(fmt_num "$user_us" '%.1f')" "$(fmt_num "$sys_us" '%.1f')"
 done
 for conns in "${conns_list[@]}"; do
   for pair in "http-hello-rust|wasmtime-serve|fresh instances" \
