@@ -303,8 +303,9 @@ median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 
 json_str() { local s="${1//\\/\\\\}"; s="${s//\"/\\\"}"; printf '"%s"' "$s"; }
 
 # cpu_ticks <pid>: the process's user and system CPU time so far, in clock ticks (fields 14
-# and 15 of /proc/PID/stat, counted after the parenthesised command name).
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12, $13 }' || echo "0 0"; }
+# and 15 of /proc/PID/stat, counted after the parenthesised command name); nothing if the
+# process is gone.
+cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12, $13 }' "/proc/$1/stat" 2>/dev/null || true; }
 clk_tck="$(getconf CLK_TCK)"
 # per_request <ticks> <requests>: microseconds of CPU per request.
 per_request() { awk -v t="$1" -v n="$2" -v hz="$clk_tck" 'BEGIN { if (n > 0) printf "%.1f", t / hz / n * 1e6; else print "null" }'; }
@@ -327,7 +328,7 @@ for conns in "${conns_list[@]}"; do
     read -r user1 sys1 < <(cpu_ticks "${pid_of[$label]}")
     read -r rps p50 p99 reqs errors < <(parse_wrk "$raw")
     user_us=null sys_us=null
-    if [ "$reqs" != null ]; then
+    if [ "$reqs" != null ] && [ -n "$user0" ] && [ -n "$user1" ]; then
       user_us="$(per_request $((user1 - user0)) "$reqs")" sys_us="$(per_request $((sys1 - sys0)) "$reqs")"
     fi
     if [ "$rps" = null ] || [ "$reqs" = null ] || [ "$reqs" = 0 ]; then
