@@ -63,6 +63,11 @@ impl ServeConfig {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
+            // One flattened write per response: head and a small body are copied into one
+            // buffer instead of handed to `writev` as separate slices. On the reuse hello
+            // this measured ~2 us less system time per request (13.1 against 15.1 us, six
+            // alternating runs), the same user time.
+            .writev(false)
             .timer(TokioTimer::new())
             .header_read_timeout(self.header_timeout)
             .max_buf_size(self.max_header_bytes.max(MIN_HEADER_BYTES));
