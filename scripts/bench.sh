@@ -11,8 +11,9 @@
 #   wafer http-hello-rust-reuse  the same with instance_reuse = $BENCH_REUSE
 #   wasmtime-serve    `wasmtime serve` with the same component, if wasmtime is installed
 #   wasmtime-serve-reuse  the same with --max-instance-reuse-count $BENCH_REUSE
-# Then native and the WAT hello again in alternating pairs at 32 connections (the median of
-# their ratios is the headline figure: it is not skewed by the VM's speed drifting between two
+# Then every server is left without requests for 10 s and its CPU time over that read (an
+# idle server should use none); native and the WAT hello are measured again in alternating
+# pairs at 32 connections (the median of their ratios is the headline figure: it is not skewed by the VM's speed drifting between two
 # runs a minute apart), the Go example's first request after each of $BENCH_RESTARTS restarts
 # of `wafer serve` (with native-hello's first request after its own restarts alongside, the
 # floor), a two-node cluster on nats-server (deploy-to-served latency across the nodes, and
@@ -41,6 +42,7 @@
 #   BENCH_REUSE=128         requests per instance in the reuse runs (wasmtime's WASIp3 default)
 #   BENCH_PAIRS=5           alternating native / hello-wat pairs at c32 (0: none), see below
 #   BENCH_PAIR_SECONDS=5    length of each measured run in a pair
+#   BENCH_IDLE_SECONDS=10   how long every server is left idle, after its load, to read its idle CPU (0: not)
 #   BENCH_RESTARTS=10       restarts of `wafer serve` to time the Go example's first request
 #   BENCH_CLUSTER=1         the cluster section (needs nats-server; 0 skips it)
 #   CARGO_TARGET_DIR        honoured for the Rust binaries; guests are always in target/wasm
@@ -69,6 +71,7 @@ reuse="${BENCH_REUSE:-128}"
 pairs="${BENCH_PAIRS:-5}"
 pair_seconds="${BENCH_PAIR_SECONDS:-5}"
 restarts="${BENCH_RESTARTS:-10}"
+idle_seconds="${BENCH_IDLE_SECONDS:-10}"
 
 die() { echo "bench.sh: error: $*" >&2; exit 1; }
 log() { echo "bench.sh: $*" >&2; }
@@ -77,6 +80,7 @@ log() { echo "bench.sh: $*" >&2; }
 [[ "$reuse" =~ ^[1-9][0-9]*$ ]] || die "BENCH_REUSE must be a positive integer, got '$reuse'"
 [[ "$pairs" =~ ^[0-9]+$ ]] || die "BENCH_PAIRS must be a whole number, got '$pairs'"
 [[ "$pair_seconds" =~ ^[1-9][0-9]*$ ]] || die "BENCH_PAIR_SECONDS must be a positive integer, got '$pair_seconds'"
+[[ "$idle_seconds" =~ ^[0-9]+$ ]] || die "BENCH_IDLE_SECONDS must be a whole number, got '$idle_seconds'"
 [[ "$restarts" =~ ^[1-9][0-9]*$ ]] || die "BENCH_RESTARTS must be a positive integer, got '$restarts'"
 for tool in cargo curl wrk taskset awk; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed (scripts/setup.sh installs wrk)"
@@ -355,6 +359,31 @@ for conns in "${conns_list[@]}"; do
 done
 mv -f -- "$results.tmp" "$results"
 
+# --- idle -----------------------------------------------------------------------------
+# With no request in flight a server should use no CPU: every server, right after its load,
+# is left alone for $idle_seconds s and its CPU time over that span read.
+idle_report=()
+if [ "$idle_seconds" -gt 0 ]; then
+  declare -A idle_pids=() idle_start=()
+  for label in "${!pid_of[@]}"; do
+    case "$label" in wafer\ *) name=wafer ;; *) name="$label" ;; esac
+    idle_pids[$name]="${pid_of[$label]}"
+  done
+  log "idle: ${idle_seconds}s with no requests"
+  for name in "${!idle_pids[@]}"; do
+    read -r u s < <(cpu_ticks "${idle_pids[$name]}") && idle_start[$name]=$((u + s))
+  done
+  sleep "$idle_seconds"
+  for name in $(printf '%s\n' "${!idle_pids[@]}" | sort); do
+    [ -n "${idle_start[$name]:-}" ] || continue
+    read -r u s < <(cpu_ticks "${idle_pids[$name]}") || continue
+    pct="$(awk -v t=$((u + s - idle_start[$name])) -v hz="$clk_tck" -v d="$idle_seconds" 'BEGIN { printf "%.2f", t / hz / d * 100 }')"
+    idle_report+=("$name $pct%")
+    printf '{"ts":%s,"git_rev":%s,"target":%s,"idle_seconds":%d,"idle_cpu_percent":%s}\n' \
+      "$(json_str "$run_ts")" "$(json_str "$git_rev")" "$(json_str "$name")" "$idle_seconds" "$pct" >>"$results"
+  done
+fi
+
 # --- alternating pairs ----------------------------------------------------------------
 # This kind of VM drifts in speed by up to a quarter within minutes, so a ratio of two runs
 # taken a minute apart can be off by as much. The headline figure, the WAT hello against
@@ -467,6 +496,9 @@ for conns in "${conns_list[@]}"; do
     fi
   done
 done
+if [ ${#idle_report[@]} -gt 0 ]; then
+  echo "idle CPU over ${idle_seconds}s with no requests, % of a core (CPU ticks of $((1000 / clk_tck)) ms): ${idle_report[*]}"
+fi
 if [ ${#pair_ratios[@]} -gt 0 ]; then
   echo "hello-wat / native at c32 in ${#pair_ratios[@]} alternating pairs: ${pair_ratios[*]}; median $(median "${pair_ratios[@]}")"
 fi

@@ -1,12 +1,9 @@
-//! The shared engine: configuration, the epoch ticker, compiling and loading programs.
+//! The shared engine: configuration, compiling and loading programs (its epoch ticker is in
+//! `ticker`).
 
 use std::borrow::Cow;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig,
@@ -19,17 +16,13 @@ use crate::http::HttpComponent;
 use crate::interfaces;
 use crate::program::Program;
 use crate::service::{Service, ServiceCtx};
+use crate::ticker::EpochTicker;
 use crate::typed::{self, ComponentFunctions};
 use crate::wapc;
 use wasmtime::component::{self, Component};
 use wasmtime::Precompiled;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
-
-/// How often the epoch advances. A running guest checks its deadline, and yields to other
-/// tasks, once per tick: 1 ms keeps timeouts precise and a busy guest from hogging a thread,
-/// at the cost of a thread waking a thousand times a second.
-const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Bytes at the start of each memory slot reset in place (instead of being returned to the
 /// OS with `madvise`) when an instance is freed, so the next instance in the slot finds them
@@ -313,39 +306,4 @@ impl Runtime {
 /// A component starts with the wasm magic and version, then layer 1 (core modules: layer 0).
 fn is_component(wasm: &[u8]) -> bool {
     wasm.get(4..8) == Some(&[0x0d, 0x00, 0x01, 0x00])
-}
-
-/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
-struct EpochTicker {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl EpochTicker {
-    fn start(engine: Engine) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("wafer-epoch".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
-                }
-            })
-            .expect("spawning the epoch thread at start-up");
-        Self {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }

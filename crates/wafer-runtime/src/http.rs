@@ -25,6 +25,7 @@ use wasmtime_wasi_http::WasiHttpView;
 use crate::component::{fault, new_store, HttpCtx, HttpOptions};
 use crate::error::{CallError, Fault};
 use crate::interfaces::SUBSCRIBER;
+use crate::ticker::Running;
 use crate::typed::ComponentFunctions;
 
 /// A compiled HTTP component, ready to handle requests.
@@ -262,6 +263,7 @@ impl HttpComponent {
         let pre = self.pre.clone();
         let pool = pool.cloned();
         let mut run: Pin<Box<dyn Future<Output = Finished> + Send>> = Box::pin(async move {
+            let running = Running::start();
             let run = async {
                 let (request, out) = prepared?;
                 let proxy = match proxy {
@@ -280,6 +282,7 @@ impl HttpComponent {
                 Ok(Err(e)) => Err(fault(store.data(), &e, &limits)),
                 Err(_) => Err(Fault::Timeout(limits.timeout)),
             };
+            drop(running);
             let (log, log_truncated) = store.data().hooks.log.drain();
             let result = match (outcome, pool) {
                 (Ok(proxy), Some(pool)) => {
@@ -361,12 +364,14 @@ impl HttpComponent {
             let (answer,) = on_message.call_async(&mut store, (topic, message)).await?;
             Ok::<_, wasmtime::Error>(answer)
         };
+        let running = Running::start();
         let result = match tokio::time::timeout(limits.timeout, run).await {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(said))) => Err(CallError::Guest(said)),
             Ok(Err(e)) => Err(CallError::Fault(fault(store.data(), &e, &limits))),
             Err(_) => Err(CallError::Fault(Fault::Timeout(limits.timeout))),
         };
+        drop(running);
         let (log, log_truncated) = store.data().hooks.log.drain();
         Delivered {
             result,

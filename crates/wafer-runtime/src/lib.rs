@@ -85,6 +85,7 @@ mod output;
 mod program;
 mod sandbox;
 mod service;
+mod ticker;
 mod typed;
 mod wapc;
 
@@ -102,5 +103,6 @@ pub use interfaces::SUBSCRIBER;
 pub use program::Program;
 pub use sandbox::Preopen;
 pub use service::{Service, ServiceCtx, ServiceOptions};
+pub use ticker::running_guests;
 pub use typed::{Called, ComponentFunctions};
 pub use wafer_abi::{Abi, Limits};

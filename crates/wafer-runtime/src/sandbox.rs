@@ -7,6 +7,7 @@ use wasmtime::ResourceLimiter;
 use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::error::Fault;
+use crate::ticker::Running;
 
 /// Grants linear memory up to the function's limit and remembers a refusal, so that the trap
 /// that usually follows is reported as what it is.
@@ -65,11 +66,13 @@ pub(crate) struct OutputLimit;
 pub(crate) struct DeadlinePassed;
 
 /// Runs `call` until `deadline`; past it, the call is dropped and fails with
-/// [`DeadlinePassed`]. Every call into a guest with a time limit goes through this.
+/// [`DeadlinePassed`]. Every call into a core module goes through this; it keeps the epoch
+/// ticking while the call runs.
 pub(crate) async fn within<T>(
     deadline: Option<Instant>,
     call: impl std::future::Future<Output = wasmtime::Result<T>>,
 ) -> wasmtime::Result<T> {
+    let _running = Running::start();
     match deadline {
         None => call.await,
         Some(deadline) => tokio::time::timeout_at(deadline.into(), call)

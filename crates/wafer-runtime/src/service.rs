@@ -19,6 +19,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use crate::error::Fault;
 use crate::output::{CappedPipe, Overflow};
 use crate::sandbox::{describe_trap, MemoryLimiter};
+use crate::ticker::Running;
 use wafer_abi::Limits;
 
 /// How a service runs: where it listens, its environment and memory limit.
@@ -92,6 +93,9 @@ impl Service {
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
 
         let store = &mut store;
+        // A service may compute at any time, and yields only at epoch ticks: the ticker runs
+        // for its whole life.
+        let _running = Running::start();
         let run = async {
             let result = match self.pre.instantiate_async(&mut *store).await {
                 Ok(command) => command.wasi_cli_run().call_run(&mut *store).await,

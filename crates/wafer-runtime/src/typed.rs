@@ -25,6 +25,7 @@ use wasmtime::Engine;
 use crate::component::{fault, new_store, HttpCtx, HttpOptions};
 use crate::error::{CallError, Fault};
 use crate::interfaces::CAPABILITY_PACKAGES;
+use crate::ticker::Running;
 use bytes::Bytes;
 
 /// A component's exported functions, callable with JSON arguments.
@@ -202,6 +203,7 @@ impl ComponentFunctions {
                 .ok_or_else(|| wasmtime::format_err!("`{name}` is not a function"))?;
             func.call_async(&mut store, &params, &mut results).await
         };
+        let running = Running::start();
         let outcome = match tokio::time::timeout(limits.timeout, run).await {
             Ok(Ok(())) => Ok(match results.as_slice() {
                 [] => Json::Null,
@@ -211,6 +213,7 @@ impl ComponentFunctions {
             Ok(Err(e)) => Err(CallError::Fault(fault(store.data(), &e, &limits))),
             Err(_) => Err(CallError::Fault(Fault::Timeout(limits.timeout))),
         };
+        drop(running);
         let (log, log_truncated) = store.data().log().drain();
         Called {
             result: outcome,
