@@ -54,9 +54,12 @@ impl Deliver for App {
             };
             let request_id = self.request_id();
             match self.deliver_to(&function, message, &request_id).await {
-                Ok(()) => Delivery::Delivered,
+                Ok(()) => {
+                    function.metrics().delivered();
+                    Delivery::Delivered
+                }
                 Err(error) => {
-                    self.log_failure(function.name.as_str(), &request_id, &error);
+                    self.log_failure(&function, &request_id, &error);
                     Delivery::Failed(error.to_string())
                 }
             }

@@ -81,6 +81,11 @@ pub struct Invocations {
 }
 
 impl Invocations {
+    /// Invocations accepted and not yet finished, if the queue can say.
+    pub(crate) async fn depth(&self) -> Option<u64> {
+        self.queue.depth().await.ok()
+    }
+
     /// Invocations kept in `queue`, with results posted only to `callback_hosts` (host
     /// names or `host:port`, compared case-insensitively).
     pub fn new(queue: Arc<dyn Queue>, callback_hosts: Vec<String>) -> Self {

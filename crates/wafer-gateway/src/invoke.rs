@@ -133,6 +133,7 @@ impl ServerHost {
 impl HostCalls for ServerHost {
     fn call<'a>(&'a self, call: HostCall<'a>) -> HostCallFuture<'a> {
         if (call.binding, call.namespace) == ("wafer", "log") {
+            self.function.metrics().host_call("log", "write");
             let line = match call.operation {
                 "" | "info" => call.payload.to_vec(),
                 level => [format!("[{level}] ").as_bytes(), call.payload].concat(),
@@ -140,6 +141,9 @@ impl HostCalls for ServerHost {
             self.log(&line);
             return Box::pin(std::future::ready(Ok(Vec::new())));
         }
+        self.function
+            .metrics()
+            .host_call(call.namespace, call.operation);
         Box::pin(async move {
             self.caps
                 .call(&self.function, call, self.deadline, self.hops)

@@ -47,6 +47,7 @@ mod invocations;
 mod invoke;
 mod live;
 mod logs;
+mod metrics;
 mod schema;
 mod server;
 mod services;
@@ -56,7 +57,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -108,6 +109,8 @@ pub struct App {
     local: SocketAddr,
     config: ServeConfig,
     requests: AtomicU64,
+    /// Client connections open now.
+    connections: AtomicU64,
     health: std::sync::OnceLock<HealthCheck>,
     /// gRPC server reflection of `wafer.v1.Wafer` and the functions' own services, with the
     /// function versions it was built from (held, so that a new version is a new pointer),
@@ -141,6 +144,7 @@ impl App {
             local,
             config,
             requests: AtomicU64::new(first_request_id()),
+            connections: AtomicU64::new(0),
             health: std::sync::OnceLock::new(),
             reflection: arc_swap::ArcSwap::from_pointee((Vec::new(), grpc::reflection(&[]))),
         });
@@ -160,6 +164,34 @@ impl App {
     /// What the health check found wrong, if anything.
     pub(crate) fn problem(&self) -> Option<String> {
         self.health.get().and_then(|check| check())
+    }
+
+    /// Counts a client connection as open until the guard drops.
+    fn connection(self: &Arc<Self>) -> impl Drop {
+        struct Open(Arc<App>);
+        impl Drop for Open {
+            fn drop(&mut self) {
+                self.0.connections.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        Open(self.clone())
+    }
+
+    /// A scrape of `/metrics`.
+    async fn metrics(&self) -> Response {
+        let server = metrics::ServerFigures {
+            connections: self.connections.load(Ordering::Relaxed),
+            queue_depth: self.invocations.depth().await,
+            pool: self.functions.runtime().slots_in_use(),
+        };
+        let text = metrics::encode(self.functions.all(), server);
+        let mut response = plain(StatusCode::OK, text);
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(metrics::CONTENT_TYPE),
+        );
+        response
     }
 
     /// The function logs.
@@ -191,6 +223,20 @@ impl App {
         request: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response {
+        match request.uri().path() {
+            "/metrics" | "/_wafer/metrics" => return self.metrics().await,
+            "/healthz" => return plain(StatusCode::OK, "ok\n".into()),
+            "/readyz" => {
+                return match self.problem() {
+                    None => plain(StatusCode::OK, "ready\n".into()),
+                    Some(problem) => plain(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("not ready: {problem}\n"),
+                    ),
+                }
+            }
+            _ => {}
+        }
         let router = if request.uri().path().starts_with("/_wafer/") {
             Some(&routers.admin)
         } else if is_grpc(&request) {
@@ -261,7 +307,7 @@ impl App {
         };
         let result = self.invoke(function, program, call, &request_id, 0).await;
         if let Err(error) = &result {
-            self.log_failure(function.name.as_str(), &request_id, error);
+            self.log_failure(function, &request_id, error);
         }
         result.map(|answer| answer.body)
     }
@@ -299,8 +345,33 @@ impl App {
         self.call_resolved(resolved, request, peer).await
     }
 
-    /// Runs `resolved`'s function with `request`; a failure is logged and answered.
+    /// Runs `resolved`'s function with `request`; a failure is logged and answered. The call
+    /// is counted in the function's metrics.
     async fn call_resolved<B>(
+        &self,
+        resolved: Resolved,
+        request: Request<B>,
+        peer: SocketAddr,
+    ) -> Result<Response, Error>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let function = resolved.function.clone();
+        let metrics = function.metrics();
+        let started = Instant::now();
+        let in_flight = metrics.in_flight();
+        let result = self.run_resolved(resolved, request, peer).await;
+        drop(in_flight);
+        let status = match &result {
+            Ok(response) => response.status(),
+            Err(error) => error.status(),
+        };
+        metrics.answered(status, started.elapsed());
+        result
+    }
+
+    async fn run_resolved<B>(
         &self,
         resolved: Resolved,
         request: Request<B>,
@@ -320,7 +391,7 @@ impl App {
             let result = self
                 .call_http(function, component, request, admission, &request_id)
                 .await;
-            return Ok(self.finish(function.name.as_str(), result, request_id));
+            return Ok(self.finish(function, result, request_id));
         }
         let (parts, body) = request.into_parts();
         let (body, _admission) = self.admit(function, body).await?;
@@ -359,7 +430,7 @@ impl App {
                     .map(Answer::into_response)
             }
         };
-        Ok(self.finish(function.name.as_str(), result, request_id))
+        Ok(self.finish(function, result, request_id))
     }
 
     /// How to run one call of `function`: its limits, its granted directories, and a host for
@@ -428,7 +499,7 @@ impl App {
             let id = request_id.insert(self.request_id());
             let result = self.invoke(&function, program, call, id, 0).await;
             if let Err(error) = &result {
-                self.log_failure(name, id, error);
+                self.log_failure(&function, id, error);
             }
             result
         }
@@ -469,15 +540,23 @@ impl App {
         format!("{:x}", self.requests.fetch_add(1, Ordering::Relaxed))
     }
 
-    fn log_failure(&self, name: &str, request_id: &str, error: &Error) {
-        self.logs.note(name, request_id, &error.to_string());
+    /// Logs a failed call of `function`, and counts it by what went wrong.
+    fn log_failure(&self, function: &Function, request_id: &str, error: &Error) {
+        function.metrics().failed(error);
+        self.logs
+            .note(function.name.as_str(), request_id, &error.to_string());
         tracing::warn!(request_id, "{error}");
     }
 
     /// Logs a failure and tags the response with the request id.
-    fn finish(&self, name: &str, result: Result<Response, Error>, request_id: String) -> Response {
+    fn finish(
+        &self,
+        function: &Function,
+        result: Result<Response, Error>,
+        request_id: String,
+    ) -> Response {
         let response = result.unwrap_or_else(|error| {
-            self.log_failure(name, &request_id, &error);
+            self.log_failure(function, &request_id, &error);
             error.into_response()
         });
         with_request_id(response, &request_id)
@@ -702,6 +781,7 @@ pub async fn serve(
         let stopped = stopped.clone();
         tokio::spawn(async move {
             let _slot = slot;
+            let _open = app.connection();
             let activity = Arc::new(server::Activity::default());
             let io = server::Tracked::new(stream, activity.clone());
             let requests = activity.clone();
@@ -767,4 +847,15 @@ pub(crate) fn preopens(function: &Function) -> Vec<wafer_runtime::Preopen> {
             read_only: d.read_only,
         })
         .collect()
+}
+
+/// A plain-text response.
+fn plain(status: StatusCode, text: String) -> Response {
+    let mut response = Response::new(Body::from(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }

@@ -274,6 +274,16 @@ impl NatsQueue {
 
 #[async_trait]
 impl Queue for NatsQueue {
+    async fn depth(&self) -> Result<u64, QueueError> {
+        // A work-queue stream keeps a message until it is acknowledged: queued or running.
+        let mut queue = self.queue.clone();
+        let info = queue
+            .info()
+            .await
+            .map_err(|e| store("cannot read the queue stream")(e.to_string()))?;
+        Ok(info.state.messages)
+    }
+
     async fn enqueue(&self, invocation: Invocation, body: Bytes) -> Result<(), QueueError> {
         let id = invocation.id.clone();
         let mut headers = HeaderMap::new();

@@ -219,4 +219,7 @@ pub trait Queue: Send + Sync + 'static {
 
     /// The newest `limit` records, newest first.
     async fn list(&self, limit: usize) -> Result<Vec<Record>, QueueError>;
+
+    /// How many invocations are accepted and not yet finished (queued or running).
+    async fn depth(&self) -> Result<u64, QueueError>;
 }

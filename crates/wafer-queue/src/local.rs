@@ -157,6 +157,19 @@ fn read_record(
 
 #[async_trait]
 impl Queue for LocalQueue {
+    async fn depth(&self) -> Result<u64, QueueError> {
+        self.blocking(|db| {
+            let tx = db.begin_read().map_err(QueueError::store)?;
+            let queued = tx.open_table(QUEUE).map_err(QueueError::store)?;
+            let taken = tx.open_table(TAKEN).map_err(QueueError::store)?;
+            Ok(
+                queued.len().map_err(QueueError::store)?
+                    + taken.len().map_err(QueueError::store)?,
+            )
+        })
+        .await
+    }
+
     async fn enqueue(&self, invocation: Invocation, body: Bytes) -> Result<(), QueueError> {
         let next_key = self.next_key.clone();
         self.blocking(move |db| {

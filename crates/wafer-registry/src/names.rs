@@ -114,6 +114,11 @@ impl TryFrom<String> for Route {
         if path.starts_with("/_wafer") {
             return Err(invalid("paths under `/_wafer` belong to the server"));
         }
+        if matches!(path, "/metrics" | "/healthz" | "/readyz") {
+            return Err(invalid(
+                "`/metrics`, `/healthz` and `/readyz` belong to the server (metrics and probes)",
+            ));
+        }
         if path.len() > 1 && path.ends_with('/') {
             return Err(invalid(
                 "it must not end with `/` (use `/path/...` to match below it)",

@@ -68,6 +68,8 @@ pub struct Runtime {
     component_linker: component::Linker<ServiceCtx>,
     http_linker: component::Linker<HttpCtx>,
     fingerprint: String,
+    /// Instance slots of the pooling allocator, if it pools.
+    slots: Option<u32>,
     _ticker: EpochTicker,
 }
 
@@ -123,8 +125,16 @@ impl Runtime {
             component_linker,
             http_linker,
             fingerprint,
+            slots: config.pooling.then_some(config.max_instances),
             _ticker,
         })
+    }
+
+    /// Core instance slots of the pooling allocator in use now (a component's core
+    /// instances take one each) and in all, if the engine pools instances.
+    pub fn slots_in_use(&self) -> Option<(u64, u64)> {
+        let metrics = self.engine.pooling_allocator_metrics()?;
+        Some((metrics.core_instances(), u64::from(self.slots?)))
     }
 
     /// Adds a host function that guests may import as `module`.`name`, before compiling the

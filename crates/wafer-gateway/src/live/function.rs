@@ -9,6 +9,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wafer_registry::{Deployment, Route};
 use wafer_runtime::{InstancePool, Program};
 
+use crate::metrics::FunctionMetrics;
+
 /// How long a call waits for a free instance when the function is at its concurrency limit,
 /// before it is refused with "busy". One second absorbs bursts without letting a backlog grow
 /// that clients will have given up on.
@@ -28,6 +30,7 @@ pub struct Function {
     gate: Arc<Gate>,
     /// Idle instances kept for reuse, when the config asks for it.
     instances: Option<Arc<InstancePool>>,
+    metrics: FunctionMetrics,
 }
 
 /// Admission to a function: at most `max_concurrency` calls at once, as many again waiting.
@@ -80,7 +83,13 @@ impl Function {
             declared,
             gate,
             instances,
+            metrics: FunctionMetrics::default(),
         }
+    }
+
+    /// This version's counters, for `/metrics`.
+    pub fn metrics(&self) -> &FunctionMetrics {
+        &self.metrics
     }
 
     /// The program to run, or why this version cannot run (for example a module that failed
@@ -127,12 +136,19 @@ impl Function {
         if let Ok(permit) = gate.permits.clone().try_acquire_owned() {
             return Some(Admission(permit));
         }
-        let _queued = Queued::join(gate)?;
+        self.metrics.waited();
+        let Some(_queued) = Queued::join(gate) else {
+            self.metrics.refused();
+            return None;
+        };
         // The place in the queue is given back when `_queued` drops: after the wait, or when
         // the caller gives up (its future dropped mid-wait, as by an HTTP/2 stream reset).
         match tokio::time::timeout(QUEUE_WAIT, gate.permits.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Some(Admission(permit)),
-            _ => None,
+            _ => {
+                self.metrics.refused();
+                None
+            }
         }
     }
 }

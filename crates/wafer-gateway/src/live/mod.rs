@@ -12,9 +12,10 @@ mod declared;
 mod function;
 mod routes;
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
@@ -44,6 +45,9 @@ pub struct Functions {
     live: ArcSwap<Live>,
     /// The highest store revision the table has applied.
     applied: tokio::sync::watch::Sender<Revision>,
+    /// How long this node's deploys took to compile each module (by digest), for the
+    /// version's metrics once the table serves it.
+    compile_times: Mutex<HashMap<String, Duration>>,
 }
 
 /// A program and the programs of its declared routes, or why it cannot run.
@@ -146,6 +150,7 @@ impl Functions {
             artifacts: Arc::new(artifacts),
             live: ArcSwap::from_pointee(Live::default()),
             applied: tokio::sync::watch::Sender::new(0),
+            compile_times: Mutex::default(),
         });
         functions.catch_up(&mut watch).await?;
         tokio::spawn(follow(Arc::downgrade(&functions), watch));
@@ -211,10 +216,20 @@ impl Functions {
             });
             return;
         }
+        let started = Instant::now();
         let loaded = match record.active_version() {
             Some(version) => self.load(version).await,
             None => Err("the record names no existing active version".into()),
         };
+        // A module this node just compiled for a deploy is loaded from the cache here: its
+        // compile time is the deploy's.
+        let compiled = record.active_version().and_then(|v| {
+            self.compile_times
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(v.digest.hex())
+        });
+        let compile_time = compiled.unwrap_or_else(|| started.elapsed());
         if let Err(e) = &loaded {
             tracing::error!(%name, version = deployment.version, error = %e, "function cannot run");
         }
@@ -249,6 +264,7 @@ impl Functions {
                     ))
                 }
             };
+            function.metrics().compiled(compile_time);
             live.functions.insert(name.clone(), function);
             live.records.insert(name.clone(), record.clone());
         });
@@ -370,6 +386,7 @@ impl Functions {
         config.validate()?;
         config.routes = config.effective_routes(&name);
         let (runtime, artifacts) = (self.runtime.clone(), self.artifacts.clone());
+        let started = Instant::now();
         let compiled = blocking(move || -> Result<_, Error> {
             let wasm = runtime.parse(&module)?.into_owned();
             let digest = Digest::of(&wasm);
@@ -377,6 +394,7 @@ impl Functions {
             Ok((wasm, digest, program))
         });
         let (wasm, digest, program) = compiled.await?;
+        let compile_time = started.elapsed();
         if let Some(same) = self.unchanged(&name, &digest, &config) {
             return Ok(same);
         }
@@ -402,6 +420,10 @@ impl Functions {
             return Err(grpc_taken(&service, &holder).into());
         }
         self.registry.put_module(&digest, wasm).await?;
+        self.compile_times
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(digest.hex().to_owned(), compile_time);
 
         let abi = program.abi();
         let ((version, unchanged), revision) = self

@@ -1,0 +1,187 @@
+//! What an operator sees: Prometheus metrics at `/metrics`, the `/healthz` and `/readyz`
+//! probes, and the routes they reserve.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{built, guest, Server};
+
+/// The value of the sample `name{labels}` in an OpenMetrics text, where `labels` are
+/// `key="value"` pairs that must all be among the sample's labels.
+fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+        let all = labels.iter().all(|l| rest.contains(l));
+        (metric == name && all).then(|| value.parse().unwrap())
+    })
+}
+
+fn scrape(server: &Server) -> String {
+    let response = server.get("/metrics");
+    assert_eq!(response.status(), 200);
+    let kind = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
+    let text = response.text().unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    text
+}
+
+#[test]
+fn metrics_count_requests_by_status_faults_and_durations_per_version() {
+    let server = Server::start();
+    server.deploy("hello-wat", &built("hello-wat.wat"), &[]);
+    server.deploy("trap", &guest("trap.wat"), &[]);
+    server.deploy("spin", &guest("spin.wat"), &[("timeout", "100ms")]);
+    server.deploy("memhog", &guest("memhog.wat"), &[("memory", "1MiB")]);
+    for _ in 0..5 {
+        assert_eq!(server.get("/hello-wat/").status(), 200);
+    }
+    assert_eq!(server.get("/trap/").status(), 500);
+    assert_eq!(server.get("/spin/").status(), 504);
+    assert_eq!(server.get("/memhog/").status(), 500);
+
+    let text = scrape(&server);
+    let hello = ["function=\"hello-wat\"", "version=\"1\""];
+    let with = |extra: &'static str| [hello[0], hello[1], extra];
+    assert_eq!(
+        sample(&text, "wafer_requests_total", &with("class=\"2xx\"")),
+        Some(5.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "wafer_requests_total", &with("class=\"5xx\"")),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&text, "wafer_request_duration_seconds_count", &hello),
+        Some(5.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "wafer_request_duration_seconds_bucket",
+            &with("le=\"+Inf\"")
+        ),
+        Some(5.0)
+    );
+    let sum = sample(&text, "wafer_request_duration_seconds_sum", &hello).unwrap();
+    assert!(sum > 0.0, "{text}");
+    assert_eq!(sample(&text, "wafer_requests_in_flight", &hello), Some(0.0));
+    assert!(sample(&text, "wafer_compile_duration_seconds", &hello).unwrap() > 0.0);
+
+    let of = |name: &'static str| [name];
+    assert_eq!(
+        sample(
+            &text,
+            "wafer_requests_total",
+            &[of("function=\"trap\"")[0], "class=\"5xx\""]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "wafer_traps_total", &of("function=\"trap\"")),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "wafer_timeouts_total", &of("function=\"spin\"")),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "wafer_memory_limit_hits_total",
+            &of("function=\"memhog\"")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(sample(&text, "wafer_traps_total", &hello), Some(0.0));
+
+    // The server's own figures.
+    assert!(sample(&text, "wafer_open_connections", &[]).unwrap() >= 1.0);
+    assert_eq!(sample(&text, "wafer_async_queue_depth", &[]), Some(0.0));
+    assert!(sample(&text, "wafer_instance_slots", &[]).unwrap() >= 1.0);
+    assert!(sample(&text, "process_resident_memory_bytes", &[]).unwrap() > 1e6);
+    assert!(sample(&text, "process_cpu_seconds_total", &[]).is_some());
+
+    // A new version is a new series; the old one's counts go with it.
+    server.deploy("hello-wat", &built("hello-wat.wat"), &[("timeout", "2s")]);
+    assert_eq!(server.get("/hello-wat/").status(), 200);
+    let text = scrape(&server);
+    let v2 = ["function=\"hello-wat\"", "version=\"2\"", "class=\"2xx\""];
+    assert_eq!(
+        sample(&text, "wafer_requests_total", &v2),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "wafer_requests_total", &with("class=\"2xx\"")),
+        None
+    );
+}
+
+#[test]
+fn metrics_count_queue_waits_and_busy_refusals() {
+    let server = Server::start();
+    server.deploy(
+        "spin",
+        &guest("spin.wat"),
+        &[("max_concurrency", "1"), ("timeout", "2s")],
+    );
+    let url = format!("{}/spin/", server.url);
+    let calls: Vec<_> = (0..3)
+        .map(|i| {
+            let (client, url) = (server.client.clone(), url.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(100 * i));
+                client.get(url).send().unwrap().status().as_u16()
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = calls.into_iter().map(|c| c.join().unwrap()).collect();
+    let refused = statuses.iter().filter(|&&s| s == 503).count() as f64;
+    assert!(refused >= 1.0, "{statuses:?}");
+    let text = scrape(&server);
+    let spin = ["function=\"spin\""];
+    assert_eq!(
+        sample(&text, "wafer_busy_rejections_total", &spin),
+        Some(refused),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "wafer_queue_waits_total", &spin).unwrap() >= 2.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "wafer_requests_total", &[spin[0], "class=\"5xx\""]),
+        Some(3.0),
+        "503s and the 504 are 5xx: {statuses:?}\n{text}"
+    );
+}
+
+#[test]
+fn health_probes_answer_without_a_token() {
+    let server = Server::start();
+    let live = server.get("/healthz");
+    assert_eq!(live.status(), 200);
+    assert_eq!(live.text().unwrap(), "ok\n");
+    let ready = server.get("/readyz");
+    assert_eq!(ready.status(), 200);
+    assert_eq!(ready.text().unwrap(), "ready\n");
+    assert_eq!(server.get("/_wafer/metrics").status(), 200);
+}
+
+#[test]
+fn the_probe_and_metrics_paths_cannot_be_taken_by_a_function() {
+    let server = Server::start();
+    for route in ["/metrics", "/healthz", "/readyz/..."] {
+        let response = server.deploy_with("taker", &built("hello-wat.wat"), &[("route", route)]);
+        assert_eq!(response.status(), 400, "{route}");
+        let text = response.text().unwrap();
+        assert!(text.contains("belong to the server"), "{route}: {text}");
+    }
+}
