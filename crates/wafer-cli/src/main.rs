@@ -16,6 +16,17 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How the server writes its own log lines to stderr: `text` (for people) or `json` (one
+    /// object per line, for log collectors).
+    #[arg(long, global = true, env = "WAFER_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// The format of Wafer's own log lines.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -43,6 +54,13 @@ enum Command {
     Logs(client::LogsArgs),
     /// Run a WASI command module once, with this terminal's stdio, and exit with its code.
     Run(run::RunArgs),
+    /// Print a shell completion script: `wafer completions bash > /etc/bash_completion.d/wafer`,
+    /// `wafer completions zsh > ~/.zfunc/_wafer`, `wafer completions fish >
+    /// ~/.config/fish/completions/wafer.fish`.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// The data directory option shared by commands that use one.
@@ -66,14 +84,23 @@ const DEFAULT_LOG_FILTER: &str = "info,wasmtime=warn,wasmtime_wasi=warn,wiggle=w
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    if let Command::Completions { shell } = cli.command {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut command, "wafer", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -96,6 +123,7 @@ fn main() -> ExitCode {
             Command::Versions(args) => client::versions(args).await.map(|()| ExitCode::SUCCESS),
             Command::Logs(args) => client::logs(args).await.map(|()| ExitCode::SUCCESS),
             Command::Run(args) => run::run(args).await,
+            Command::Completions { .. } => Ok(ExitCode::SUCCESS),
         }
     });
     match result {

@@ -185,3 +185,66 @@ fn the_probe_and_metrics_paths_cannot_be_taken_by_a_function() {
         assert!(text.contains("belong to the server"), "{route}: {text}");
     }
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_logged(dir.path(), &["serve", "--log-format", "json"]);
+    server.deploy("trap", &guest("trap.wat"), &[]);
+    assert_eq!(server.get("/trap/").status(), 500);
+    let mut found = None;
+    for _ in 0..100 {
+        let stderr = server.stderr();
+        found = stderr
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|line| {
+                line["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("trapped"))
+            });
+        if found.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let line = found.unwrap_or_else(|| panic!("no JSON line about the trap:\n{}", server.stderr()));
+    assert_eq!(line["level"], "WARN", "{line}");
+    assert!(line["fields"]["request_id"].is_string(), "{line}");
+    assert!(line["timestamp"].is_string(), "{line}");
+    // Every line is JSON.
+    for text in server.stderr().lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(text).is_ok(),
+            "not JSON: {text}"
+        );
+    }
+}
+
+#[test]
+fn completions_for_bash_zsh_and_fish() {
+    for (shell, marker) in [
+        ("bash", "_wafer()"),
+        ("zsh", "#compdef wafer"),
+        ("fish", "complete -c wafer"),
+    ] {
+        let out = std::process::Command::new(common::WAFER)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(script.contains(marker), "{shell}: no {marker:?}");
+        // The subcommands and their flags are in it.
+        assert!(
+            script.contains("deploy") && script.contains("log-format"),
+            "{shell}"
+        );
+    }
+    let out = std::process::Command::new(common::WAFER)
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'tcsh'"));
+}
