@@ -177,6 +177,13 @@ pub(crate) struct LogsArgs {
     /// How many of the most recent lines to show.
     #[arg(long, default_value_t = 100)]
     tail: usize,
+    /// Only lines newer than this: a duration back from now (`10m`, `1h30m`) or an RFC 3339
+    /// time.
+    #[arg(long)]
+    since: Option<String>,
+    /// Keep going: print new lines as they are written, until interrupted.
+    #[arg(long, short)]
+    follow: bool,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -436,20 +443,53 @@ pub(crate) async fn versions(args: NameArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn logs(args: LogsArgs) -> anyhow::Result<()> {
-    let lines = args
-        .server
-        .json(
-            Method::GET,
-            &format!("functions/{}/logs?tail={}", args.name, args.tail),
-        )
-        .await?;
-    for line in lines.as_array().into_iter().flatten() {
+    let mut path = format!("functions/{}/logs?tail={}", args.name, args.tail);
+    if let Some(since) = &args.since {
+        let since =
+            percent_encoding::utf8_percent_encode(since, percent_encoding::NON_ALPHANUMERIC);
+        path.push_str(&format!("&since={since}"));
+    }
+    let print = |line: &Value| {
         println!(
             "{} [{}] {}",
             line["time"].as_str().unwrap_or(""),
             line["request_id"].as_str().unwrap_or(""),
             line["text"].as_str().unwrap_or("")
         );
+    };
+    if !args.follow {
+        let lines = args.server.json(Method::GET, &path).await?;
+        lines.as_array().into_iter().flatten().for_each(print);
+        return Ok(());
+    }
+    // Server-Sent Events: `data: LINE-JSON` events, `event: lagged` when lines were skipped,
+    // and keep-alive comments.
+    path.push_str("&follow=true");
+    let mut response = args
+        .server
+        .send(args.server.request(Method::GET, &path)?)
+        .await?;
+    let mut pending = Vec::new();
+    while let Some(chunk) = response.chunk().await.context("the log stream broke off")? {
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
+            let event: Vec<u8> = pending.drain(..end + 2).collect();
+            let event = String::from_utf8_lossy(&event);
+            let mut kind = "message";
+            let mut data = String::new();
+            for field in event.lines() {
+                if let Some(value) = field.strip_prefix("event: ") {
+                    kind = value;
+                } else if let Some(value) = field.strip_prefix("data: ") {
+                    data.push_str(value);
+                }
+            }
+            match kind {
+                "lagged" => eprintln!("wafer: {data} lines were written too fast to follow"),
+                _ if !data.is_empty() => print(&serde_json::from_str(&data)?),
+                _ => {}
+            }
+        }
     }
     Ok(())
 }

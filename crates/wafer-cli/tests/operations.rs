@@ -248,3 +248,54 @@ fn completions_for_bash_zsh_and_fish() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'tcsh'"));
 }
+
+#[test]
+fn logs_follow_streams_new_lines_and_since_filters() {
+    use std::io::BufRead;
+    let server = Server::start();
+    server.deploy("logger", &guest("logger.wat"), &[]);
+    assert_eq!(server.get("/logger").status(), 200);
+
+    // --since: an hour back shows the call's lines, a time to come none; a bad value is named.
+    let text = |out: std::process::Output| String::from_utf8(out.stdout).unwrap();
+    let recent = text(server.cli(&["logs", "logger", "--since", "1h"]));
+    assert!(recent.contains("hello from stderr"), "{recent}");
+    let none = text(server.cli(&["logs", "logger", "--since", "2099-01-01T00:00:00Z"]));
+    assert_eq!(none, "");
+    let bad = server.cli(&["logs", "logger", "--since", "yesterday"]);
+    assert!(!bad.status.success());
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        said.contains("since: `yesterday` is neither a duration"),
+        "{said}"
+    );
+
+    // --follow with no tail: every line printed came through the stream.
+    let mut follower = std::process::Command::new(common::WAFER)
+        .args(["logs", "logger", "--follow", "--tail", "0"])
+        .env("WAFER_SERVER", &server.url)
+        .env("WAFER_DATA", &server.data)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(follower.stdout.take().unwrap()).lines();
+    // Calls until the follower has subscribed and prints what the next call logs.
+    let caller = {
+        let (client, url) = (server.client.clone(), format!("{}/logger", server.url));
+        std::thread::spawn(move || {
+            for _ in 0..50 {
+                let _ = client.get(&url).send();
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        })
+    };
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("] "), "{first}");
+    let mut seen = vec![first];
+    while !seen.iter().any(|l| l.contains("hello from stderr")) {
+        seen.push(lines.next().unwrap().unwrap());
+    }
+    follower.kill().unwrap();
+    let _ = follower.wait();
+    caller.join().unwrap();
+}

@@ -374,6 +374,30 @@ async fn pubsub(_: Admin, State(app): State<Arc<App>>) -> Json<wafer_host::pubsu
 #[derive(Deserialize)]
 pub(crate) struct LogQuery {
     tail: Option<usize>,
+    /// Only lines newer than this: a duration back from now (`10m`, `1h30m`) or an RFC 3339
+    /// time.
+    since: Option<String>,
+    /// Keep the response open and send new lines as they are written (Server-Sent Events).
+    #[serde(default)]
+    follow: bool,
+}
+
+/// How often a followed log sends a keep-alive comment when nothing is written, so that the
+/// connection is not closed as idle and a gone client is noticed.
+const FOLLOW_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The time `since` names: a duration back from now, or an RFC 3339 time.
+fn since(text: &str) -> Result<std::time::SystemTime, Error> {
+    let now = std::time::SystemTime::now();
+    if let Ok(back) = humantime::parse_duration(text) {
+        return Ok(now.checked_sub(back).unwrap_or(std::time::UNIX_EPOCH));
+    }
+    humantime::parse_rfc3339_weak(text).map_err(|_| {
+        Error::BadRequest(format!(
+            "since: `{text}` is neither a duration (like `10m` or `1h30m`) nor an RFC 3339 time \
+             (like `2026-12-01T10:00:00Z`)"
+        ))
+    })
 }
 
 async fn logs(
@@ -386,7 +410,59 @@ async fn logs(
     if app.functions.function(&name).is_none() {
         return Err(wafer_registry::RegistryError::NotFound(name.to_string()).into());
     }
-    Ok(Json(app.logs.tail(name.as_str(), q.tail.unwrap_or(100))).into_response())
+    let since = q.since.as_deref().map(since).transpose()?;
+    // Subscribed before the tail is read, so no line falls between the two.
+    let follow = q.follow.then(|| app.logs.follow());
+    let mut lines = app.logs.tail(name.as_str(), q.tail.unwrap_or(100));
+    if let Some(since) = since {
+        lines.retain(|line| line.at() > since);
+    }
+    let Some(new_lines) = follow else {
+        return Ok(Json(lines).into_response());
+    };
+    Ok(follow_response(name.to_string(), lines, new_lines))
+}
+
+/// A Server-Sent Events stream of `lines`, then of `function`'s new lines as they come: one
+/// `data:` event per line, the line as JSON; a `lagged` event when the follower fell behind
+/// and lines were skipped.
+fn follow_response(
+    function: String,
+    lines: Vec<crate::LogLine>,
+    new_lines: tokio::sync::broadcast::Receiver<(Arc<str>, crate::LogLine)>,
+) -> Response {
+    use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+    use tokio_stream::wrappers::{BroadcastStream, IntervalStream};
+    use tokio_stream::StreamExt;
+
+    let event = |line: &crate::LogLine| {
+        let json = serde_json::to_string(line).unwrap_or_default();
+        Ok::<_, std::convert::Infallible>(Bytes::from(format!("data: {json}\n\n")))
+    };
+    let last = lines.last().map(crate::LogLine::seq);
+    let past: Vec<_> = lines.iter().map(event).collect();
+    let new = BroadcastStream::new(new_lines).filter_map(move |next| match next {
+        Ok((name, line)) if *name == *function && last.is_none_or(|seq| line.seq() > seq) => {
+            Some(event(&line))
+        }
+        Ok(_) => None,
+        Err(BroadcastStreamRecvError::Lagged(skipped)) => Some(Ok(Bytes::from(format!(
+            "event: lagged\ndata: {skipped}\n\n"
+        )))),
+    });
+    let mut keepalive = tokio::time::interval(FOLLOW_KEEPALIVE);
+    keepalive.reset();
+    let keepalive =
+        IntervalStream::new(keepalive).map(|_| Ok(Bytes::from_static(b": keep-alive\n\n")));
+    let stream = tokio_stream::iter(past).chain(new.merge(keepalive));
+    let mut response = Response::new(Body::from_stream(stream));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
 }
 
 async fn module(

@@ -1,10 +1,13 @@
 //! Function logs: the lines a function's calls wrote to stderr or through log imports, and the
 //! faults that ended them, each tagged with its request id. Kept in memory per function,
-//! bounded in lines and bytes.
+//! bounded in lines and bytes; new lines are also sent to whoever follows them
+//! ([`LogBook::follow`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
+
+use tokio::sync::broadcast;
 
 use crate::live::Function;
 use serde::Serialize;
@@ -38,7 +41,25 @@ pub struct LogLine {
     /// Order of writing, across both rings of a function.
     #[serde(skip)]
     seq: u64,
+    /// When the call ended, for `since`.
+    #[serde(skip)]
+    at: SystemTime,
 }
+
+impl LogLine {
+    /// When the line was written.
+    pub fn at(&self) -> SystemTime {
+        self.at
+    }
+
+    /// Its place in the order its function's lines were written.
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+/// Lines a follower may fall behind by before it is told it missed some.
+const FOLLOW_BUFFER: usize = 1024;
 
 /// Lines within a count and a byte budget; the oldest go first.
 #[derive(Default)]
@@ -69,9 +90,19 @@ struct FunctionLog {
 }
 
 /// The recent log lines of every function.
-#[derive(Default)]
 pub struct LogBook {
     functions: Mutex<HashMap<String, FunctionLog>>,
+    /// New lines with their function's name, for followers.
+    new_lines: broadcast::Sender<(Arc<str>, LogLine)>,
+}
+
+impl Default for LogBook {
+    fn default() -> Self {
+        Self {
+            functions: Mutex::default(),
+            new_lines: broadcast::Sender::new(FOLLOW_BUFFER),
+        }
+    }
 }
 
 /// Which ring a line goes to.
@@ -113,8 +144,10 @@ impl LogBook {
         if text.is_empty() {
             return;
         }
-        let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let at = SystemTime::now();
+        let time = humantime::format_rfc3339_millis(at).to_string();
         let text = String::from_utf8_lossy(text);
+        let followed = (self.new_lines.receiver_count() > 0).then(|| Arc::<str>::from(function));
         let mut functions = self.functions.lock().unwrap_or_else(|e| e.into_inner());
         let log = match functions.get_mut(function) {
             Some(log) => log,
@@ -128,7 +161,11 @@ impl LogBook {
                 request_id: request_id.to_owned(),
                 text: cut(line),
                 seq: log.seq,
+                at,
             };
+            if let Some(function) = &followed {
+                let _ = self.new_lines.send((function.clone(), line.clone()));
+            }
             match source {
                 Source::Guest => log.guest.push(line, LINES_KEPT, BYTES_KEPT),
                 Source::Gateway => log.notes.push(line, NOTES_KEPT, NOTE_BYTES_KEPT),
@@ -149,6 +186,12 @@ impl LogBook {
             .iter()
             .map(|&line| line.clone())
             .collect()
+    }
+
+    /// New lines of every function from now on, with the function's name: filter by name.
+    /// A follower more than [`FOLLOW_BUFFER`] lines behind gets `Lagged` and goes on.
+    pub fn follow(&self) -> broadcast::Receiver<(Arc<str>, LogLine)> {
+        self.new_lines.subscribe()
     }
 
     /// Forgets a removed function's lines.
