@@ -17,6 +17,10 @@ pub(crate) struct ServerArgs {
     /// Admin token; by default read from the data directory of a local server.
     #[arg(long, env = "WAFER_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A CA certificate (PEM) to trust for an `https://` server, besides the system's: the
+    /// server's own certificate, if it is self-signed.
+    #[arg(long, env = "WAFER_CACERT", value_name = "PATH")]
+    cacert: Option<std::path::PathBuf>,
     #[command(flatten)]
     data: DataArgs,
 }
@@ -239,9 +243,30 @@ impl ServerArgs {
 
     fn request(&self, method: Method, path: &str) -> anyhow::Result<RequestBuilder> {
         let url = format!("{}/_wafer/{path}", self.server.trim_end_matches('/'));
-        Ok(reqwest::Client::new()
+        Ok(self
+            .client()?
             .request(method, url)
             .bearer_auth(self.token()?))
+    }
+
+    /// An HTTP client trusting `--cacert` as well as the system's roots.
+    fn client(&self) -> anyhow::Result<reqwest::Client> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = &self.cacert {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read the CA certificate {}", path.display()))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{}: not a PEM certificate", path.display()))?;
+            anyhow::ensure!(
+                !certificates.is_empty(),
+                "{}: no PEM certificate in it",
+                path.display()
+            );
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        builder.build().context("cannot set up the HTTP client")
     }
 
     async fn send(&self, request: RequestBuilder) -> anyhow::Result<Response> {

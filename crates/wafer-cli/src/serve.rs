@@ -29,6 +29,8 @@ pub(crate) struct ServeArgs {
     limits: LimitArgs,
     #[command(flatten)]
     cluster: ClusterArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// A host that asynchronous invocations may post their results to (their
     /// `X-Callback-Url`): a name or `name:port`; repeat it, or comma-separate in the
     /// environment variable. None by default.
@@ -65,6 +67,55 @@ impl ServeArgs {
         );
         Ok(Some(token))
     }
+}
+
+/// HTTPS (docs/operations.md#tls).
+#[derive(clap::Args)]
+struct TlsArgs {
+    /// Serve HTTPS (and gRPC over TLS) with this certificate chain (PEM); reread on SIGHUP.
+    #[arg(
+        long,
+        env = "WAFER_TLS_CERT",
+        requires = "tls_key",
+        value_name = "PATH"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1); reread on SIGHUP.
+    #[arg(
+        long,
+        env = "WAFER_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "PATH"
+    )]
+    tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn load(&self) -> anyhow::Result<Option<Arc<wafer_gateway::Tls>>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let tls = wafer_gateway::Tls::load(cert, key).context("cannot use the TLS certificate")?;
+        Ok(Some(tls))
+    }
+}
+
+/// Rereads the certificate and key on every SIGHUP, keeping the old ones if that fails.
+fn reload_on_hangup(tls: Arc<wafer_gateway::Tls>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: the certificate will not be reloaded");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: reloaded the TLS certificate and key"),
+                Err(e) => tracing::error!("SIGHUP: kept the old TLS certificate: {e}"),
+            }
+        }
+    });
 }
 
 /// Joining a cluster (docs/cluster.md).
@@ -199,6 +250,8 @@ struct Server {
     invocations: wafer_gateway::Invocations,
     token: String,
     listener: TcpListener,
+    /// The certificate, when serving HTTPS.
+    tls: Option<Arc<wafer_gateway::Tls>>,
     /// The cluster connection, in cluster mode.
     cluster: Option<wafer_nats::Cluster>,
 }
@@ -206,6 +259,7 @@ struct Server {
 impl Server {
     async fn start(args: &ServeArgs) -> anyhow::Result<Self> {
         let config = args.limits.config()?;
+        let tls = args.tls.load()?;
         let runtime = Runtime::new(&RuntimeConfig::default())?;
         let data = args.data.data.clone();
         let given = args.given_token()?;
@@ -268,6 +322,7 @@ impl Server {
             invocations,
             token,
             listener,
+            tls,
             cluster: joined,
         })
     }
@@ -282,7 +337,8 @@ impl Server {
             }
         }
         // Tests and scripts read this line to learn the port.
-        println!("listening on http://{local}");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        println!("listening on {scheme}://{local}");
         tracing::info!(
             "admin token: {} (or set WAFER_TOKEN)",
             data.join("admin-token").display()
@@ -298,7 +354,10 @@ impl Server {
         if let Some(cluster) = self.cluster {
             app.set_health_check(Box::new(move || cluster.problem()));
         }
-        wafer_gateway::serve(self.listener, app, shutdown_signal()).await?;
+        if let Some(tls) = &self.tls {
+            reload_on_hangup(tls.clone());
+        }
+        wafer_gateway::serve(self.listener, app, self.tls, shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())
     }

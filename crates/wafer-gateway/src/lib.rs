@@ -51,6 +51,7 @@ mod metrics;
 mod schema;
 mod server;
 mod services;
+mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -79,6 +80,7 @@ pub use grpc::proto;
 pub use invocations::{Invocations, INVOCATION_ID};
 pub use live::{FunctionStatus, Functions, Resolved, QUEUE_WAIT};
 pub use server::ServeConfig;
+pub use tls::{Tls, TlsError};
 
 pub use logs::{LogBook, LogLine, BYTES_KEPT, LINES_KEPT, LINE_MAX};
 
@@ -741,6 +743,7 @@ fn respond(out: cgi::Output, head: bool) -> Response {
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
+    tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = impl Sized>,
 ) -> std::io::Result<()> {
     let config = app.config;
@@ -778,12 +781,11 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let (app, routers, builder) = (app.clone(), routers.clone(), builder.clone());
-        let stopped = stopped.clone();
+        let (stopped, tls) = (stopped.clone(), tls.clone());
         tokio::spawn(async move {
             let _slot = slot;
             let _open = app.connection();
             let activity = Arc::new(server::Activity::default());
-            let io = server::Tracked::new(stream, activity.clone());
             let requests = activity.clone();
             let service = service_fn(move |request| {
                 let (app, routers) = (app.clone(), routers.clone());
@@ -794,12 +796,31 @@ pub async fn serve(
                     Ok::<_, Infallible>(response)
                 }
             });
-            let connection = builder.serve_connection(io, service);
-            let connection = std::pin::pin!(connection);
-            server::watch(connection, &activity, &config, stopped, |c| {
-                c.graceful_shutdown()
-            })
-            .await;
+            match tls {
+                None => {
+                    let io = server::Tracked::new(stream, activity.clone());
+                    let connection = builder.serve_connection(io, service);
+                    let connection = std::pin::pin!(connection);
+                    server::watch(connection, &activity, &config, stopped, |c| {
+                        c.graceful_shutdown()
+                    })
+                    .await;
+                }
+                Some(tls) => {
+                    // The handshake gets as long as a request head would.
+                    let accepted = tokio::time::timeout(config.header_timeout, tls.accept(stream));
+                    let Ok(Some(stream)) = accepted.await else {
+                        return;
+                    };
+                    let io = server::Tracked::new(stream, activity.clone());
+                    let connection = builder.serve_connection(io, service);
+                    let connection = std::pin::pin!(connection);
+                    server::watch(connection, &activity, &config, stopped, |c| {
+                        c.graceful_shutdown()
+                    })
+                    .await;
+                }
+            }
         });
     }
     drop(listener);

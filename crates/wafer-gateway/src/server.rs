@@ -203,13 +203,13 @@ impl Drop for RequestGuard {
 }
 
 /// A socket that notes when bytes move, for the idle watcher.
-pub(crate) struct Tracked {
-    stream: TcpStream,
+pub(crate) struct Tracked<S = TcpStream> {
+    stream: S,
     activity: Arc<Activity>,
 }
 
-impl Tracked {
-    pub(crate) fn new(stream: TcpStream, activity: Arc<Activity>) -> TokioIo<Self> {
+impl<S> Tracked<S> {
+    pub(crate) fn new(stream: S, activity: Arc<Activity>) -> TokioIo<Self> {
         TokioIo::new(Self { stream, activity })
     }
 
@@ -222,7 +222,7 @@ impl Tracked {
     }
 }
 
-impl AsyncRead for Tracked {
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -235,7 +235,7 @@ impl AsyncRead for Tracked {
     }
 }
 
-impl AsyncWrite for Tracked {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
