@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building Wafer's examples and running its tests need, on Debian bookworm:
 # the wasm Rust targets, clang + wasi-libc for C guests, Go >= 1.21 for GOOS=wasip1 guests,
-# wrk/hyperfine for the benchmark, nats-server for the cluster tests, and componentize-py /
+# wrk/hyperfine for the benchmark, nats-server for the cluster tests, Chromium + ChromeDriver
+# for the dashboard test, and componentize-py /
 # componentize-js for the Python and JavaScript components. Idempotent: a second run
 # installs nothing.
 set -euo pipefail
@@ -15,6 +16,9 @@ command -v hyperfine >/dev/null || need_apt+=(hyperfine)
 # Cluster tests start real NATS servers (JetStream: KV, Object Store).
 [ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null || need_apt+=(nats-server)
 [ -x /usr/lib/go-1.23/bin/go ] || need_apt+=(golang-1.23-go)
+# The dashboard is tested in a real headless Chromium, driven over WebDriver.
+command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+  || need_apt+=(chromium chromium-driver fonts-dejavu-core)
 
 sudo=""
 [ "$(id -u)" = 0 ] || sudo="sudo"

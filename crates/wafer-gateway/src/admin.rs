@@ -9,13 +9,15 @@
 //! | `GET /_wafer/functions/NAME`            | the function's record: all versions          |
 //! | `DELETE /_wafer/functions/NAME`         | remove the function                          |
 //! | `POST /_wafer/functions/NAME/rollback`  | re-activate the version before the active one|
-//! | `GET /_wafer/functions/NAME/logs?tail=N`| the last N log lines (default 100)           |
+//! | `GET /_wafer/functions/NAME/logs?tail=N`| the last N log lines (default 100); `&since=10m`; `&follow=true` streams new ones (SSE) |
 //! | `GET /_wafer/modules/sha256:HEX`        | a module's bytes, verified against the digest|
 //! | `GET /_wafer/pubsub`                    | pub/sub counters per subscriber              |
 //! | `POST /_wafer/functions/NAME/invoke/OP` | call a waPC operation or export (as `POST /NAME/OP`) |
 //! | `ANY /_wafer/async/NAME/REST`           | queue a call of `REST` on the function's route; `202 {"id"}` (no token needed) |
 //! | `GET /_wafer/invocations?limit=N`       | the newest asynchronous invocations          |
 //! | `GET /_wafer/invocations/ID`            | one invocation: its state and, once done, its result |
+//! | `GET /_wafer/stats`                     | every function's request counters (the dashboard's) |
+//! | `GET /_wafer/ui`                        | the dashboard (no token needed to load; it asks for one) |
 
 use std::sync::Arc;
 
@@ -53,6 +55,9 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/_wafer/async/{*rest}", any(crate::invocations::enqueue))
         .route("/_wafer/invocations", get(invocations))
         .route("/_wafer/invocations/{id}", get(invocation))
+        .route("/_wafer/stats", get(stats))
+        .route("/_wafer/ui", get(crate::ui::page))
+        .route("/_wafer/ui/{file}", get(crate::ui::asset))
         .fallback(|uri: http::Uri| async move { Error::NoRoute(uri.path().to_owned()) })
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .with_state(app)
@@ -494,6 +499,24 @@ async fn invocation(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
     crate::invocations::describe(&app, &id).await
+}
+
+/// Every live function's counters (those of `/metrics`) and the async queue's depth, as
+/// JSON: what the dashboard charts.
+async fn stats(_: Admin, State(app): State<Arc<App>>) -> Json<Value> {
+    let mut functions = app.functions.all();
+    functions.sort_by(|a, b| a.name.cmp(&b.name));
+    let functions: Vec<Value> = functions
+        .iter()
+        .map(|f| {
+            let mut stats = f.metrics().snapshot();
+            stats["name"] = f.name.as_str().into();
+            stats["version"] = f.version.into();
+            stats
+        })
+        .collect();
+    let queue_depth = app.invocations.depth().await;
+    Json(serde_json::json!({ "functions": functions, "queue_depth": queue_depth }))
 }
 
 /// `ok`, or, while a part the node depends on is failing (it still serves), `ok: PROBLEM`.

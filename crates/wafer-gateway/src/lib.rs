@@ -52,6 +52,7 @@ mod schema;
 mod server;
 mod services;
 mod tls;
+mod ui;
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -141,6 +141,35 @@ impl FunctionMetrics {
             .map(|c| c.load(Ordering::Relaxed))
             .sum()
     }
+
+    /// The counters as JSON, for the dashboard (`GET /_wafer/stats`).
+    pub(crate) fn snapshot(&self) -> serde_json::Value {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let classes = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+        let requests: serde_json::Map<String, serde_json::Value> = classes
+            .iter()
+            .zip(&self.requests)
+            .map(|(class, count)| ((*class).to_owned(), load(count).into()))
+            .collect();
+        let buckets: Vec<serde_json::Value> = BUCKETS
+            .iter()
+            .map(|&le| serde_json::Value::from(le))
+            .chain([serde_json::Value::from("+Inf")])
+            .zip(&self.duration.buckets)
+            .map(|(le, count)| serde_json::json!([le, load(count)]))
+            .collect();
+        serde_json::json!({
+            "requests": requests,
+            "in_flight": self.in_flight.load(Ordering::Relaxed),
+            "duration_buckets": buckets,
+            "duration_sum_seconds": load(&self.duration.sum_nanos) as f64 / 1e9,
+            "queue_waits": load(&self.queued),
+            "busy_rejections": load(&self.busy),
+            "timeouts": load(&self.timeouts),
+            "traps": load(&self.traps),
+            "memory_limit_hits": load(&self.out_of_memory),
+        })
+    }
 }
 
 /// Request durations in fixed buckets, lock-free.
