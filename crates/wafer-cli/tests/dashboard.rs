@@ -31,14 +31,19 @@ impl Driver {
             .unwrap_or_else(|e| {
                 panic!("cannot start chromedriver ({e}): run scripts/setup.sh, which installs it")
             });
-        let url = format!("http://127.0.0.1:{port}");
+        let driver = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
         for _ in 0..100 {
-            if reqwest::blocking::get(format!("{url}/status")).is_ok_and(|r| r.status() == 200) {
-                return Self { child, url };
+            let status = reqwest::blocking::get(format!("{}/status", driver.url));
+            if status.is_ok_and(|r| r.status() == 200) {
+                return driver;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("chromedriver did not answer on {url}");
+        // Dropping the driver kills and reaps chromedriver.
+        panic!("chromedriver did not answer on {}", driver.url);
     }
 }
 
