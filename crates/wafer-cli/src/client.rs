@@ -325,8 +325,14 @@ pub(crate) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let grants = args.grants()?;
+    let progress = Progress::new(module.len() as u64);
     let request = if schema.is_none() && grants.is_none() {
-        request.body(module)
+        match &progress {
+            Some(progress) => request
+                .header(reqwest::header::CONTENT_LENGTH, module.len())
+                .body(progress.body(module)),
+            None => request.body(module),
+        }
     } else {
         let mut form =
             reqwest::multipart::Form::new().part("module", reqwest::multipart::Part::bytes(module));
@@ -341,16 +347,73 @@ pub(crate) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         }
         request.multipart(form)
     };
-    let deployed: Value = args.server.send(request).await?.json().await?;
+    let answer = args.server.send(request).await;
+    if let Some(progress) = progress {
+        progress.bar.finish_and_clear();
+    }
+    let deployed: Value = answer?.json().await?;
     let unchanged = deployed["unchanged"].as_bool().unwrap_or(false);
+    let compiled = match deployed["compile_ms"].as_f64() {
+        Some(ms) if !unchanged => format!(", compiled in {ms} ms"),
+        _ => String::new(),
+    };
     println!(
-        "{} {} v{} ({})",
+        "{} {} v{} ({}{compiled})",
         if unchanged { "unchanged" } else { "deployed" },
         deployed["name"].as_str().unwrap_or(&args.name),
         deployed["version"],
         deployed["digest"].as_str().unwrap_or("?")
     );
     Ok(())
+}
+
+/// A deploy's progress on a terminal: the upload as a bar, then a spinner while the server
+/// compiles. Nothing when stderr is not a terminal.
+struct Progress {
+    bar: indicatif::ProgressBar,
+}
+
+/// Upload chunk, and so the bar's step.
+const UPLOAD_CHUNK: usize = 64 << 10;
+
+impl Progress {
+    fn new(len: u64) -> Option<Self> {
+        if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            return None;
+        }
+        let bar = indicatif::ProgressBar::new(len);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_message("uploading");
+        Some(Self { bar })
+    }
+
+    /// `module` as a request body that moves the bar as it is sent, and turns it into a
+    /// spinner once all of it is.
+    fn body(&self, module: Vec<u8>) -> reqwest::Body {
+        let bar = self.bar.clone();
+        let module = bytes::Bytes::from(module);
+        let len = module.len();
+        let chunks = (0..len.div_ceil(UPLOAD_CHUNK)).map(move |i| {
+            let chunk = module.slice(i * UPLOAD_CHUNK..((i + 1) * UPLOAD_CHUNK).min(len));
+            bar.inc(chunk.len() as u64);
+            if bar.position() >= len as u64 {
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                );
+                bar.set_message("compiling on the server");
+                bar.enable_steady_tick(std::time::Duration::from_millis(100));
+            }
+            Ok::<_, std::io::Error>(chunk)
+        });
+        reqwest::Body::wrap_stream(tokio_stream::iter(chunks))
+    }
 }
 
 pub(crate) async fn ls(args: ServerArgs) -> anyhow::Result<()> {

@@ -299,3 +299,27 @@ fn logs_follow_streams_new_lines_and_since_filters() {
     let _ = follower.wait();
     caller.join().unwrap();
 }
+
+#[test]
+fn a_deploy_reports_its_compile_time_and_draws_no_progress_off_a_terminal() {
+    let server = Server::start();
+    let module = built("http-hello-rust.wasm");
+    let out = server.cli(&["deploy", "hello", module.to_str().unwrap()]);
+    assert!(out.status.success());
+    let said = String::from_utf8(out.stdout).unwrap();
+    let (_, ms) = said
+        .trim_end()
+        .strip_suffix(" ms)")
+        .and_then(|s| s.rsplit_once("compiled in "))
+        .unwrap_or_else(|| panic!("no compile time in {said:?}"));
+    assert!(ms.parse::<f64>().unwrap() > 0.0, "{said}");
+    // stderr is a pipe here: no progress bar, no escape codes.
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The admin API answers the same figure.
+    let answer = server.deploy("hello2", &module, &[]);
+    assert!(answer["compile_ms"].as_f64().unwrap() > 0.0, "{answer}");
+}

@@ -133,7 +133,13 @@ async fn deploy(
         StatusCode::CREATED
     };
     tracing::info!(name = %deployed.name, version = deployed.version, digest = %deployed.digest, unchanged = deployed.unchanged, "deployed");
-    Ok((status, Json(deployed)).into_response())
+    let mut answer = serde_json::to_value(&deployed).unwrap_or_default();
+    // How long this node took to compile it (or to map it from the artifact cache).
+    if let Some(function) = app.functions.function(&deployed.name) {
+        let took = function.metrics().compile_time();
+        answer["compile_ms"] = ((took.as_secs_f64() * 1e4).round() / 10.0).into();
+    }
+    Ok((status, Json(answer)).into_response())
 }
 
 /// A deploy's upload: the module as the whole body, or, as `multipart/form-data`, parts

@@ -134,6 +134,11 @@ impl FunctionMetrics {
         self.compile_nanos.store(nanos, Ordering::Relaxed);
     }
 
+    /// How long the version took to compile or load.
+    pub fn compile_time(&self) -> Duration {
+        Duration::from_nanos(self.compile_nanos.load(Ordering::Relaxed))
+    }
+
     /// Requests answered so far, all classes.
     pub fn requests(&self) -> u64 {
         self.requests
