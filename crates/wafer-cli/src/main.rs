@@ -2,6 +2,7 @@
 
 mod client;
 mod manifest;
+mod new;
 mod run;
 mod serve;
 
@@ -35,6 +36,10 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Serve the functions a manifest declares (no deploy step); `--watch` reloads on change.
     Up(serve::UpArgs),
+    /// Create a new function's project from a template (`wafer new --list`).
+    New(new::NewArgs),
+    /// Run the `build` command of every function in a manifest (or of those named).
+    Build(manifest::BuildArgs),
     /// Upload a module (.wasm or .wat) to a running server as a new version of a function.
     Deploy(Box<client::DeployArgs>),
     /// Call a waPC operation or an exported function of a deployed function (`--async`:
@@ -84,6 +89,12 @@ const DEFAULT_LOG_FILTER: &str = "info,wasmtime=warn,wasmtime_wasi=warn,wiggle=w
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Commands that need neither logging nor the async runtime.
+    match cli.command {
+        Command::New(args) => return finish(new::new(args).map(|()| ExitCode::SUCCESS)),
+        Command::Build(args) => return finish(manifest::build(args).map(|()| ExitCode::SUCCESS)),
+        _ => {}
+    }
     if let Command::Completions { shell } = cli.command {
         let mut command = <Cli as clap::CommandFactory>::command();
         clap_complete::generate(shell, &mut command, "wafer", &mut std::io::stdout());
@@ -123,9 +134,16 @@ fn main() -> ExitCode {
             Command::Versions(args) => client::versions(args).await.map(|()| ExitCode::SUCCESS),
             Command::Logs(args) => client::logs(args).await.map(|()| ExitCode::SUCCESS),
             Command::Run(args) => run::run(args).await,
-            Command::Completions { .. } => Ok(ExitCode::SUCCESS),
+            Command::Completions { .. } | Command::New(_) | Command::Build(_) => {
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
+    finish(result)
+}
+
+/// The exit code of a command's result, with the error said on stderr.
+fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {

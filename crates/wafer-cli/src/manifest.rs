@@ -18,6 +18,7 @@
 //! publish = ["telemetry.*"]
 //! subscribe = ["telemetry.>"]
 //! listen = "127.0.0.1:7000"   # a service: a WASI 0.2 command component serving TCP there
+//! build = "cargo build --release --target wasm32-wasip1"   # run by `wafer build`, here
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -86,6 +87,13 @@ pub(crate) struct ManifestFunction {
     /// For a service (a WASI 0.2 command component): the address it listens on.
     #[serde(default)]
     pub listen: Option<std::net::SocketAddr>,
+    /// A shell command that builds the module, run by `wafer build` in the manifest's
+    /// directory.
+    #[serde(default)]
+    pub build: Option<String>,
+    /// The manifest's directory, where `build` runs.
+    #[serde(skip)]
+    pub dir: PathBuf,
     /// The secrets' values, read when the manifest is parsed.
     #[serde(skip)]
     secret_values: BTreeMap<String, Secret>,
@@ -129,6 +137,7 @@ impl ManifestFunction {
     /// Reads the secrets' values and anchors relative paths at `base`, the manifest's
     /// directory.
     fn resolve(&mut self, base: &Path) -> anyhow::Result<()> {
+        self.dir = base.to_owned();
         self.module = base.join(&self.module);
         self.proto = self.proto.as_ref().map(|p| base.join(p));
         for dir in &mut self.dirs {
@@ -172,6 +181,66 @@ impl Manifest {
         }
         Ok(manifest)
     }
+}
+
+/// Options of `wafer build`.
+#[derive(clap::Args)]
+pub(crate) struct BuildArgs {
+    /// The manifest.
+    #[arg(default_value = "wafer.toml")]
+    manifest: PathBuf,
+    /// Build only these functions (default: every one with a `build` command).
+    functions: Vec<FunctionName>,
+}
+
+/// `wafer build`: runs each function's `build` command with `sh -c` in the manifest's
+/// directory, in manifest order, stopping at the first that fails.
+pub(crate) fn build(args: BuildArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.manifest)
+        .with_context(|| format!("cannot read manifest {}", args.manifest.display()))?;
+    let base = args.manifest.parent().unwrap_or(Path::new(""));
+    let manifest = Manifest::parse(&text, base)
+        .with_context(|| format!("invalid manifest {}", args.manifest.display()))?;
+    for name in &args.functions {
+        anyhow::ensure!(
+            manifest.functions.iter().any(|f| &f.name == name),
+            "the manifest declares no function `{name}`"
+        );
+    }
+    let mut built = 0;
+    for f in &manifest.functions {
+        if !args.functions.is_empty() && !args.functions.contains(&f.name) {
+            continue;
+        }
+        let Some(command) = &f.build else { continue };
+        eprintln!("building {}: {command}", f.name);
+        let dir = if f.dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &f.dir
+        };
+        let status = std::process::Command::new("sh")
+            .args(["-c", command])
+            .current_dir(dir)
+            .status()
+            .with_context(|| format!("function `{}`: cannot run `sh -c {command}`", f.name))?;
+        anyhow::ensure!(
+            status.success(),
+            "function `{}`: `{command}` failed ({status})",
+            f.name
+        );
+        anyhow::ensure!(
+            f.module.exists(),
+            "function `{}`: `{command}` succeeded but did not make {}",
+            f.name,
+            f.module.display()
+        );
+        built += 1;
+    }
+    if built == 0 {
+        eprintln!("nothing to build: no function in the manifest has a `build` command");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

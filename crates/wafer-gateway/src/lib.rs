@@ -9,8 +9,8 @@
 //! (`docs/calls.md`), JSON transcoded to protobuf when the function has a schema. Guest
 //! faults become `500`/`502`/`504` responses and log lines; they never reach the server.
 //!
-//! [`serve`] takes a bound listener and a shutdown future, so tests run the real server on
-//! `127.0.0.1:0`:
+//! [`serve`] takes a bound listener, the TLS certificate if any, and a shutdown future, so
+//! tests run the real server on `127.0.0.1:0`:
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -30,7 +30,8 @@
 //! let local = listener.local_addr()?;
 //! let token = "secret-token".to_owned();
 //! let app = App::new(functions, caps, invocations, token, local, ServeConfig::default());
-//! serve(listener, app, tokio::signal::ctrl_c()).await?;
+//! // `Some(Tls::load(cert, key)?)` instead of `None` serves HTTPS.
+//! serve(listener, app, None, tokio::signal::ctrl_c()).await?;
 //! # Ok(()) }
 //! ```
 #![warn(missing_docs)]
@@ -739,7 +740,7 @@ fn respond(out: cgi::Output, head: bool) -> Response {
     response
 }
 
-/// Serves HTTP on `listener` until `shutdown` completes, within the connection limits of
+/// Serves HTTP (HTTPS with `tls`) on `listener` until `shutdown` completes, within the connection limits of
 /// the app's [`ServeConfig`], then lets requests in flight finish (up to ten seconds).
 pub async fn serve(
     listener: TcpListener,
