@@ -19,6 +19,7 @@
 //! subscribe = ["telemetry.>"]
 //! listen = "127.0.0.1:7000"   # a service: a WASI 0.2 command component serving TCP there
 //! build = "cargo build --release --target wasm32-wasip1"   # run by `wafer build`, here
+//! watch = ["src/**/*.rs"]        # `wafer up --watch`: rebuild and redeploy when these change
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -91,6 +92,16 @@ pub(crate) struct ManifestFunction {
     /// directory.
     #[serde(default)]
     pub build: Option<String>,
+    /// Sources (globs relative to the manifest: `src/**/*.rs`) whose change makes `wafer up
+    /// --watch` run `build` and redeploy.
+    #[serde(default)]
+    pub watch: Vec<String>,
+    /// `watch`, compiled.
+    #[serde(skip)]
+    pub watch_set: Option<globset::GlobSet>,
+    /// The entry as written, to tell whether a reloaded manifest changed it.
+    #[serde(skip)]
+    pub entry: Option<toml::Value>,
     /// The manifest's directory, where `build` runs.
     #[serde(skip)]
     pub dir: PathBuf,
@@ -139,6 +150,19 @@ impl ManifestFunction {
     fn resolve(&mut self, base: &Path) -> anyhow::Result<()> {
         self.dir = base.to_owned();
         self.module = base.join(&self.module);
+        if !self.watch.is_empty() {
+            anyhow::ensure!(
+                self.build.is_some(),
+                "`watch` needs a `build` command to run when the sources change"
+            );
+            let mut set = globset::GlobSetBuilder::new();
+            for pattern in &self.watch {
+                let glob = globset::Glob::new(pattern)
+                    .with_context(|| format!("watch pattern `{pattern}`"))?;
+                set.add(glob);
+            }
+            self.watch_set = Some(set.build().context("watch patterns")?);
+        }
         self.proto = self.proto.as_ref().map(|p| base.join(p));
         for dir in &mut self.dirs {
             let host = base.join(&dir.host);
@@ -169,6 +193,11 @@ impl Manifest {
 
     pub(crate) fn parse(text: &str, base: &Path) -> anyhow::Result<Self> {
         let mut manifest: Manifest = toml::from_str(text)?;
+        let raw: toml::Table = toml::from_str(text)?;
+        let entries = raw.get("function").and_then(toml::Value::as_array);
+        for (i, f) in manifest.functions.iter_mut().enumerate() {
+            f.entry = entries.and_then(|e| e.get(i)).cloned();
+        }
         let mut seen = HashSet::new();
         for f in &mut manifest.functions {
             if !seen.insert(f.name.clone()) {

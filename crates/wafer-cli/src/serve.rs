@@ -1,6 +1,5 @@
 //! `wafer serve` and `wafer up`.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,7 +10,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::net::TcpListener;
 use wafer_gateway::{App, Functions};
 use wafer_queue::Queue;
-use wafer_registry::{FunctionName, Registry};
+use wafer_registry::Registry;
 use wafer_runtime::{Runtime, RuntimeConfig};
 
 use crate::manifest::{Manifest, ManifestFunction};
@@ -235,7 +234,8 @@ pub(crate) struct UpArgs {
     /// The manifest declaring the functions.
     #[arg(default_value = "wafer.toml")]
     manifest: PathBuf,
-    /// Redeploy a function when its module file changes.
+    /// Follow changes: redeploy a function when its module file changes, rebuild and
+    /// redeploy it when its `watch` sources change, and apply changes to the manifest.
     #[arg(long)]
     watch: bool,
     #[command(flatten)]
@@ -396,11 +396,9 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     for function in &manifest.functions {
         deploy_from_manifest(&server.functions, function).await?;
     }
-    let _watcher = if args.watch {
-        Some(watch(server.functions.clone(), &manifest)?)
-    } else {
-        None
-    };
+    if args.watch {
+        watch(server.functions.clone(), &args.manifest, manifest)?;
+    }
     server.run(&args.serve.data.data).await
 }
 
@@ -454,17 +452,16 @@ async fn deploy_from_manifest(
     Ok(())
 }
 
-/// Watches each function's module file and redeploys the function when it changes. Watching
-/// the directory rather than the file catches builds that replace the file by renaming.
+/// `wafer up --watch`: watches the manifest (a function whose entry changed is redeployed, a
+/// new one deployed, one no longer declared removed), each function's module file
+/// (redeployed), and each function's `watch` sources (its `build` runs, then it is
+/// redeployed). Watching directories rather than files catches tools that replace a file by
+/// renaming. A failed build or deploy is logged and the previous version goes on serving.
 fn watch(
     functions: Arc<Functions>,
-    manifest: &Manifest,
-) -> anyhow::Result<notify::RecommendedWatcher> {
-    let by_path: HashMap<PathBuf, ManifestFunction> = manifest
-        .functions
-        .iter()
-        .map(|f| (canonical(&f.module), f.clone()))
-        .collect();
+    manifest_path: &Path,
+    manifest: Manifest,
+) -> anyhow::Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
@@ -473,38 +470,170 @@ fn watch(
             }
         }
     })?;
-    let mut dirs: Vec<&Path> = by_path.keys().filter_map(|p| p.parent()).collect();
-    dirs.sort();
-    dirs.dedup();
-    for dir in dirs {
-        watcher
-            .watch(dir, RecursiveMode::NonRecursive)
-            .with_context(|| format!("cannot watch {}", dir.display()))?;
-    }
+    let manifest_path = canonical(manifest_path);
+    let mut watched = Vec::new();
+    watch_dirs(&mut watcher, &mut watched, &manifest_path, &manifest)?;
     tokio::spawn(async move {
+        let mut manifest = manifest;
         while let Some(path) = rx.recv().await {
-            // Let a build finish writing, and fold the burst of events it causes into one.
+            // Let a tool finish writing, and fold the burst of events it causes into one.
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let mut changed = vec![path];
+            let mut changed = vec![canonical(&path)];
             while let Ok(more) = rx.try_recv() {
-                changed.push(more);
+                changed.push(canonical(&more));
             }
-            let mut names: Vec<&FunctionName> = Vec::new();
-            for path in &changed {
-                if let Some(f) = by_path.get(&canonical(path)) {
-                    if !names.contains(&&f.name) {
-                        names.push(&f.name);
-                        if let Err(e) = deploy_from_manifest(&functions, f).await {
-                            tracing::error!(
-                                "reload failed, still serving the previous version: {e:#}"
-                            );
+            if changed.contains(&manifest_path) {
+                match Manifest::load(&manifest_path) {
+                    Ok(reloaded) => {
+                        apply_manifest(&functions, &manifest, &reloaded).await;
+                        manifest = reloaded;
+                        if let Err(e) =
+                            watch_dirs(&mut watcher, &mut watched, &manifest_path, &manifest)
+                        {
+                            tracing::error!("{e:#}");
                         }
+                    }
+                    Err(e) => {
+                        tracing::error!("manifest not reloaded, still serving as before: {e:#}")
+                    }
+                }
+                continue;
+            }
+            for f in &manifest.functions {
+                let module = changed.contains(&canonical(&f.module));
+                let sources = f.watch_set.as_ref().is_some_and(|set| {
+                    let dir = canonical_dir(&f.dir);
+                    changed
+                        .iter()
+                        .any(|p| p.strip_prefix(&dir).is_ok_and(|rel| set.is_match(rel)))
+                });
+                if sources {
+                    if let Err(e) = rebuild(f).await {
+                        tracing::error!("{e:#}; still serving the previous version");
+                        continue;
+                    }
+                }
+                if module || sources {
+                    if let Err(e) = deploy_from_manifest(&functions, f).await {
+                        tracing::error!("reload failed, still serving the previous version: {e:#}");
                     }
                 }
             }
         }
+        drop(watcher);
     });
-    Ok(watcher)
+    Ok(())
+}
+
+/// Watches what `manifest` names that is not watched yet: its own directory, its modules'
+/// directories, and the directories its `watch` globs start from (recursively).
+fn watch_dirs(
+    watcher: &mut notify::RecommendedWatcher,
+    watched: &mut Vec<(PathBuf, RecursiveMode)>,
+    manifest_path: &Path,
+    manifest: &Manifest,
+) -> anyhow::Result<()> {
+    let mut wanted: Vec<(PathBuf, RecursiveMode)> = Vec::new();
+    if let Some(dir) = manifest_path.parent() {
+        wanted.push((dir.to_owned(), RecursiveMode::NonRecursive));
+    }
+    for f in &manifest.functions {
+        if let Some(dir) = canonical(&f.module).parent() {
+            wanted.push((dir.to_owned(), RecursiveMode::NonRecursive));
+        }
+        for pattern in &f.watch {
+            // The part before the first component with a wildcard.
+            let fixed: PathBuf = Path::new(pattern)
+                .components()
+                .take_while(|c| {
+                    !c.as_os_str()
+                        .to_string_lossy()
+                        .contains(['*', '?', '[', '{'])
+                })
+                .collect();
+            let whole = fixed.as_os_str() == std::ffi::OsStr::new(pattern.as_str());
+            let base = canonical_dir(&f.dir).join(fixed);
+            if whole && !base.is_dir() {
+                // One file: its directory, not what lies below it.
+                if let Some(dir) = base.parent() {
+                    wanted.push((dir.to_owned(), RecursiveMode::NonRecursive));
+                }
+                continue;
+            }
+            let base = if base.is_dir() {
+                base
+            } else {
+                base.parent().unwrap_or(&base).to_owned()
+            };
+            wanted.push((base, RecursiveMode::Recursive));
+        }
+    }
+    for (dir, mode) in wanted {
+        if watched
+            .iter()
+            .any(|(d, m)| *d == dir && (*m == mode || *m == RecursiveMode::Recursive))
+        {
+            continue;
+        }
+        watcher
+            .watch(&dir, mode)
+            .with_context(|| format!("cannot watch {}", dir.display()))?;
+        watched.push((dir, mode));
+    }
+    Ok(())
+}
+
+/// Deploys the functions of `new` whose entries differ from `old`'s, and removes those `new`
+/// no longer declares.
+async fn apply_manifest(functions: &Arc<Functions>, old: &Manifest, new: &Manifest) {
+    for f in &new.functions {
+        let before = old.functions.iter().find(|o| o.name == f.name);
+        if before.is_some_and(|o| o.entry == f.entry) {
+            continue;
+        }
+        tracing::info!("manifest: function `{}` changed", f.name);
+        if let Err(e) = deploy_from_manifest(functions, f).await {
+            tracing::error!("manifest: {e:#}; still serving the previous version");
+        }
+    }
+    for o in &old.functions {
+        if !new.functions.iter().any(|f| f.name == o.name) {
+            match functions.remove(&o.name).await {
+                Ok(()) => tracing::info!("manifest: function `{}` removed", o.name),
+                Err(e) => tracing::error!("manifest: cannot remove `{}`: {e}", o.name),
+            }
+        }
+    }
+}
+
+/// Runs `f`'s build command, as `wafer build` does.
+async fn rebuild(f: &ManifestFunction) -> anyhow::Result<()> {
+    let Some(command) = &f.build else {
+        return Ok(());
+    };
+    tracing::info!("building {}: {command}", f.name);
+    let status = tokio::process::Command::new("sh")
+        .args(["-c", command])
+        .current_dir(canonical_dir(&f.dir))
+        .status()
+        .await
+        .with_context(|| format!("function `{}`: cannot run `{command}`", f.name))?;
+    anyhow::ensure!(
+        status.success(),
+        "function `{}`: `{command}` failed ({status})",
+        f.name
+    );
+    Ok(())
+}
+
+/// A manifest's directory, absolute (`""` is the current one).
+fn canonical_dir(dir: &Path) -> PathBuf {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    dir.canonicalize().unwrap_or_else(|_| dir.to_owned())
 }
 
 /// The absolute form of a path whose file may not exist at the moment (mid-rebuild).

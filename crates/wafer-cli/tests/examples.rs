@@ -137,3 +137,79 @@ fn up_watch_reloads_a_changed_module() {
     }
     assert_eq!(text, "Hello from C!\n");
 }
+
+/// Polls `path` (without a time assertion) until its answer satisfies `ok`; returns the
+/// last answer.
+fn poll(server: &Server, path: &str, ok: impl Fn(u16, &str) -> bool) -> (u16, String) {
+    let mut last = (0, String::new());
+    for _ in 0..150 {
+        let response = server.get(path);
+        last = (response.status().as_u16(), response.text().unwrap());
+        if ok(last.0, &last.1) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    last
+}
+
+#[test]
+fn up_watch_rebuilds_on_source_changes_and_applies_manifest_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("src")).unwrap();
+    let source = dir.path().join("src/f.wat");
+    std::fs::copy(root().join("target/wasm/hello-wat.wat"), &source).unwrap();
+    let manifest = dir.path().join("wafer.toml");
+    // The "build" copies the source into place; the server watches src/.
+    let entry = "[[function]]\nname = \"f\"\nmodule = \"out/f.wat\"\n\
+                 build = \"mkdir -p out && cp src/f.wat out/f.wat\"\nwatch = [\"src/**/*.wat\"]\n";
+    std::fs::write(&manifest, entry).unwrap();
+    let built = std::process::Command::new(common::WAFER)
+        .args(["build", manifest.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &["up", manifest.to_str().unwrap(), "--watch"],
+    );
+    assert_eq!(server.get("/f").text().unwrap(), "Hello from WAT!\n");
+
+    // A source change: rebuilt, redeployed.
+    let wat = std::fs::read_to_string(&source).unwrap();
+    let changed = wat.replace("Hello from WAT!", "Hello from src!");
+    assert_ne!(wat, changed, "the WAT hello's greeting moved");
+    std::fs::write(&source, changed).unwrap();
+    let (_, text) = poll(&server, "/f", |_, t| t == "Hello from src!\n");
+    assert_eq!(text, "Hello from src!\n");
+
+    // A manifest change (a new route, a second function) is applied...
+    let more = format!(
+        "{}routes = [\"/elsewhere\"]\n\n[[function]]\nname = \"g\"\nmodule = \"out/f.wat\"\n",
+        entry
+    );
+    std::fs::write(&manifest, &more).unwrap();
+    let (status, _) = poll(&server, "/elsewhere", |s, _| s == 200);
+    assert_eq!(status, 200);
+    assert_eq!(poll(&server, "/g", |s, _| s == 200).0, 200);
+    assert_eq!(
+        server.get("/f").status(),
+        404,
+        "f's route moved to /elsewhere"
+    );
+
+    // ... and a function taken out of it is removed; a broken manifest changes nothing.
+    std::fs::write(
+        &manifest,
+        &more[..more.find("\n\n[[function]]").unwrap() + 1],
+    )
+    .unwrap();
+    assert_eq!(poll(&server, "/g", |s, _| s == 404).0, 404);
+    std::fs::write(&manifest, "[[function]]\nname = 3\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert_eq!(server.get("/elsewhere").status(), 200);
+}
