@@ -36,6 +36,17 @@ macro_rules! files {
     };
 }
 
+/// A WIT file of an example, as the template's `wit/` file of the same name: the WASI
+/// packages a component template builds against (kept once, with the example).
+macro_rules! wit {
+    ($example:literal: $path:literal) => {
+        (
+            concat!("wit/", $path),
+            include_str!(concat!("../../../examples/", $example, "/wit/", $path)),
+        )
+    };
+}
+
 const TEMPLATES: &[Template] = &[
     Template {
         name: "rust",
@@ -66,6 +77,23 @@ const TEMPLATES: &[Template] = &[
         name: "wat",
         about: "WebAssembly text, CGI: nothing to build",
         files: files!("wat": "main.wat", "wafer.toml"),
+    },
+    Template {
+        name: "python",
+        about: "Python, a WASI 0.2 HTTP component (componentize-py)",
+        files: &[
+            ("app.py", include_str!("../templates/python/app.py")),
+            ("wafer.toml", include_str!("../templates/python/wafer.toml")),
+            wit!("http-hello-py": "world.wit"),
+            wit!("http-hello-py": "LICENSE-Apache-2.0_WITH_LLVM-exception"),
+            wit!("http-hello-py": "deps/cli.wit"),
+            wit!("http-hello-py": "deps/clocks.wit"),
+            wit!("http-hello-py": "deps/filesystem.wit"),
+            wit!("http-hello-py": "deps/http.wit"),
+            wit!("http-hello-py": "deps/io.wit"),
+            wit!("http-hello-py": "deps/random.wit"),
+            wit!("http-hello-py": "deps/sockets.wit"),
+        ],
     },
 ];
 

@@ -11,10 +11,13 @@ use std::process::{Command, Output, Stdio};
 
 use common::WAFER;
 
-/// `wafer ARGS` in `dir`, with Go on the PATH where Debian puts it.
+/// `wafer ARGS` in `dir`, with Go on the PATH where Debian puts it and componentize-py where
+/// scripts/setup.sh installs it.
 fn wafer(dir: &Path, args: &[&str]) -> Output {
+    let venv = common::root().join("target/guests/venv/bin");
     let path = format!(
-        "/usr/lib/go-1.23/bin:{}",
+        "/usr/lib/go-1.23/bin:{}:{}",
+        venv.display(),
         std::env::var("PATH").unwrap_or_default()
     );
     Command::new(WAFER)
@@ -122,6 +125,12 @@ fn wat_cgi() {
 }
 
 #[test]
+fn python_http_component() {
+    let answer = serve("python", "hello-py", "/hello-py/p?q=2", "");
+    assert_eq!(answer, "Hello from hello-py! (/hello-py/p?q=2)\n");
+}
+
+#[test]
 fn new_refuses_unknown_templates_bad_names_and_full_directories() {
     let dir = tempfile::tempdir().unwrap();
     let unknown = wafer(dir.path(), &["new", "cobol", "x"]);
@@ -141,7 +150,15 @@ fn new_refuses_unknown_templates_bad_names_and_full_directories() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists and is not empty"));
 
     let listed = ok(&wafer(dir.path(), &["new", "--list"]), "wafer new --list");
-    for template in ["rust ", "rust-http", "rust-wapc", "go ", "c ", "wat "] {
+    for template in [
+        "rust ",
+        "rust-http",
+        "rust-wapc",
+        "go ",
+        "c ",
+        "wat ",
+        "python ",
+    ] {
         assert!(listed.contains(template), "{listed}");
     }
 }
