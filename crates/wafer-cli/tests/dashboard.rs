@@ -23,8 +23,12 @@ struct Driver {
 impl Driver {
     fn start() -> Self {
         let port = common::free_port();
+        use std::os::unix::process::CommandExt;
+        // A process group of its own, so that the browsers it starts go with it even when
+        // the test fails before closing its session.
         let child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -49,6 +53,8 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
