@@ -18,18 +18,22 @@
 //! | `GET /_wafer/invocations/ID`            | one invocation: its state and, once done, its result |
 //! | `GET /_wafer/stats`                     | every function's request counters (the dashboard's) |
 //! | `GET /_wafer/ui`                        | the dashboard (no token needed to load; it asks for one) |
+//! | `GET /_wafer/openapi.json`              | this API as an OpenAPI 3.1 document, generated from the handlers (no token) |
 
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, RawQuery, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post, put};
+use axum::routing::any;
 use axum::{Json, Router};
 use http::request::Parts;
 use http::{header, HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use wafer_registry::{Digest, FunctionConfig, FunctionName};
 
 use crate::error::Error;
@@ -40,27 +44,68 @@ use crate::App;
 pub const MAX_UPLOAD: usize = 256 << 20;
 
 pub(crate) fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/_wafer/health", get(health))
-        .route("/_wafer/functions", get(list))
-        .route(
-            "/_wafer/functions/{name}",
-            put(deploy).get(describe).delete(remove),
-        )
-        .route("/_wafer/functions/{name}/rollback", post(rollback))
-        .route("/_wafer/functions/{name}/logs", get(logs))
-        .route("/_wafer/functions/{name}/invoke/{operation}", post(invoke))
-        .route("/_wafer/modules/{digest}", get(module))
-        .route("/_wafer/pubsub", get(pubsub))
+    let (router, _) = api_router().split_for_parts();
+    router
+        // A path of any depth, which OpenAPI cannot express: documented in async.md.
         .route("/_wafer/async/{*rest}", any(crate::invocations::enqueue))
-        .route("/_wafer/invocations", get(invocations))
-        .route("/_wafer/invocations/{id}", get(invocation))
-        .route("/_wafer/stats", get(stats))
-        .route("/_wafer/ui", get(crate::ui::page))
-        .route("/_wafer/ui/{file}", get(crate::ui::asset))
         .fallback(|uri: http::Uri| async move { Error::NoRoute(uri.path().to_owned()) })
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .with_state(app)
+}
+
+/// The admin API's routes and their OpenAPI document, from the same handlers.
+pub(crate) fn api_router() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(list))
+        .routes(routes!(deploy, describe, remove))
+        .routes(routes!(rollback))
+        .routes(routes!(logs))
+        .routes(routes!(invoke))
+        .routes(routes!(module))
+        .routes(routes!(pubsub))
+        .routes(routes!(invocations))
+        .routes(routes!(invocation))
+        .routes(routes!(stats))
+        .routes(routes!(crate::ui::page))
+        .routes(routes!(crate::ui::asset))
+        .routes(routes!(openapi))
+}
+
+/// This document, built once.
+#[utoipa::path(get, path = "/_wafer/openapi.json", tag = "operations",
+    responses((status = 200, description = "The admin API as an OpenAPI 3.1 document", body = serde_json::Value)))]
+async fn openapi() -> impl IntoResponse {
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let document = DOCUMENT.get_or_init(|| {
+        let (_, api) = api_router().split_for_parts();
+        api.to_pretty_json().unwrap_or_default()
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document.as_str(),
+    )
+}
+
+/// The document's frame: title, version, the bearer-token scheme.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Wafer admin API", description = "Deploy, list, roll back, remove and call functions; read their logs and counters. Every path but `/_wafer/health`, `/_wafer/ui` and `/_wafer/async/...` needs the admin token as a bearer token. docs/admin-api.md describes each."),
+    modifiers(&BearerToken)
+)]
+struct ApiDoc;
+
+struct BearerToken;
+
+impl utoipa::Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
 }
 
 /// Proof that the request carried the admin token.
@@ -94,11 +139,15 @@ fn name(raw: &str) -> Result<FunctionName, Error> {
     Ok(raw.parse::<FunctionName>()?)
 }
 
+#[utoipa::path(get, path = "/_wafer/functions", tag = "functions", security(("token" = [])),
+    responses((status = 200, description = "Every function with its active version, ABI, routes, grants and status", body = serde_json::Value)))]
 async fn list(_: Admin, State(app): State<Arc<App>>) -> Result<Json<Value>, Error> {
     let list = app.functions.list();
     Ok(Json(serde_json::to_value(list).unwrap_or_default()))
 }
 
+#[utoipa::path(get, path = "/_wafer/functions/{name}", tag = "functions", security(("token" = [])), params(("name" = String, Path, description = "The function's name")),
+    responses((status = 200, description = "The function's record: every version, the active one", body = serde_json::Value), (status = 404, description = "No such function")))]
 async fn describe(
     _: Admin,
     State(app): State<Arc<App>>,
@@ -108,6 +157,9 @@ async fn describe(
     Ok(Json(record).into_response())
 }
 
+#[utoipa::path(put, path = "/_wafer/functions/{name}", tag = "functions", security(("token" = [])), params(("name" = String, Path, description = "The function's name")),
+    request_body(content = Vec<u8>, description = "The module (wasm or WAT), or multipart/form-data with `module`, `proto`, `descriptor_set`, `grants`; the configuration in the query (`route`, `env`, limits)", content_type = "application/wasm"),
+    responses((status = 201, description = "Deployed as a new version (with `compile_ms`)", body = serde_json::Value), (status = 200, description = "Unchanged: the module and config of the active version", body = serde_json::Value), (status = 400, description = "A module or configuration that cannot run, named")))]
 async fn deploy(
     _: Admin,
     State(app): State<Arc<App>>,
@@ -327,6 +379,8 @@ pub(crate) fn config(
         .map_err(|e| Error::BadRequest(format!("invalid deploy parameters: {e}")))
 }
 
+#[utoipa::path(delete, path = "/_wafer/functions/{name}", tag = "functions", security(("token" = [])), params(("name" = String, Path, description = "The function's name")),
+    responses((status = 204, description = "Removed, with its history and key-value namespace"), (status = 404, description = "No such function")))]
 async fn remove(
     _: Admin,
     State(app): State<Arc<App>>,
@@ -338,6 +392,8 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/_wafer/functions/{name}/rollback", tag = "functions", security(("token" = [])), params(("name" = String, Path, description = "The function's name")),
+    responses((status = 200, description = "The version before the active one is active again", body = serde_json::Value), (status = 409, description = "No version before the active one")))]
 async fn rollback(
     _: Admin,
     State(app): State<Arc<App>>,
@@ -350,6 +406,9 @@ async fn rollback(
 }
 
 /// Calls an operation like `POST /NAME/OPERATION` does, for functions with any routes.
+#[utoipa::path(post, path = "/_wafer/functions/{name}/invoke/{operation}", tag = "calls", security(("token" = [])), params(("name" = String, Path, description = "The function's name"), ("operation" = String, Path, description = "The waPC operation or export")),
+    request_body(content = Vec<u8>, description = "The payload, or the arguments as JSON"),
+    responses((status = 200, description = "The answer")))]
 async fn invoke(
     _: Admin,
     State(app): State<Arc<App>>,
@@ -378,6 +437,8 @@ async fn invoke(
     }
 }
 
+#[utoipa::path(get, path = "/_wafer/pubsub", tag = "pubsub", security(("token" = [])),
+    responses((status = 200, description = "Pub/sub counters per subscriber", body = serde_json::Value)))]
 async fn pubsub(_: Admin, State(app): State<Arc<App>>) -> Json<wafer_host::pubsub::Stats> {
     Json(app.caps.pubsub_stats().await)
 }
@@ -411,6 +472,11 @@ fn since(text: &str) -> Result<std::time::SystemTime, Error> {
     })
 }
 
+#[utoipa::path(get, path = "/_wafer/functions/{name}/logs", tag = "functions", security(("token" = [])), params(("name" = String, Path, description = "The function's name"),
+        ("tail" = Option<usize>, Query, description = "How many of the newest lines (default 100)"),
+        ("since" = Option<String>, Query, description = "Only lines newer than this: a duration back (`10m`) or an RFC 3339 time"),
+        ("follow" = Option<bool>, Query, description = "Then stream new lines as Server-Sent Events")),
+    responses((status = 200, description = "The lines, oldest first (JSON), or with `follow` a `text/event-stream`", body = serde_json::Value), (status = 404, description = "No such function")))]
 async fn logs(
     _: Admin,
     State(app): State<Arc<App>>,
@@ -476,6 +542,8 @@ fn follow_response(
     response
 }
 
+#[utoipa::path(get, path = "/_wafer/modules/{digest}", tag = "functions", security(("token" = [])), params(("digest" = String, Path, description = "`sha256:HEX`")),
+    responses((status = 200, description = "The module's bytes, checked against the digest", content_type = "application/wasm", body = Vec<u8>)))]
 async fn module(
     _: Admin,
     State(app): State<Arc<App>>,
@@ -491,6 +559,8 @@ async fn module(
     Ok(response)
 }
 
+#[utoipa::path(get, path = "/_wafer/invocations", tag = "async", security(("token" = [])), params(("limit" = Option<usize>, Query, description = "How many (default 100)")),
+    responses((status = 200, description = "The newest asynchronous invocations", body = serde_json::Value)))]
 async fn invocations(
     _: Admin,
     State(app): State<Arc<App>>,
@@ -499,6 +569,8 @@ async fn invocations(
     crate::invocations::list(&app, query).await
 }
 
+#[utoipa::path(get, path = "/_wafer/invocations/{id}", tag = "async", security(("token" = [])), params(("id" = String, Path, description = "The invocation id")),
+    responses((status = 200, description = "Its state and, once finished, its result", body = serde_json::Value), (status = 404, description = "No such invocation")))]
 async fn invocation(
     _: Admin,
     State(app): State<Arc<App>>,
@@ -509,6 +581,8 @@ async fn invocation(
 
 /// Every live function's counters (those of `/metrics`) and the async queue's depth, as
 /// JSON: what the dashboard charts.
+#[utoipa::path(get, path = "/_wafer/stats", tag = "operations", security(("token" = [])),
+    responses((status = 200, description = "Every live function's counters and the async queue's depth", body = serde_json::Value)))]
 async fn stats(_: Admin, State(app): State<Arc<App>>) -> Json<Value> {
     let mut functions = app.functions.all();
     functions.sort_by(|a, b| a.name.cmp(&b.name));
@@ -526,6 +600,8 @@ async fn stats(_: Admin, State(app): State<Arc<App>>) -> Json<Value> {
 }
 
 /// `ok`, or, while a part the node depends on is failing (it still serves), `ok: PROBLEM`.
+#[utoipa::path(get, path = "/_wafer/health", tag = "operations",
+    responses((status = 200, description = "`ok`, or `ok: PROBLEM`", body = String)))]
 async fn health(State(app): State<Arc<App>>) -> String {
     match app.problem() {
         None => "ok\n".to_owned(),

@@ -14,10 +14,15 @@ const STYLE: &str = include_str!("ui/style.css");
 const POLICY: &str =
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'";
 
+#[utoipa::path(get, path = "/_wafer/ui", tag = "operations",
+    responses((status = 200, description = "The dashboard page", content_type = "text/html", body = String)))]
 pub(crate) async fn page() -> Response {
     file(INDEX, "text/html; charset=utf-8")
 }
 
+#[utoipa::path(get, path = "/_wafer/ui/{file}", tag = "operations",
+    params(("file" = String, Path, description = "`app.js` or `style.css`")),
+    responses((status = 200, description = "The dashboard's script or style sheet", body = String), (status = 404, description = "No such file")))]
 pub(crate) async fn asset(Path(name): Path<String>) -> Response {
     match name.as_str() {
         "app.js" => file(SCRIPT, "text/javascript; charset=utf-8"),
