@@ -95,6 +95,28 @@ const TEMPLATES: &[Template] = &[
             wit!("http-hello-py": "deps/sockets.wit"),
         ],
     },
+    Template {
+        name: "js",
+        about: "JavaScript, a WASI 0.2 HTTP component (ComponentizeJS, a fetch handler)",
+        files: &[
+            ("app.js", include_str!("../templates/js/app.js")),
+            (
+                "componentize.mjs",
+                include_str!("../templates/js/componentize.mjs"),
+            ),
+            ("package.json", include_str!("../templates/js/package.json")),
+            ("wafer.toml", include_str!("../templates/js/wafer.toml")),
+            wit!("http-hello-js": "world.wit"),
+            wit!("http-hello-js": "LICENSE-Apache-2.0_WITH_LLVM-exception"),
+            wit!("http-hello-js": "deps/cli.wit"),
+            wit!("http-hello-js": "deps/clocks.wit"),
+            wit!("http-hello-js": "deps/filesystem.wit"),
+            wit!("http-hello-js": "deps/http.wit"),
+            wit!("http-hello-js": "deps/io.wit"),
+            wit!("http-hello-js": "deps/random.wit"),
+            wit!("http-hello-js": "deps/sockets.wit"),
+        ],
+    },
 ];
 
 pub(crate) fn new(args: NewArgs) -> anyhow::Result<()> {

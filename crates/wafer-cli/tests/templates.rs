@@ -131,6 +131,12 @@ fn python_http_component() {
 }
 
 #[test]
+fn js_http_component() {
+    let answer = serve("js", "hello-js", "/hello-js/j?k=3", "");
+    assert_eq!(answer, "Hello from hello-js! (/hello-js/j?k=3)\n");
+}
+
+#[test]
 fn new_refuses_unknown_templates_bad_names_and_full_directories() {
     let dir = tempfile::tempdir().unwrap();
     let unknown = wafer(dir.path(), &["new", "cobol", "x"]);
