@@ -10,6 +10,7 @@
 #   WASI 0.2 HTTP components)
 #   hello-go.wasm goenv.wasm visits-go.wasm (Go >= 1.21, GOOS=wasip1)
 #   hello-c.wasm exports-c.wasm visits-c.wasm (clang + wasi-libc)
+#   hello-as.wasm (AssemblyScript, asc + @assemblyscript/wasi-shim)
 #   http-hello-py.wasm http-hello-js.wasm visits-component-py.wasm visits-component-js.wasm
 #   (componentize-py, componentize-js: HTTP components)
 #   hello-wat.wat watenv.wat       (copied as is; the server compiles .wat itself)
@@ -88,6 +89,9 @@ fi
 
 venv="$root/target/guests/venv"
 js="$root/target/guests/js"
+as="$root/target/guests/as"
+[ -x "$as/node_modules/.bin/asc" ] \
+  || missing+=("the AssemblyScript compiler (in $as; scripts/setup.sh installs it)")
 [ -x "$venv/bin/componentize-py" ] \
   || missing+=("componentize-py (in $venv; scripts/setup.sh installs it)")
 command -v node >/dev/null 2>&1 \
@@ -196,6 +200,18 @@ if stale "$py_out" "$ex/http-hello-py"; then
   componentize_py http-hello-py "$ex/http-hello-py/wit" hello "$py_out"
 fi
 install_artifact "$py_out" "http-hello-py.wasm"
+# AssemblyScript: compiled where setup.sh installed asc and the WASI shim (the example's
+# asconfig.json extends the shim's, found under node_modules beside it).
+as_out="$work/hello-as.wasm"
+if stale "$as_out" "$ex/hello-as"; then
+  rm -rf "$work/hello-as-src" && mkdir -p "$work/hello-as-src"
+  cp -r "$ex/hello-as/assembly" "$ex/hello-as/asconfig.json" "$work/hello-as-src/"
+  ln -s "$as/node_modules" "$work/hello-as-src/node_modules"
+  (cd "$work/hello-as-src" && "$as/node_modules/.bin/asc" assembly/index.ts --target release \
+    --outFile "$as_out.tmp") || die "asc build of examples/hello-as failed"
+  mv -f "$as_out.tmp" "$as_out"
+fi
+install_artifact "$as_out" "hello-as.wasm"
 js_out="$work/http-hello-js.wasm"
 if stale "$js_out" "$ex/http-hello-js" "$ex/componentize-js.mjs"; then
   node "$ex/componentize-js.mjs" "$ex/http-hello-js" hello "$js_out.tmp" "$js" >/dev/null \

@@ -2,7 +2,7 @@
 # Installs what building Wafer's examples and running its tests need, on Debian bookworm:
 # the wasm Rust targets, clang + wasi-libc for C guests, Go >= 1.21 for GOOS=wasip1 guests,
 # wrk/hyperfine for the benchmark, nats-server for the cluster tests, Chromium + ChromeDriver
-# for the dashboard test, and componentize-py /
+# for the dashboard test, the AssemblyScript compiler, and componentize-py /
 # componentize-js for the Python and JavaScript components. Idempotent: a second run
 # installs nothing.
 set -euo pipefail
@@ -64,4 +64,13 @@ if [ ! -f "$js/node_modules/@bytecodealliance/componentize-js/package.json" ] \
   # were never published, which `npm ci` refuses.
   npm install --prefix "$js" --no-audit --no-fund --silent
   cp "$root/examples/http-hello-js/package-lock.json" "$js/package-lock.json"
+fi
+
+# AssemblyScript (the hello-as example): the compiler and the WASI shim, under target/guests/as.
+as="$root/target/guests/as"
+if [ ! -f "$as/node_modules/@assemblyscript/wasi-shim/asconfig.json" ] \
+  || ! cmp -s "$root/examples/hello-as/package-lock.json" "$as/package-lock.json"; then
+  mkdir -p "$as"
+  cp "$root/examples/hello-as/package.json" "$root/examples/hello-as/package-lock.json" "$as/"
+  npm ci --prefix "$as" --no-audit --no-fund --silent
 fi

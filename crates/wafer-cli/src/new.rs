@@ -79,6 +79,11 @@ const TEMPLATES: &[Template] = &[
         files: files!("wat": "main.wat", "wafer.toml"),
     },
     Template {
+        name: "assemblyscript",
+        about: "AssemblyScript, CGI (asc with @assemblyscript/wasi-shim)",
+        files: files!("assemblyscript": "assembly/index.ts", "asconfig.json", "package.json", "wafer.toml"),
+    },
+    Template {
         name: "python",
         about: "Python, a WASI 0.2 HTTP component (componentize-py)",
         files: &[

@@ -16,6 +16,10 @@ fn examples_manifest_serves_every_example() {
         ("/hello-rust", "Hello from Rust!\n"),
         ("/hello-go", "Hello from Go!\n"),
         ("/hello-c", "Hello from C!\n"),
+        (
+            "/hello-as/x",
+            "Hello from AssemblyScript! (GET /x, 0 bytes in)\n",
+        ),
         ("/routes-rust/", "routes: /time, /echo/...\n"),
         (
             "/routes-rust/echo/a%20b/c",

@@ -125,6 +125,12 @@ fn wat_cgi() {
 }
 
 #[test]
+fn assemblyscript_cgi() {
+    let answer = serve("assemblyscript", "hello-as", "/hello-as/s", "body");
+    assert_eq!(answer, "Hello from hello-as! (POST /s, 4 bytes in)\n");
+}
+
+#[test]
 fn python_http_component() {
     let answer = serve("python", "hello-py", "/hello-py/p?q=2", "");
     assert_eq!(answer, "Hello from hello-py! (/hello-py/p?q=2)\n");
