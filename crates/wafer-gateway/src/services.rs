@@ -2,8 +2,9 @@
 //! long-lived instances, started when deployed, restarted with backoff when they exit or
 //! trap, and stopped when removed or replaced by another version.
 //!
-//! The supervisor watches the registry (every 200 ms), so services deployed through the admin
-//! API, gRPC or `wafer up` are all picked up the same way. A service's output and every start
+//! The supervisor follows the live table's changes (it wakes only when the table changes), so
+//! services deployed through the admin API, gRPC, `wafer up` or another cluster node are all
+//! picked up the same way. A service's output and every start
 //! and stop land in its log (`wafer logs NAME`).
 
 use std::collections::HashMap;
@@ -18,8 +19,6 @@ use wafer_runtime::ServiceOptions;
 
 use crate::App;
 
-/// How often the registry is checked for services to start or stop.
-const WATCH: Duration = Duration::from_millis(200);
 /// The first delay before a restart; it doubles on every quick exit, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -60,9 +59,8 @@ impl Drop for Running {
 
 async fn watch(app: Arc<App>) {
     let mut running: HashMap<FunctionName, Running> = HashMap::new();
-    let mut tick = tokio::time::interval(WATCH);
+    let mut changes = app.functions.changes();
     loop {
-        tick.tick().await;
         let services = app.functions.services();
         running.retain(|name, r| {
             services
@@ -75,6 +73,10 @@ async fn watch(app: Arc<App>) {
                 let version = function.version;
                 running.insert(function.name.clone(), Running { version, task });
             }
+        }
+        // Every change the table applies; the table gone, the server is stopping.
+        if changes.changed().await.is_err() {
+            return;
         }
     }
 }

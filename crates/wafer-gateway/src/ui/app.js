@@ -136,9 +136,9 @@ function seconds(value) {
   return value.toFixed(2) + " s";
 }
 
-function sparkline(samples) {
+function sparkline(samples, kind = "") {
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-  svg.setAttribute("class", "spark");
+  svg.setAttribute("class", "spark " + kind);
   svg.setAttribute("viewBox", `0 0 ${HISTORY - 1} 28`);
   svg.setAttribute("preserveAspectRatio", "none");
   const max = Math.max(1, ...samples);
@@ -181,9 +181,13 @@ function render(functions, stats, now) {
       p50 = quantile(delta, 0.5);
       p99 = quantile(delta, 0.99);
     }
-    const history = state.history.get(f.name) || [];
-    if (rate !== null) history.push(rate);
-    while (history.length > HISTORY) history.shift();
+    const history = state.history.get(f.name) || { rate: [], errors: [], p99: [] };
+    if (rate !== null) {
+      history.rate.push(rate);
+      history.errors.push(errors);
+      history.p99.push(p99 === null || p99 === Infinity ? 0 : p99 * 1000);
+    }
+    for (const series of Object.values(history)) while (series.length > HISTORY) series.shift();
     state.history.set(f.name, history);
     const row = el(
       "tr",
@@ -198,7 +202,16 @@ function render(functions, stats, now) {
       el("td", { class: "num errors" + (errors > 0 ? " error-cell" : "") }, errors === null ? "–" : errors.toFixed(1)),
       el("td", { class: "num p50" }, seconds(p50)),
       el("td", { class: "num p99" }, seconds(p99)),
-      el("td", { class: "chart" }, sparkline(history)),
+      el(
+        "td",
+        { class: "chart" },
+        el("span", { class: "spark-label" }, "req/s"),
+        sparkline(history.rate),
+        el("span", { class: "spark-label" }, "errors/s"),
+        sparkline(history.errors, "bad"),
+        el("span", { class: "spark-label" }, "p99 ms"),
+        sparkline(history.p99),
+      ),
     );
     if (f.error) row.append(el("td", { class: "error-cell" }, f.error));
     row.addEventListener("click", () => select(f.name));
