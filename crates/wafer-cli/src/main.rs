@@ -93,12 +93,12 @@ fn main() -> ExitCode {
     match cli.command {
         Command::New(args) => return finish(new::new(args).map(|()| ExitCode::SUCCESS)),
         Command::Build(args) => return finish(manifest::build(args).map(|()| ExitCode::SUCCESS)),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "wafer", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
         _ => {}
-    }
-    if let Command::Completions { shell } = cli.command {
-        let mut command = <Cli as clap::CommandFactory>::command();
-        clap_complete::generate(shell, &mut command, "wafer", &mut std::io::stdout());
-        return ExitCode::SUCCESS;
     }
     let logs = tracing_subscriber::fmt()
         .with_env_filter(

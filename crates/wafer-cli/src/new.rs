@@ -23,11 +23,12 @@ pub(crate) struct NewArgs {
 }
 
 /// A template: its name, what it makes, and its files (paths and text with `{{name}}`,
-/// `{{crate}}` and `{{wat_len}}` to fill in).
+/// `{{crate}}` and `{{wat_len}}` to fill in), and for a component the WIT it builds against.
 struct Template {
     name: &'static str,
     about: &'static str,
     files: &'static [(&'static str, &'static str)],
+    wit: &'static [(&'static str, &'static str)],
 }
 
 macro_rules! files {
@@ -36,14 +37,19 @@ macro_rules! files {
     };
 }
 
-/// A WIT file of an example, as the template's `wit/` file of the same name: the WASI
-/// packages a component template builds against (kept once, with the example).
+/// The WIT files of an example (its world and the WASI packages it builds against), as the
+/// template's `wit/`: kept once, with the example.
 macro_rules! wit {
-    ($example:literal: $path:literal) => {
-        (
+    ($example:literal) => {
+        wit!($example: "world.wit", "LICENSE-Apache-2.0_WITH_LLVM-exception", "deps/cli.wit",
+            "deps/clocks.wit", "deps/filesystem.wit", "deps/http.wit", "deps/io.wit",
+            "deps/random.wit", "deps/sockets.wit")
+    };
+    ($example:literal: $($path:literal),+) => {
+        &[$((
             concat!("wit/", $path),
             include_str!(concat!("../../../examples/", $example, "/wit/", $path)),
-        )
+        )),+]
     };
 }
 
@@ -52,75 +58,55 @@ const TEMPLATES: &[Template] = &[
         name: "rust",
         about: "Rust, CGI (wasm32-wasip1): the request in env and stdin, the response on stdout",
         files: files!("rust": "Cargo.toml", "src/main.rs", "wafer.toml"),
+        wit: &[],
     },
     Template {
         name: "rust-http",
         about: "Rust, a WASI 0.2 HTTP component (wasi:http/proxy, wasm32-wasip2)",
         files: files!("rust-http": "Cargo.toml", "src/lib.rs", "wafer.toml"),
+        wit: &[],
     },
     Template {
         name: "rust-wapc",
         about: "Rust, waPC operations called by name (wapc-guest, wasm32-unknown-unknown)",
         files: files!("rust-wapc": "Cargo.toml", "src/lib.rs", "wafer.toml"),
+        wit: &[],
     },
     Template {
         name: "go",
         about: "Go 1.21+, CGI (GOOS=wasip1)",
         files: files!("go": "go.mod", "main.go", "wafer.toml"),
+        wit: &[],
     },
     Template {
         name: "c",
         about: "C, CGI (clang --target=wasm32-wasi with wasi-libc)",
         files: files!("c": "main.c", "wafer.toml"),
+        wit: &[],
     },
     Template {
         name: "wat",
         about: "WebAssembly text, CGI: nothing to build",
         files: files!("wat": "main.wat", "wafer.toml"),
+        wit: &[],
     },
     Template {
         name: "assemblyscript",
         about: "AssemblyScript, CGI (asc with @assemblyscript/wasi-shim)",
         files: files!("assemblyscript": "assembly/index.ts", "asconfig.json", "package.json", "wafer.toml"),
+        wit: &[],
     },
     Template {
         name: "python",
         about: "Python, a WASI 0.2 HTTP component (componentize-py)",
-        files: &[
-            ("app.py", include_str!("../templates/python/app.py")),
-            ("wafer.toml", include_str!("../templates/python/wafer.toml")),
-            wit!("http-hello-py": "world.wit"),
-            wit!("http-hello-py": "LICENSE-Apache-2.0_WITH_LLVM-exception"),
-            wit!("http-hello-py": "deps/cli.wit"),
-            wit!("http-hello-py": "deps/clocks.wit"),
-            wit!("http-hello-py": "deps/filesystem.wit"),
-            wit!("http-hello-py": "deps/http.wit"),
-            wit!("http-hello-py": "deps/io.wit"),
-            wit!("http-hello-py": "deps/random.wit"),
-            wit!("http-hello-py": "deps/sockets.wit"),
-        ],
+        files: files!("python": "app.py", "wafer.toml"),
+        wit: wit!("http-hello-py"),
     },
     Template {
         name: "js",
         about: "JavaScript, a WASI 0.2 HTTP component (ComponentizeJS, a fetch handler)",
-        files: &[
-            ("app.js", include_str!("../templates/js/app.js")),
-            (
-                "componentize.mjs",
-                include_str!("../templates/js/componentize.mjs"),
-            ),
-            ("package.json", include_str!("../templates/js/package.json")),
-            ("wafer.toml", include_str!("../templates/js/wafer.toml")),
-            wit!("http-hello-js": "world.wit"),
-            wit!("http-hello-js": "LICENSE-Apache-2.0_WITH_LLVM-exception"),
-            wit!("http-hello-js": "deps/cli.wit"),
-            wit!("http-hello-js": "deps/clocks.wit"),
-            wit!("http-hello-js": "deps/filesystem.wit"),
-            wit!("http-hello-js": "deps/http.wit"),
-            wit!("http-hello-js": "deps/io.wit"),
-            wit!("http-hello-js": "deps/random.wit"),
-            wit!("http-hello-js": "deps/sockets.wit"),
-        ],
+        files: files!("js": "app.js", "componentize.mjs", "package.json", "wafer.toml"),
+        wit: wit!("http-hello-js"),
     },
 ];
 
@@ -163,6 +149,9 @@ pub(crate) fn new(args: NewArgs) -> anyhow::Result<()> {
     }
     for (path, text) in template.files {
         write(&dir.join(path), &fill(text, function.as_str()))?;
+    }
+    for (path, text) in template.wit {
+        write(&dir.join(path), text)?;
     }
     println!(
         "created {} from the `{}` template",

@@ -79,6 +79,10 @@ async fn browser(driver: &Driver) -> Client {
         .unwrap()
 }
 
+async fn click(browser: &Client, locator: Locator<'_>) {
+    browser.find(locator).await.unwrap().click().await.unwrap();
+}
+
 /// Waits until the text of the first element matching `css` satisfies `ok`; returns it.
 async fn wait_text(browser: &Client, css: &str, ok: impl Fn(&str) -> bool) -> String {
     let start = Instant::now();
@@ -115,23 +119,11 @@ fn the_dashboard_in_a_real_browser() {
         // A wrong token is refused; the right one lets in.
         let token = browser.find(Locator::Id("token")).await.unwrap();
         token.send_keys("not-the-token").await.unwrap();
-        browser
-            .find(Locator::Id("login-button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&browser, Locator::Id("login-button")).await;
         wait_text(&browser, "#login-error", |t| t.contains("refused")).await;
         token.clear().await.unwrap();
         token.send_keys(&server.token).await.unwrap();
-        browser
-            .find(Locator::Id("login-button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&browser, Locator::Id("login-button")).await;
 
         // The functions, with their active versions.
         let hello = r#"#functions tr[data-name="hello"]"#;
@@ -155,21 +147,9 @@ fn the_dashboard_in_a_real_browser() {
         wait_text(&browser, &format!("{hello} td.requests"), |t| t == "7").await;
 
         // Roll back: the active version changes, in the detail and in the table.
-        browser
-            .find(Locator::Css(hello))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&browser, Locator::Css(hello)).await;
         wait_text(&browser, "#detail-version", |t| t == "2").await;
-        browser
-            .find(Locator::Id("rollback"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&browser, Locator::Id("rollback")).await;
         wait_text(&browser, "#detail-version", |t| t == "1").await;
         wait_text(&browser, &format!("{hello} td.version"), |t| t == "v1 of 2").await;
         let anonymous = tokio::task::block_in_place(|| server.get("/_wafer/functions/hello"));
@@ -181,13 +161,7 @@ fn the_dashboard_in_a_real_browser() {
 
         // A log line appears in the followed log.
         let logger = r#"#functions tr[data-name="logger"]"#;
-        browser
-            .find(Locator::Css(logger))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&browser, Locator::Css(logger)).await;
         wait_text(&browser, "#detail-name", |t| t == "logger").await;
         // Called until the followed stream has shown a line (it starts as the row is clicked).
         let caller = {

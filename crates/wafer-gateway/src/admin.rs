@@ -44,7 +44,8 @@ use crate::App;
 pub const MAX_UPLOAD: usize = 256 << 20;
 
 pub(crate) fn router(app: Arc<App>) -> Router {
-    let (router, _) = api_router().split_for_parts();
+    let (router, api) = api_router().split_for_parts();
+    let _ = DOCUMENT.set(api.to_pretty_json().unwrap_or_default());
     router
         // A path of any depth, which OpenAPI cannot express: documented in async.md.
         .route("/_wafer/async/{*rest}", any(crate::invocations::enqueue))
@@ -72,20 +73,16 @@ pub(crate) fn api_router() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(openapi))
 }
 
-/// This document, built once.
+/// This document.
 #[utoipa::path(get, path = "/_wafer/openapi.json", tag = "operations",
     responses((status = 200, description = "The admin API as an OpenAPI 3.1 document", body = serde_json::Value)))]
 async fn openapi() -> impl IntoResponse {
-    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let document = DOCUMENT.get_or_init(|| {
-        let (_, api) = api_router().split_for_parts();
-        api.to_pretty_json().unwrap_or_default()
-    });
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        document.as_str(),
-    )
+    let document = DOCUMENT.get().map_or("", String::as_str);
+    ([(header::CONTENT_TYPE, "application/json")], document)
 }
+
+/// The OpenAPI document, made with the router (the same for every app in the process).
+static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// The document's frame: title, version, the bearer-token scheme.
 #[derive(utoipa::OpenApi)]

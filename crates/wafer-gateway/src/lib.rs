@@ -72,6 +72,7 @@ use hyper::service::service_fn;
 use invoke::{Answer, Call, ServerHost};
 use live::{Admission, Function};
 use tokio::net::TcpListener;
+use tokio_util::either::Either;
 use tower::ServiceExt;
 use wafer_host::{Capabilities, Deliver};
 use wafer_runtime::{Abi, CallOptions};
@@ -798,31 +799,24 @@ pub async fn serve(
                     Ok::<_, Infallible>(response)
                 }
             });
-            match tls {
-                None => {
-                    let io = server::Tracked::new(stream, activity.clone());
-                    let connection = builder.serve_connection(io, service);
-                    let connection = std::pin::pin!(connection);
-                    server::watch(connection, &activity, &config, stopped, |c| {
-                        c.graceful_shutdown()
-                    })
-                    .await;
-                }
+            let stream = match tls {
+                None => Either::Left(stream),
                 Some(tls) => {
                     // The handshake gets as long as a request head would.
                     let accepted = tokio::time::timeout(config.header_timeout, tls.accept(stream));
                     let Ok(Some(stream)) = accepted.await else {
                         return;
                     };
-                    let io = server::Tracked::new(stream, activity.clone());
-                    let connection = builder.serve_connection(io, service);
-                    let connection = std::pin::pin!(connection);
-                    server::watch(connection, &activity, &config, stopped, |c| {
-                        c.graceful_shutdown()
-                    })
-                    .await;
+                    Either::Right(stream)
                 }
-            }
+            };
+            let io = server::Tracked::new(stream, activity.clone());
+            let connection = builder.serve_connection(io, service);
+            let connection = std::pin::pin!(connection);
+            server::watch(connection, &activity, &config, stopped, |c| {
+                c.graceful_shutdown()
+            })
+            .await;
         });
     }
     drop(listener);

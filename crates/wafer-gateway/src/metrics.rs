@@ -139,14 +139,6 @@ impl FunctionMetrics {
         Duration::from_nanos(self.compile_nanos.load(Ordering::Relaxed))
     }
 
-    /// Requests answered so far, all classes.
-    pub fn requests(&self) -> u64 {
-        self.requests
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum()
-    }
-
     /// The counters as JSON, for the dashboard (`GET /_wafer/stats`).
     pub(crate) fn snapshot(&self) -> serde_json::Value {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);

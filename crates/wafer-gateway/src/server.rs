@@ -13,7 +13,6 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -203,7 +202,7 @@ impl Drop for RequestGuard {
 }
 
 /// A socket that notes when bytes move, for the idle watcher.
-pub(crate) struct Tracked<S = TcpStream> {
+pub(crate) struct Tracked<S> {
     stream: S,
     activity: Arc<Activity>,
 }
