@@ -23,10 +23,14 @@ cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "${dirs[@]}"; }
 trap cleanup EXIT
 start() { # start BIN PORT
   local dir; dir="$(mktemp -d)"; dirs+=("$dir")
-  taskset -c 0 "$1" serve --listen "127.0.0.1:$2" --data "$dir" >/dev/null 2>&1 &
+  # The admin listener 100 ports up. An older binary without --admin-listen serves its admin
+  # API on the function port.
+  local admin=$(($2 + 100)) args=(--admin-listen "127.0.0.1:$(($2 + 100))")
+  "$1" serve --help | grep -q -- --admin-listen || { admin=$2; args=(); }
+  taskset -c 0 "$1" serve --listen "127.0.0.1:$2" "${args[@]}" --data "$dir" >/dev/null 2>&1 &
   pids+=($!)
-  for _ in $(seq 100); do curl -sf -o /dev/null "127.0.0.1:$2/_wafer/health" && break; sleep 0.1; done
-  WAFER_SERVER="http://127.0.0.1:$2" WAFER_DATA="$dir" "$1" deploy hello "$module" >/dev/null
+  for _ in $(seq 100); do curl -sf -o /dev/null "127.0.0.1:$admin/_wafer/health" && break; sleep 0.1; done
+  WAFER_SERVER="http://127.0.0.1:$admin" WAFER_DATA="$dir" "$1" deploy hello "$module" >/dev/null
 }
 start "$a" 18301
 start "$b" 18302

@@ -226,7 +226,8 @@ if [ $want_wafer = 1 ]; then
   printf '[[function]]\nname = "http-hello-rust-reuse"\nmodule = %s\nlimits = { instance_reuse = %d }\n\n' \
     "$(toml_str "$(guest_path http-hello-rust)")" "$reuse" >>"$manifest"
   mkdir -p "$tmp/data"
-  start_server wafer "$bin/wafer" up "$manifest" --listen "127.0.0.1:$port" --data "$tmp/data"
+  start_server wafer "$bin/wafer" up "$manifest" --listen "127.0.0.1:$port" \
+    --admin-listen "127.0.0.1:$(free_port)" --data "$tmp/data"
   wafer_pid="$started_pid"
   for f in "${wafer_functions[@]}" http-hello-rust-reuse; do
     wait_ready wafer "$wafer_pid" "http://127.0.0.1:$port/$f"
@@ -427,22 +428,26 @@ if [ $want_wafer = 1 ] && [ "${BENCH_CLUSTER:-1}" != 0 ] && [ -n "$nats_bin" ] &
   start_server nats "$nats_bin" -js -a 127.0.0.1 -p "$nats_port" -sd "$tmp/nats"
   for _ in $(seq 100); do port_in_use "$nats_port" && break; sleep 0.05; done
   node_urls=()
+  admin_urls=()
   for node in a b; do
     port="$(free_port)"
-    start_server "node-$node" "$bin/wafer" serve --listen "127.0.0.1:$port" --data "$tmp/node-$node" \
+    admin_port="$(free_port)"
+    start_server "node-$node" "$bin/wafer" serve --listen "127.0.0.1:$port" \
+      --admin-listen "127.0.0.1:$admin_port" --data "$tmp/node-$node" \
       --cluster "nats://127.0.0.1:$nats_port"
-    wait_ready "node-$node" "$started_pid" "http://127.0.0.1:$port/_wafer/health"
+    wait_ready "node-$node" "$started_pid" "http://127.0.0.1:$port/readyz"
     node_urls+=("http://127.0.0.1:$port")
+    admin_urls+=("http://127.0.0.1:$admin_port")
   done
   token="$(cat "$tmp/node-a/admin-token")"
-  if propagation="$("$bin/wafer-bench" propagation "${node_urls[0]}" "${node_urls[1]}" "$token" \
+  if propagation="$("$bin/wafer-bench" propagation "${admin_urls[0]}" "${node_urls[0]}" "${node_urls[1]}" "$token" \
     "$(guest_path hello-wat)" "$(guest_path hello-c)" 50)"; then
     mapfile -t -O "${#cluster_report[@]}" cluster_report <<<"$propagation"
   else
     log "propagation failed"
     failed=1
   fi
-  WAFER_TOKEN="$token" "$bin/wafer" deploy hello-wat "$(guest_path hello-wat)" --server "${node_urls[0]}" >/dev/null
+  WAFER_TOKEN="$token" "$bin/wafer" deploy hello-wat "$(guest_path hello-wat)" --server "${admin_urls[0]}" >/dev/null
   wait_ready node-b "$started_pid" "${node_urls[1]}/hello-wat"
   # two_wrk <url1> <url2>: requests/s of two wrk runs side by side, 16 connections each.
   two_wrk() {
@@ -517,6 +522,7 @@ restart_ms=()
 if [ $want_wafer = 1 ] && go_wasm="$(guest_path hello-go)"; then
   data="$tmp/restart-data"
   port="$(free_port)"
+  admin_port="$(free_port)"
   url="http://127.0.0.1:$port/hello-go"
   # wait_listening <name>: waits (30 s) until the server started last prints its address.
   wait_listening() {
@@ -528,11 +534,12 @@ if [ $want_wafer = 1 ] && go_wasm="$(guest_path hello-go)"; then
     done
   }
   start_go_server() {
-    start_server restart "$bin/wafer" serve --listen "127.0.0.1:$port" --data "$data"
+    start_server restart "$bin/wafer" serve --listen "127.0.0.1:$port" \
+      --admin-listen "127.0.0.1:$admin_port" --data "$data"
     wait_listening restart
   }
   start_go_server
-  WAFER_DATA="$data" "$bin/wafer" deploy hello-go "$go_wasm" --server "http://127.0.0.1:$port" >/dev/null
+  WAFER_DATA="$data" "$bin/wafer" deploy hello-go "$go_wasm" --server "http://127.0.0.1:$admin_port" >/dev/null
   curl -sf -o /dev/null "$url" || die "hello-go does not answer after deploy"
   artifacts_before="$(find "$data/artifacts" -type f -printf '%p %T@\n' | sort)"
   # The floor, measured alongside: native-hello's first request after its own restart

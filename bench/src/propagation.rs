@@ -1,5 +1,5 @@
-//! `wafer-bench propagation A B TOKEN MODULE1 MODULE2 N`: the time from a deploy answered on
-//! node A of a cluster until node B serves the new version, over N deploys of function
+//! `wafer-bench propagation ADMIN A B TOKEN MODULE1 MODULE2 N`: the time from a deploy
+//! answered on node A of a cluster (its admin listener ADMIN) until node B serves the new version, over N deploys of function
 //! `propagation` alternating between two modules that answer differently. B is polled over
 //! one keep-alive connection, so the figure is the propagation, not the polling.
 
@@ -11,8 +11,8 @@ use anyhow::Context;
 const LIMIT: Duration = Duration::from_secs(10);
 
 pub async fn run(args: &[String]) -> anyhow::Result<()> {
-    let [a, b, token, first, second, n] = args else {
-        anyhow::bail!("usage: wafer-bench propagation A B TOKEN MODULE1 MODULE2 N");
+    let [admin, a, b, token, first, second, n] = args else {
+        anyhow::bail!("usage: wafer-bench propagation ADMIN A B TOKEN MODULE1 MODULE2 N");
     };
     let n: usize = n.parse().context("N")?;
     let modules = [std::fs::read(first)?, std::fs::read(second)?];
@@ -24,7 +24,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     // What each module answers, from A once deployed.
     let mut answers = Vec::new();
     for module in &modules {
-        deploy(&client, a, token, module).await?;
+        deploy(&client, admin, token, module).await?;
         answers.push(fetch(format!("{a}/propagation/")).await?);
     }
     anyhow::ensure!(answers[0] != answers[1], "the two modules answer alike");
@@ -33,7 +33,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     for i in 0..n {
         let which = i % 2;
         let started = Instant::now();
-        deploy(&client, a, token, &modules[which]).await?;
+        deploy(&client, admin, token, &modules[which]).await?;
         let acked = Instant::now();
         loop {
             if fetch(format!("{b}/propagation/")).await? == answers[which] {
@@ -64,12 +64,12 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
 
 async fn deploy(
     client: &reqwest::Client,
-    a: &str,
+    admin: &str,
     token: &str,
     module: &[u8],
 ) -> anyhow::Result<()> {
     let response = client
-        .put(format!("{a}/_wafer/functions/propagation"))
+        .put(format!("{admin}/_wafer/functions/propagation"))
         .bearer_auth(token)
         .body(module.to_vec())
         .send()

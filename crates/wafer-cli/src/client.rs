@@ -11,8 +11,8 @@ use crate::DataArgs;
 /// Where the server is and how to prove we may administer it.
 #[derive(clap::Args)]
 pub(crate) struct ServerArgs {
-    /// The server's URL.
-    #[arg(long, env = "WAFER_SERVER", default_value = "http://127.0.0.1:8080")]
+    /// The server's admin URL: its `--admin-listen` address (not the functions' one).
+    #[arg(long, env = "WAFER_SERVER", default_value = "http://127.0.0.1:8081")]
     server: String,
     /// Admin token; by default read from the data directory of a local server.
     #[arg(long, env = "WAFER_TOKEN", hide_env_values = true)]

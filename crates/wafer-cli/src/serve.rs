@@ -22,6 +22,11 @@ pub(crate) struct ServeArgs {
     /// Address to listen on (`127.0.0.1:0` picks a free port; the address is printed).
     #[arg(long, env = "WAFER_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Address of the admin plane: the admin API and gRPC service, the dashboard, invocation
+    /// records, logs and `/metrics` (docs/security.md). Keep it on loopback or a private
+    /// network; functions are never served there, and it is never served on `--listen`.
+    #[arg(long, env = "WAFER_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
+    admin_listen: SocketAddr,
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
@@ -248,8 +253,10 @@ struct Server {
     functions: Arc<Functions>,
     caps: Arc<wafer_host::Capabilities>,
     invocations: wafer_gateway::Invocations,
-    token: String,
+    token: Arc<wafer_gateway::AdminToken>,
     listener: TcpListener,
+    /// The admin plane's listener.
+    admin_listener: TcpListener,
     /// The certificate, when serving HTTPS.
     tls: Option<Arc<wafer_gateway::Tls>>,
     /// The cluster connection, in cluster mode.
@@ -312,23 +319,41 @@ impl Server {
         };
         let functions = Functions::start(registry, Arc::new(runtime), &data).await?;
         let invocations = wafer_gateway::Invocations::new(queue, args.callback_hosts.clone());
+        anyhow::ensure!(
+            args.listen != args.admin_listen || args.listen.port() == 0,
+            "--listen and --admin-listen must differ: the admin plane has its own listener"
+        );
         let listener = TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let admin_listener = TcpListener::bind(args.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (--admin-listen)", args.admin_listen))?;
+        if !args.admin_listen.ip().is_loopback() {
+            tracing::warn!(
+                "the admin plane listens on {}, beyond this machine: keep that address private \
+                 (docs/security.md)",
+                args.admin_listen
+            );
+        }
         Ok(Self {
             config,
             functions,
             caps,
             invocations,
-            token,
+            token: Arc::new(wafer_gateway::AdminToken::new(token)),
             listener,
+            admin_listener,
             tls,
             cluster: joined,
         })
     }
 
-    async fn run(self, data: &Path) -> anyhow::Result<()> {
+    /// Serves both planes until a shutdown signal; with `watch`, follows the manifest (as
+    /// `wafer up --watch`).
+    async fn run(self, data: &Path, watch: Option<(&Path, Manifest)>) -> anyhow::Result<()> {
         let local = self.listener.local_addr()?;
+        let admin = self.admin_listener.local_addr()?;
         for f in self.functions.list() {
             let routes: Vec<&str> = f.routes.iter().map(|r| r.as_str()).collect();
             match &f.error {
@@ -339,6 +364,7 @@ impl Server {
         // Tests and scripts read this line to learn the port.
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         println!("listening on {scheme}://{local}");
+        println!("admin on {scheme}://{admin}");
         tracing::info!(
             "admin token: {} (or set WAFER_TOKEN)",
             data.join("admin-token").display()
@@ -354,10 +380,31 @@ impl Server {
         if let Some(cluster) = self.cluster {
             app.set_health_check(Box::new(move || cluster.problem()));
         }
+        if let Some((path, manifest)) = watch {
+            follow_manifest(app.clone(), path, manifest)?;
+        }
         if let Some(tls) = &self.tls {
             reload_on_hangup(tls.clone());
         }
-        wafer_gateway::serve(self.listener, app, self.tls, shutdown_signal()).await?;
+        // Both planes stop together, on the first signal.
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let admin_plane = wafer_admin::serve(
+            self.admin_listener,
+            app.clone(),
+            self.tls.clone(),
+            stopped(stopping.clone()),
+        );
+        let function_plane = wafer_gateway::serve(self.listener, app, self.tls, stopped(stopping));
+        let signal = async {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        };
+        let (admin, functions, ()) = tokio::join!(admin_plane, function_plane, signal);
+        admin.context("the admin listener failed")?;
+        functions?;
         tracing::info!("stopped");
         Ok(())
     }
@@ -385,21 +432,32 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// Makes every file and directory the server creates private to its user (mode 0600 / 0700):
+/// the data directory holds module bytes, invocation bodies and results, key-value data and
+/// secrets. Files a function creates in a directory granted to it are made the same way.
+fn private_files() {
+    #[cfg(unix)]
+    // SAFETY: umask only sets the process's file mode creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    private_files();
     let server = Server::start(&args).await?;
-    server.run(&args.data.data).await
+    server.run(&args.data.data, None).await
 }
 
 pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     let manifest = Manifest::load(&args.manifest)?;
+    private_files();
     let server = Server::start(&args.serve).await?;
     for function in &manifest.functions {
         deploy_from_manifest(&server.functions, function).await?;
     }
-    if args.watch {
-        watch(server.functions.clone(), &args.manifest, manifest)?;
-    }
-    server.run(&args.serve.data.data).await
+    let watch = args.watch.then_some((args.manifest.as_path(), manifest));
+    server.run(&args.serve.data.data, watch).await
 }
 
 async fn deploy_from_manifest(
@@ -457,11 +515,7 @@ async fn deploy_from_manifest(
 /// (redeployed), and each function's `watch` sources (its `build` runs, then it is
 /// redeployed). Watching directories rather than files catches tools that replace a file by
 /// renaming. A failed build or deploy is logged and the previous version goes on serving.
-fn watch(
-    functions: Arc<Functions>,
-    manifest_path: &Path,
-    manifest: Manifest,
-) -> anyhow::Result<()> {
+fn follow_manifest(app: Arc<App>, manifest_path: &Path, manifest: Manifest) -> anyhow::Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
@@ -485,7 +539,7 @@ fn watch(
             if changed.contains(&manifest_path) {
                 match Manifest::load(&manifest_path) {
                     Ok(reloaded) => {
-                        apply_manifest(&functions, &manifest, &reloaded).await;
+                        apply_manifest(&app, &manifest, &reloaded).await;
                         manifest = reloaded;
                         if let Err(e) =
                             watch_dirs(&mut watcher, &mut watched, &manifest_path, &manifest)
@@ -514,7 +568,7 @@ fn watch(
                     }
                 }
                 if module || sources {
-                    if let Err(e) = deploy_from_manifest(&functions, f).await {
+                    if let Err(e) = deploy_from_manifest(app.functions(), f).await {
                         tracing::error!("reload failed, still serving the previous version: {e:#}");
                     }
                 }
@@ -584,21 +638,21 @@ fn watch_dirs(
 }
 
 /// Deploys the functions of `new` whose entries differ from `old`'s, and removes those `new`
-/// no longer declares.
-async fn apply_manifest(functions: &Arc<Functions>, old: &Manifest, new: &Manifest) {
+/// no longer declares (with their key-value data and message queues, as `wafer rm` does).
+async fn apply_manifest(app: &App, old: &Manifest, new: &Manifest) {
     for f in &new.functions {
         let before = old.functions.iter().find(|o| o.name == f.name);
         if before.is_some_and(|o| o.entry == f.entry) {
             continue;
         }
         tracing::info!("manifest: function `{}` changed", f.name);
-        if let Err(e) = deploy_from_manifest(functions, f).await {
+        if let Err(e) = deploy_from_manifest(app.functions(), f).await {
             tracing::error!("manifest: {e:#}; still serving the previous version");
         }
     }
     for o in &old.functions {
         if !new.functions.iter().any(|f| f.name == o.name) {
-            match functions.remove(&o.name).await {
+            match app.remove(&o.name).await {
                 Ok(()) => tracing::info!("manifest: function `{}` removed", o.name),
                 Err(e) => tracing::error!("manifest: cannot remove `{}`: {e}", o.name),
             }

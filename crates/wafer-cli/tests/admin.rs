@@ -162,11 +162,11 @@ fn admin_calls_need_the_token() {
     ] {
         let mut put = server
             .client
-            .put(format!("{}/_wafer/functions/hello", server.url))
+            .put(format!("{}/_wafer/functions/hello", server.admin_url))
             .body(module.clone());
         let mut list = server
             .client
-            .get(format!("{}/_wafer/functions", server.url));
+            .get(format!("{}/_wafer/functions", server.admin_url));
         if let Some(auth) = auth {
             put = put.header("Authorization", auth);
             list = list.header("Authorization", auth);
@@ -242,7 +242,7 @@ fn wafer_run_passes_stdio_and_exit_codes() {
 #[test]
 fn an_upload_past_the_limit_is_413() {
     let server = Server::start();
-    let too_big = vec![0u8; wafer_gateway::MAX_UPLOAD + 1];
+    let too_big = vec![0u8; wafer_admin::MAX_UPLOAD + 1];
     for multipart in [false, true] {
         let request = server.admin(Method::PUT, "functions/big");
         let request = if multipart {

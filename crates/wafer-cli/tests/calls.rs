@@ -253,7 +253,10 @@ fn exports_with_json_arguments() {
         "{out:?}"
     );
     let r = reqwest::blocking::Client::new()
-        .post(format!("{}/_wafer/functions/ex/invoke/sum", server.url))
+        .post(format!(
+            "{}/_wafer/functions/ex/invoke/sum",
+            server.admin_url
+        ))
         .body("[1, 2]")
         .send()
         .unwrap();

@@ -202,7 +202,7 @@ fn a_node_that_loses_nats_keeps_serving_and_catches_up() {
     let (a, b) = (node(&nats), node(&nats));
     a.deploy("hello", &built("hello-wat.wat"), &[]);
     until(&b, "/hello", 200, Some("Hello from WAT!\n"));
-    assert_eq!(b.get("/_wafer/health").text().unwrap(), "ok\n");
+    assert_eq!(b.get_admin("/_wafer/health").text().unwrap(), "ok\n");
     nats.stop();
     for _ in 0..20 {
         assert_eq!(b.get("/hello").text().unwrap(), "Hello from WAT!\n");
@@ -210,7 +210,7 @@ fn a_node_that_loses_nats_keeps_serving_and_catches_up() {
     // Its health says so (and stays 200: it still serves).
     let started = Instant::now();
     loop {
-        let health = b.get("/_wafer/health");
+        let health = b.get_admin("/_wafer/health");
         assert_eq!(health.status(), 200);
         let text = health.text().unwrap();
         if text.contains("NATS connection is lost") {
@@ -237,7 +237,7 @@ fn a_node_that_loses_nats_keeps_serving_and_catches_up() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let caught_up = until(&b, "/hello", 200, Some("Hello from C!\n"));
-    until(&b, "/_wafer/health", 200, Some("ok\n"));
+    until(&b, "/readyz", 200, Some("ready\n"));
     println!("caught up {} after the deploy", ms(caught_up));
 }
 

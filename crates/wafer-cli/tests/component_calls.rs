@@ -7,8 +7,8 @@ mod common;
 
 use common::{built, Server};
 use tonic::metadata::MetadataValue;
-use wafer_gateway::proto::wafer_client::WaferClient;
-use wafer_gateway::proto::InvokeRequest;
+use wafer_admin::proto::wafer_client::WaferClient;
+use wafer_admin::proto::InvokeRequest;
 
 const SHAPES: &str = "wafer:shapes/shapes";
 
@@ -184,7 +184,9 @@ fn grpc_invoke_calls_a_component_function() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let mut client = WaferClient::connect(server.url.clone()).await.unwrap();
+        let mut client = WaferClient::connect(server.admin_url.clone())
+            .await
+            .unwrap();
         let call = |args: &str| {
             let mut request = tonic::Request::new(InvokeRequest {
                 function: "shapes".into(),

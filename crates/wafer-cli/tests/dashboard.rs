@@ -112,7 +112,7 @@ fn the_dashboard_in_a_real_browser() {
     runtime.block_on(async {
         let browser = browser(&driver).await;
         browser
-            .goto(&format!("{}/_wafer/ui", server.url))
+            .goto(&format!("{}/_wafer/ui", server.admin_url))
             .await
             .unwrap();
 
@@ -152,7 +152,7 @@ fn the_dashboard_in_a_real_browser() {
         click(&browser, Locator::Id("rollback")).await;
         wait_text(&browser, "#detail-version", |t| t == "1").await;
         wait_text(&browser, &format!("{hello} td.version"), |t| t == "v1 of 2").await;
-        let anonymous = tokio::task::block_in_place(|| server.get("/_wafer/functions/hello"));
+        let anonymous = tokio::task::block_in_place(|| server.get_admin("/_wafer/functions/hello"));
         assert_eq!(
             anonymous.status(),
             401,

@@ -146,7 +146,7 @@ fn sigkill_during_deploys_leaves_a_consistent_registry() {
         let deployer = {
             let (stop, attempted) = (stop.clone(), attempted.clone());
             let client = server.client.clone();
-            let url = format!("{}/_wafer/functions/f", server.url);
+            let url = format!("{}/_wafer/functions/f", server.admin_url);
             let token = server.token.clone();
             let modules = [
                 std::fs::read(built("hello-c.wasm")).unwrap(),

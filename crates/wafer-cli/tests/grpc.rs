@@ -10,8 +10,8 @@ use tokio_stream::StreamExt;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
-use wafer_gateway::proto::wafer_client::WaferClient;
-use wafer_gateway::proto::*;
+use wafer_admin::proto::wafer_client::WaferClient;
+use wafer_admin::proto::*;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -22,7 +22,9 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn client(server: &Server) -> WaferClient<Channel> {
-    WaferClient::connect(server.url.clone()).await.unwrap()
+    WaferClient::connect(server.admin_url.clone())
+        .await
+        .unwrap()
 }
 
 /// A request with the admin token.
@@ -447,7 +449,7 @@ fn reflection_lists_the_service() {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
     use tonic_reflection::pb::v1::ServerReflectionRequest;
 
-    let channel = Channel::from_shared(server.url.clone())
+    let channel = Channel::from_shared(server.admin_url.clone())
         .unwrap()
         .connect()
         .await

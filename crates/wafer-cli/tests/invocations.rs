@@ -115,7 +115,7 @@ fn an_async_call_answers_at_once_and_keeps_its_result() {
     assert_eq!(missing.status(), 404);
     let unauthorized = server
         .client
-        .get(format!("{}/_wafer/invocations/{id}", server.url))
+        .get(format!("{}/_wafer/invocations/{id}", server.admin_url))
         .send()
         .unwrap();
     assert_eq!(

@@ -13,7 +13,7 @@ use reqwest::Method;
 fn the_document_lists_what_is_served_and_what_the_docs_describe() {
     let server = Server::start();
     server.deploy("hello", &built("hello-wat.wat"), &[]);
-    let response = server.get("/_wafer/openapi.json");
+    let response = server.get_admin("/_wafer/openapi.json");
     assert_eq!(response.status(), 200, "the document needs no token");
     let doc: serde_json::Value = response.json().unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");

@@ -19,7 +19,7 @@ fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
 }
 
 fn scrape(server: &Server) -> String {
-    let response = server.get("/metrics");
+    let response = server.get_admin("/metrics");
     assert_eq!(response.status(), 200);
     let kind = response.headers()["content-type"]
         .to_str()
@@ -172,7 +172,10 @@ fn health_probes_answer_without_a_token() {
     let ready = server.get("/readyz");
     assert_eq!(ready.status(), 200);
     assert_eq!(ready.text().unwrap(), "ready\n");
-    assert_eq!(server.get("/_wafer/metrics").status(), 200);
+    // Metrics are the admin plane's; the function plane has none of it.
+    assert_eq!(server.get_admin("/metrics").status(), 200);
+    assert_eq!(server.get("/metrics").status(), 404);
+    assert_eq!(server.get("/_wafer/metrics").status(), 404);
 }
 
 #[test]
@@ -273,7 +276,7 @@ fn logs_follow_streams_new_lines_and_since_filters() {
     // --follow with no tail: every line printed came through the stream.
     let mut follower = std::process::Command::new(common::WAFER)
         .args(["logs", "logger", "--follow", "--tail", "0"])
-        .env("WAFER_SERVER", &server.url)
+        .env("WAFER_SERVER", &server.admin_url)
         .env("WAFER_DATA", &server.data)
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -11,8 +11,8 @@ use std::process::Command;
 
 use common::{built, Server, WAFER};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
-use wafer_gateway::proto::wafer_client::WaferClient;
-use wafer_gateway::proto::ListRequest;
+use wafer_admin::proto::wafer_client::WaferClient;
+use wafer_admin::proto::ListRequest;
 
 /// A self-signed certificate for `localhost` and 127.0.0.1, written as `NAME.pem` and
 /// `NAME.key` in `dir`; returns the certificate's PEM.
@@ -59,7 +59,7 @@ fn cli(server: &Server, cacert: Option<&Path>, args: &[&str]) -> std::process::O
     let mut command = Command::new(WAFER);
     command
         .args(args)
-        .env("WAFER_SERVER", &server.url)
+        .env("WAFER_SERVER", &server.admin_url)
         .env("WAFER_DATA", &server.data)
         .env_remove("WAFER_TOKEN")
         .env_remove("WAFER_CACERT");
@@ -109,7 +109,7 @@ fn https_calls_grpc_over_tls_and_the_cli_with_its_ca() {
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&pem))
             .domain_name("localhost");
-        let channel = Channel::from_shared(server.url.clone())
+        let channel = Channel::from_shared(server.admin_url.clone())
             .unwrap()
             .tls_config(tls)
             .unwrap()

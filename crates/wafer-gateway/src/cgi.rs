@@ -64,6 +64,7 @@ pub(crate) fn request(
     body: Bytes,
     peer: SocketAddr,
     local: SocketAddr,
+    https: bool,
     resolved: &Resolved,
     inputs: Inputs,
 ) -> Result<CgiRequest, Error> {
@@ -89,7 +90,7 @@ pub(crate) fn request(
         Vec::new()
     };
     let env = if inputs.env {
-        environment(parts, body.len(), peer, local, resolved)
+        environment(parts, body.len(), peer, local, resolved, https)
     } else {
         Vec::new()
     };
@@ -108,6 +109,7 @@ fn environment(
     peer: SocketAddr,
     local: SocketAddr,
     resolved: &Resolved,
+    https: bool,
 ) -> Vec<(String, String)> {
     let function = &resolved.function;
     let uri = &parts.uri;
@@ -159,7 +161,8 @@ fn environment(
     set(
         "X_FULL_URL",
         format!(
-            "http://{host}{}",
+            "{}://{host}{}",
+            if https { "https" } else { "http" },
             uri.path_and_query().map_or("/", |p| p.as_str())
         ),
     );

@@ -46,6 +46,7 @@ impl App {
             }),
             host: uses_capabilities.then(|| self.host_calls(function, request_id, hops)),
             dirs: crate::preopens(function),
+            https: self.https(),
         }
     }
 

@@ -123,8 +123,15 @@ impl App {
                 let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
                 let inputs = program.inputs();
                 let hops = message.hops;
-                let mut request =
-                    crate::cgi::request(&parts, message.body, peer, self.local, &resolved, inputs)?;
+                let mut request = crate::cgi::request(
+                    &parts,
+                    message.body,
+                    peer,
+                    self.local,
+                    self.https(),
+                    &resolved,
+                    inputs,
+                )?;
                 if inputs.env {
                     request.env.push(("WAFER_TOPIC".to_owned(), message.topic));
                 }

@@ -105,14 +105,14 @@ fn check_header_block(output: &Output, data: &[u8]) {
 }
 
 /// `admin_query`: parses the input as the query string of a deploy (`PUT
-/// /_wafer/functions/NAME?...`) and of a logs request (`?tail=N`). A deploy configuration
+/// /_wafer/functions/NAME?...`). A deploy configuration
 /// that parses must survive the JSON round trip of the stored record, and every operation
 /// has a name and both types.
 pub fn admin_query(data: &[u8]) {
     let Ok(query) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok((config, operations)) = crate::admin::deploy_config(query) {
+    if let Ok((config, operations)) = crate::deploy::deploy_config(query) {
         let json = serde_json::to_string(&config).expect("a config serializes");
         let stored: FunctionConfig = serde_json::from_str(&json)
             .unwrap_or_else(|e| panic!("the stored config {json} does not load: {e}"));
@@ -123,11 +123,6 @@ pub fn admin_query(data: &[u8]) {
         for (name, types) in &operations {
             assert!(!name.is_empty() && !types.input.is_empty() && !types.output.is_empty());
         }
-    }
-    // The logs endpoint's query, through the extractor axum uses.
-    let uri: Result<http::Uri, _> = format!("/_wafer/functions/f/logs?{query}").parse();
-    if let Ok(uri) = uri {
-        let _ = axum::extract::Query::<crate::admin::LogQuery>::try_from_uri(&uri);
     }
 }
 

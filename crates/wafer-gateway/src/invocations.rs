@@ -14,13 +14,11 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::Semaphore;
 use wafer_queue::{Invocation, Job, Outcome, Queue, QueueError, Record, State as Stage};
@@ -82,7 +80,7 @@ pub struct Invocations {
 
 impl Invocations {
     /// Invocations accepted and not yet finished, if the queue can say.
-    pub(crate) async fn depth(&self) -> Option<u64> {
+    pub async fn depth(&self) -> Option<u64> {
         self.queue.depth().await.ok()
     }
 
@@ -188,59 +186,73 @@ fn target(function: &Function, rest: &str) -> Result<(String, usize), Error> {
     Ok((path, prefix.len()))
 }
 
-/// `POST /_wafer/async/NAME/REST` (any method): queues the call, answers `202`.
-pub(crate) async fn enqueue(
-    State(app): State<Arc<App>>,
-    request: Request,
-) -> Result<Response, Error> {
-    let (parts, body) = request.into_parts();
-    let after = parts.uri.path().strip_prefix(PREFIX).unwrap_or_default();
-    let (name, below) = match after.find('/') {
-        Some(slash) => after.split_at(slash),
-        None => (after, ""),
-    };
-    let name: FunctionName = name.parse()?;
-    let function = app
-        .functions
-        .function(&name)
-        .ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
-    let rest = match parts.uri.query() {
-        Some(query) => format!("{below}?{query}"),
-        None => below.to_owned(),
-    };
-    target(&function, &rest)?;
-    let asyncs = &app.invocations;
-    let callback = match parts.headers.get(CALLBACK) {
-        Some(url) => {
-            let url = url
-                .to_str()
-                .map_err(|_| Error::BadRequest("X-Callback-Url is not text".into()))?;
-            asyncs.check_callback(url)?;
-            Some(url.to_owned())
+impl App {
+    /// `ANY /_wafer/async/NAME/REST`: queues the call, answers `202`. The request's headers
+    /// are kept as they are: the caller has removed what a function must not see
+    /// ([`App::sanitize`]).
+    pub async fn enqueue<B>(&self, request: http::Request<B>) -> Result<Response, Error>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = request.into_parts();
+        let after = parts.uri.path().strip_prefix(PREFIX).unwrap_or_default();
+        let (name, below) = match after.find('/') {
+            Some(slash) => after.split_at(slash),
+            None => (after, ""),
+        };
+        let name: FunctionName = name.parse()?;
+        let function = self
+            .functions
+            .function(&name)
+            .ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
+        let rest = match parts.uri.query() {
+            Some(query) => format!("{below}?{query}"),
+            None => below.to_owned(),
+        };
+        target(&function, &rest)?;
+        let asyncs = &self.invocations;
+        let callback = match parts.headers.get(CALLBACK) {
+            Some(url) => {
+                let url = url
+                    .to_str()
+                    .map_err(|_| Error::BadRequest("X-Callback-Url is not text".into()))?;
+                asyncs.check_callback(url)?;
+                Some(url.to_owned())
+            }
+            None => None,
+        };
+        let limit = function.config.limits.request_body.as_u64();
+        let body = {
+            // Waiting for a turn is bounded too, so a flood of enqueues is refused rather
+            // than held open.
+            let reading = tokio::time::timeout(crate::QUEUE_WAIT, asyncs.reading.acquire());
+            let _reading = match reading.await {
+                Ok(Ok(permit)) => permit,
+                _ => return Err(Error::Busy(name.to_string())),
+            };
+            let timeout = self.config.body_timeout;
+            tokio::time::timeout(timeout, crate::read_body(body, limit))
+                .await
+                .map_err(|_| Error::BodyTimeout(timeout))??
+        };
+        let mut headers = kept_headers(&parts.headers);
+        // An HTTP/2 request names its host in the URI, not a header: keep it, so the call
+        // runs with the authority it was made to (an HTTP component needs one).
+        if !parts.headers.contains_key(header::HOST) {
+            if let Some(authority) = parts.uri.authority() {
+                headers.push((header::HOST.to_string(), authority.to_string()));
+            }
         }
-        None => None,
-    };
-    let limit = function.config.limits.request_body.as_u64();
-    let body = {
-        let _reading = asyncs
-            .reading
-            .acquire()
-            .await
-            .map_err(|_| Error::Busy(name.to_string()))?;
-        let timeout = app.config.body_timeout;
-        tokio::time::timeout(timeout, crate::read_body(body, limit))
-            .await
-            .map_err(|_| Error::BodyTimeout(timeout))??
-    };
-    let headers = kept_headers(&parts.headers);
-    let invocation = Invocation::new(name, parts.method.as_str(), &rest, headers, callback);
-    let id = invocation.id.clone();
-    asyncs.queue.enqueue(invocation, body).await?;
-    let mut response = (StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response();
-    if let Ok(location) = HeaderValue::from_str(&format!("/_wafer/invocations/{id}")) {
-        response.headers_mut().insert(header::LOCATION, location);
+        let invocation = Invocation::new(name, parts.method.as_str(), &rest, headers, callback);
+        let id = invocation.id.clone();
+        asyncs.queue.enqueue(invocation, body).await?;
+        let mut response = (StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response();
+        if let Ok(location) = HeaderValue::from_str(&format!("/_wafer/invocations/{id}")) {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+        Ok(response)
     }
-    Ok(response)
 }
 
 fn kept_headers(headers: &HeaderMap) -> Vec<(String, String)> {
@@ -251,32 +263,29 @@ fn kept_headers(headers: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `GET /_wafer/invocations/ID`: the record, with the result once finished.
-pub(crate) async fn describe(app: &App, id: &str) -> Result<Json<Value>, Error> {
-    let queue = &app.invocations.queue;
-    let record = queue
-        .get(id)
-        .await?
-        .ok_or_else(|| Error::NoInvocation(id.to_owned()))?;
-    let body = match record.outcome {
-        Some(_) => queue.result(id).await?,
-        None => None,
-    };
-    Ok(Json(to_json(record, body)))
-}
+impl Invocations {
+    /// `GET /_wafer/invocations/ID`: the record, with the result once finished.
+    pub async fn describe(&self, id: &str) -> Result<Value, Error> {
+        let record = self
+            .queue
+            .get(id)
+            .await?
+            .ok_or_else(|| Error::NoInvocation(id.to_owned()))?;
+        let body = match record.outcome {
+            Some(_) => self.queue.result(id).await?,
+            None => None,
+        };
+        Ok(to_json(record, body))
+    }
 
-#[derive(Deserialize)]
-pub(crate) struct ListQuery {
-    limit: Option<usize>,
-}
-
-/// `GET /_wafer/invocations?limit=N`: the newest records (default 100), without bodies.
-pub(crate) async fn list(app: &App, Query(query): Query<ListQuery>) -> Result<Json<Value>, Error> {
-    let limit = query.limit.unwrap_or(100).min(10_000);
-    let records = app.invocations.queue.list(limit).await?;
-    Ok(Json(Value::Array(
-        records.into_iter().map(|r| to_json(r, None)).collect(),
-    )))
+    /// `GET /_wafer/invocations?limit=N`: the newest `limit` records (at most 10,000),
+    /// without bodies.
+    pub async fn list(&self, limit: usize) -> Result<Value, Error> {
+        let records = self.queue.list(limit.min(10_000)).await?;
+        Ok(Value::Array(
+            records.into_iter().map(|r| to_json(r, None)).collect(),
+        ))
+    }
 }
 
 fn to_json(record: Record, body: Option<Bytes>) -> Value {

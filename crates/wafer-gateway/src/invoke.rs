@@ -28,19 +28,25 @@ use crate::logs::LogBook;
 use crate::schema::{self, Types};
 
 /// What a request asks a waPC or exports function to do.
-pub(crate) struct Call<'a> {
-    pub(crate) method: &'a Method,
+pub struct Call<'a> {
+    /// The request's method (operations are called with `POST`).
+    pub method: &'a Method,
     /// The path after the function's route: `/OPERATION`.
-    pub(crate) rest: &'a str,
-    pub(crate) query: Option<&'a str>,
-    pub(crate) content_type: Option<&'a str>,
-    pub(crate) body: Bytes,
+    pub rest: &'a str,
+    /// The query string (`returns=string`, say).
+    pub query: Option<&'a str>,
+    /// The payload's content type.
+    pub content_type: Option<&'a str>,
+    /// The payload.
+    pub body: Bytes,
 }
 
 /// A successful call's answer.
-pub(crate) struct Answer {
-    pub(crate) body: Bytes,
-    pub(crate) content_type: &'static str,
+pub struct Answer {
+    /// The answer's bytes.
+    pub body: Bytes,
+    /// Their content type.
+    pub content_type: &'static str,
 }
 
 impl Answer {
@@ -55,7 +61,8 @@ impl Answer {
         Self::new(body, "application/json")
     }
 
-    pub(crate) fn into_response(self) -> Response {
+    /// The answer as a `200` response.
+    pub fn into_response(self) -> Response {
         let mut response = Response::new(Body::from(self.body));
         *response.status_mut() = StatusCode::OK;
         response.headers_mut().insert(

@@ -1,6 +1,6 @@
-//! Wafer's gateway: serves functions on their routes (HTTP/1.1 and HTTP/2), the admin API
-//! under `/_wafer/`, and the gRPC service `wafer.v1.Wafer` (requests with a gRPC content
-//! type) on the same port.
+//! Wafer's function plane: serves functions on their routes (HTTP/1.1 and HTTP/2), their
+//! own gRPC services, asynchronous calls (`/_wafer/async/...`) and the health probes; and
+//! the live function table the admin plane (`wafer-admin`, on its own listener) drives.
 //!
 //! Per request: resolve the path in the live [`Functions`] table (lock-free), read the body within the
 //! function's limit, wait for a free instance (or `503` with `Retry-After`), run the function
@@ -8,6 +8,8 @@
 //! (`docs/cgi.md`); a waPC operation or a plain export is called with the body
 //! (`docs/calls.md`), JSON transcoded to protobuf when the function has a schema. Guest
 //! faults become `500`/`502`/`504` responses and log lines; they never reach the server.
+//! Nothing of the admin plane is served here: a request carrying the admin token has it
+//! removed before a function sees it, and every other `/_wafer/` path is `404`.
 //!
 //! [`serve`] takes a bound listener, the TLS certificate if any, and a shutdown future, so
 //! tests run the real server on `127.0.0.1:0`:
@@ -15,7 +17,7 @@
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use std::sync::Arc;
-//! use wafer_gateway::{serve, App, Functions, ServeConfig};
+//! use wafer_gateway::{serve, AdminToken, App, Functions, ServeConfig};
 //! use wafer_registry::Registry;
 //! use wafer_runtime::{Runtime, RuntimeConfig};
 //!
@@ -28,7 +30,7 @@
 //! let invocations = wafer_gateway::Invocations::new(queue, Vec::new());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let local = listener.local_addr()?;
-//! let token = "secret-token".to_owned();
+//! let token = Arc::new(AdminToken::new("secret-token".to_owned()));
 //! let app = App::new(functions, caps, invocations, token, local, ServeConfig::default());
 //! // `Some(Tls::load(cert, key)?)` instead of `None` serves HTTPS.
 //! serve(listener, app, None, tokio::signal::ctrl_c()).await?;
@@ -36,10 +38,10 @@
 //! ```
 #![warn(missing_docs)]
 
-mod admin;
 mod cgi;
 mod component;
 mod deliver;
+mod deploy;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -53,7 +55,7 @@ mod schema;
 mod server;
 mod services;
 mod tls;
-mod ui;
+mod token;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -69,7 +71,7 @@ use http::{header, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use invoke::{Answer, Call, ServerHost};
+use invoke::ServerHost;
 use live::{Admission, Function};
 use tokio::net::TcpListener;
 use tokio_util::either::Either;
@@ -77,13 +79,15 @@ use tower::ServiceExt;
 use wafer_host::{Capabilities, Deliver};
 use wafer_runtime::{Abi, CallOptions};
 
-pub use admin::MAX_UPLOAD;
+pub use deploy::{config, deploy_config, schema_of};
 pub use error::Error;
-pub use grpc::proto;
+pub use grpc::status as grpc_status;
 pub use invocations::{Invocations, INVOCATION_ID};
+pub use invoke::{Answer, Call};
 pub use live::{FunctionStatus, Functions, Resolved, QUEUE_WAIT};
 pub use server::ServeConfig;
 pub use tls::{Tls, TlsError};
+pub use token::AdminToken;
 
 pub use logs::{LogBook, LogLine, BYTES_KEPT, LINES_KEPT, LINE_MAX};
 
@@ -97,7 +101,7 @@ pub fn schema(
         .iter()
         .map(|spec| schema::operation(spec))
         .collect::<Result<Vec<_>, _>>()?;
-    admin::schema_of(proto, None, operations)
+    schema_of(proto, None, operations)
 }
 
 /// How long shutdown waits for requests in flight before closing their connections.
@@ -108,16 +112,18 @@ pub struct App {
     functions: Arc<Functions>,
     caps: Arc<Capabilities>,
     invocations: Invocations,
-    token: String,
+    token: Arc<AdminToken>,
     logs: Arc<LogBook>,
     schemas: schema::Schemas,
     local: SocketAddr,
     config: ServeConfig,
     requests: AtomicU64,
-    /// Client connections open now.
-    connections: AtomicU64,
+    /// Client connections open now, on both planes.
+    connections: Arc<AtomicU64>,
     health: std::sync::OnceLock<HealthCheck>,
-    /// gRPC server reflection of `wafer.v1.Wafer` and the functions' own services, with the
+    /// Whether the function plane serves HTTPS (set when it starts).
+    https: std::sync::atomic::AtomicBool,
+    /// gRPC server reflection of the functions' own services, with the
     /// function versions it was built from (held, so that a new version is a new pointer),
     /// rebuilt when they change.
     reflection: arc_swap::ArcSwap<(Vec<Arc<Function>>, axum::Router)>,
@@ -128,14 +134,15 @@ pub type HealthCheck = Box<dyn Fn() -> Option<String> + Send + Sync>;
 
 impl App {
     /// State for a gateway serving `functions` with the host capabilities `caps` and the
-    /// asynchronous `invocations`, with `token` guarding the admin API, listening on `local`
-    /// within the limits of `config`. The app delivers the messages `caps` publishes to
+    /// asynchronous `invocations`, listening on `local` within the limits of `config`.
+    /// `token` is the admin token: the function plane never accepts it, and removes it from
+    /// any request that carries it before a function could see it. The app delivers the messages `caps` publishes to
     /// subscribed functions, and runs the queued invocations.
     pub fn new(
         functions: Arc<Functions>,
         caps: Arc<Capabilities>,
         invocations: Invocations,
-        token: String,
+        token: Arc<AdminToken>,
         local: SocketAddr,
         config: ServeConfig,
     ) -> Arc<Self> {
@@ -149,8 +156,9 @@ impl App {
             local,
             config,
             requests: AtomicU64::new(first_request_id()),
-            connections: AtomicU64::new(0),
+            connections: Arc::default(),
             health: std::sync::OnceLock::new(),
+            https: std::sync::atomic::AtomicBool::new(false),
             reflection: arc_swap::ArcSwap::from_pointee((Vec::new(), grpc::reflection(&[]))),
         });
         let deliver: Arc<dyn Deliver> = app.clone();
@@ -167,24 +175,12 @@ impl App {
     }
 
     /// What the health check found wrong, if anything.
-    pub(crate) fn problem(&self) -> Option<String> {
+    pub fn problem(&self) -> Option<String> {
         self.health.get().and_then(|check| check())
     }
 
-    /// Counts a client connection as open until the guard drops.
-    fn connection(self: &Arc<Self>) -> impl Drop {
-        struct Open(Arc<App>);
-        impl Drop for Open {
-            fn drop(&mut self) {
-                self.0.connections.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-        self.connections.fetch_add(1, Ordering::Relaxed);
-        Open(self.clone())
-    }
-
-    /// A scrape of `/metrics`.
-    async fn metrics(&self) -> Response {
+    /// A scrape of `/metrics` (served on the admin listener).
+    pub async fn metrics(&self) -> Response {
         let server = metrics::ServerFigures {
             connections: self.connections.load(Ordering::Relaxed),
             queue_depth: self.invocations.depth().await,
@@ -199,37 +195,111 @@ impl App {
         response
     }
 
+    /// Every live function's counters (those of `/metrics`) and the async queue's depth, as
+    /// JSON: what the dashboard charts.
+    pub async fn stats(&self) -> serde_json::Value {
+        let mut functions = self.functions.all();
+        functions.sort_by(|a, b| a.name.cmp(&b.name));
+        let functions: Vec<serde_json::Value> = functions
+            .iter()
+            .map(|f| {
+                let mut stats = f.metrics().snapshot();
+                stats["name"] = f.name.as_str().into();
+                stats["version"] = f.version.into();
+                stats
+            })
+            .collect();
+        let queue_depth = self.invocations.depth().await;
+        serde_json::json!({ "functions": functions, "queue_depth": queue_depth })
+    }
+
+    /// How long this node took to compile `name`'s active version (or to map it from the
+    /// artifact cache).
+    pub fn compile_time(&self, name: &wafer_registry::FunctionName) -> Option<Duration> {
+        Some(self.functions.function(name)?.metrics().compile_time())
+    }
+
     /// The function logs.
     pub fn logs(&self) -> &LogBook {
         &self.logs
     }
 
-    /// Removes a function with everything it had: its key-value namespace first, then its
-    /// record and log (see [`Capabilities::forget`] for why in this order).
-    pub(crate) async fn remove(&self, name: &wafer_registry::FunctionName) -> Result<(), Error> {
-        if self.functions.function(name).is_none() {
-            return Err(wafer_registry::RegistryError::NotFound(name.to_string()).into());
+    /// Removes a function with everything it had: its record first, so that no new call
+    /// starts (here at once, on other nodes as they follow the registry) and no queued
+    /// asynchronous call finds it; then, once the calls already running here have finished
+    /// (up to the function's timeout), its key-value namespace and message queue, so that
+    /// nothing writes them again; then its log.
+    pub async fn remove(&self, name: &wafer_registry::FunctionName) -> Result<(), Error> {
+        let function = self
+            .functions
+            .function(name)
+            .ok_or_else(|| wafer_registry::RegistryError::NotFound(name.to_string()))?;
+        self.functions.remove(name).await?;
+        let grace = function
+            .config
+            .limits
+            .timeout
+            .saturating_add(SHUTDOWN_GRACE);
+        if !function.drained(grace).await {
+            tracing::warn!(%name, "removed while calls were still running after {grace:?}");
         }
+        drop(function);
         self.caps.forget(name).await.map_err(|e| {
             tracing::error!(%name, "removing the function's key-value namespace failed: {e}");
             Error::Unavailable {
                 name: name.to_string(),
-                reason: format!("its key-value store could not be removed, so it was kept: {e}"),
+                reason: format!(
+                    "it was removed, but its key-value store could not be deleted: {e}; \
+                     deploy and remove it again to retry"
+                ),
             }
         })?;
-        self.functions.remove(name).await?;
         self.logs.forget(name.as_str());
         Ok(())
     }
 
-    async fn handle(
-        &self,
-        routers: &Routers,
-        request: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> Response {
+    /// Whether requests come over HTTPS: the scheme functions are told (`X_FULL_URL`, a
+    /// component's request scheme).
+    pub(crate) fn https(&self) -> bool {
+        self.https.load(Ordering::Relaxed)
+    }
+
+    /// The live function table.
+    pub fn functions(&self) -> &Arc<Functions> {
+        &self.functions
+    }
+
+    /// The host capabilities (pub/sub counters, say).
+    pub fn caps(&self) -> &Arc<Capabilities> {
+        &self.caps
+    }
+
+    /// The asynchronous invocations.
+    pub fn invocations(&self) -> &Invocations {
+        &self.invocations
+    }
+
+    /// The admin token, as the function plane knows it (to remove it from requests).
+    pub fn token(&self) -> &Arc<AdminToken> {
+        &self.token
+    }
+
+    /// The server-wide connection limits.
+    pub fn config(&self) -> ServeConfig {
+        self.config
+    }
+
+    /// Client connections open now, on both planes (the admin listener counts its own in
+    /// the same figure).
+    pub fn open_connections(&self) -> Arc<AtomicU64> {
+        self.connections.clone()
+    }
+
+    /// Answers one request on the function plane: the probes, `/_wafer/async/...`, the
+    /// functions' gRPC services, and the functions' routes. Nothing of the admin plane:
+    /// every other `/_wafer/` path is `404`.
+    async fn handle(&self, mut request: Request<Incoming>, peer: SocketAddr) -> Response {
         match request.uri().path() {
-            "/metrics" | "/_wafer/metrics" => return self.metrics().await,
             "/healthz" => return plain(StatusCode::OK, "ok\n".into()),
             "/readyz" => {
                 return match self.problem() {
@@ -242,38 +312,71 @@ impl App {
             }
             _ => {}
         }
-        let router = if request.uri().path().starts_with("/_wafer/") {
-            Some(&routers.admin)
-        } else if is_grpc(&request) {
-            let path = request.uri().path();
+        self.sanitize(request.headers_mut());
+        let path = request.uri().path();
+        if path.starts_with(invocations::PREFIX) {
+            return self
+                .enqueue(request)
+                .await
+                .unwrap_or_else(IntoResponse::into_response);
+        }
+        if path.starts_with("/_wafer/") || path == "/metrics" {
+            return Error::NoRoute(path.to_owned()).into_response();
+        }
+        if is_grpc(&request) {
             if path.starts_with("/grpc.reflection.") {
+                // Brought up to date here too, not only when the table changes: a client
+                // that saw a deploy answer must find the new service.
+                self.refresh_reflection();
                 let reflection = self.reflection.load().1.clone();
                 return match reflection.oneshot(request).await {
                     Ok(response) => response,
                     Err(never) => match never {},
                 };
             }
-            if let Some(found) = self.grpc_method(path) {
-                return match found {
-                    Ok((function, operation)) => {
-                        grpc::call_method(self, function, operation, request).await
-                    }
-                    Err(status) => status.into_http(),
-                };
-            }
-            Some(&routers.grpc)
-        } else {
-            None
-        };
-        if let Some(router) = router {
-            return match router.clone().oneshot(request).await {
-                Ok(response) => response,
-                Err(never) => match never {},
+            return match self.grpc_method(path) {
+                Some(Ok((function, operation))) => {
+                    grpc::call_method(self, function, operation, request).await
+                }
+                Some(Err(status)) => status.into_http(),
+                None => tonic::Status::unimplemented(format!(
+                    "no function serves the gRPC service of `{path}`"
+                ))
+                .into_http(),
             };
         }
         match self.call(request, peer).await {
             Ok(response) => response,
             Err(error) => error.into_response(),
+        }
+    }
+
+    /// Removes from a client's request what a function must not see or could be fooled by:
+    /// the admin token (in `Authorization`, should a client send it, mistakenly or through
+    /// a function that forwards its own caller's headers) and every `X-Wafer-*` header,
+    /// which only the server sets (`X-Wafer-Invocation-Id` on an asynchronous run,
+    /// `X-Wafer-Topic` on a delivery), so a client cannot pose as either.
+    pub fn sanitize(&self, headers: &mut http::HeaderMap) {
+        let carries_token = headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .any(|value| self.token.is_in(value));
+        if carries_token {
+            headers.remove(header::AUTHORIZATION);
+        }
+        // Checked before anything is collected: the usual request has none.
+        if headers
+            .keys()
+            .any(|name| name.as_str().starts_with(RESERVED_HEADERS))
+        {
+            let reserved: Vec<header::HeaderName> = headers
+                .keys()
+                .filter(|name| name.as_str().starts_with(RESERVED_HEADERS))
+                .cloned()
+                .collect();
+            for name in reserved {
+                headers.remove(name);
+            }
         }
     }
 
@@ -292,16 +395,16 @@ impl App {
         })
     }
 
-    /// Runs `operation` of `function` for a call of its gRPC method, with the request
-    /// message as the payload; answers the guest's bytes.
+    /// Runs `operation` of `function` for a call of its gRPC method, admitted already, with
+    /// the request message as the payload; answers the guest's bytes.
     pub(crate) async fn call_method(
         &self,
         function: &Arc<Function>,
         operation: &str,
         payload: Bytes,
+        _admission: &Admission,
     ) -> Result<Bytes, Error> {
         let program = runnable(function)?;
-        let _admission = self.admission(function).await?;
         let request_id = self.request_id();
         let call = Call {
             method: &Method::POST,
@@ -414,7 +517,9 @@ impl App {
             }),
             Abi::Cgi => {
                 let inputs = program.inputs();
-                let request = cgi::request(&parts, body, peer, self.local, &resolved, inputs)?;
+                let https = self.https();
+                let request =
+                    cgi::request(&parts, body, peer, self.local, https, &resolved, inputs)?;
                 let head = parts.method == Method::HEAD;
                 self.call_cgi(function, program, request, head, &request_id, 0)
                     .await
@@ -479,7 +584,7 @@ impl App {
 
     /// Calls an operation of a waPC or exports function by the function's name (the admin
     /// API's and gRPC's Invoke). Returns the answer and the request id.
-    pub(crate) async fn invoke_named(
+    pub async fn invoke_named(
         &self,
         name: &str,
         call: Call<'_>,
@@ -534,7 +639,7 @@ impl App {
     }
 
     /// Waits for a free instance slot of `function`.
-    async fn admission(&self, function: &Function) -> Result<Admission, Error> {
+    pub(crate) async fn admission(&self, function: &Function) -> Result<Admission, Error> {
         function
             .admit()
             .await
@@ -664,7 +769,7 @@ fn unavailable(function: &Function, reason: &str) -> Error {
 }
 
 /// Tags a response with the id its log lines carry.
-pub(crate) fn with_request_id(mut response: Response, request_id: &str) -> Response {
+pub fn with_request_id(mut response: Response, request_id: &str) -> Response {
     if let Ok(id) = HeaderValue::from_str(request_id) {
         response.headers_mut().insert("x-wafer-request-id", id);
     }
@@ -681,14 +786,11 @@ fn first_request_id() -> u64 {
     millis << 16
 }
 
-/// The routers beside the function routes: the admin API and the gRPC service.
-struct Routers {
-    admin: axum::Router,
-    grpc: axum::Router,
-}
+/// The prefix of the request headers only the server sets (names are lower case).
+const RESERVED_HEADERS: &str = "x-wafer-";
 
 /// gRPC requests are told apart by their content type (`application/grpc`, `+proto`, ...).
-fn is_grpc(request: &Request<Incoming>) -> bool {
+pub fn is_grpc<B>(request: &Request<B>) -> bool {
     request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -741,23 +843,46 @@ fn respond(out: cgi::Output, head: bool) -> Response {
     response
 }
 
-/// Serves HTTP (HTTPS with `tls`) on `listener` until `shutdown` completes, within the connection limits of
-/// the app's [`ServeConfig`], then lets requests in flight finish (up to ten seconds).
+/// Serves the function plane (HTTP, HTTPS with `tls`) on `listener` until `shutdown`
+/// completes, within the connection limits of the app's [`ServeConfig`], then lets requests
+/// in flight finish (up to ten seconds). The admin plane is served elsewhere
+/// (`wafer-admin`, on its own listener); every other `/_wafer/` path is answered `404`
+/// here.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = impl Sized>,
 ) -> std::io::Result<()> {
-    let config = app.config;
     // Services run while the server does.
     let _services = services::Supervisor::start(app.clone());
-    let routers = Arc::new(Routers {
-        admin: admin::router(app.clone()),
-        grpc: grpc::router(app.clone()),
-    });
-    // HTTP/1.1 for function calls and the admin API; HTTP/2 as well, for gRPC (and any
-    // client that prefers it).
+    app.https.store(tls.is_some(), Ordering::Relaxed);
+    let config = app.config;
+    let open = app.connections.clone();
+    let handle = move |request, peer| {
+        let app = app.clone();
+        async move { app.handle(request, peer).await }
+    };
+    serve_with(listener, config, tls, open, shutdown, handle).await
+}
+
+/// Serves HTTP/1.1 and HTTP/2 (over TLS with `tls`) on `listener` until `shutdown`
+/// completes, answering each request with `handle`: the connection handling both planes
+/// share. Connections are held within `config`'s limits (a slot each, header, idle and
+/// close timeouts) and counted in `open` while they are; on shutdown, requests in flight
+/// get up to ten seconds to finish.
+pub async fn serve_with<H, F>(
+    listener: TcpListener,
+    config: ServeConfig,
+    tls: Option<Arc<Tls>>,
+    open: Arc<AtomicU64>,
+    shutdown: impl Future<Output = impl Sized>,
+    handle: H,
+) -> std::io::Result<()>
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response> + Send + 'static,
+{
     let builder = Arc::new(config.builder());
     let slots = server::Slots::new(config.max_connections);
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -783,21 +908,17 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let (app, routers, builder) = (app.clone(), routers.clone(), builder.clone());
+        let (handle, builder, open) = (handle.clone(), builder.clone(), open.clone());
         let (stopped, tls) = (stopped.clone(), tls.clone());
         tokio::spawn(async move {
             let _slot = slot;
-            let _open = app.connection();
+            let _open = server::Open::count(open);
             let activity = Arc::new(server::Activity::default());
             let requests = activity.clone();
             let service = service_fn(move |request| {
-                let (app, routers) = (app.clone(), routers.clone());
                 let running = requests.request();
-                async move {
-                    let response = app.handle(&routers, request, peer).await;
-                    drop(running);
-                    Ok::<_, Infallible>(response)
-                }
+                let response = handle(request, peer);
+                async move { Ok::<_, Infallible>(server::until_sent(response.await, running)) }
             });
             let stream = match tls {
                 None => Either::Left(stream),

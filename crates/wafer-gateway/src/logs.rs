@@ -53,7 +53,7 @@ impl LogLine {
     }
 
     /// Its place in the order its function's lines were written.
-    pub(crate) fn seq(&self) -> u64 {
+    pub fn seq(&self) -> u64 {
         self.seq
     }
 }

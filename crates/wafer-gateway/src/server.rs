@@ -201,6 +201,68 @@ impl Drop for RequestGuard {
     }
 }
 
+/// Keeps a request counted as running until its response is sent: at once for a body whose
+/// length is known (the usual case, no extra allocation), else until a streamed body ends
+/// or is dropped, so that a long stream (a followed log, a slow component) is not taken for
+/// an idle connection.
+pub(crate) fn until_sent(
+    response: axum::response::Response,
+    running: RequestGuard,
+) -> axum::response::Response {
+    use hyper::body::Body as _;
+    if response.body().size_hint().exact().is_some() || response.body().is_end_stream() {
+        return response;
+    }
+    response.map(|body| {
+        axum::body::Body::new(Guarded {
+            body,
+            _running: running,
+        })
+    })
+}
+
+/// A streamed response body holding its request's [`RequestGuard`].
+struct Guarded {
+    body: axum::body::Body,
+    _running: RequestGuard,
+}
+
+impl hyper::body::Body for Guarded {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Counts a client connection as open until dropped.
+pub(crate) struct Open(Arc<AtomicU64>);
+
+impl Open {
+    pub(crate) fn count(open: Arc<AtomicU64>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        Self(open)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A socket that notes when bytes move, for the idle watcher.
 pub(crate) struct Tracked<S> {
     stream: S,

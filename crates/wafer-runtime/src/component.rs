@@ -69,6 +69,8 @@ pub struct HttpOptions {
     /// Host directories pre-opened for the guest (`wasi:filesystem` preopens); none by
     /// default.
     pub dirs: Vec<Preopen>,
+    /// Whether the request came over HTTPS: the scheme its `incoming-request` reports.
+    pub https: bool,
 }
 
 /// The state of one request's instance.

@@ -250,7 +250,11 @@ impl HttpComponent {
         let answered = pool.map(|_| Arc::new(AtomicBool::new(false)));
         let prepared = (|| -> wasmtime::Result<_> {
             let mut http = store.data_mut().http();
-            let request = http.new_incoming_request(Scheme::Http, request)?;
+            let scheme = match options.https {
+                true => Scheme::Https,
+                false => Scheme::Http,
+            };
+            let request = http.new_incoming_request(scheme, request)?;
             let out = match answered.clone() {
                 Some(answered) => http.new_response_outparam_from_callback(move |response| {
                     answered.store(true, Ordering::Relaxed);

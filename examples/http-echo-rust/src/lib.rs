@@ -10,6 +10,8 @@
 //! - `/count`: how many requests this instance has handled, this one included (always 1
 //!   unless the host reuses instances)
 //! - `/grow?mib=N`: allocates and touches N MiB, answers `grew N MiB`
+//! - `/headers`: the request's scheme and authority, then its headers, as sorted
+//!   `name: value` lines
 //! - anything else: streams the request body back chunk by chunk, with the
 //!   request's content-type plus `x-echo-method` / `x-echo-path`
 
@@ -46,6 +48,7 @@ impl Guest for Echo {
             "fetch" => fetch(query, response_out),
             "count" => respond(response_out, 200, format!("{handled}\n").as_bytes()),
             "grow" => grow(query, response_out),
+            "headers" => request_headers(&request, response_out),
             _ => echo(&request, &path, response_out),
         }
     }
@@ -94,6 +97,26 @@ fn echo(request: &IncomingRequest, path: &str, response_out: ResponseOutparam) {
         OutgoingBody::finish(out_body, None).expect("finish response body");
     }
     // Otherwise `out_body` is dropped unfinished, telling the host the body is truncated.
+}
+
+/// Answers the request's scheme and authority, then its headers as sorted `name: value` lines.
+fn request_headers(request: &IncomingRequest, response_out: ResponseOutparam) {
+    let scheme = match request.scheme() {
+        Some(Scheme::Http) => "http".to_string(),
+        Some(Scheme::Https) => "https".to_string(),
+        Some(Scheme::Other(other)) => other,
+        None => "none".to_string(),
+    };
+    let authority = request.authority().unwrap_or_else(|| "none".to_string());
+    let mut lines: Vec<String> = request
+        .headers()
+        .entries()
+        .into_iter()
+        .map(|(name, value)| format!("{name}: {}\n", String::from_utf8_lossy(&value)))
+        .collect();
+    lines.sort();
+    let text = format!("scheme: {scheme}\nauthority: {authority}\n{}", lines.concat());
+    respond(response_out, 200, text.as_bytes());
 }
 
 /// Answers the environment as sorted `KEY=VALUE` lines.

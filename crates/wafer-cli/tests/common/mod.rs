@@ -37,7 +37,11 @@ pub fn guest(name: &str) -> PathBuf {
 
 pub struct Server {
     pub child: Child,
+    /// The function plane: functions' routes and gRPC services, `/_wafer/async/`, probes.
     pub url: String,
+    /// The admin plane (`--admin-listen`): the admin API and gRPC service, the dashboard,
+    /// invocation records, logs, `/metrics`.
+    pub admin_url: String,
     pub data: PathBuf,
     pub token: String,
     pub client: Client,
@@ -61,7 +65,7 @@ impl Server {
         Self::start_with(data, &["serve"])
     }
 
-    /// Starts `wafer <args> --listen 127.0.0.1:0 --data <data>`.
+    /// Starts `wafer <args> --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data <data>`.
     pub fn start_with(data: &Path, args: &[&str]) -> Self {
         Self::spawn(data, args, false, None)
     }
@@ -97,7 +101,13 @@ impl Server {
         }
         let mut child = command
             .args(args)
-            .args(["--listen", "127.0.0.1:0", "--data"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--data",
+            ])
             .arg(data)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -122,14 +132,17 @@ impl Server {
             });
             text
         });
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from wafer: {line:?}"))
-            .to_owned();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut read = |prefix: &str| {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            line.trim()
+                .strip_prefix(prefix)
+                .unwrap_or_else(|| panic!("expected `{prefix}...` from wafer, got {line:?}"))
+                .to_owned()
+        };
+        let url = read("listening on ");
+        let admin_url = read("admin on ");
         let token = std::fs::read_to_string(data.join("admin-token"))
             .unwrap()
             .trim()
@@ -142,6 +155,7 @@ impl Server {
         Self {
             child,
             url,
+            admin_url,
             data: data.to_owned(),
             token,
             client,
@@ -164,6 +178,7 @@ impl Server {
         self._dir = Some(dir);
     }
 
+    /// `GET path` on the function plane.
     pub fn get(&self, path: &str) -> Response {
         self.client
             .get(format!("{}{path}", self.url))
@@ -171,9 +186,18 @@ impl Server {
             .unwrap()
     }
 
+    /// `GET path` on the admin plane, without the token.
+    pub fn get_admin(&self, path: &str) -> Response {
+        self.client
+            .get(format!("{}{path}", self.admin_url))
+            .send()
+            .unwrap()
+    }
+
+    /// A request to the admin API (`/_wafer/PATH` on the admin listener) with the token.
     pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
         self.client
-            .request(method, format!("{}/_wafer/{path}", self.url))
+            .request(method, format!("{}/_wafer/{path}", self.admin_url))
             .bearer_auth(&self.token)
     }
 
@@ -225,7 +249,7 @@ impl Server {
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(WAFER)
             .args(args)
-            .env("WAFER_SERVER", &self.url)
+            .env("WAFER_SERVER", &self.admin_url)
             .env("WAFER_DATA", &self.data)
             .env_remove("WAFER_TOKEN")
             .output()

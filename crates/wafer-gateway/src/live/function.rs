@@ -153,6 +153,17 @@ impl Function {
     }
 }
 
+impl Function {
+    /// Waits, up to `limit`, until no call of this function runs on this node (every slot of
+    /// its gate free); says whether they all finished.
+    pub(crate) async fn drained(&self, limit: Duration) -> bool {
+        let all = self.gate.limit;
+        tokio::time::timeout(limit, self.gate.permits.acquire_many(all))
+            .await
+            .is_ok_and(|permits| permits.is_ok())
+    }
+}
+
 /// A place in a gate's queue, held while a call waits for a slot.
 struct Queued<'a>(&'a Gate);
 

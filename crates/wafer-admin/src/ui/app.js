@@ -300,40 +300,50 @@ $("rollback").addEventListener("click", async () => {
 });
 
 // Follows the function's log: a Server-Sent Events stream read with fetch (EventSource
-// cannot send the token).
+// cannot send the token). A stream that ends (a restart, a dropped connection) is followed
+// again after two seconds, from the last line shown, until another function is chosen.
 async function followLog(name) {
   if (state.follow) state.follow.abort();
   const follow = new AbortController();
   state.follow = follow;
   const log = $("log");
-  try {
-    const response = await api("functions/" + encodeURIComponent(name) + "/logs?follow=true&tail=50", {
-      signal: follow.signal,
-    });
-    const reader = response.body.getReader();
-    const decoder = new TextDecoder();
-    let pending = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      pending += decoder.decode(value, { stream: true });
-      let end;
-      while ((end = pending.indexOf("\n\n")) >= 0) {
-        const event = pending.slice(0, end);
-        pending = pending.slice(end + 2);
-        const data = event.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("");
-        if (!data) continue;
-        if (event.startsWith("event: lagged")) {
-          log.append(`[${data} lines skipped]\n`);
-          continue;
+  let since = null;
+  while (!follow.signal.aborted) {
+    const query = since === null ? "tail=50" : "tail=1000&since=" + encodeURIComponent(since);
+    try {
+      const response = await api("functions/" + encodeURIComponent(name) + "/logs?follow=true&" + query, {
+        signal: follow.signal,
+      });
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let pending = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        pending += decoder.decode(value, { stream: true });
+        let end;
+        while ((end = pending.indexOf("\n\n")) >= 0) {
+          const event = pending.slice(0, end);
+          pending = pending.slice(end + 2);
+          const data = event.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("");
+          if (!data) continue;
+          if (event.startsWith("event: lagged")) {
+            log.append(`[${data} lines skipped]\n`);
+            continue;
+          }
+          const line = JSON.parse(data);
+          since = line.time;
+          log.append(el("span", { class: "log-line" }, `${line.time} [${line.request_id}] ${line.text}\n`));
+          log.scrollTop = log.scrollHeight;
         }
-        const line = JSON.parse(data);
-        log.append(el("span", { class: "log-line" }, `${line.time} [${line.request_id}] ${line.text}\n`));
-        log.scrollTop = log.scrollHeight;
       }
+      if (!follow.signal.aborted) log.append("[log stream ended; reconnecting]\n");
+    } catch (e) {
+      if (e.name === "AbortError") return;
+      if (e instanceof Unauthorized) return showLogin("The token was refused.");
+      log.append(`[log stream ended: ${e.message}; reconnecting]\n`);
     }
-  } catch (e) {
-    if (e.name !== "AbortError") log.append(`[log stream ended: ${e.message}]\n`);
+    await new Promise((resolve) => setTimeout(resolve, 2000));
   }
 }
 

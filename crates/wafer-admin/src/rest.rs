@@ -30,14 +30,13 @@ use axum::{Json, Router};
 use http::request::Parts;
 use http::{header, HeaderValue, StatusCode};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use wafer_registry::{Digest, FunctionConfig, FunctionName};
+use wafer_registry::{Digest, FunctionName};
 
-use crate::error::Error;
-use crate::App;
+use wafer_gateway::{App, Error};
 
 /// Largest module upload. Go binaries are a few MB and Python/JS components up to ~20 MB;
 /// 256 MiB leaves room without letting one upload exhaust memory.
@@ -48,7 +47,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
     let _ = DOCUMENT.set(api.to_pretty_json().unwrap_or_default());
     router
         // A path of any depth, which OpenAPI cannot express: documented in async.md.
-        .route("/_wafer/async/{*rest}", any(crate::invocations::enqueue))
+        .route("/_wafer/async/{*rest}", any(enqueue))
         .fallback(|uri: http::Uri| async move { Error::NoRoute(uri.path().to_owned()) })
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .with_state(app)
@@ -112,24 +111,15 @@ impl FromRequestParts<Arc<App>> for Admin {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Error> {
-        let given = parts
+        let authorized = parts
             .headers
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(Error::Unauthorized)?;
-        if constant_time_eq(given.trim().as_bytes(), app.token.as_bytes()) {
-            Ok(Admin)
-        } else {
-            Err(Error::Unauthorized)
+            .is_some_and(|value| app.token().is_in(value));
+        match authorized {
+            true => Ok(Admin),
+            false => Err(Error::Unauthorized),
         }
     }
-}
-
-/// Compares without an early exit, so response timing does not reveal how much of a guess
-/// was right.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn name(raw: &str) -> Result<FunctionName, Error> {
@@ -139,7 +129,7 @@ fn name(raw: &str) -> Result<FunctionName, Error> {
 #[utoipa::path(get, path = "/_wafer/functions", tag = "functions", security(("token" = [])),
     responses((status = 200, description = "Every function with its active version, ABI, routes, grants and status", body = serde_json::Value)))]
 async fn list(_: Admin, State(app): State<Arc<App>>) -> Result<Json<Value>, Error> {
-    let list = app.functions.list();
+    let list = app.functions().list();
     Ok(Json(serde_json::to_value(list).unwrap_or_default()))
 }
 
@@ -150,7 +140,7 @@ async fn describe(
     State(app): State<Arc<App>>,
     Path(raw): Path<String>,
 ) -> Result<Response, Error> {
-    let record = app.functions.get(&name(&raw)?)?;
+    let record = app.functions().get(&name(&raw)?)?;
     Ok(Json(record).into_response())
 }
 
@@ -165,9 +155,9 @@ async fn deploy(
     request: axum::extract::Request,
 ) -> Result<Response, Error> {
     let name = name(&raw)?;
-    let (mut config, operations) = deploy_config(query.as_deref().unwrap_or(""))?;
+    let (mut config, operations) = wafer_gateway::deploy_config(query.as_deref().unwrap_or(""))?;
     let upload = Upload::read(request).await?;
-    config.schema = schema_of(upload.proto, upload.descriptor_set, operations)?;
+    config.schema = wafer_gateway::schema_of(upload.proto, upload.descriptor_set, operations)?;
     config.grants = upload.grants.unwrap_or_default();
     let module = upload.module;
     if module.is_empty() {
@@ -175,7 +165,10 @@ async fn deploy(
             "the request body must be the module (.wasm or .wat)".into(),
         ));
     }
-    let deployed = app.functions.deploy(name, module.to_vec(), config).await?;
+    let deployed = app
+        .functions()
+        .deploy(name, module.to_vec(), config)
+        .await?;
     let status = if deployed.unchanged {
         StatusCode::OK
     } else {
@@ -184,8 +177,7 @@ async fn deploy(
     tracing::info!(name = %deployed.name, version = deployed.version, digest = %deployed.digest, unchanged = deployed.unchanged, "deployed");
     let mut answer = serde_json::to_value(&deployed).unwrap_or_default();
     // How long this node took to compile it (or to map it from the artifact cache).
-    if let Some(function) = app.functions.function(&deployed.name) {
-        let took = function.metrics().compile_time();
+    if let Some(took) = app.compile_time(&deployed.name) {
         answer["compile_ms"] = ((took.as_secs_f64() * 1e4).round() / 10.0).into();
     }
     Ok((status, Json(answer)).into_response())
@@ -275,107 +267,6 @@ fn too_large() -> Error {
     Error::BodyTooLarge(wafer_runtime::ByteSize::b(MAX_UPLOAD as u64))
 }
 
-/// The schema of a protobuf-described function, from a `.proto` or a descriptor set and
-/// the operations' types; checked before anything is stored.
-pub(crate) fn schema_of(
-    proto: Option<String>,
-    descriptor_set: Option<Bytes>,
-    operations: Vec<(String, wafer_registry::OperationTypes)>,
-) -> Result<Option<wafer_registry::Schema>, Error> {
-    let descriptors = match (proto, descriptor_set) {
-        (Some(_), Some(_)) => {
-            return Err(Error::BadRequest(
-                "give a .proto or a descriptor set, not both".into(),
-            ))
-        }
-        (Some(proto), None) => crate::schema::compile_proto(&proto)?,
-        (None, Some(set)) => set.to_vec(),
-        (None, None) if operations.is_empty() => return Ok(None),
-        (None, None) => {
-            return Err(Error::BadRequest(
-                "operation types need a schema: a .proto or a descriptor set".into(),
-            ))
-        }
-    };
-    // Without operations, the methods of the services it declares are the operations.
-    let operations = match operations.is_empty() {
-        true => crate::schema::operations_of_services(&descriptors)?,
-        false => operations,
-    };
-    let schema = wafer_registry::Schema {
-        descriptors,
-        operations: operations.into_iter().collect(),
-    };
-    crate::schema::check(&schema)?;
-    Ok(Some(schema))
-}
-
-/// Turns deploy query parameters into a [`FunctionConfig`] through the same serde
-/// definitions a manifest uses, so both accept and reject exactly the same things:
-/// `route` (repeatable), `env=KEY=VALUE` (repeatable) and each limit by name
-/// (`memory=64MiB`, `timeout=5s`, `max_concurrency=8`, ...).
-pub(crate) fn deploy_config(
-    query: &str,
-) -> Result<
-    (
-        FunctionConfig,
-        Vec<(String, wafer_registry::OperationTypes)>,
-    ),
-    Error,
-> {
-    let mut operations = Vec::new();
-    let mut abi = None;
-    let mut entrypoint = None;
-    let mut routes = Vec::new();
-    let mut env = Map::new();
-    let mut limits = Map::new();
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        match &*key {
-            "route" => routes.push(Value::from(value.into_owned())),
-            "operation" => operations.push(crate::schema::operation(&value)?),
-            "abi" => abi = Some(value.into_owned()),
-            "entrypoint" => entrypoint = Some(value.into_owned()),
-            "env" => {
-                let (k, v) = value
-                    .split_once('=')
-                    .ok_or_else(|| Error::BadRequest(format!("env `{value}` must be KEY=VALUE")))?;
-                env.insert(k.to_owned(), Value::from(v));
-            }
-            "max_concurrency" | "kv_keys" | "instance_reuse" => {
-                let n: u64 = value.parse().map_err(|_| {
-                    Error::BadRequest(format!("{key} `{value}` must be a positive integer"))
-                })?;
-                limits.insert(key.into_owned(), Value::from(n));
-            }
-            "memory" | "timeout" | "request_body" | "stdout" | "stderr" | "http_timeout"
-            | "http_response" | "kv_value" => {
-                limits.insert(key.into_owned(), Value::from(value.into_owned()));
-            }
-            other => {
-                return Err(Error::BadRequest(format!(
-                    "unknown deploy parameter `{other}`"
-                )))
-            }
-        }
-    }
-    let mut config = config(routes, env, limits, abi)?;
-    config.entrypoint = entrypoint;
-    Ok((config, operations))
-}
-
-/// A function's configuration from its parts, through the same serde definitions a manifest
-/// uses (the gRPC Deploy builds one too).
-pub(crate) fn config(
-    routes: Vec<Value>,
-    env: Map<String, Value>,
-    limits: Map<String, Value>,
-    abi: Option<String>,
-) -> Result<FunctionConfig, Error> {
-    let config = serde_json::json!({ "routes": routes, "env": env, "limits": limits, "abi": abi });
-    serde_json::from_value(config)
-        .map_err(|e| Error::BadRequest(format!("invalid deploy parameters: {e}")))
-}
-
 #[utoipa::path(delete, path = "/_wafer/functions/{name}", tag = "functions", security(("token" = [])), params(("name" = String, Path, description = "The function's name")),
     responses((status = 204, description = "Removed, with its history and key-value namespace"), (status = 404, description = "No such function")))]
 async fn remove(
@@ -397,7 +288,7 @@ async fn rollback(
     Path(raw): Path<String>,
 ) -> Result<Response, Error> {
     let name = name(&raw)?;
-    let deployed = app.functions.rollback(&name).await?;
+    let deployed = app.functions().rollback(&name).await?;
     tracing::info!(name = %deployed.name, version = deployed.version, "rolled back");
     Ok(Json(deployed).into_response())
 }
@@ -414,7 +305,7 @@ async fn invoke(
     headers: http::HeaderMap,
     body: Bytes,
 ) -> Response {
-    let call = crate::invoke::Call {
+    let call = wafer_gateway::Call {
         method: &http::Method::POST,
         rest: &format!("/{operation}"),
         query: query.as_deref(),
@@ -429,7 +320,7 @@ async fn invoke(
         Err(error) => error.into_response(),
     };
     match request_id {
-        Some(id) => crate::with_request_id(response, &id),
+        Some(id) => wafer_gateway::with_request_id(response, &id),
         None => response,
     }
 }
@@ -437,7 +328,7 @@ async fn invoke(
 #[utoipa::path(get, path = "/_wafer/pubsub", tag = "pubsub", security(("token" = [])),
     responses((status = 200, description = "Pub/sub counters per subscriber", body = serde_json::Value)))]
 async fn pubsub(_: Admin, State(app): State<Arc<App>>) -> Json<wafer_host::pubsub::Stats> {
-    Json(app.caps.pubsub_stats().await)
+    Json(app.caps().pubsub_stats().await)
 }
 
 #[derive(Deserialize)]
@@ -481,13 +372,13 @@ async fn logs(
     Query(q): Query<LogQuery>,
 ) -> Result<Response, Error> {
     let name = name(&raw)?;
-    if app.functions.function(&name).is_none() {
+    if app.functions().function(&name).is_none() {
         return Err(wafer_registry::RegistryError::NotFound(name.to_string()).into());
     }
     let since = q.since.as_deref().map(since).transpose()?;
     // Subscribed before the tail is read, so no line falls between the two.
-    let follow = q.follow.then(|| app.logs.follow());
-    let mut lines = app.logs.tail(name.as_str(), q.tail.unwrap_or(100));
+    let follow = q.follow.then(|| app.logs().follow());
+    let mut lines = app.logs().tail(name.as_str(), q.tail.unwrap_or(100));
     if let Some(since) = since {
         lines.retain(|line| line.at() > since);
     }
@@ -502,18 +393,18 @@ async fn logs(
 /// and lines were skipped.
 fn follow_response(
     function: String,
-    lines: Vec<crate::LogLine>,
-    new_lines: tokio::sync::broadcast::Receiver<(Arc<str>, crate::LogLine)>,
+    lines: Vec<wafer_gateway::LogLine>,
+    new_lines: tokio::sync::broadcast::Receiver<(Arc<str>, wafer_gateway::LogLine)>,
 ) -> Response {
     use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
     use tokio_stream::wrappers::{BroadcastStream, IntervalStream};
     use tokio_stream::StreamExt;
 
-    let event = |line: &crate::LogLine| {
+    let event = |line: &wafer_gateway::LogLine| {
         let json = serde_json::to_string(line).unwrap_or_default();
         Ok::<_, std::convert::Infallible>(Bytes::from(format!("data: {json}\n\n")))
     };
-    let last = lines.last().map(crate::LogLine::seq);
+    let last = lines.last().map(wafer_gateway::LogLine::seq);
     let past: Vec<_> = lines.iter().map(event).collect();
     let new = BroadcastStream::new(new_lines).filter_map(move |next| match next {
         Ok((name, line)) if *name == *function && last.is_none_or(|seq| line.seq() > seq) => {
@@ -547,7 +438,7 @@ async fn module(
     Path(raw): Path<String>,
 ) -> Result<Response, Error> {
     let digest: Digest = raw.parse()?;
-    let bytes = app.functions.module(&digest).await?;
+    let bytes = app.functions().module(&digest).await?;
     let mut response = Response::new(Body::from(bytes));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -561,9 +452,15 @@ async fn module(
 async fn invocations(
     _: Admin,
     State(app): State<Arc<App>>,
-    query: Query<crate::invocations::ListQuery>,
+    Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, Error> {
-    crate::invocations::list(&app, query).await
+    let limit = query.limit.unwrap_or(100);
+    Ok(Json(app.invocations().list(limit).await?))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
 }
 
 #[utoipa::path(get, path = "/_wafer/invocations/{id}", tag = "async", security(("token" = [])), params(("id" = String, Path, description = "The invocation id")),
@@ -573,7 +470,7 @@ async fn invocation(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
-    crate::invocations::describe(&app, &id).await
+    Ok(Json(app.invocations().describe(&id).await?))
 }
 
 /// Every live function's counters (those of `/metrics`) and the async queue's depth, as
@@ -581,19 +478,20 @@ async fn invocation(
 #[utoipa::path(get, path = "/_wafer/stats", tag = "operations", security(("token" = [])),
     responses((status = 200, description = "Every live function's counters and the async queue's depth", body = serde_json::Value)))]
 async fn stats(_: Admin, State(app): State<Arc<App>>) -> Json<Value> {
-    let mut functions = app.functions.all();
-    functions.sort_by(|a, b| a.name.cmp(&b.name));
-    let functions: Vec<Value> = functions
-        .iter()
-        .map(|f| {
-            let mut stats = f.metrics().snapshot();
-            stats["name"] = f.name.as_str().into();
-            stats["version"] = f.version.into();
-            stats
-        })
-        .collect();
-    let queue_depth = app.invocations.depth().await;
-    Json(serde_json::json!({ "functions": functions, "queue_depth": queue_depth }))
+    Json(app.stats().await)
+}
+
+/// `ANY /_wafer/async/NAME/REST` with the admin token (as `wafer invoke --async` sends it):
+/// queues the call as the function plane's anonymous endpoint does. The token is consumed
+/// here: it is never stored with the call nor forwarded to the function.
+async fn enqueue(
+    _: Admin,
+    State(app): State<Arc<App>>,
+    mut request: axum::extract::Request,
+) -> Result<Response, Error> {
+    request.headers_mut().remove(header::AUTHORIZATION);
+    app.sanitize(request.headers_mut());
+    app.enqueue(request).await
 }
 
 /// `ok`, or, while a part the node depends on is failing (it still serves), `ok: PROBLEM`.
