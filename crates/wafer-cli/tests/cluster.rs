@@ -567,3 +567,36 @@ fn an_admin_token_given_to_the_nodes_is_the_clusters() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("at least 16 characters"), "{stderr}");
 }
+
+#[test]
+fn a_node_cut_off_from_nats_while_others_deploy_converges_by_itself() {
+    // Three NATS servers, everything in three copies: node A on all of them, node B on the
+    // third only. Cutting the third off leaves the cluster a quorum, so A goes on deploying.
+    let mut servers = Nats::cluster(3);
+    let urls = servers.iter().map(Nats::url).collect::<Vec<_>>().join(",");
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = node_of(&urls, dir_a.path());
+    let b = node_of(&servers[2].url(), dir_b.path());
+    a.deploy("hello", &built("hello-wat.wat"), &[]);
+    a.deploy("gone", &built("hello-wat.wat"), &[]);
+    until(&b, "/hello", 200, Some("Hello from WAT!\n"));
+    until(&b, "/gone", 200, Some("Hello from WAT!\n"));
+
+    servers[2].stop();
+    // Changes made elsewhere meanwhile: a new version, a new function, a removal.
+    a.deploy("hello", &built("hello-c.wasm"), &[]);
+    a.deploy("other", &built("hello-c.wasm"), &[("route", "/other")]);
+    let removed = a.admin(Method::DELETE, "functions/gone").send().unwrap();
+    assert_eq!(removed.status(), 204);
+    // B goes on serving what it had.
+    for _ in 0..20 {
+        assert_eq!(b.get("/hello").text().unwrap(), "Hello from WAT!\n");
+    }
+    servers[2].restart();
+    // Then it converges on its own: nobody redeploys anything.
+    let caught_up = until(&b, "/hello", 200, Some("Hello from C!\n"));
+    until(&b, "/other", 200, Some("Hello from C!\n"));
+    until(&b, "/gone", 404, None);
+    until(&b, "/readyz", 200, Some("ready\n"));
+    println!("converged {} after NATS came back", ms(caught_up));
+}

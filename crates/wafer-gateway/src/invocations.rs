@@ -45,10 +45,12 @@ const HELD: usize = 256;
 /// `request_body`): what bounds the memory enqueues take, as admission does for calls.
 const READING: usize = 16;
 
-/// Tries and the wait between them for a call that finds its function busy (every slot
-/// taken for the admission queue's whole wait).
-const BUSY_TRIES: u32 = 10;
+/// How long a call that finds its function busy (every slot taken by synchronous calls for
+/// the admission queue's whole wait) goes on trying, waiting [`BUSY_WAIT`] more after each
+/// try (up to 10 s between tries), before it fails with the function's `503`.
+const BUSY_FOR: Duration = Duration::from_secs(600);
 const BUSY_WAIT: Duration = Duration::from_secs(1);
+const BUSY_WAIT_MAX: Duration = Duration::from_secs(10);
 
 /// Tries and the wait between them for posting a result to its callback URL.
 const CALLBACK_TRIES: u32 = 3;
@@ -345,7 +347,29 @@ pub(crate) async fn dispatch(app: Weak<App>) {
         };
         let Some(app) = app.upgrade() else { return };
         tokio::spawn(async move {
-            app.run_invocation(job).await;
+            // The call runs in a task of its own, so that a panic on its path is contained:
+            // it is recorded as the invocation's failure instead of leaving it `running`.
+            let run = tokio::spawn({
+                let (app, job) = (app.clone(), job.clone());
+                async move { app.run_invocation(job).await }
+            });
+            if let Err(e) = run.await {
+                let why = match e.is_panic() {
+                    true => "the server failed while running it (a panic; see its log)",
+                    false => "the server stopped running it",
+                };
+                tracing::error!(id = %job.invocation.id, "asynchronous invocation: {why}: {e}");
+                let outcome = Outcome {
+                    state: Stage::Failed,
+                    status: 500,
+                    headers: Vec::new(),
+                    error: Some(why.to_owned()),
+                    body: Bytes::new(),
+                };
+                if let Err(e) = app.invocations.queue.finish(&job, outcome).await {
+                    tracing::error!(id = %job.invocation.id, "cannot record the failure: {e}");
+                }
+            }
             drop(permit);
         });
     }
@@ -392,19 +416,19 @@ impl App {
             };
             let stdout = function.config.limits.stdout.as_u64();
             let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-            let mut tries = 0;
+            let (busy_since, mut wait) = (std::time::Instant::now(), BUSY_WAIT);
             loop {
                 let resolved = Resolved {
                     function: function.clone(),
                     route: 0,
                     script_name_len,
                 };
-                tries += 1;
                 let response = match self.call_resolved(resolved, request()?, peer).await {
                     Ok(response) => response,
                     // Synchronous calls held every slot: an asynchronous one can wait.
-                    Err(Error::Busy(_)) if tries < BUSY_TRIES => {
-                        tokio::time::sleep(BUSY_WAIT).await;
+                    Err(Error::Busy(_)) if busy_since.elapsed() < BUSY_FOR => {
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(BUSY_WAIT_MAX);
                         continue;
                     }
                     Err(error) => error.into_response(),

@@ -208,7 +208,7 @@ impl Functions {
         let current = self.function(&name);
         if current
             .as_deref()
-            .is_some_and(|f| *f.deployment == deployment)
+            .is_some_and(|f| *f.deployment == deployment && f.program().is_ok())
         {
             // The active version is served already (the record changed otherwise).
             self.swap(revision, |live| {
@@ -601,11 +601,62 @@ impl Functions {
     }
 }
 
+/// First wait before loading again an active version that failed to load (its module could
+/// not be read from the store for a moment, say); doubled after each failure up to
+/// [`RELOAD_MAX`], so that a node recovers without a redeploy and a module that can never
+/// load costs one attempt a minute.
+const RELOAD_FIRST: Duration = Duration::from_secs(1);
+const RELOAD_MAX: Duration = Duration::from_secs(60);
+
+impl Functions {
+    /// Whether any active version failed to load.
+    fn any_failed(&self) -> bool {
+        self.live
+            .load()
+            .functions
+            .values()
+            .any(|f| f.program().is_err())
+    }
+
+    /// Loads again the active versions that failed to load; says whether any still fails.
+    /// Runs in the task that follows the watch, so no newer record can be overtaken.
+    async fn reload_failed(&self) -> bool {
+        let failed: Vec<Arc<FunctionRecord>> = {
+            let live = self.live.load();
+            live.functions
+                .iter()
+                .filter(|(_, f)| f.program().is_err())
+                .filter_map(|(name, _)| live.records.get(name).cloned())
+                .collect()
+        };
+        for record in failed {
+            let revision = *self.applied.borrow();
+            self.apply_put(record, revision).await;
+        }
+        self.any_failed()
+    }
+}
+
 /// Follows the registry's watch until the table is dropped; when the watch ends (the store
-/// went away), watches again and catches up.
+/// went away), watches again and catches up. Active versions that failed to load are
+/// loaded again meanwhile ([`RELOAD_FIRST`]).
 async fn follow(functions: Weak<Functions>, mut watch: Watch) {
+    // While an active version failed to load: when to try again.
+    let mut reload: Option<Duration> = None;
     loop {
-        while let Some(event) = watch.next().await {
+        loop {
+            let event = tokio::select! {
+                event = watch.next() => event,
+                () = tokio::time::sleep(reload.unwrap_or_default()), if reload.is_some() => {
+                    let Some(table) = functions.upgrade() else {
+                        return;
+                    };
+                    let wait = reload.unwrap_or(RELOAD_FIRST);
+                    reload = table.reload_failed().await.then(|| (wait * 2).min(RELOAD_MAX));
+                    continue;
+                }
+            };
+            let Some(event) = event else { break };
             let Some(functions) = functions.upgrade() else {
                 return;
             };
@@ -615,6 +666,9 @@ async fn follow(functions: Weak<Functions>, mut watch: Watch) {
                     tracing::error!("the registry's watch failed: {e}; serving what is loaded");
                     break;
                 }
+            }
+            if reload.is_none() && functions.any_failed() {
+                reload = Some(RELOAD_FIRST);
             }
         }
         loop {
