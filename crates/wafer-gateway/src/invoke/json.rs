@@ -305,6 +305,17 @@ mod tests {
     }
 
     #[test]
+    fn nesting_is_bounded() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let error = parse(deep.as_bytes()).unwrap_err();
+        assert!(
+            error.to_string().contains("recursion limit exceeded"),
+            "{error}"
+        );
+        assert!(check(deep.as_bytes()).is_ok());
+    }
+
+    #[test]
     fn invalid_json_is_reported_as_such() {
         assert!(matches!(parse(b"[1, "), Err(JsonError::Invalid(_))));
         assert!(matches!(parse(b"[1] x"), Err(JsonError::Invalid(_))));
