@@ -377,7 +377,7 @@ async fn logs(
     }
     let since = q.since.as_deref().map(since).transpose()?;
     // Subscribed before the tail is read, so no line falls between the two.
-    let follow = q.follow.then(|| app.logs().follow());
+    let follow = q.follow.then(|| app.logs().follow(name.as_str()));
     let mut lines = app.logs().tail(name.as_str(), q.tail.unwrap_or(100));
     if let Some(since) = since {
         lines.retain(|line| line.at() > since);

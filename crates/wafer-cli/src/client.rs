@@ -8,6 +8,8 @@ use serde_json::Value;
 
 use crate::DataArgs;
 
+mod cacert;
+
 /// Where the server is and how to prove we may administer it.
 #[derive(clap::Args)]
 pub(crate) struct ServerArgs {
@@ -249,22 +251,14 @@ impl ServerArgs {
             .bearer_auth(self.token()?))
     }
 
-    /// An HTTP client trusting `--cacert` as well as the system's roots.
+    /// An HTTP client trusting `--cacert` as well as the built-in roots: as a CA, and as
+    /// the server's own certificate, self-signed (see [`cacert`]).
     fn client(&self) -> anyhow::Result<reqwest::Client> {
         let mut builder = reqwest::Client::builder();
         if let Some(path) = &self.cacert {
             let pem = std::fs::read(path)
                 .with_context(|| format!("cannot read the CA certificate {}", path.display()))?;
-            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
-                .with_context(|| format!("{}: not a PEM certificate", path.display()))?;
-            anyhow::ensure!(
-                !certificates.is_empty(),
-                "{}: no PEM certificate in it",
-                path.display()
-            );
-            for certificate in certificates {
-                builder = builder.add_root_certificate(certificate);
-            }
+            builder = builder.use_preconfigured_tls(cacert::tls_config(path, &pem)?);
         }
         builder.build().context("cannot set up the HTTP client")
     }

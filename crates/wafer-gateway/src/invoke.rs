@@ -27,6 +27,8 @@ use crate::error::Error;
 use crate::logs::LogBook;
 use crate::schema::{self, Types};
 
+pub(crate) mod json;
+
 /// What a request asks a waPC or exports function to do.
 pub struct Call<'a> {
     /// The request's method (operations are called with `POST`).
@@ -332,16 +334,19 @@ pub(crate) fn component_function(name: &str, call: &Call<'_>) -> Result<String, 
 }
 
 /// The JSON arguments of a component call: an array, an object by parameter name, or
-/// nothing for a function without parameters.
+/// nothing for a function without parameters; at most [`json::MAX_JSON_VALUES`] values.
 pub(crate) fn component_args(body: &[u8]) -> Result<serde_json::Value, Error> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(serde_json::Value::Null);
     }
-    serde_json::from_slice(body).map_err(|e| {
-        Error::BadRequest(format!(
-            "the body is not valid JSON ({e}); send the arguments as a JSON array, or an \
-             object by parameter name"
-        ))
+    json::parse(body).map_err(|e| {
+        Error::BadRequest(match e {
+            json::JsonError::TooLarge => json::too_large(),
+            json::JsonError::Invalid(e) => format!(
+                "the body is not valid JSON ({e}); send the arguments as a JSON array, or an \
+                 object by parameter name"
+            ),
+        })
     })
 }
 
@@ -355,15 +360,19 @@ fn media_type(content_type: Option<&str>) -> String {
 }
 
 /// Turns a JSON body into arguments for an export of type `ty`: numbers take the type of
-/// the parameter they land on; a string is passed as bytes (two `i32` parameters).
+/// the parameter they land on; a string is passed as bytes (two `i32` parameters). The body
+/// may hold at most [`json::MAX_JSON_VALUES`] values.
 pub(crate) fn json_args(ty: &Signature, body: &[u8]) -> Result<Vec<Value>, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Vec::new());
     }
-    let json: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        format!("the body is not valid JSON ({e}); send the arguments as a JSON array, e.g. [3, 2]")
+    let parsed = json::parse(body).map_err(|e| match e {
+        json::JsonError::TooLarge => json::too_large(),
+        json::JsonError::Invalid(e) => format!(
+            "the body is not valid JSON ({e}); send the arguments as a JSON array, e.g. [3, 2]"
+        ),
     })?;
-    let args = match json {
+    let args = match parsed {
         serde_json::Value::Array(args) => args,
         single => vec![single],
     };

@@ -1,7 +1,8 @@
 //! Function logs: the lines a function's calls wrote to stderr or through log imports, and the
 //! faults that ended them, each tagged with its request id. Kept in memory per function,
 //! bounded in lines and bytes; new lines are also sent to whoever follows them
-//! ([`LogBook::follow`]).
+//! ([`LogBook::follow`]), through a channel of the function's own, so that a function that
+//! logs a lot cannot make the followers of another one miss lines.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -58,8 +59,19 @@ impl LogLine {
     }
 }
 
-/// Lines a follower may fall behind by before it is told it missed some.
+/// Lines a follower may fall behind its function's writing by before it is told it missed
+/// some: 1024, per followed function (a channel holds that many lines, shared by the
+/// function's followers).
 const FOLLOW_BUFFER: usize = 1024;
+
+/// A line sent to followers, with its function's name.
+type Followed = (Arc<str>, LogLine);
+
+/// The channel of one function's followers.
+struct Followers {
+    function: Arc<str>,
+    sender: broadcast::Sender<Followed>,
+}
 
 /// Lines within a count and a byte budget; the oldest go first.
 #[derive(Default)]
@@ -87,22 +99,15 @@ struct FunctionLog {
     guest: Ring,
     notes: Ring,
     seq: u64,
+    /// Its followers' channel: made by the first [`LogBook::follow`], dropped once nobody
+    /// follows (at the next line) or with the log ([`LogBook::forget`]).
+    followers: Option<Followers>,
 }
 
 /// The recent log lines of every function.
+#[derive(Default)]
 pub struct LogBook {
     functions: Mutex<HashMap<String, FunctionLog>>,
-    /// New lines with their function's name, for followers.
-    new_lines: broadcast::Sender<(Arc<str>, LogLine)>,
-}
-
-impl Default for LogBook {
-    fn default() -> Self {
-        Self {
-            functions: Mutex::default(),
-            new_lines: broadcast::Sender::new(FOLLOW_BUFFER),
-        }
-    }
 }
 
 /// Which ring a line goes to.
@@ -147,12 +152,18 @@ impl LogBook {
         let at = SystemTime::now();
         let time = humantime::format_rfc3339_millis(at).to_string();
         let text = String::from_utf8_lossy(text);
-        let followed = (self.new_lines.receiver_count() > 0).then(|| Arc::<str>::from(function));
         let mut functions = self.functions.lock().unwrap_or_else(|e| e.into_inner());
         let log = match functions.get_mut(function) {
             Some(log) => log,
             None => functions.entry(function.to_owned()).or_default(),
         };
+        if log
+            .followers
+            .as_ref()
+            .is_some_and(|f| f.sender.receiver_count() == 0)
+        {
+            log.followers = None;
+        }
         for line in text.lines() {
             tracing::debug!(function, request_id, "{line}");
             log.seq += 1;
@@ -163,8 +174,10 @@ impl LogBook {
                 seq: log.seq,
                 at,
             };
-            if let Some(function) = &followed {
-                let _ = self.new_lines.send((function.clone(), line.clone()));
+            if let Some(followers) = &log.followers {
+                let _ = followers
+                    .sender
+                    .send((followers.function.clone(), line.clone()));
             }
             match source {
                 Source::Guest => log.guest.push(line, LINES_KEPT, BYTES_KEPT),
@@ -188,13 +201,26 @@ impl LogBook {
             .collect()
     }
 
-    /// New lines of every function from now on, with the function's name: filter by name.
-    /// A follower more than [`FOLLOW_BUFFER`] lines behind gets `Lagged` and goes on.
-    pub fn follow(&self) -> broadcast::Receiver<(Arc<str>, LogLine)> {
-        self.new_lines.subscribe()
+    /// New lines of `function` from now on, each with the function's name. A follower more
+    /// than [`FOLLOW_BUFFER`] lines behind gets `Lagged` and goes on; other functions' lines
+    /// never count against it. The channel closes when the function's log is forgotten
+    /// ([`LogBook::forget`], when the function is removed).
+    pub fn follow(&self, function: &str) -> broadcast::Receiver<(Arc<str>, LogLine)> {
+        let mut functions = self.functions.lock().unwrap_or_else(|e| e.into_inner());
+        let log = match functions.get_mut(function) {
+            Some(log) => log,
+            None => functions.entry(function.to_owned()).or_default(),
+        };
+        log.followers
+            .get_or_insert_with(|| Followers {
+                function: Arc::from(function),
+                sender: broadcast::Sender::new(FOLLOW_BUFFER),
+            })
+            .sender
+            .subscribe()
     }
 
-    /// Forgets a removed function's lines.
+    /// Forgets a removed function's lines, and ends its followers' streams.
     pub fn forget(&self, function: &str) {
         self.functions
             .lock()
@@ -250,5 +276,55 @@ mod tests {
         assert_eq!(kept[0].text, "the guest's own line");
         assert_eq!(kept.len(), 1 + NOTES_KEPT);
         assert_eq!(kept.last().unwrap().request_id, "9999");
+    }
+
+    #[test]
+    fn a_noisy_function_does_not_make_another_functions_follower_lag() {
+        use broadcast::error::TryRecvError;
+        let book = LogBook::default();
+        let mut quiet = book.follow("quiet");
+        let mut noisy = book.follow("noisy");
+        book.append("quiet", "1", b"before the noise");
+        for i in 0..4 * FOLLOW_BUFFER {
+            book.append("noisy", &i.to_string(), b"noise");
+        }
+        book.append("quiet", "2", b"after the noise");
+        let (name, line) = quiet.try_recv().unwrap();
+        assert_eq!((&*name, line.text.as_str()), ("quiet", "before the noise"));
+        let (_, line) = quiet.try_recv().unwrap();
+        assert_eq!(line.text, "after the noise");
+        assert!(matches!(quiet.try_recv(), Err(TryRecvError::Empty)));
+        // The noisy function's own follower did fall behind, and is told so.
+        assert!(matches!(noisy.try_recv(), Err(TryRecvError::Lagged(_))));
+        let (name, _) = noisy.try_recv().unwrap();
+        assert_eq!(&*name, "noisy");
+    }
+
+    #[test]
+    fn a_functions_channel_lives_while_it_is_followed() {
+        use broadcast::error::TryRecvError;
+        let book = LogBook::default();
+        let followed = |book: &LogBook| {
+            book.functions
+                .lock()
+                .unwrap()
+                .get("f")
+                .is_some_and(|log| log.followers.is_some())
+        };
+        book.append("f", "1", b"nobody follows");
+        assert!(!followed(&book));
+        let first = book.follow("f");
+        let mut second = book.follow("f");
+        book.append("f", "2", b"two follow");
+        drop(first);
+        assert_eq!(second.try_recv().unwrap().1.text, "two follow");
+        drop(second);
+        assert!(followed(&book));
+        book.append("f", "3", b"nobody follows again");
+        assert!(!followed(&book));
+        // Forgetting the function ends its followers' streams.
+        let mut last = book.follow("f");
+        book.forget("f");
+        assert!(matches!(last.try_recv(), Err(TryRecvError::Closed)));
     }
 }

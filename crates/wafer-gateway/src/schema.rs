@@ -286,8 +286,11 @@ impl Schemas {
     }
 }
 
-/// JSON to protobuf, validated against `message`; errors name the field.
+/// JSON to protobuf, validated against `message`; errors name the field. The JSON may hold at
+/// most [`MAX_JSON_VALUES`](crate::invoke::json::MAX_JSON_VALUES) values: it is counted
+/// first, then decoded straight into the message.
 pub(crate) fn json_to_protobuf(message: &MessageDescriptor, json: &[u8]) -> Result<Vec<u8>, Error> {
+    crate::invoke::json::check(json).map_err(|e| Error::BadRequest(e.to_string()))?;
     let mut deserializer = serde_json::Deserializer::from_slice(json);
     let decoded = DynamicMessage::deserialize(message.clone(), &mut deserializer)
         .and_then(|m| deserializer.end().map(|()| m))

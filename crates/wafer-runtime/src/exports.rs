@@ -291,9 +291,16 @@ impl Instance {
             .collect();
         let params: Vec<&str> = ty.params().map(|t| type_name(&t)).collect();
         if lowered != params {
+            // A call with far too many arguments is named by its count, not listed whole.
+            let shown = params.len() + 1;
+            let listed = match lowered.get(..shown) {
+                Some(first) if lowered.len() > shown => {
+                    format!("{}, ... {} in all", first.join(", "), lowered.len())
+                }
+                _ => lowered.join(", "),
+            };
             return Err(mismatch(format!(
-                "called with ({}){}",
-                lowered.join(", "),
+                "called with ({listed}){}",
                 if args.iter().any(|a| matches!(a, Value::Bytes(_))) {
                     " (a string or bytes argument is passed as ptr: i32, len: i32)"
                 } else {

@@ -170,6 +170,11 @@ impl ComponentFunctions {
     /// Calls function `name` in a fresh instance, within the options' limits. `args` is a
     /// JSON array of the arguments in order, or an object of them by parameter name; every
     /// argument is checked against its type before the instance is created.
+    ///
+    /// The result, written as compact JSON text, may take at most the `stdout` limit
+    /// ([`Limits::stdout`](crate::Limits::stdout), 16 MiB by default); a larger one fails the
+    /// call with [`Fault::OutputTooLarge`], counted while it is converted, so no more than
+    /// the limit's worth is ever built.
     pub async fn call(&self, options: &HttpOptions, name: &str, args: &Json) -> Called {
         let failed = |e| Called {
             result: Err(e),
@@ -205,11 +210,8 @@ impl ComponentFunctions {
         };
         let running = Running::start();
         let outcome = match tokio::time::timeout(limits.timeout, run).await {
-            Ok(Ok(())) => Ok(match results.as_slice() {
-                [] => Json::Null,
-                [one] => to_json(one),
-                many => Json::Array(many.iter().map(to_json).collect()),
-            }),
+            Ok(Ok(())) => results_to_json(&results, limits.stdout_bytes())
+                .map_err(|TooLarge| CallError::Fault(Fault::OutputTooLarge(limits.stdout))),
             Ok(Err(e)) => Err(CallError::Fault(fault(store.data(), &e, &limits))),
             Err(_) => Err(CallError::Fault(Fault::Timeout(limits.timeout))),
         };
@@ -574,6 +576,155 @@ fn elements(ty: &Type, items: &[Json]) -> Result<Vec<Val>, String> {
         .collect()
 }
 
+/// A result past its limit as JSON text.
+#[derive(Debug)]
+struct TooLarge;
+
+/// Bytes of JSON text still allowed for a result.
+struct TextBudget(usize);
+
+impl TextBudget {
+    fn spend(&mut self, bytes: usize) -> Result<(), TooLarge> {
+        self.0 = self.0.checked_sub(bytes).ok_or(TooLarge)?;
+        Ok(())
+    }
+
+    /// Spends the length of `json` (a number, string or other leaf) as compact text.
+    fn leaf(&mut self, json: Json) -> Result<Json, TooLarge> {
+        self.spend(text_len(&json))?;
+        Ok(json)
+    }
+
+    /// Spends the length of `text` as a JSON string, quotes and escapes included.
+    fn string(&mut self, text: &str) -> Result<(), TooLarge> {
+        let mut counter = Counter(0);
+        // A `Counter` never fails, so neither does writing to it.
+        let _ = serde_json::to_writer(&mut counter, text);
+        self.spend(counter.0)
+    }
+
+    /// Spends the length of `key` as an object's key, with its quotes and colon.
+    fn key(&mut self, key: &str) -> Result<(), TooLarge> {
+        self.string(key)?;
+        self.spend(1)
+    }
+}
+
+/// Counts the bytes written to it.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The length of `json` as compact text (as `Display` writes it), without writing it out.
+fn text_len(json: &Json) -> usize {
+    let mut counter = Counter(0);
+    // A `Counter` never fails, and a `Value` always serializes.
+    let _ = serde_json::to_writer(&mut counter, json);
+    counter.0
+}
+
+/// A call's results as JSON (`null` for none, one as is, several as an array), within
+/// `limit` bytes of compact JSON text.
+fn results_to_json(results: &[Val], limit: usize) -> Result<Json, TooLarge> {
+    let mut budget = TextBudget(limit);
+    match results {
+        [] => budget.leaf(Json::Null),
+        [one] => to_json_within(one, &mut budget),
+        many => array_within(many.iter(), &mut budget),
+    }
+}
+
+/// `items` as a JSON array within the budget: its brackets, commas and items.
+fn array_within<'a>(
+    items: impl ExactSizeIterator<Item = &'a Val>,
+    budget: &mut TextBudget,
+) -> Result<Json, TooLarge> {
+    budget.spend(2 + items.len().saturating_sub(1))?;
+    // Not `with_capacity(items.len())`: the budget, not the guest's count, bounds what is
+    // built.
+    let mut array = Vec::new();
+    for item in items {
+        array.push(to_json_within(item, budget)?);
+    }
+    Ok(Json::Array(array))
+}
+
+/// `fields` as a JSON object within the budget: its braces, commas, keys and values.
+fn object_within<'a>(
+    fields: impl ExactSizeIterator<Item = (&'a str, Option<&'a Val>)>,
+    budget: &mut TextBudget,
+) -> Result<Json, TooLarge> {
+    budget.spend(2 + fields.len().saturating_sub(1))?;
+    let mut object = Map::new();
+    for (name, value) in fields {
+        budget.key(name)?;
+        let value = match value {
+            Some(value) => to_json_within(value, budget)?,
+            None => budget.leaf(Json::Null)?,
+        };
+        object.insert(name.to_owned(), value);
+    }
+    Ok(Json::Object(object))
+}
+
+/// A value as JSON, as [`to_json`] writes it, spending its length as compact text from the
+/// budget as it goes.
+fn to_json_within(val: &Val, budget: &mut TextBudget) -> Result<Json, TooLarge> {
+    match val {
+        Val::List(items) | Val::Tuple(items) | Val::FixedLengthList(items) => {
+            array_within(items.iter(), budget)
+        }
+        Val::Map(pairs) => {
+            budget.spend(2 + pairs.len().saturating_sub(1))?;
+            let mut array = Vec::new();
+            for (k, v) in pairs {
+                budget.spend(3)?;
+                let pair = vec![to_json_within(k, budget)?, to_json_within(v, budget)?];
+                array.push(Json::Array(pair));
+            }
+            Ok(Json::Array(array))
+        }
+        Val::Record(fields) => object_within(
+            fields
+                .iter()
+                .map(|(name, value)| (name.as_str(), Some(value))),
+            budget,
+        ),
+        Val::Variant(case, Some(payload)) => {
+            object_within(std::iter::once((case.as_str(), Some(&**payload))), budget)
+        }
+        Val::Option(Some(value)) => to_json_within(value, budget),
+        Val::Result(Ok(value)) => object_within(std::iter::once(("ok", value.as_deref())), budget),
+        Val::Result(Err(value)) => {
+            object_within(std::iter::once(("err", value.as_deref())), budget)
+        }
+        Val::Flags(names) => {
+            budget.spend(2 + names.len().saturating_sub(1))?;
+            let mut array = Vec::new();
+            for name in names {
+                array.push(budget.leaf(json!(name))?);
+            }
+            Ok(Json::Array(array))
+        }
+        // Counted before it is copied.
+        Val::String(text) => {
+            budget.string(text)?;
+            Ok(Json::String(text.clone()))
+        }
+        // Scalars, cases without payload, enums, `none`, and what cannot cross.
+        leaf => budget.leaf(to_json(leaf)),
+    }
+}
+
 /// A value as JSON, as [`to_val`] reads it.
 fn to_json(val: &Val) -> Json {
     let float = |f: f64| match serde_json::Number::from_f64(f) {
@@ -621,5 +772,75 @@ fn to_json(val: &Val) -> Json {
         Val::Future(_) => json!("<future>"),
         Val::Stream(_) => json!("<stream>"),
         Val::ErrorContext(_) => json!("<error-context>"),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Values of every shape a result can take.
+    fn samples() -> Vec<Val> {
+        let point = |x: f64| {
+            Val::Record(vec![
+                ("x".into(), Val::Float64(x)),
+                ("y\"q".into(), Val::Float32(0.5)),
+            ])
+        };
+        vec![
+            Val::Bool(true),
+            Val::S64(i64::MIN),
+            Val::U64(u64::MAX),
+            Val::Float64(f64::NAN),
+            Val::Float64(1.0),
+            Val::Char('é'),
+            Val::String("line\n\"quoted\" \u{1}".into()),
+            Val::List(vec![Val::U8(0), Val::U8(255)]),
+            Val::List(Vec::new()),
+            Val::Tuple(vec![point(1.5), point(-2.0)]),
+            Val::Map(vec![(Val::String("k".into()), Val::S32(-1))]),
+            Val::Variant("circle".into(), Some(Box::new(Val::Float64(2.0)))),
+            Val::Variant("dot".into(), None),
+            Val::Enum("cm".into()),
+            Val::Option(None),
+            Val::Option(Some(Box::new(Val::U32(7)))),
+            Val::Result(Ok(None)),
+            Val::Result(Err(Some(Box::new(Val::String("no points".into()))))),
+            Val::Flags(vec!["bold".into(), "italic".into()]),
+            Val::Flags(Vec::new()),
+        ]
+    }
+
+    #[test]
+    fn a_result_is_counted_as_exactly_its_json_text() {
+        let all = samples();
+        let cases: Vec<Vec<Val>> = all
+            .iter()
+            .map(|v| vec![v.clone()])
+            .chain([Vec::new(), all.clone()])
+            .collect();
+        for results in cases {
+            let expected = match results.as_slice() {
+                [] => Json::Null,
+                [one] => to_json(one),
+                many => Json::Array(many.iter().map(to_json).collect()),
+            };
+            let len = expected.to_string().len();
+            assert_eq!(results_to_json(&results, len).unwrap(), expected);
+            assert!(
+                results_to_json(&results, len - 1).is_err(),
+                "{expected} fits in {} bytes",
+                len - 1
+            );
+        }
+    }
+
+    #[test]
+    fn a_large_list_stops_at_the_limit() {
+        let big = Val::List(vec![Val::Bool(false); 1_000_000]);
+        assert!(results_to_json(&[big], 1024).is_err());
+        let text = Val::String("x".repeat(1 << 20));
+        assert!(results_to_json(&[text], 1 << 20).is_err());
     }
 }
