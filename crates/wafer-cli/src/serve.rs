@@ -363,8 +363,17 @@ impl Server {
         }
         // Tests and scripts read this line to learn the port.
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        println!("listening on {scheme}://{local}");
-        println!("admin on {scheme}://{admin}");
+        {
+            // Both lines in one write, and no panic if whoever started the server stopped
+            // reading its output.
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = write!(
+                out,
+                "listening on {scheme}://{local}\nadmin on {scheme}://{admin}\n"
+            );
+            let _ = out.flush();
+        }
         tracing::info!(
             "admin token: {} (or set WAFER_TOKEN)",
             data.join("admin-token").display()
@@ -378,6 +387,15 @@ impl Server {
             self.config,
         );
         if let Some(cluster) = self.cluster {
+            // A token another node sets becomes this node's at once (and the file's, for
+            // the `wafer` commands on this machine).
+            let (token, data) = (app.token().clone(), data.to_owned());
+            cluster.follow_admin_token(move |new| {
+                if let Err(e) = wafer_registry::set_admin_token(&data, &new) {
+                    tracing::warn!("cannot write the cluster's new admin token: {e}");
+                }
+                token.set(new);
+            });
             app.set_health_check(Box::new(move || cluster.problem()));
         }
         if let Some((path, manifest)) = watch {

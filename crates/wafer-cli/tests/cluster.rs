@@ -180,6 +180,8 @@ fn nats_unreachable_at_start_is_a_clear_error() {
             "serve",
             "--listen",
             "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
             "--cluster",
             &url,
             "--data",
@@ -556,6 +558,8 @@ fn an_admin_token_given_to_the_nodes_is_the_clusters() {
             "serve",
             "--listen",
             "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
             "--admin-token",
             "short",
             "--data",
@@ -599,4 +603,44 @@ fn a_node_cut_off_from_nats_while_others_deploy_converges_by_itself() {
     until(&b, "/gone", 404, None);
     until(&b, "/readyz", 200, Some("ready\n"));
     println!("converged {} after NATS came back", ms(caught_up));
+}
+
+#[test]
+fn a_new_admin_token_set_by_one_node_is_taken_by_the_running_ones() {
+    let nats = Nats::start();
+    let a = node(&nats);
+    let old = a.token.clone();
+    assert_eq!(
+        a.admin(Method::GET, "functions").send().unwrap().status(),
+        200
+    );
+    // A node started with a token of the operator's makes it the cluster's.
+    let new = "a-new-token-for-the-whole-cluster";
+    let dir = tempfile::tempdir().unwrap();
+    let url = nats.url();
+    let mut c = Server::start_with(
+        dir.path(),
+        &["serve", "--cluster", &url, "--admin-token", new],
+    );
+    c.keep(dir);
+    let list = |token: &str| {
+        a.client
+            .get(format!("{}/_wafer/functions", a.admin_url))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+            .status()
+    };
+    let started = Instant::now();
+    while list(new) != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "A never took the new token"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(list(&old), 401, "A still accepts the old token");
+    // And the CLI on A's machine finds the new one.
+    let file = std::fs::read_to_string(a.data.join("admin-token")).unwrap();
+    assert_eq!(file.trim(), new);
 }

@@ -100,6 +100,8 @@ fn manifest_errors_name_the_field_and_line() {
             manifest.to_str().unwrap(),
             "--listen",
             "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
             "--data",
         ])
         .arg(dir.path().join("data"))

@@ -58,7 +58,14 @@ fn serve(template: &str, name: &str, path: &str, body: &str) -> String {
     );
 
     let mut up = Command::new(WAFER)
-        .args(["up", "--listen", "127.0.0.1:0", "--data", ".wafer"])
+        .args([
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--data", ".wafer"])
         .current_dir(&project)
         .stdout(Stdio::piped())
         .spawn()

@@ -52,6 +52,10 @@ const BUSY_FOR: Duration = Duration::from_secs(600);
 const BUSY_WAIT: Duration = Duration::from_secs(1);
 const BUSY_WAIT_MAX: Duration = Duration::from_secs(10);
 
+/// How long a call waits for its function to load on this node when the registry has it but
+/// the table does not yet (a version still compiling here, during a rollout).
+const LOADING: Duration = Duration::from_secs(60);
+
 /// Tries and the wait between them for posting a result to its callback URL.
 const CALLBACK_TRIES: u32 = 3;
 const CALLBACK_WAIT: Duration = Duration::from_secs(1);
@@ -392,9 +396,12 @@ impl App {
     async fn run_job(&self, job: &Job) -> Outcome {
         let invocation = &job.invocation;
         let result = async {
+            // A function this node is still loading (a deploy on another node, just
+            // taken) is waited for rather than answered `404`.
             let function = self
                 .functions
-                .function(&invocation.function)
+                .loaded(&invocation.function, LOADING)
+                .await
                 .ok_or_else(|| RegistryError::NotFound(invocation.function.to_string()))?;
             let (path, script_name_len) = target(&function, &invocation.path)?;
             let _slot = self.invocations.slots(&function).acquire_owned().await;

@@ -301,3 +301,46 @@ impl Cluster {
         }
     }
 }
+
+/// How long to wait before watching the cluster's admin token again after the watch failed.
+const TOKEN_REWATCH: Duration = Duration::from_secs(1);
+
+impl Cluster {
+    /// Follows the cluster's admin token: calls `changed` with each value set from now on (a
+    /// node started with `--admin-token` sets it), so every running node accepts the new token
+    /// and stops accepting the old one without a restart. Runs until the process ends; a
+    /// failed watch is set up again.
+    pub fn follow_admin_token(&self, changed: impl Fn(String) + Send + Sync + 'static) {
+        use tokio_stream::StreamExt;
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let watched = async {
+                    let settings = cluster.kv(SETTINGS, 1).await.map_err(|e| e.to_string())?;
+                    settings
+                        .watch("admin-token")
+                        .await
+                        .map_err(|e| e.to_string())
+                };
+                match watched.await {
+                    Ok(mut changes) => {
+                        while let Some(change) = changes.next().await {
+                            match change {
+                                Ok(entry) if entry.operation == kv::Operation::Put => {
+                                    changed(String::from_utf8_lossy(&entry.value).into_owned())
+                                }
+                                Ok(_) => {}
+                                Err(e) => {
+                                    tracing::warn!("watching the cluster's admin token: {e}");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!("cannot watch the cluster's admin token: {e}"),
+                }
+                tokio::time::sleep(TOKEN_REWATCH).await;
+            }
+        });
+    }
+}

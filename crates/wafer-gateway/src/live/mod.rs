@@ -486,6 +486,33 @@ impl Functions {
         })
     }
 
+    /// The live function `name`, waiting up to `limit` for the table to load it if the
+    /// registry has it already (a record this node has not finished compiling, in a
+    /// rollout); `None` if it does not exist or did not load in time.
+    pub(crate) async fn loaded(
+        &self,
+        name: &FunctionName,
+        limit: Duration,
+    ) -> Option<Arc<Function>> {
+        if let Some(function) = self.function(name) {
+            return Some(function);
+        }
+        match self.registry.record(name).await {
+            Ok(Some(_)) => {}
+            _ => return None,
+        }
+        let mut changes = self.applied.subscribe();
+        let waited = tokio::time::timeout(limit, async {
+            loop {
+                if let Some(function) = self.function(name) {
+                    return Some(function);
+                }
+                changes.changed().await.ok()?;
+            }
+        });
+        waited.await.ok().flatten()
+    }
+
     /// Makes the version before the active one active again, once it is known to load.
     pub async fn rollback(&self, name: &FunctionName) -> Result<Deployed, Error> {
         loop {
