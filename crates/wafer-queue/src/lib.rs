@@ -85,7 +85,8 @@ impl QueueConfig {
     }
 }
 
-/// How long a finished invocation's record and result are kept.
+/// How long a finished invocation's record and result are kept: 24 hours at most, less when
+/// the byte budget ([`QueueConfig::max_bytes`]) needs the room for newer ones.
 pub const RETAIN: Duration = Duration::from_secs(24 * 3600);
 
 /// A call to run later, as the gateway took it.
