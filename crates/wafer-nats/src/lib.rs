@@ -41,7 +41,7 @@ use async_nats::jetstream::kv;
 
 pub use bus::{retry_delay, NatsBus, ATTEMPTS};
 pub use namespaces::NatsKv;
-pub use queue::NatsQueue;
+pub use queue::{NatsQueue, ACK_WAIT, INLINE, KEPT, MAX_ERROR, PROGRESS};
 pub use store::NatsStore;
 
 /// The bucket of cluster-wide settings (the admin token).

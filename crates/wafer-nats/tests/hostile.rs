@@ -138,6 +138,21 @@ async fn every_stream_and_bucket_wafer_creates_has_a_byte_limit() {
             })
             .await
             .unwrap();
+        // And the invocation records as an earlier version made them: refusing past the
+        // limit, which now drops the oldest instead.
+        jetstream
+            .create_stream(async_nats::jetstream::stream::Config {
+                name: "KV_wafer_invocations".into(),
+                subjects: vec!["$KV.wafer_invocations.>".into()],
+                max_messages_per_subject: 1,
+                max_age: wafer_nats::KEPT,
+                allow_rollup: true,
+                deny_delete: true,
+                discard: async_nats::jetstream::stream::DiscardPolicy::New,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
     }
     let cluster = nats.connect().await;
     let _store = NatsStore::open(&cluster).await.unwrap();
@@ -199,6 +214,13 @@ async fn every_stream_and_bucket_wafer_creates_has_a_byte_limit() {
         .map(|(_, b)| b)
         .sum();
     assert_eq!(queue_total, wafer_queue::MAX_BYTES as i64);
+    let mut records = cluster
+        .jetstream()
+        .get_stream("KV_wafer_invocations")
+        .await
+        .unwrap();
+    let discard = records.info().await.unwrap().config.discard;
+    assert_eq!(discard, async_nats::jetstream::stream::DiscardPolicy::Old);
 
     // A limit changed in the configuration applies to the existing stream at the next start.
     let mut config = nats.config();
