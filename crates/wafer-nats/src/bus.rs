@@ -9,7 +9,12 @@
 //! message is acknowledged after the subscriber's call succeeds; a failed call is retried
 //! after a growing delay ([`retry_delay`]), and after [`ATTEMPTS`] failures the message moves
 //! to `wafer.dead.<function>` in the stream `wafer_dead` (with the last error in the header
-//! `Wafer-Error`) and is acknowledged. A node that dies mid-call leaves the message
+//! `Wafer-Error`) and is acknowledged. A node that does not know the function as a
+//! subscriber (one still on the old version during a rollout) hands the message back with the
+//! same delays, and it is dropped only after [`ATTEMPTS`] deliveries found no subscriber.
+//! `wafer_messages` holds at most [`ClusterConfig::messages_max_bytes`](crate::ClusterConfig)
+//! (past it a publish fails), `wafer_dead` at most
+//! [`ClusterConfig::dead_max_bytes`](crate::ClusterConfig) (past it the oldest go). A node that dies mid-call leaves the message
 //! unacknowledged, and JetStream gives it to another node after the ack wait.
 
 use std::collections::HashMap;
@@ -18,7 +23,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy};
-use async_nats::jetstream::stream::{self, RetentionPolicy};
+use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy};
 use async_nats::jetstream::{self, AckKind};
 use async_nats::HeaderMap;
 use async_trait::async_trait;
@@ -27,7 +32,7 @@ use wafer_host::pubsub::{Stats, SubscriberStats, MAX_MESSAGE};
 use wafer_host::{Bus, Deliver, Delivery, GuestError, Message};
 use wafer_registry::FunctionName;
 
-use crate::{Cluster, ClusterError};
+use crate::{as_i64, Cluster, ClusterError};
 
 /// The stream of messages on their way to subscribers.
 const MESSAGES: &str = "wafer_messages";
@@ -99,32 +104,32 @@ impl NatsBus {
     /// The bus on `cluster`'s streams, created if they do not exist.
     pub async fn open(cluster: &Cluster) -> Result<Self, ClusterError> {
         let jetstream = cluster.jetstream().clone();
-        let messages = jetstream
-            .get_or_create_stream(stream::Config {
+        let messages = cluster
+            .stream(stream::Config {
                 name: MESSAGES.into(),
                 subjects: vec!["wafer.deliver.>".into()],
                 retention: RetentionPolicy::WorkQueue,
                 num_replicas: cluster.replicas,
                 max_message_size: (MAX_MESSAGE + 4096) as i32,
+                // Past it a publish fails: the publishing guest is told, nothing is lost.
+                max_bytes: as_i64(cluster.limits.messages),
+                discard: DiscardPolicy::New,
                 ..stream::Config::default()
             })
-            .await
-            .map_err(|e| {
-                ClusterError::jetstream("cannot create the stream `wafer_messages`")(e.to_string())
-            })?;
-        jetstream
-            .get_or_create_stream(stream::Config {
+            .await?;
+        cluster
+            .stream(stream::Config {
                 name: DEAD.into(),
                 subjects: vec!["wafer.dead.>".into()],
                 num_replicas: cluster.replicas,
                 max_age: DEAD_AGE,
                 max_message_size: (MAX_MESSAGE + 8192) as i32,
+                // Past it the oldest dead letters go: burying one never fails for room.
+                max_bytes: as_i64(cluster.limits.dead),
+                discard: DiscardPolicy::Old,
                 ..stream::Config::default()
             })
-            .await
-            .map_err(|e| {
-                ClusterError::jetstream("cannot create the stream `wafer_dead`")(e.to_string())
-            })?;
+            .await?;
         Ok(Self {
             jetstream,
             messages,
@@ -320,8 +325,22 @@ impl Pull {
                 counters.delivered.fetch_add(1, Ordering::Relaxed);
                 message.ack().await
             }
+            // This node does not serve the function as a subscriber of the topic, though
+            // the publishing node did: during a rollout, this node may be the one behind.
+            // Another node (or this one, once caught up) gets it after a pause; only after
+            // every attempt is it dropped.
+            Delivery::Gone if attempt < ATTEMPTS => {
+                message
+                    .ack_with(AckKind::Nak(Some(retry_delay(attempt))))
+                    .await
+            }
             Delivery::Gone => {
                 counters.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    function = %self.name,
+                    "pub/sub: a message for a function no node served as a subscriber in \
+                     {ATTEMPTS} attempts was dropped"
+                );
                 message.ack().await
             }
             Delivery::Failed(error) => {

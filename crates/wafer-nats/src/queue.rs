@@ -3,19 +3,37 @@
 //!
 //! - Records live in the KV bucket `wafer_invocations`, one key per id, read from the
 //!   stream's leader (so a record just written on another node is seen): the record's JSON,
-//!   then the response body once finished, or, past [`INLINE`] bytes, the body is an object
-//!   in `wafer_invocation_results`.
+//!   then the response body once finished, or, when the two together pass [`INLINE`] bytes,
+//!   the body is stored in chunks on `wafer.invocation.result.<id>.<n>` in the stream
+//!   `wafer_invocation_result_chunks`. An error text past [`MAX_ERROR`] bytes is cut, with a
+//!   note; a result that cannot be kept is dropped, with a note: writing how a call went
+//!   never fails for its size.
 //! - Each invocation is one message on `wafer.invoke` in the work-queue stream
 //!   `wafer_invocation_queue`: the invocation's JSON, then its request body, or, past
-//!   [`INLINE`] bytes, the body is an object in `wafer_invocation_bodies`. A message holds
-//!   all a node needs to run the call; JetStream counts its deliveries (the attempts).
+//!   [`INLINE`] bytes, the body is stored in chunks on `wafer.invocation.body.<id>.<n>` in
+//!   the stream `wafer_invocation_body_chunks`. A message holds all a node needs to run the
+//!   call; JetStream counts its deliveries (the attempts).
+//! - Each accepted id is also appended to the stream `wafer_invocation_index`, so listing
+//!   the newest N reads N entries from its end.
 //! - JetStream expires records, bodies and results after [`KEPT`].
+//!
+//! The byte budget ([`QueueConfig::max_bytes`]) is shared out a quarter each: the queue
+//! stream and the request-body chunks refuse past their quarter (`enqueue` fails with
+//! [`QueueError::NoSpace`]); the records and the result chunks drop their oldest entries
+//! past theirs (the result chunks give 1/32 of the budget to the index, which does the
+//! same), so kept results never keep new invocations out.
 //!
 //! Every node pulls from one durable consumer, `run`. A message is acknowledged once the
 //! invocation's outcome is written; the node holding one says "in progress" every
 //! [`PROGRESS`], so a node that dies leaves it unacknowledged and JetStream hands it to another
-//! node after [`ACK_WAIT`]. The `202` is sent after both the record and the message are
-//! stored (with `--cluster-replicas 3`, on a majority of three servers).
+//! node after [`ACK_WAIT`]. A message delivered more than [`QueueConfig::max_attempts`] times
+//! is not run again: its record says `failed`, "gave up after N attempts". The `202` is sent
+//! after both the record and the message are stored (with `--cluster-replicas 3`, on a
+//! majority of three servers).
+//!
+//! Earlier versions kept large bodies and results in the Object Stores
+//! `wafer_invocation_bodies` and `wafer_invocation_results`; they are still read if they
+//! exist, so invocations queued before an upgrade run after it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,27 +42,47 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy};
 use async_nats::jetstream::object_store::{GetErrorKind, ObjectStore};
-use async_nats::jetstream::stream::{self, RetentionPolicy};
+use async_nats::jetstream::stream::{
+    self, DiscardPolicy, LastRawMessageErrorKind, RetentionPolicy,
+};
 use async_nats::jetstream::{self, kv, AckKind};
 use async_nats::HeaderMap;
 use async_trait::async_trait;
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio_stream::StreamExt;
-use wafer_queue::{now, Invocation, Job, Outcome, Queue, QueueError, Record, State, MAX_QUEUED};
+use wafer_queue::{
+    now, Invocation, Job, Outcome, Queue, QueueConfig, QueueError, Record, State, MAX_QUEUED,
+};
 
-use crate::{Cluster, ClusterError};
+use crate::{as_i64, Cluster, ClusterError, KvSpec};
 
 const RECORDS: &str = "wafer_invocations";
 const QUEUE: &str = "wafer_invocation_queue";
 const SUBJECT: &str = "wafer.invoke";
 const CONSUMER: &str = "run";
-const BODIES: &str = "wafer_invocation_bodies";
-const RESULTS: &str = "wafer_invocation_results";
+const BODY_CHUNKS: &str = "wafer_invocation_body_chunks";
+const BODY_SUBJECT: &str = "wafer.invocation.body";
+const RESULT_CHUNKS: &str = "wafer_invocation_result_chunks";
+const RESULT_SUBJECT: &str = "wafer.invocation.result";
+const INDEX: &str = "wafer_invocation_index";
+const INDEX_SUBJECT: &str = "wafer.invocation.index";
+/// Where earlier versions kept large request bodies and results.
+const OLD_BODIES: &str = "wafer_invocation_bodies";
+const OLD_RESULTS: &str = "wafer_invocation_results";
 
 /// Largest request or response body carried in the message or record itself (NATS messages
-/// are at most 1 MiB by default); larger ones go to an Object Store.
+/// are at most 1 MiB by default); larger ones are stored in chunks of this size.
 pub const INLINE: usize = 512 << 10;
+
+/// Longest error text a record keeps (a failed call's error is its `5xx` answer's text,
+/// which may be as long as the response); the rest is cut, with a note: 4 KiB.
+pub const MAX_ERROR: usize = 4 << 10;
+
+/// Largest record (its JSON, the body aside) written: 256 KiB. The response headers of
+/// one larger are dropped, with a note.
+const MAX_RECORD_JSON: usize = 256 << 10;
 
 /// How long a node may hold an invocation without a word before JetStream gives it to
 /// another node.
@@ -59,13 +97,24 @@ pub const KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long to wait before pulling again after the consumer failed.
 const REPULL: Duration = Duration::from_secs(1);
 
+/// Tries of writing an invocation's outcome before it is left to run again.
+const FINISH_TRIES: u32 = 3;
+
 /// The cluster's queue of asynchronous invocations: see the module docs.
 pub struct NatsQueue {
     jetstream: jetstream::Context,
+    client: async_nats::Client,
+    config: QueueConfig,
     records: kv::Store,
     queue: stream::Stream,
-    bodies: ObjectStore,
-    results: ObjectStore,
+    bodies: stream::Stream,
+    results: stream::Stream,
+    index: stream::Stream,
+    /// The bytes one result may take in chunks: half the result chunks' share, so a
+    /// result never pushes out its own first chunks.
+    max_result: u64,
+    old_bodies: Option<ObjectStore>,
+    old_results: Option<ObjectStore>,
     messages: tokio::sync::Mutex<Option<pull::Stream>>,
     held: Mutex<HashMap<u64, Held>>,
     leases: AtomicU64,
@@ -77,6 +126,16 @@ struct Held {
     message: jetstream::Message,
     heartbeat: tokio::task::JoinHandle<()>,
     started: Option<u64>,
+}
+
+/// A record as stored: where its result is, when not inline.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    #[serde(flatten)]
+    record: Record,
+    /// The length of the result stored in chunks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    result_chunked: Option<u64>,
 }
 
 /// `json` and `body` as one value: the JSON's length (4 bytes, big-endian), the JSON, the body.
@@ -105,61 +164,245 @@ fn store(context: &str) -> impl FnOnce(String) -> QueueError + '_ {
     move |e| QueueError::Store(format!("{context}: {e}"))
 }
 
+/// `text` cut to [`MAX_ERROR`] bytes (on a character boundary), with a note if it was.
+fn cut_error(text: &str) -> String {
+    if text.len() <= MAX_ERROR {
+        return text.to_owned();
+    }
+    let mut end = MAX_ERROR;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... (cut: {} bytes in all)", &text[..end], text.len())
+}
+
+fn subject(prefix: &str, id: &str, n: usize) -> String {
+    format!("{prefix}.{id}.{n}")
+}
+
+fn has_header(message: &jetstream::Message, name: &str, value: &str) -> bool {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(name))
+        .is_some_and(|v| v.as_str() == value)
+}
+
+fn header_u64(message: &jetstream::Message, name: &str) -> Option<u64> {
+    message.headers.as_ref()?.get(name)?.as_str().parse().ok()
+}
+
 impl NatsQueue {
-    /// The queue on `cluster`'s streams and buckets, created if they do not exist.
+    /// The queue on `cluster`'s streams and buckets with the default [`QueueConfig`].
     pub async fn open(cluster: &Cluster) -> Result<Self, ClusterError> {
-        let records = cluster.kv_with(RECORDS, 1, KEPT, false).await?;
+        Self::open_with(cluster, QueueConfig::default()).await
+    }
+
+    /// The queue on `cluster`'s streams and buckets, created if they do not exist, within
+    /// the limits of `config` (the byte budget shared out as the module docs say; applied
+    /// to existing streams too).
+    pub async fn open_with(cluster: &Cluster, config: QueueConfig) -> Result<Self, ClusterError> {
+        let quarter = (config.max_bytes / 4).max(1);
+        let index_share = (config.max_bytes / 32).max(1);
+        let results_share = quarter.saturating_sub(index_share).max(1);
+        let records = cluster
+            .kv_with(KvSpec {
+                max_age: KEPT,
+                direct: false,
+                max_bytes: quarter,
+                discard: DiscardPolicy::Old,
+                ..KvSpec::new(RECORDS)
+            })
+            .await?;
         let queue = cluster
-            .jetstream
-            .get_or_create_stream(stream::Config {
+            .stream(stream::Config {
                 name: QUEUE.into(),
                 subjects: vec![SUBJECT.into()],
                 retention: RetentionPolicy::WorkQueue,
                 num_replicas: cluster.replicas,
                 max_messages: MAX_QUEUED as i64,
-                discard: stream::DiscardPolicy::New,
+                max_bytes: as_i64(quarter),
+                discard: DiscardPolicy::New,
                 ..stream::Config::default()
             })
-            .await
-            .map_err(|e| {
-                ClusterError::jetstream(format!("cannot create the stream `{QUEUE}`"))(
-                    e.to_string(),
-                )
-            })?;
+            .await?;
+        let chunks = |name: &str, subject: &str, max_bytes: u64, discard| stream::Config {
+            name: name.into(),
+            subjects: vec![format!("{subject}.>")],
+            num_replicas: cluster.replicas,
+            max_age: KEPT,
+            max_bytes: as_i64(max_bytes),
+            discard,
+            ..stream::Config::default()
+        };
+        let bodies = cluster
+            .stream(chunks(
+                BODY_CHUNKS,
+                BODY_SUBJECT,
+                quarter,
+                DiscardPolicy::New,
+            ))
+            .await?;
+        let results = cluster
+            .stream(chunks(
+                RESULT_CHUNKS,
+                RESULT_SUBJECT,
+                results_share,
+                DiscardPolicy::Old,
+            ))
+            .await?;
+        let index = cluster
+            .stream(stream::Config {
+                name: INDEX.into(),
+                subjects: vec![INDEX_SUBJECT.into()],
+                num_replicas: cluster.replicas,
+                max_age: KEPT,
+                max_bytes: as_i64(index_share),
+                discard: DiscardPolicy::Old,
+                ..stream::Config::default()
+            })
+            .await?;
         Ok(Self {
             jetstream: cluster.jetstream.clone(),
+            client: cluster.client.clone(),
+            config,
             records,
             queue,
-            bodies: cluster.object_store(BODIES, KEPT).await?,
-            results: cluster.object_store(RESULTS, KEPT).await?,
+            bodies,
+            results,
+            index,
+            max_result: results_share / 2,
+            old_bodies: cluster.jetstream.get_object_store(OLD_BODIES).await.ok(),
+            old_results: cluster.jetstream.get_object_store(OLD_RESULTS).await.ok(),
             messages: tokio::sync::Mutex::new(None),
             held: Mutex::default(),
             leases: AtomicU64::new(0),
         })
     }
 
-    /// Writes `record` with the response `body` (inline, or in the Object Store if large).
-    async fn put_record(&self, record: &Record, body: &[u8]) -> Result<(), QueueError> {
-        let id = record.invocation.id.as_str();
-        let inline = if body.len() > INLINE {
-            self.results
-                .put(id, &mut &body[..])
-                .await
-                .map_err(|e| store("cannot store the result")(e.to_string()))?;
-            &[][..]
-        } else {
-            body
+    /// Stores `bytes` in chunks on `prefix.<id>.<n>`; on failure, removes what was stored.
+    async fn put_chunks(&self, prefix: &str, id: &str, bytes: &Bytes) -> Result<(), String> {
+        let stored = async {
+            let mut acks = Vec::new();
+            for (n, start) in (0..bytes.len()).step_by(INLINE).enumerate() {
+                let chunk = bytes.slice(start..(start + INLINE).min(bytes.len()));
+                let ack = self
+                    .jetstream
+                    .publish(subject(prefix, id, n), chunk)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                acks.push(ack);
+            }
+            for ack in acks {
+                ack.await.map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(())
+        }
+        .await;
+        if stored.is_err() {
+            self.drop_chunks(prefix, id).await;
+        }
+        stored
+    }
+
+    /// Removes the chunks of `prefix.<id>`.
+    async fn drop_chunks(&self, prefix: &str, id: &str) {
+        let stream = match prefix == BODY_SUBJECT {
+            true => &self.bodies,
+            false => &self.results,
         };
-        let json = serde_json::to_vec(record).map_err(|e| store("encoding")(e.to_string()))?;
+        if let Err(e) = stream.purge().filter(format!("{prefix}.{id}.>")).await {
+            tracing::warn!(id, "cannot remove the stored chunks of an invocation: {e}");
+        }
+    }
+
+    /// The `len` bytes stored in chunks on `prefix.<id>.<n>`; `None` if some are gone.
+    async fn read_chunks(
+        stream: &stream::Stream,
+        prefix: &str,
+        id: &str,
+        len: u64,
+    ) -> Result<Option<Bytes>, QueueError> {
+        let len = usize::try_from(len).map_err(|e| store("a bad body length")(e.to_string()))?;
+        let mut bytes = Vec::with_capacity(len);
+        for n in 0..len.div_ceil(INLINE) {
+            match stream
+                .get_last_raw_message_by_subject(&subject(prefix, id, n))
+                .await
+            {
+                Ok(chunk) => bytes.extend_from_slice(&chunk.payload),
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+                Err(e) => return Err(store("cannot read a stored body")(e.to_string())),
+            }
+        }
+        Ok((bytes.len() == len).then(|| bytes.into()))
+    }
+
+    /// Writes `record` with the response `body`: inline if both fit in [`INLINE`], else
+    /// the body in chunks. Too long an error is cut, too many response headers dropped,
+    /// and a body that cannot be kept is dropped, each with a note: only JetStream failing
+    /// makes this fail.
+    async fn put_record(&self, record: &Record, body: &Bytes) -> Result<(), QueueError> {
+        let id = record.invocation.id.as_str();
+        let mut record = record.clone();
+        if let Some(outcome) = &mut record.outcome {
+            outcome.error = outcome.error.as_deref().map(cut_error);
+        }
+        let mut stored = Stored {
+            record,
+            result_chunked: None,
+        };
+        let encode = |stored: &Stored| {
+            serde_json::to_vec(stored).map_err(|e| store("encoding")(e.to_string()))
+        };
+        let mut json = encode(&stored)?;
+        if json.len() > MAX_RECORD_JSON {
+            if let Some(outcome) = &mut stored.record.outcome {
+                let dropped = outcome.headers.len();
+                outcome.headers.clear();
+                let note = format!("({dropped} response headers were not kept: too large)");
+                outcome.error = Some(match outcome.error.take() {
+                    Some(error) => format!("{error} {note}"),
+                    None => note,
+                });
+                json = encode(&stored)?;
+            }
+        }
+        let mut inline = body.clone();
+        if json.len() + body.len() > INLINE {
+            inline = Bytes::new();
+            let kept = match body.len() as u64 > self.max_result {
+                true => Err(format!(
+                    "larger than the {} bytes one result may take (a quarter of \
+                     --async-max-bytes {}, halved)",
+                    self.max_result, self.config.max_bytes
+                )),
+                false => self.put_chunks(RESULT_SUBJECT, id, body).await,
+            };
+            match kept {
+                Ok(()) => stored.result_chunked = Some(body.len() as u64),
+                Err(e) => {
+                    tracing::warn!(id, "the result of an invocation is not kept: {e}");
+                    if let Some(outcome) = &mut stored.record.outcome {
+                        let note = format!("(the {}-byte result was not kept: {e})", body.len());
+                        outcome.error = Some(match outcome.error.take() {
+                            Some(error) => format!("{error} {note}"),
+                            None => note,
+                        });
+                    }
+                }
+            }
+            json = encode(&stored)?;
+        }
         self.records
-            .put(id, frame(&json, inline))
+            .put(id, frame(&json, &inline))
             .await
             .map(drop)
             .map_err(|e| store("cannot write the invocation's record")(e.to_string()))
     }
 
-    /// The record of `id` and its response body as stored inline.
-    async fn read_record(&self, id: &str) -> Result<Option<(Record, Bytes)>, QueueError> {
+    /// The stored record of `id` and its response body as stored inline.
+    async fn read_record(&self, id: &str) -> Result<Option<(Stored, Bytes)>, QueueError> {
         let Some(framed) = self
             .records
             .get(id)
@@ -169,12 +412,18 @@ impl NatsQueue {
             return Ok(None);
         };
         let (json, body) = unframe(&framed)?;
-        let record = serde_json::from_slice(json)
+        let stored = serde_json::from_slice(json)
             .map_err(|e| store("a bad invocation record")(e.to_string()))?;
-        Ok(Some((record, body)))
+        Ok(Some((stored, body)))
     }
 
-    async fn read_object(bucket: &ObjectStore, id: &str) -> Result<Option<Bytes>, QueueError> {
+    async fn read_object(
+        bucket: Option<&ObjectStore>,
+        id: &str,
+    ) -> Result<Option<Bytes>, QueueError> {
+        let Some(bucket) = bucket else {
+            return Ok(None);
+        };
         let mut object = match bucket.get(id).await {
             Ok(object) => object,
             Err(e) if e.kind() == GetErrorKind::NotFound => return Ok(None),
@@ -233,31 +482,98 @@ impl NatsQueue {
         }
     }
 
-    /// The job a message stands for.
-    async fn job(&self, message: &jetstream::Message) -> Result<Job, QueueError> {
+    /// The invocation a message stands for, and its request body inline.
+    fn invocation(message: &jetstream::Message) -> Result<(Invocation, Bytes), QueueError> {
         let (json, inline) = unframe(&message.payload)?;
         let invocation: Invocation = serde_json::from_slice(json)
             .map_err(|e| store("a bad invocation message")(e.to_string()))?;
-        let in_object = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Wafer-Body"))
-            .is_some_and(|v| v.as_str() == "object");
-        let body = match in_object {
-            true => Self::read_object(&self.bodies, &invocation.id)
+        Ok((invocation, inline))
+    }
+
+    /// The job a message stands for.
+    async fn job(&self, message: &jetstream::Message, attempt: u32) -> Result<Job, QueueError> {
+        let (invocation, inline) = Self::invocation(message)?;
+        let gone = || QueueError::Store("the request body is gone".into());
+        let body = if has_header(message, "Wafer-Body", "chunks") {
+            let len = header_u64(message, "Wafer-Body-Length").ok_or_else(gone)?;
+            Self::read_chunks(&self.bodies, BODY_SUBJECT, &invocation.id, len)
                 .await?
-                .ok_or_else(|| QueueError::Store("the request body is gone".into()))?,
-            false => inline,
+                .ok_or_else(gone)?
+        } else if has_header(message, "Wafer-Body", "object") {
+            Self::read_object(self.old_bodies.as_ref(), &invocation.id)
+                .await?
+                .ok_or_else(gone)?
+        } else {
+            inline
         };
-        let attempt = message
-            .info()
-            .map_or(1, |info| info.delivered.max(1) as u32);
         Ok(Job {
             invocation,
             body,
             attempt,
             lease: self.leases.fetch_add(1, Ordering::Relaxed),
         })
+    }
+
+    /// Removes what `message` kept apart from itself (its request body).
+    async fn drop_body(&self, message: &jetstream::Message, id: &str) {
+        if has_header(message, "Wafer-Body", "chunks") {
+            self.drop_chunks(BODY_SUBJECT, id).await;
+        } else if has_header(message, "Wafer-Body", "object") {
+            if let Some(old) = &self.old_bodies {
+                let _ = old.delete(id).await;
+            }
+        }
+    }
+
+    /// Records `message`'s invocation failed, given up on after `attempts` starts, and
+    /// acknowledges it; or leaves it to be tried again if that cannot be written.
+    async fn give_up(&self, message: jetstream::Message, attempts: u32) {
+        let Ok((invocation, _)) = Self::invocation(&message) else {
+            tracing::error!("a malformed asynchronous invocation was dropped");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        };
+        tracing::error!(
+            id = invocation.id,
+            function = %invocation.function,
+            "asynchronous invocation given up after {attempts} attempts"
+        );
+        let id = invocation.id.clone();
+        let at = now();
+        let record = Record {
+            invocation,
+            state: State::Failed,
+            attempts,
+            started: None,
+            finished: Some(at),
+            outcome: Some(QueueConfig::gave_up(attempts)),
+        };
+        match self.put_record(&record, &Bytes::new()).await {
+            Ok(()) => {
+                if let Err(e) = message.double_ack().await {
+                    tracing::warn!(id, "cannot acknowledge an invocation given up on: {e}");
+                    return;
+                }
+                self.drop_body(&message, &id).await;
+            }
+            Err(e) => {
+                tracing::warn!(id, "cannot record an invocation given up on: {e}");
+                let _ = message.ack_with(AckKind::Nak(Some(REPULL))).await;
+            }
+        }
+    }
+
+    /// Hands `job` back at once, to run again here or on another node (a node that stops
+    /// gives back what it holds rather than leave it for [`ACK_WAIT`]). It counts as an
+    /// attempt: past [`QueueConfig::max_attempts`], it is given up on.
+    pub async fn abandon(&self, job: &Job) -> Result<(), QueueError> {
+        let Some(held) = self.release(job) else {
+            return Ok(());
+        };
+        held.message
+            .ack_with(AckKind::Nak(None))
+            .await
+            .map_err(|e| store("cannot hand the invocation back")(e.to_string()))
     }
 
     /// Takes a held message back; `None` if this node does not hold it.
@@ -269,6 +585,17 @@ impl NatsQueue {
             .remove(&job.lease)?;
         held.heartbeat.abort();
         Some(held)
+    }
+}
+
+/// What a refused publish to a full stream means for the caller.
+fn refused(e: String, size: u64, max_bytes: u64) -> QueueError {
+    if e.contains("maximum bytes exceeded") {
+        QueueError::NoSpace { size, max_bytes }
+    } else if e.contains("maximum messages exceeded") {
+        QueueError::Full(MAX_QUEUED)
+    } else {
+        store("cannot queue the invocation")(e)
     }
 }
 
@@ -286,23 +613,31 @@ impl Queue for NatsQueue {
 
     async fn enqueue(&self, invocation: Invocation, body: Bytes) -> Result<(), QueueError> {
         let id = invocation.id.clone();
+        let json = serde_json::to_vec(&invocation).map_err(|e| store("encoding")(e.to_string()))?;
+        let size = (json.len() + body.len()) as u64;
+        let max_bytes = self.config.max_bytes;
         let mut headers = HeaderMap::new();
         // The message id makes a publish retried after a lost ack land once.
         headers.insert("Nats-Msg-Id", id.as_str());
-        let inline = if body.len() > INLINE {
-            self.bodies
-                .put(id.as_str(), &mut &body[..])
+        let chunked = body.len() > INLINE;
+        let inline = if chunked {
+            self.put_chunks(BODY_SUBJECT, &id, &body)
                 .await
-                .map_err(|e| store("cannot store the request body")(e.to_string()))?;
-            headers.insert("Wafer-Body", "object");
+                .map_err(|e| refused(e, size, max_bytes))?;
+            headers.insert("Wafer-Body", "chunks");
+            headers.insert("Wafer-Body-Length", body.len().to_string().as_str());
             Bytes::new()
         } else {
             body
         };
-        let json = serde_json::to_vec(&invocation).map_err(|e| store("encoding")(e.to_string()))?;
         let payload = frame(&json, &inline);
         let record = Record::queued(invocation);
-        self.put_record(&record, &[]).await?;
+        if let Err(e) = self.put_record(&record, &Bytes::new()).await {
+            if chunked {
+                self.drop_chunks(BODY_SUBJECT, &id).await;
+            }
+            return Err(e);
+        }
         let stored = async {
             self.jetstream
                 .publish_with_headers(SUBJECT, headers, payload)
@@ -315,22 +650,34 @@ impl Queue for NatsQueue {
         if let Err(e) = stored {
             // Not acknowledged: leave no record of a call that will never run.
             let _ = self.records.purge(&id).await;
-            return Err(match e.contains("maximum messages exceeded") {
-                true => QueueError::Full(MAX_QUEUED),
-                false => store("cannot queue the invocation")(e),
-            });
+            if chunked {
+                self.drop_chunks(BODY_SUBJECT, &id).await;
+            }
+            return Err(refused(e, size, max_bytes));
+        }
+        // For listing only: a lost entry leaves the invocation out of lists, nothing more.
+        if let Err(e) = self.client.publish(INDEX_SUBJECT, id.clone().into()).await {
+            tracing::warn!(id, "cannot index an invocation: {e}");
         }
         Ok(())
     }
 
     async fn next(&self) -> Result<Job, QueueError> {
-        let message = self.pull().await?;
-        let job = match self.job(&message).await {
-            Ok(job) => job,
-            Err(e) => {
-                // Try again later, here or on another node.
-                let _ = message.ack_with(AckKind::Nak(Some(REPULL))).await;
-                return Err(e);
+        let (message, job) = loop {
+            let message = self.pull().await?;
+            let delivered = message.info().map_or(1, |info| info.delivered.max(1));
+            let attempt = u32::try_from(delivered).unwrap_or(u32::MAX);
+            if attempt > self.config.max_attempts {
+                self.give_up(message, attempt - 1).await;
+                continue;
+            }
+            match self.job(&message, attempt).await {
+                Ok(job) => break (message, job),
+                Err(e) => {
+                    // Try again later, here or on another node.
+                    let _ = message.ack_with(AckKind::Nak(Some(REPULL))).await;
+                    return Err(e);
+                }
             }
         };
         let heartbeat = {
@@ -374,7 +721,7 @@ impl Queue for NatsQueue {
             finished: None,
             outcome: None,
         };
-        self.put_record(&record, &[]).await
+        self.put_record(&record, &Bytes::new()).await
     }
 
     async fn finish(&self, job: &Job, outcome: Outcome) -> Result<(), QueueError> {
@@ -391,12 +738,20 @@ impl Queue for NatsQueue {
             finished: Some(now()),
             outcome: Some(outcome),
         };
-        let written = self.put_record(&record, &body).await;
+        let mut written = self.put_record(&record, &body).await;
+        for _ in 1..FINISH_TRIES {
+            if written.is_ok() {
+                break;
+            }
+            tokio::time::sleep(REPULL).await;
+            written = self.put_record(&record, &body).await;
+        }
         let Some(held) = self.release(job) else {
             return written;
         };
         if written.is_err() {
-            // Run it again (here or elsewhere) rather than lose how it went.
+            // Run it again (here or elsewhere, within the attempt cap) rather than lose
+            // how it went.
             let _ = held.message.ack_with(AckKind::Nak(Some(REPULL))).await;
             return written;
         }
@@ -404,49 +759,64 @@ impl Queue for NatsQueue {
             .double_ack()
             .await
             .map_err(|e| store("cannot acknowledge the invocation")(e.to_string()))?;
-        let headers = held.message.headers.as_ref();
-        if headers
-            .and_then(|h| h.get("Wafer-Body"))
-            .map(|v| v.as_str())
-            == Some("object")
-        {
-            let _ = self.bodies.delete(job.invocation.id.as_str()).await;
-        }
+        self.drop_body(&held.message, &job.invocation.id).await;
         Ok(())
     }
 
     async fn get(&self, id: &str) -> Result<Option<Record>, QueueError> {
-        Ok(self.read_record(id).await?.map(|(record, _)| record))
+        Ok(self.read_record(id).await?.map(|(stored, _)| stored.record))
     }
 
     async fn result(&self, id: &str) -> Result<Option<Bytes>, QueueError> {
-        let Some((record, inline)) = self.read_record(id).await? else {
+        let Some((stored, inline)) = self.read_record(id).await? else {
             return Ok(None);
         };
-        match &record.outcome {
-            None => Ok(None),
-            Some(_) if !inline.is_empty() => Ok(Some(inline)),
-            // Empty, or too large to keep inline.
-            Some(_) => Ok(Self::read_object(&self.results, id).await?.or(Some(inline))),
+        if stored.record.outcome.is_none() {
+            return Ok(None);
+        }
+        if let Some(len) = stored.result_chunked {
+            // `None` if the oldest results gave way to newer ones.
+            return Self::read_chunks(&self.results, RESULT_SUBJECT, id, len).await;
+        }
+        match inline.is_empty() {
+            false => Ok(Some(inline)),
+            // Empty, or kept in the Object Store by an earlier version.
+            true => Ok(Self::read_object(self.old_results.as_ref(), id)
+                .await?
+                .or(Some(inline))),
         }
     }
 
     async fn list(&self, limit: usize) -> Result<Vec<Record>, QueueError> {
-        let mut keys: Vec<String> = self
-            .records
-            .keys()
+        let index = &self.index;
+        let state = index
+            .get_info()
             .await
-            .map_err(|e| store("cannot list invocations")(e.to_string()))?
-            .filter_map(Result::ok)
-            .collect()
-            .await;
-        keys.sort_unstable_by(|a, b| b.cmp(a));
-        let mut records = Vec::with_capacity(limit.min(keys.len()));
-        for key in keys.into_iter().take(limit) {
-            if let Some((record, _)) = self.read_record(&key).await? {
-                records.push(record);
+            .map_err(|e| store("cannot read the invocation index")(e.to_string()))?
+            .state;
+        let mut records: Vec<Record> = Vec::with_capacity(limit);
+        let mut seen = std::collections::HashSet::new();
+        let mut sequence = state.last_sequence;
+        // Entries whose records expired or gave way are skipped; at most as many again.
+        let mut budget = limit.saturating_mul(2).max(16);
+        while records.len() < limit && sequence >= state.first_sequence.max(1) && budget > 0 {
+            budget -= 1;
+            let entry = index.get_raw_message(sequence).await;
+            sequence -= 1;
+            let id = match entry {
+                Ok(entry) => String::from_utf8_lossy(&entry.payload).into_owned(),
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => continue,
+                Err(e) => return Err(store("cannot read the invocation index")(e.to_string())),
+            };
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            if let Some((stored, _)) = self.read_record(&id).await? {
+                records.push(stored.record);
             }
         }
+        // Index order is the order the ids were accepted across nodes; show them by id.
+        records.sort_unstable_by(|a, b| b.invocation.id.cmp(&a.invocation.id));
         Ok(records)
     }
 }

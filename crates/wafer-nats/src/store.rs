@@ -35,8 +35,10 @@ pub struct NatsStore {
 impl NatsStore {
     /// Opens the buckets, creating them if this is the cluster's first node.
     pub async fn open(cluster: &Cluster) -> Result<Self, ClusterError> {
-        let records = cluster.kv(RECORDS, HISTORY).await?;
-        let modules = cluster.object_store(MODULES, Duration::ZERO).await?;
+        let records = cluster.kv(RECORDS, HISTORY, cluster.limits.records).await?;
+        let modules = cluster
+            .object_store(MODULES, Duration::ZERO, cluster.limits.modules)
+            .await?;
         Ok(Self { records, modules })
     }
 }
@@ -211,6 +213,43 @@ impl Store for NatsStore {
                 failed(format!("cannot read the record of `{name}`"))(e.to_string())
             })?;
         Ok(entry.map_or(expected + 1, |e| e.revision))
+    }
+
+    async fn records(&self) -> Result<Vec<Arc<FunctionRecord>>, RegistryError> {
+        let listing = || failed("cannot list the cluster's records");
+        let mut keys = self
+            .records
+            .keys()
+            .await
+            .map_err(|e| listing()(e.to_string()))?;
+        let mut names = Vec::new();
+        while let Some(key) = keys.next().await {
+            names.push(key.map_err(|e| listing()(e.to_string()))?);
+        }
+        let mut records = Vec::with_capacity(names.len());
+        for key in names {
+            let Ok(name) = key.parse::<FunctionName>() else {
+                continue;
+            };
+            if let Some((record, _)) = self.record(&name).await? {
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
+
+    async fn remove_module(&self, digest: &Digest) -> Result<(), RegistryError> {
+        match self.modules.delete(digest.hex()).await {
+            Ok(()) => Ok(()),
+            Err(e)
+                if e.kind() == async_nats::jetstream::object_store::DeleteErrorKind::NotFound =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(failed(format!("cannot delete module {digest}"))(
+                e.to_string(),
+            )),
+        }
     }
 
     async fn watch(&self) -> Result<Watch, RegistryError> {

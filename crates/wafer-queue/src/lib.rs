@@ -35,7 +35,58 @@ pub use local::LocalQueue;
 /// Invocations that may wait at once; past it, new ones are refused.
 pub const MAX_QUEUED: u64 = 100_000;
 
-/// How long a finished invocation's record and result are kept.
+/// The default byte budget of a queue ([`QueueConfig::max_bytes`]): 1 GiB, room for a
+/// thousand 1 MiB requests and their results, small enough for any disk Wafer runs on.
+pub const MAX_BYTES: u64 = 1 << 30;
+
+/// The default number of times one invocation is started before it is given up on
+/// ([`QueueConfig::max_attempts`]): 5, enough to ride out a node or two dying under it, few
+/// enough that a call that kills every node it runs on stops doing so within minutes.
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// The limits of a queue, the same for both backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// Bytes the queue may hold: the request bodies of the invocations not finished yet
+    /// plus the records and results kept of the finished ones. Past it, the oldest finished
+    /// invocations are forgotten early to make room (before [`RETAIN`] is up), and when the
+    /// unfinished ones alone leave no room, [`Queue::enqueue`] fails with
+    /// [`QueueError::NoSpace`]. Default [`MAX_BYTES`] (1 GiB); the server's
+    /// `--async-max-bytes`.
+    pub max_bytes: u64,
+    /// Times one invocation is started at most; one that never finished in as many (the
+    /// server stopped, or the node running it died, each time) is recorded `failed`
+    /// ("gave up after N attempts") and not run again. Default [`MAX_ATTEMPTS`] (5).
+    pub max_attempts: u32,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: MAX_BYTES,
+            max_attempts: MAX_ATTEMPTS,
+        }
+    }
+}
+
+impl QueueConfig {
+    /// The outcome recorded for an invocation given up on after `attempts` starts.
+    pub fn gave_up(attempts: u32) -> Outcome {
+        Outcome {
+            state: State::Failed,
+            status: 500,
+            headers: Vec::new(),
+            error: Some(format!(
+                "gave up after {attempts} attempts: the call never finished (the server \
+                 stopped or the node running it was lost each time)"
+            )),
+            body: Bytes::new(),
+        }
+    }
+}
+
+/// How long a finished invocation's record and result are kept: 24 hours at most, less when
+/// the byte budget ([`QueueConfig::max_bytes`]) needs the room for newer ones.
 pub const RETAIN: Duration = Duration::from_secs(24 * 3600);
 
 /// A call to run later, as the gateway took it.
@@ -140,7 +191,8 @@ pub struct Record {
     pub invocation: Invocation,
     /// Where it is.
     pub state: State,
-    /// How many times it was started (more than 1 after a node stopped mid-run).
+    /// How many times it was started (more than 1 after a node stopped mid-run; at most
+    /// [`QueueConfig::max_attempts`]).
     pub attempts: u32,
     /// When it last started, in milliseconds since the Unix epoch.
     pub started: Option<u64>,
@@ -183,6 +235,17 @@ pub enum QueueError {
     /// The queue holds [`MAX_QUEUED`] invocations.
     #[error("the asynchronous queue is full ({0} invocations wait); try again later")]
     Full(u64),
+    /// The queue's byte budget ([`QueueConfig::max_bytes`]) has no room for the invocation.
+    #[error(
+        "the asynchronous queue has no room for a {size}-byte invocation: invocations not \
+         finished yet fill its budget of {max_bytes} bytes (--async-max-bytes); try again later"
+    )]
+    NoSpace {
+        /// The bytes the refused invocation needed (its request body and record).
+        size: u64,
+        /// The budget.
+        max_bytes: u64,
+    },
     /// The store failed.
     #[error("the asynchronous queue failed: {0}")]
     Store(String),

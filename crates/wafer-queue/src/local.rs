@@ -2,6 +2,10 @@
 //! (`invocations.redb`). Every change is one committed (fsynced) transaction, so a `kill -9`
 //! loses nothing that was acknowledged: an invocation taken out of the queue and not
 //! finished when the server stopped is queued again, in its old place, when it starts.
+//!
+//! The bytes held (records, request bodies, results) are counted in the same transactions
+//! that change them, so the count survives restarts exactly; so do the attempts, counted in
+//! the record when a call starts.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,10 +14,16 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
 use tokio::sync::Notify;
 
-use crate::{now, Invocation, Job, Outcome, Queue, QueueError, Record, State, MAX_QUEUED, RETAIN};
+use crate::{
+    now, Invocation, Job, Outcome, Queue, QueueConfig, QueueError, Record, State, MAX_QUEUED,
+    RETAIN,
+};
 
 /// Every invocation's record (JSON), by id.
 const RECORDS: TableDefinition<&str, &str> = TableDefinition::new("records");
@@ -25,6 +35,13 @@ const RESULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("results");
 const QUEUE: TableDefinition<u64, &str> = TableDefinition::new("queue");
 /// The ids taken out of the queue and not finished, with their place in it.
 const TAKEN: TableDefinition<&str, u64> = TableDefinition::new("taken");
+/// The finished ids (oldest first, as ids sort by time), with when they finished: what
+/// the retention sweep and the byte budget forget, without reading the unfinished ones.
+const FINISHED: TableDefinition<&str, u64> = TableDefinition::new("finished");
+/// Counters: [`BYTES`].
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The bytes held in `records`, `bodies` and `results`.
+const BYTES: &str = "bytes";
 
 /// How often finished records past [`RETAIN`] are swept.
 const SWEEP: Duration = Duration::from_secs(600);
@@ -32,15 +49,22 @@ const SWEEP: Duration = Duration::from_secs(600);
 /// The redb queue: see the module docs.
 pub struct LocalQueue {
     db: Arc<Database>,
+    config: QueueConfig,
     next_key: Arc<AtomicU64>,
     ready: Notify,
     swept: Mutex<Instant>,
 }
 
 impl LocalQueue {
-    /// Opens (or creates) `data/invocations.redb`; invocations a stopped server had taken
-    /// and not finished are queued again, in their old places.
+    /// Opens (or creates) `data/invocations.redb` with the default [`QueueConfig`].
     pub fn open(data: &Path) -> Result<Self, QueueError> {
+        Self::open_with(data, QueueConfig::default())
+    }
+
+    /// Opens (or creates) `data/invocations.redb` with the limits of `config`;
+    /// invocations a stopped server had taken and not finished are queued again, in their
+    /// old places.
+    pub fn open_with(data: &Path, config: QueueConfig) -> Result<Self, QueueError> {
         let path = data.join("invocations.redb");
         let db = Database::create(&path)
             .map_err(|e| QueueError::Store(format!("cannot open {}: {e}", path.display())))?;
@@ -48,10 +72,24 @@ impl LocalQueue {
         prune(&db)?;
         Ok(Self {
             db: Arc::new(db),
+            config,
             next_key: Arc::new(AtomicU64::new(next_key)),
             ready: Notify::new(),
             swept: Mutex::new(Instant::now()),
         })
+    }
+
+    /// The bytes the queue holds: records, request bodies and kept results.
+    pub async fn bytes(&self) -> Result<u64, QueueError> {
+        self.blocking(|db| {
+            let tx = db.begin_read().map_err(QueueError::store)?;
+            let meta = tx.open_table(META).map_err(QueueError::store)?;
+            Ok(meta
+                .get(BYTES)
+                .map_err(QueueError::store)?
+                .map_or(0, |v| v.value()))
+        })
+        .await
     }
 
     async fn blocking<T: Send + 'static>(
@@ -65,28 +103,74 @@ impl LocalQueue {
     }
 }
 
-/// Queues again what was taken and not finished, and returns the key for the next new
-/// invocation.
+/// The byte count of `tx`, changed by `delta`.
+fn charge(tx: &WriteTransaction, delta: i64) -> Result<u64, QueueError> {
+    let mut meta = tx.open_table(META).map_err(QueueError::store)?;
+    let held = meta
+        .get(BYTES)
+        .map_err(QueueError::store)?
+        .map_or(0, |v| v.value());
+    let held = held.saturating_add_signed(delta);
+    meta.insert(BYTES, held).map_err(QueueError::store)?;
+    Ok(held)
+}
+
+fn len(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Queues again what was taken and not finished, counts the bytes held if a database
+/// written before they were counted, and returns the key for the next new invocation.
 fn recover(db: &Database) -> Result<u64, QueueError> {
     let tx = db.begin_write().map_err(QueueError::store)?;
     let next = {
         let mut records = tx.open_table(RECORDS).map_err(QueueError::store)?;
         let mut queue = tx.open_table(QUEUE).map_err(QueueError::store)?;
         let mut taken = tx.open_table(TAKEN).map_err(QueueError::store)?;
-        tx.open_table(BODIES).map_err(QueueError::store)?;
-        tx.open_table(RESULTS).map_err(QueueError::store)?;
+        let bodies = tx.open_table(BODIES).map_err(QueueError::store)?;
+        let results = tx.open_table(RESULTS).map_err(QueueError::store)?;
+        let mut finished = tx.open_table(FINISHED).map_err(QueueError::store)?;
+        let mut meta = tx.open_table(META).map_err(QueueError::store)?;
+        if meta.get(BYTES).map_err(QueueError::store)?.is_none() {
+            let mut held = 0u64;
+            for entry in records.iter().map_err(QueueError::store)? {
+                let (id, json) = entry.map_err(QueueError::store)?;
+                held += json.value().len() as u64;
+                let record: Record =
+                    serde_json::from_str(json.value()).map_err(QueueError::store)?;
+                if let Some(at) = record.finished {
+                    finished.insert(id.value(), at).map_err(QueueError::store)?;
+                }
+            }
+            for entry in bodies.iter().map_err(QueueError::store)? {
+                held += entry.map_err(QueueError::store)?.1.value().len() as u64;
+            }
+            for entry in results.iter().map_err(QueueError::store)? {
+                held += entry.map_err(QueueError::store)?.1.value().len() as u64;
+            }
+            meta.insert(BYTES, held).map_err(QueueError::store)?;
+        }
         let mut interrupted = Vec::new();
         for entry in taken.iter().map_err(QueueError::store)? {
             let (id, key) = entry.map_err(QueueError::store)?;
             interrupted.push((id.value().to_owned(), key.value()));
         }
+        let mut delta = 0;
         for (id, key) in &interrupted {
             if let Some(mut record) = read_record(&records, id)? {
                 record.state = State::Queued;
-                write_record(&mut records, &record)?;
+                delta += write_record(&mut records, &record)?;
                 queue.insert(*key, id.as_str()).map_err(QueueError::store)?;
             }
             taken.remove(id.as_str()).map_err(QueueError::store)?;
+        }
+        if delta != 0 {
+            let held = meta
+                .get(BYTES)
+                .map_err(QueueError::store)?
+                .map_or(0, |v| v.value());
+            meta.insert(BYTES, held.saturating_add_signed(delta))
+                .map_err(QueueError::store)?;
         }
         if !interrupted.is_empty() {
             tracing::warn!(
@@ -109,38 +193,105 @@ fn recover(db: &Database) -> Result<u64, QueueError> {
 fn prune(db: &Database) -> Result<(), QueueError> {
     let cutoff = format!("{:012x}", now().saturating_sub(RETAIN.as_millis() as u64));
     let tx = db.begin_write().map_err(QueueError::store)?;
-    {
-        let mut records = tx.open_table(RECORDS).map_err(QueueError::store)?;
-        let mut results = tx.open_table(RESULTS).map_err(QueueError::store)?;
+    let old = {
+        let finished = tx.open_table(FINISHED).map_err(QueueError::store)?;
         let mut old = Vec::new();
-        for entry in records
+        for entry in finished
             .range(..cutoff.as_str())
             .map_err(QueueError::store)?
         {
-            let (id, json) = entry.map_err(QueueError::store)?;
-            let record: Record = serde_json::from_str(json.value()).map_err(QueueError::store)?;
-            if matches!(record.state, State::Done | State::Failed) {
-                old.push(id.value().to_owned());
-            }
+            old.push(entry.map_err(QueueError::store)?.0.value().to_owned());
         }
-        for id in old {
-            records.remove(id.as_str()).map_err(QueueError::store)?;
-            results.remove(id.as_str()).map_err(QueueError::store)?;
-        }
+        old
+    };
+    let mut freed = 0;
+    for id in &old {
+        freed += forget(&tx, id)?;
     }
+    charge(&tx, -len(freed as usize))?;
     tx.commit().map_err(QueueError::store)
 }
 
+/// Deletes finished invocation `id` (record and result); returns the bytes freed.
+fn forget(tx: &WriteTransaction, id: &str) -> Result<u64, QueueError> {
+    let mut records = tx.open_table(RECORDS).map_err(QueueError::store)?;
+    let mut results = tx.open_table(RESULTS).map_err(QueueError::store)?;
+    let mut finished = tx.open_table(FINISHED).map_err(QueueError::store)?;
+    let mut freed = 0;
+    if let Some(json) = records.remove(id).map_err(QueueError::store)? {
+        freed += json.value().len() as u64;
+    }
+    if let Some(body) = results.remove(id).map_err(QueueError::store)? {
+        freed += body.value().len() as u64;
+    }
+    finished.remove(id).map_err(QueueError::store)?;
+    Ok(freed)
+}
+
+/// Forgets the oldest finished invocations (never `keep`) until the queue holds at most
+/// `max` bytes or none is left; returns what it then holds.
+fn make_room(
+    tx: &WriteTransaction,
+    mut held: u64,
+    max: u64,
+    keep: Option<&str>,
+) -> Result<u64, QueueError> {
+    if held <= max {
+        return Ok(held);
+    }
+    let mut forgotten = 0u64;
+    loop {
+        let oldest: Vec<String> = {
+            let finished = tx.open_table(FINISHED).map_err(QueueError::store)?;
+            let mut oldest = Vec::new();
+            for entry in finished.iter().map_err(QueueError::store)? {
+                let id = entry.map_err(QueueError::store)?.0.value().to_owned();
+                if Some(id.as_str()) != keep {
+                    oldest.push(id);
+                }
+                if oldest.len() == 64 {
+                    break;
+                }
+            }
+            oldest
+        };
+        if oldest.is_empty() {
+            break;
+        }
+        for id in oldest {
+            held = held.saturating_sub(forget(tx, &id)?);
+            forgotten += 1;
+            if held <= max {
+                break;
+            }
+        }
+        if held <= max {
+            break;
+        }
+    }
+    if forgotten > 0 {
+        tracing::info!(
+            "forgot the {forgotten} oldest finished asynchronous invocations early to stay \
+             within the queue's budget of {max} bytes (--async-max-bytes)"
+        );
+    }
+    let mut meta = tx.open_table(META).map_err(QueueError::store)?;
+    meta.insert(BYTES, held).map_err(QueueError::store)?;
+    Ok(held)
+}
+
+/// Writes `record`; returns by how many bytes the stored records grew.
 fn write_record(
     records: &mut redb::Table<&'static str, &'static str>,
     record: &Record,
-) -> Result<(), QueueError> {
+) -> Result<i64, QueueError> {
     let json = serde_json::to_string(record).map_err(QueueError::store)?;
     let id = record.invocation.id.as_str();
-    records
+    let old = records
         .insert(id, json.as_str())
-        .map_err(QueueError::store)?;
-    Ok(())
+        .map_err(QueueError::store)?
+        .map_or(0, |old| old.value().len());
+    Ok(len(json.len()) - len(old))
 }
 
 fn read_record(
@@ -153,6 +304,40 @@ fn read_record(
             .map_err(QueueError::store),
         None => Ok(None),
     }
+}
+
+/// Records how `id` went and takes it out of the queue: its request body goes, its result
+/// is kept. Returns by how many bytes the queue grew.
+fn record_finish(tx: &WriteTransaction, id: &str, outcome: Outcome) -> Result<i64, QueueError> {
+    let mut records = tx.open_table(RECORDS).map_err(QueueError::store)?;
+    let Some(mut record) = read_record(&records, id)? else {
+        return Ok(0);
+    };
+    let finished_at = now();
+    record.state = outcome.state;
+    record.finished = Some(finished_at);
+    let mut delta = 0;
+    let mut results = tx.open_table(RESULTS).map_err(QueueError::store)?;
+    delta += len(outcome.body.len());
+    if let Some(old) = results
+        .insert(id, &outcome.body[..])
+        .map_err(QueueError::store)?
+    {
+        delta -= len(old.value().len());
+    }
+    record.outcome = Some(outcome);
+    delta += write_record(&mut records, &record)?;
+    let mut bodies = tx.open_table(BODIES).map_err(QueueError::store)?;
+    if let Some(body) = bodies.remove(id).map_err(QueueError::store)? {
+        delta -= len(body.value().len());
+    }
+    let mut taken = tx.open_table(TAKEN).map_err(QueueError::store)?;
+    taken.remove(id).map_err(QueueError::store)?;
+    let mut finished = tx.open_table(FINISHED).map_err(QueueError::store)?;
+    finished
+        .insert(id, finished_at)
+        .map_err(QueueError::store)?;
+    Ok(delta)
 }
 
 #[async_trait]
@@ -172,6 +357,7 @@ impl Queue for LocalQueue {
 
     async fn enqueue(&self, invocation: Invocation, body: Bytes) -> Result<(), QueueError> {
         let next_key = self.next_key.clone();
+        let max_bytes = self.config.max_bytes;
         self.blocking(move |db| {
             let tx = db.begin_write().map_err(QueueError::store)?;
             {
@@ -183,13 +369,23 @@ impl Queue for LocalQueue {
                 let id = invocation.id.clone();
                 let record = Record::queued(invocation);
                 let mut records = tx.open_table(RECORDS).map_err(QueueError::store)?;
-                write_record(&mut records, &record)?;
+                let mut size = write_record(&mut records, &record)?;
                 let mut bodies = tx.open_table(BODIES).map_err(QueueError::store)?;
+                size += len(body.len());
                 bodies
                     .insert(id.as_str(), &body[..])
                     .map_err(QueueError::store)?;
                 let key = next_key.fetch_add(1, Ordering::Relaxed);
                 queue.insert(key, id.as_str()).map_err(QueueError::store)?;
+                drop((records, bodies));
+                let held = charge(&tx, size)?;
+                // A refusal drops the transaction: nothing is forgotten for nothing.
+                if make_room(&tx, held, max_bytes, None)? > max_bytes {
+                    return Err(QueueError::NoSpace {
+                        size: size.max(0) as u64,
+                        max_bytes,
+                    });
+                }
             }
             tx.commit().map_err(QueueError::store)
         })
@@ -199,23 +395,43 @@ impl Queue for LocalQueue {
     }
 
     async fn next(&self) -> Result<Job, QueueError> {
+        let max_attempts = self.config.max_attempts;
         loop {
             let taken = self
-                .blocking(|db| {
+                .blocking(move |db| {
                     let tx = db.begin_write().map_err(QueueError::store)?;
-                    let job = {
-                        let mut queue = tx.open_table(QUEUE).map_err(QueueError::store)?;
-                        let Some((key, id)) = queue.pop_first().map_err(QueueError::store)? else {
-                            return Ok(None);
+                    let mut given_up = 0;
+                    let job = loop {
+                        let popped = {
+                            let mut queue = tx.open_table(QUEUE).map_err(QueueError::store)?;
+                            let popped = queue.pop_first().map_err(QueueError::store)?;
+                            popped.map(|(key, id)| (key.value(), id.value().to_owned()))
                         };
-                        let id = id.value().to_owned();
-                        let key = key.value();
+                        let Some((key, id)) = popped else {
+                            break None;
+                        };
                         let records = tx.open_table(RECORDS).map_err(QueueError::store)?;
                         let Some(record) = read_record(&records, &id)? else {
                             return Err(QueueError::Store(format!(
                                 "queued invocation {id} (at {key}) has no record"
                             )));
                         };
+                        drop(records);
+                        if record.attempts >= max_attempts {
+                            // Started that many times and never finished: each start may
+                            // have taken the server down with it.
+                            tracing::error!(
+                                id,
+                                function = %record.invocation.function,
+                                "asynchronous invocation given up after {} attempts",
+                                record.attempts
+                            );
+                            let outcome = QueueConfig::gave_up(record.attempts);
+                            let delta = record_finish(&tx, &id, outcome)?;
+                            charge(&tx, delta)?;
+                            given_up += 1;
+                            continue;
+                        }
                         let mut taken = tx.open_table(TAKEN).map_err(QueueError::store)?;
                         taken.insert(id.as_str(), key).map_err(QueueError::store)?;
                         let bodies = tx.open_table(BODIES).map_err(QueueError::store)?;
@@ -224,15 +440,17 @@ impl Queue for LocalQueue {
                             .map_err(QueueError::store)?
                             .map(|b| Bytes::copy_from_slice(b.value()))
                             .unwrap_or_default();
-                        Job {
+                        break Some(Job {
                             invocation: record.invocation,
                             body,
                             attempt: record.attempts + 1,
                             lease: key,
-                        }
+                        });
                     };
-                    tx.commit().map_err(QueueError::store)?;
-                    Ok(Some(job))
+                    if job.is_some() || given_up > 0 {
+                        tx.commit().map_err(QueueError::store)?;
+                    }
+                    Ok(job)
                 })
                 .await?;
             match taken {
@@ -256,7 +474,9 @@ impl Queue for LocalQueue {
                 record.state = State::Running;
                 record.attempts += 1;
                 record.started = Some(now());
-                write_record(&mut records, &record)?;
+                let delta = write_record(&mut records, &record)?;
+                drop(records);
+                charge(&tx, delta)?;
             }
             tx.commit().map_err(QueueError::store)
         })
@@ -265,26 +485,13 @@ impl Queue for LocalQueue {
 
     async fn finish(&self, job: &Job, outcome: Outcome) -> Result<(), QueueError> {
         let id = job.invocation.id.clone();
+        let max_bytes = self.config.max_bytes;
         self.blocking(move |db| {
             let tx = db.begin_write().map_err(QueueError::store)?;
-            {
-                let mut records = tx.open_table(RECORDS).map_err(QueueError::store)?;
-                let Some(mut record) = read_record(&records, &id)? else {
-                    return Ok(());
-                };
-                record.state = outcome.state;
-                record.finished = Some(now());
-                let mut results = tx.open_table(RESULTS).map_err(QueueError::store)?;
-                results
-                    .insert(id.as_str(), &outcome.body[..])
-                    .map_err(QueueError::store)?;
-                record.outcome = Some(outcome);
-                write_record(&mut records, &record)?;
-                let mut bodies = tx.open_table(BODIES).map_err(QueueError::store)?;
-                bodies.remove(id.as_str()).map_err(QueueError::store)?;
-                let mut taken = tx.open_table(TAKEN).map_err(QueueError::store)?;
-                taken.remove(id.as_str()).map_err(QueueError::store)?;
-            }
+            let delta = record_finish(&tx, &id, outcome)?;
+            let held = charge(&tx, delta)?;
+            // A result is always kept; older ones give way if the budget is exceeded.
+            make_room(&tx, held, max_bytes, Some(&id))?;
             tx.commit().map_err(QueueError::store)
         })
         .await?;

@@ -48,6 +48,7 @@ mod names;
 mod record;
 mod store;
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -60,7 +61,7 @@ pub use grants::{
     check_topic, DirGrant, Grants, HostPattern, HttpRule, PortRule, Scheme, Secret, TopicPattern,
 };
 pub use names::{Digest, FunctionName, Route};
-pub use record::{Deployment, FunctionRecord, Version};
+pub use record::{Deployment, FunctionRecord, Version, MAX_RECORD_BYTES, MAX_VERSIONS};
 pub use store::{admin_token, set_admin_token, Event, LocalStore, Revision, Store, Watch};
 
 /// The registry: durable function records and modules, behind a [`Store`].
@@ -144,8 +145,25 @@ impl Registry {
                             record.name
                         )));
                     }
+                    let dropped: Vec<Digest> = match &current {
+                        Some((old, _)) => {
+                            let kept: HashSet<&Digest> = record.digests().collect();
+                            let mut dropped: Vec<Digest> = old
+                                .digests()
+                                .filter(|d| !kept.contains(d))
+                                .cloned()
+                                .collect();
+                            dropped.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+                            dropped.dedup();
+                            dropped
+                        }
+                        None => Vec::new(),
+                    };
                     match self.store.put_record(record, expected).await {
-                        Ok(revision) => return Ok((answer, Some(revision))),
+                        Ok(revision) => {
+                            self.collect(dropped).await;
+                            return Ok((answer, Some(revision)));
+                        }
                         Err(RegistryError::Conflict(_)) => continue,
                         Err(e) => return Err(e),
                     }
@@ -155,18 +173,53 @@ impl Registry {
         Err(RegistryError::Conflict(name.to_string()))
     }
 
-    /// Deletes a function's record and history; returns the revision of the deletion.
+    /// Deletes a function's record and history; returns the revision of the deletion. The
+    /// modules no other function's kept versions run are deleted too.
     pub async fn remove(&self, name: &FunctionName) -> Result<Revision, RegistryError> {
         for _ in 0..RETRIES {
-            let Some((_, revision)) = self.store.record(name).await? else {
+            let Some((record, revision)) = self.store.record(name).await? else {
                 return Err(RegistryError::NotFound(name.to_string()));
             };
             match self.store.remove_record(name, revision).await {
                 Err(RegistryError::Conflict(_)) => continue,
-                other => return other,
+                Ok(removed) => {
+                    let mut dropped: Vec<Digest> = record.digests().cloned().collect();
+                    dropped.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+                    dropped.dedup();
+                    self.collect(dropped).await;
+                    return Ok(removed);
+                }
+                Err(e) => return Err(e),
             }
         }
         Err(RegistryError::Conflict(name.to_string()))
+    }
+
+    /// Deletes the modules of `dropped` that no kept version of any function runs, so
+    /// that bounded histories keep the module store bounded too. Failures are logged, not
+    /// returned: the change that dropped them is made, and a module left behind costs
+    /// only its room.
+    ///
+    /// A deploy of the same bytes racing this (its module stored, its record not yet
+    /// written) may find its module gone; deploying it again stores it again.
+    async fn collect(&self, dropped: Vec<Digest>) {
+        if dropped.is_empty() {
+            return;
+        }
+        let records = match self.store.records().await {
+            Ok(records) => records,
+            Err(e) => {
+                tracing::warn!("cannot list the records to delete unused modules: {e}");
+                return;
+            }
+        };
+        let used: HashSet<&Digest> = records.iter().flat_map(|r| r.digests()).collect();
+        for digest in dropped.iter().filter(|d| !used.contains(d)) {
+            match self.store.remove_module(digest).await {
+                Ok(()) => tracing::debug!("deleted module {digest}: no kept version runs it"),
+                Err(e) => tracing::warn!("cannot delete the unused module {digest}: {e}"),
+            }
+        }
     }
 
     /// Stores a module under its digest (once: the same bytes again are a no-op).

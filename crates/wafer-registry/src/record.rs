@@ -40,8 +40,18 @@ impl Version {
     }
 }
 
-/// A function's whole history, stored as one document so that switching versions is a
-/// single atomic write.
+/// Versions a function's record keeps: the 100 newest (and the active one, always). A deploy
+/// past it forgets the oldest, so a record stays well under the 1 MiB a NATS message may
+/// carry, and rollback reaches back 99 versions.
+pub const MAX_VERSIONS: usize = 100;
+
+/// Largest record kept, as compact JSON: 512 KiB. A deploy that would make it larger
+/// forgets more of the oldest versions (functions with large configurations keep fewer
+/// than [`MAX_VERSIONS`]), never the active one.
+pub const MAX_RECORD_BYTES: usize = 512 << 10;
+
+/// A function's history (its [`MAX_VERSIONS`] newest versions), stored as one document so
+/// that switching versions is a single atomic write.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FunctionRecord {
@@ -49,7 +59,7 @@ pub struct FunctionRecord {
     pub name: FunctionName,
     /// The version requests are served by.
     pub active: u32,
-    /// Every version, oldest first.
+    /// The versions kept (at most [`MAX_VERSIONS`]), oldest first.
     pub versions: Vec<Version>,
 }
 
@@ -89,7 +99,33 @@ impl FunctionRecord {
             .filter(|v| v.digest == *digest && v.config == *config)
     }
 
-    /// Appends a version running `digest` with `config`, made active, and returns it.
+    /// The digests of every version kept.
+    pub fn digests(&self) -> impl Iterator<Item = &Digest> {
+        self.versions.iter().map(|v| &v.digest)
+    }
+
+    /// Forgets the oldest versions (never the active one) past [`MAX_VERSIONS`], and past
+    /// [`MAX_RECORD_BYTES`] of JSON.
+    pub fn prune(&mut self) {
+        let mut excess = self.versions.len().saturating_sub(MAX_VERSIONS);
+        loop {
+            if excess == 0 {
+                let size = serde_json::to_vec(self).map_or(0, |json| json.len());
+                if size <= MAX_RECORD_BYTES {
+                    return;
+                }
+            }
+            let active = self.active;
+            let Some(oldest) = self.versions.iter().position(|v| v.version != active) else {
+                return;
+            };
+            self.versions.remove(oldest);
+            excess = excess.saturating_sub(1);
+        }
+    }
+
+    /// Appends a version running `digest` with `config`, made active, and returns it. The
+    /// oldest versions past [`MAX_VERSIONS`] (or [`MAX_RECORD_BYTES`]) are forgotten.
     pub fn push(
         &mut self,
         digest: Digest,
@@ -107,6 +143,7 @@ impl FunctionRecord {
         };
         self.active = version.version;
         self.versions.push(version);
+        self.prune();
         &self.versions[self.versions.len() - 1]
     }
 

@@ -79,6 +79,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Revision, RegistryError>;
     /// Every record as it stands, then every change (see [`Watch`]).
     async fn watch(&self) -> Result<Watch, RegistryError>;
+    /// Every record as it stands (to find the modules no version runs any more).
+    async fn records(&self) -> Result<Vec<Arc<FunctionRecord>>, RegistryError>;
+    /// Deletes a module; deleting one that is not stored is a no-op.
+    async fn remove_module(&self, digest: &Digest) -> Result<(), RegistryError>;
 }
 
 /// The default backend: a directory.
@@ -325,6 +329,27 @@ impl Store for LocalStore {
             state.records.remove(&name);
             state.notify(&Event::Removed { name, revision });
             Ok(revision)
+        })
+        .await
+    }
+
+    async fn records(&self) -> Result<Vec<Arc<FunctionRecord>>, RegistryError> {
+        let state = self.inner.lock();
+        Ok(state.records.values().map(|(r, _)| r.clone()).collect())
+    }
+
+    async fn remove_module(&self, digest: &Digest) -> Result<(), RegistryError> {
+        let digest = digest.clone();
+        self.blocking(move |local| {
+            let path = local.module_path(&digest);
+            match fs::remove_file(&path) {
+                Ok(()) => sync_dir(&local.modules),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(RegistryError::io(format!(
+                    "cannot remove {}",
+                    path.display()
+                ))(e)),
+            }
         })
         .await
     }
