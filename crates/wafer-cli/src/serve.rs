@@ -44,6 +44,8 @@ pub(crate) struct ServeArgs {
         value_delimiter = ','
     )]
     callback_hosts: Vec<String>,
+    #[command(flatten)]
+    asyncs: AsyncArgs,
     /// The admin token to require, instead of the one generated in the data directory on
     /// first start (it is written there too, for the `wafer` commands on this machine). In
     /// a cluster, give every node the same one; it becomes the cluster's.
@@ -70,6 +72,41 @@ impl ServeArgs {
             "the admin token must be at least 16 characters, printable, without spaces"
         );
         Ok(Some(token))
+    }
+}
+
+/// Asynchronous invocations (docs/async.md#limits).
+#[derive(clap::Args)]
+struct AsyncArgs {
+    /// Bytes the asynchronous queue may hold: bodies of calls not finished yet plus the
+    /// records and results kept. Past it the oldest results go early, then new calls get
+    /// `507`. In a cluster, split in four among its JetStream streams.
+    #[arg(long, env = "WAFER_ASYNC_MAX_BYTES", default_value = "1GiB", value_parser = byte_size)]
+    async_max_bytes: u64,
+    /// Times one asynchronous call is started at most before it is recorded `failed` (a
+    /// call that kills its node each time is not run forever).
+    #[arg(long, env = "WAFER_ASYNC_MAX_ATTEMPTS", default_value_t = wafer_queue::MAX_ATTEMPTS,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    async_max_attempts: u32,
+}
+
+impl AsyncArgs {
+    fn config(&self) -> wafer_queue::QueueConfig {
+        wafer_queue::QueueConfig {
+            max_bytes: self.async_max_bytes,
+            max_attempts: self.async_max_attempts,
+        }
+    }
+}
+
+/// A size such as `64MiB` or `1GiB` (or a number of bytes), at least 1 MiB.
+fn byte_size(text: &str) -> Result<u64, String> {
+    let size: bytesize::ByteSize = text
+        .parse()
+        .map_err(|e| format!("`{text}` is not a size like 512MiB or 1GiB: {e}"))?;
+    match size.as_u64() {
+        n if n < 1 << 20 => Err(format!("`{text}` is below the minimum of 1 MiB")),
+        n => Ok(n),
     }
 }
 
@@ -143,6 +180,21 @@ struct ClusterArgs {
     /// NATS cluster of three or more.
     #[arg(long, env = "WAFER_CLUSTER_REPLICAS", default_value_t = 1)]
     cluster_replicas: usize,
+    /// Bytes JetStream keeps of function records (docs/cluster.md#byte-limits).
+    #[arg(long, env = "WAFER_CLUSTER_RECORDS_MAX_BYTES", default_value = "256MiB", value_parser = byte_size)]
+    cluster_records_max_bytes: u64,
+    /// Bytes JetStream keeps of module blobs.
+    #[arg(long, env = "WAFER_CLUSTER_MODULES_MAX_BYTES", default_value = "4GiB", value_parser = byte_size)]
+    cluster_modules_max_bytes: u64,
+    /// Bytes JetStream keeps of each function's key-value store.
+    #[arg(long, env = "WAFER_CLUSTER_KV_MAX_BYTES", default_value = "64MiB", value_parser = byte_size)]
+    cluster_kv_max_bytes: u64,
+    /// Bytes JetStream keeps of undelivered pub/sub messages.
+    #[arg(long, env = "WAFER_CLUSTER_MESSAGES_MAX_BYTES", default_value = "1GiB", value_parser = byte_size)]
+    cluster_messages_max_bytes: u64,
+    /// Bytes JetStream keeps of dead-lettered messages.
+    #[arg(long, env = "WAFER_CLUSTER_DEAD_MAX_BYTES", default_value = "256MiB", value_parser = byte_size)]
+    cluster_dead_max_bytes: u64,
 }
 
 impl ClusterArgs {
@@ -153,6 +205,11 @@ impl ClusterArgs {
             credentials: self.cluster_creds.clone(),
             tls_ca: self.cluster_tls_ca.clone(),
             replicas: self.cluster_replicas,
+            records_max_bytes: self.cluster_records_max_bytes,
+            modules_max_bytes: self.cluster_modules_max_bytes,
+            kv_max_bytes: self.cluster_kv_max_bytes,
+            messages_max_bytes: self.cluster_messages_max_bytes,
+            dead_max_bytes: self.cluster_dead_max_bytes,
             ..wafer_nats::ClusterConfig::new(urls.clone())
         })
     }
@@ -279,13 +336,15 @@ impl Server {
             .await??
         };
         let mut joined = None;
+        let queue_config = args.asyncs.config();
         let (registry, caps, queue) = match args.cluster.config() {
             None => {
                 let data = data.clone();
                 tokio::task::spawn_blocking(move || {
                     let registry = Registry::open(&data)?;
                     let caps = wafer_host::Capabilities::open(&data)?;
-                    let queue: Arc<dyn Queue> = Arc::new(wafer_queue::LocalQueue::open(&data)?);
+                    let queue: Arc<dyn Queue> =
+                        Arc::new(wafer_queue::LocalQueue::open_with(&data, queue_config)?);
                     anyhow::Ok((registry, caps, queue))
                 })
                 .await??
@@ -311,7 +370,8 @@ impl Server {
                 );
                 let kv = Arc::new(wafer_nats::NatsKv::new(&cluster));
                 let bus = Arc::new(wafer_nats::NatsBus::open(&cluster).await?);
-                let queue: Arc<dyn Queue> = Arc::new(wafer_nats::NatsQueue::open(&cluster).await?);
+                let queue: Arc<dyn Queue> =
+                    Arc::new(wafer_nats::NatsQueue::open_with(&cluster, queue_config).await?);
                 let caps = wafer_host::Capabilities::new(kv, bus);
                 joined = Some(cluster);
                 (Registry::new(store), caps, queue)

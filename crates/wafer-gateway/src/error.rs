@@ -94,6 +94,9 @@ pub enum Error {
     /// The server cannot take more of this now.
     #[error("{0}")]
     Overloaded(String),
+    /// A store's byte budget is full (the asynchronous queue's `--async-max-bytes`).
+    #[error("{0}")]
+    NoSpace(String),
     /// No asynchronous invocation has the id (or it finished too long ago).
     #[error("no invocation `{0}` (finished ones are kept for 24 hours)")]
     NoInvocation(String),
@@ -116,6 +119,7 @@ impl Error {
             Error::BadBody(_) | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
             Error::NoInvocation(_) => StatusCode::NOT_FOUND,
             Error::Guest { fault, .. } => fault_status(fault),
             Error::NoOperation(_) | Error::Service { .. } => StatusCode::NOT_FOUND,

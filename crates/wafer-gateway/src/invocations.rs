@@ -159,7 +159,8 @@ impl Invocations {
 impl From<QueueError> for Error {
     fn from(e: QueueError) -> Self {
         match e {
-            QueueError::Full(_) | QueueError::NoSpace { .. } => Error::Overloaded(e.to_string()),
+            QueueError::Full(_) => Error::Overloaded(e.to_string()),
+            QueueError::NoSpace { .. } => Error::NoSpace(e.to_string()),
             QueueError::Store(_) => {
                 tracing::error!("{e}");
                 Error::Overloaded(format!("{e}; try again shortly"))

@@ -475,7 +475,10 @@ impl Cluster {
         tokio::spawn(async move {
             loop {
                 let watched = async {
-                    let settings = cluster.kv(SETTINGS, 1).await.map_err(|e| e.to_string())?;
+                    let settings = cluster
+                        .kv(SETTINGS, 1, SETTINGS_MAX_BYTES)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     settings
                         .watch("admin-token")
                         .await
