@@ -587,11 +587,51 @@ fn a_node_cut_off_from_nats_while_others_deploy_converges_by_itself() {
     until(&b, "/gone", 200, Some("Hello from WAT!\n"));
 
     servers[2].stop();
-    // Changes made elsewhere meanwhile: a new version, a new function, a removal.
-    a.deploy("hello", &built("hello-c.wasm"), &[]);
-    a.deploy("other", &built("hello-c.wasm"), &[("route", "/other")]);
-    let removed = a.admin(Method::DELETE, "functions/gone").send().unwrap();
-    assert_eq!(removed.status(), 204);
+    // Changes made elsewhere meanwhile: a new version, a new function, a removal. While
+    // JetStream elects new leaders for what the stopped server led, a change can fail for
+    // a few seconds: tried again, as a client would.
+    let eventually = |what: &str, send: &dyn Fn() -> reqwest::blocking::Response| {
+        let started = Instant::now();
+        loop {
+            let response = send();
+            let status = response.status();
+            if status.is_success() {
+                return;
+            }
+            let text = response.text().unwrap();
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{what}: {status} {text}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    eventually("deploy hello", &|| {
+        a.deploy_with("hello", &built("hello-c.wasm"), &[])
+    });
+    let route = [("route", "/other")];
+    eventually("deploy other", &|| {
+        a.deploy_with("other", &built("hello-c.wasm"), &route)
+    });
+    let started = Instant::now();
+    // A removal that failed half-way (the record gone, its store not yet) is `404` when
+    // tried again.
+    while !matches!(
+        a.admin(Method::DELETE, "functions/gone")
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        204 | 404
+    ) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "rm gone never went through"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    until(&a, "/gone", 404, None);
+    until(&a, "/other", 200, Some("Hello from C!\n"));
     // B goes on serving what it had.
     for _ in 0..20 {
         assert_eq!(b.get("/hello").text().unwrap(), "Hello from WAT!\n");

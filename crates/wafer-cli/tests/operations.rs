@@ -326,3 +326,28 @@ fn a_deploy_reports_its_compile_time_and_draws_no_progress_off_a_terminal() {
     let answer = server.deploy("hello2", &module, &[]);
     assert!(answer["compile_ms"].as_f64().unwrap() > 0.0, "{answer}");
 }
+
+#[test]
+fn admin_invoke_calls_are_counted_like_requests() {
+    let server = Server::start();
+    server.deploy("ex", &built("exports-rust.wasm"), &[]);
+    for body in ["[3, 2]", "[1, 1]", "not json"] {
+        server
+            .admin(reqwest::Method::POST, "functions/ex/invoke/sum")
+            .body(body)
+            .send()
+            .unwrap();
+    }
+    let text = scrape(&server);
+    let fn_ex = "function=\"ex\"";
+    assert_eq!(
+        sample(&text, "wafer_requests_total", &[fn_ex, "class=\"2xx\""]),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "wafer_requests_total", &[fn_ex, "class=\"4xx\""]),
+        Some(1.0),
+        "{text}"
+    );
+}

@@ -413,11 +413,35 @@ impl App {
             content_type: Some("application/grpc"),
             body: payload,
         };
-        let result = self.invoke(function, program, call, &request_id, 0).await;
-        if let Err(error) = &result {
-            self.log_failure(function, &request_id, error);
-        }
-        result.map(|answer| answer.body)
+        let result = self.counted(function, async {
+            let result = self.invoke(function, program, call, &request_id, 0).await;
+            if let Err(error) = &result {
+                self.log_failure(function, &request_id, error);
+            }
+            result
+        });
+        result.await.map(|answer| answer.body)
+    }
+
+    /// Runs a call of `function` that is not an HTTP request on its route (an admin or gRPC
+    /// Invoke, a call of its gRPC service), counting it in the function's metrics as a
+    /// request would be.
+    async fn counted(
+        &self,
+        function: &Function,
+        call: impl Future<Output = Result<Answer, Error>>,
+    ) -> Result<Answer, Error> {
+        let metrics = function.metrics();
+        let started = Instant::now();
+        let in_flight = metrics.in_flight();
+        let result = call.await;
+        drop(in_flight);
+        let status = match &result {
+            Ok(_) => StatusCode::OK,
+            Err(error) => error.status(),
+        };
+        metrics.answered(status, started.elapsed());
+        result
     }
 
     /// Rebuilds gRPC reflection if the functions serving services of their own changed.
@@ -605,13 +629,16 @@ impl App {
             if call.body.len() as u64 > limit.as_u64() {
                 return Err(Error::BodyTooLarge(limit));
             }
-            let _admission = self.admission(&function).await?;
             let id = request_id.insert(self.request_id());
-            let result = self.invoke(&function, program, call, id, 0).await;
-            if let Err(error) = &result {
-                self.log_failure(&function, id, error);
-            }
-            result
+            self.counted(&function, async {
+                let _admission = self.admission(&function).await?;
+                let result = self.invoke(&function, program, call, id, 0).await;
+                if let Err(error) = &result {
+                    self.log_failure(&function, id, error);
+                }
+                result
+            })
+            .await
         }
         .await;
         (result, request_id)

@@ -258,14 +258,22 @@ impl Schemas {
         self.loaded(function)?.methods.get(path).cloned()
     }
 
+    /// The decoded schema of `function`'s version, decoded on its first use. The descriptor
+    /// sets are decoded outside the lock, which is only held to look up and insert, so one
+    /// function's first call never holds up another's.
     fn loaded(&self, function: &Arc<Function>) -> Option<Arc<Loaded>> {
         let schema = function.config.schema.as_ref()?;
         let key = Arc::as_ptr(function) as usize;
-        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, found)) = loaded.get(&key) {
-            return Some(found.clone());
+        // An entry counts only while its version lives: an address can be reused.
+        let cached = |cache: &Cache| {
+            cache
+                .get(&key)
+                .filter(|(version, _)| version.strong_count() > 0)
+                .map(|(_, found)| found.clone())
+        };
+        if let Some(found) = cached(&self.loaded.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Some(found);
         }
-        loaded.retain(|_, (version, _)| version.strong_count() > 0);
         // Checked at deploy; a schema that stopped loading maps nothing.
         let found = match (load(schema), services(schema)) {
             (Ok(operations), Ok(services)) => Loaded {
@@ -280,6 +288,11 @@ impl Schemas {
                 Loaded::default()
             }
         };
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = cached(&loaded) {
+            return Some(found);
+        }
+        loaded.retain(|_, (version, _)| version.strong_count() > 0);
         let found = Arc::new(found);
         loaded.insert(key, (Arc::downgrade(function), found.clone()));
         Some(found)
