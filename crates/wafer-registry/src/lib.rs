@@ -61,7 +61,9 @@ pub use grants::{
 };
 pub use names::{Digest, FunctionName, Route};
 pub use record::{Deployment, FunctionRecord, Version};
-pub use store::{admin_token, set_admin_token, Event, LocalStore, Revision, Store, Watch};
+pub use store::{
+    admin_token, private_dir, set_admin_token, Event, LocalStore, Revision, Store, Watch,
+};
 
 /// The registry: durable function records and modules, behind a [`Store`].
 #[derive(Clone)]
