@@ -411,7 +411,9 @@ fn clear_dir(dir: &Path) -> Result<(), RegistryError> {
 }
 
 /// Reads the admin token from `dir/admin-token`, creating a random one (mode 0600) on first use.
+/// `dir` is created, or made, its owner's only (see [`private_dir`]).
 pub fn admin_token(dir: &Path) -> Result<String, RegistryError> {
+    private_dir(dir)?;
     let path = dir.join("admin-token");
     match fs::read_to_string(&path) {
         Ok(token) if !token.trim().is_empty() => {
@@ -422,7 +424,6 @@ pub fn admin_token(dir: &Path) -> Result<String, RegistryError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(RegistryError::io(format!("cannot read {}", path.display()))(e)),
     }
-    private_dir(dir)?;
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| {
         RegistryError::io("cannot generate the admin token")(io::Error::other(e.to_string()))
