@@ -8,7 +8,7 @@ mod limits;
 
 use serde::{Deserialize, Serialize};
 
-pub use limits::Limits;
+pub use limits::{deadline_after, LimitError, Limits};
 
 /// How the host talks to a module, detected from its exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

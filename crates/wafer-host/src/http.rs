@@ -8,6 +8,9 @@
 //!    resolver, so a public name that resolves to `10.0.0.5` is refused too.
 //! 3. Redirects are followed here, not by the client, and each hop goes through 1 and 2.
 //!
+//! The `Host` header is always the checked URL's authority: one the guest sets is dropped,
+//! or it would reach another virtual host on an allowed address.
+//!
 //! Each function version gets its own client (its resolver knows the function's rules), kept
 //! for connection reuse.
 
@@ -84,6 +87,9 @@ impl Http {
             })?;
             headers.append(name, value);
         }
+        // The URL's authority is what the allow-list checked; a `Host` of the guest's own
+        // would reach another virtual host on the same address.
+        headers.remove(http::header::HOST);
         let limits = &function.config.limits;
         let timeout = limits
             .http_timeout
@@ -324,7 +330,10 @@ impl wafer_runtime::Outbound for Policy {
                 .map_err(|e| OutboundError::Denied(format!("bad URL {uri}: {e}")))?;
             check_url(&self.function.config.grants.http, &url).map_err(outbound_error)?;
             let client = self.http.client(&self.function).map_err(outbound_error)?;
-            let (parts, body) = request.into_parts();
+            let (mut parts, body) = request.into_parts();
+            // As for core modules: the host is the checked URL's, never a header of the
+            // guest's (wasi-http forbids it already; this holds whatever the runtime allows).
+            parts.headers.remove(http::header::HOST);
             let body = reqwest::Body::wrap_stream(body.into_data_stream());
             let request = reqwest::Request::try_from(http::Request::from_parts(parts, body))
                 .map_err(|e| OutboundError::Failed(format!("{uri}: {e}")))?;

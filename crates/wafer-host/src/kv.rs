@@ -182,14 +182,22 @@ fn table(name: &FunctionName) -> TableDefinition<'_, &'static str, &'static [u8]
 impl RedbKv {
     /// Opens (creating) the database at `path`, readable by its owner only.
     pub fn open(path: &Path) -> Result<Self, redb::DatabaseError> {
-        let db = Database::create(path)?;
-        // Like every file in the data directory: the owner's only.
+        let storage = |e: std::io::Error| redb::DatabaseError::Storage(e.into());
+        // Like every file in the data directory: the owner's only. The file is created 0600
+        // and handed to redb, so it is never readable by others, not even for a
+        // moment; one made by an older version is tightened.
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(path).map_err(storage)?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| redb::DatabaseError::Storage(e.into()))?;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(storage)?;
         }
+        let db = Database::builder().create_file(file)?;
         Ok(Self { db: Arc::new(db) })
     }
 

@@ -7,16 +7,19 @@
 //! `wafer-nats`). The delivery itself (a call of the function) is the gateway's, through
 //! [`Deliver`].
 //!
-//! [`LocalBus`] gives each subscriber a bounded queue ([`QUEUE`] messages) drained by one
-//! task, so messages reach a subscriber in the order they were published, and a slow
-//! subscriber holds up no one else. A message that finds its subscriber's queue full is
-//! dropped for that subscriber and counted; so is one whose subscriber is gone by the time
-//! it is delivered.
+//! [`LocalBus`] gives each subscriber a bounded queue ([`QUEUE`] messages, [`QUEUE_BYTES`]
+//! bytes) drained by one task, so messages reach a subscriber in the order they were
+//! published, and a slow subscriber holds up no one else. A message that finds its
+//! subscriber's queue full of messages is dropped for that subscriber and counted; so is one
+//! whose subscriber is gone by the time it is delivered. One that would take a subscriber's
+//! queue past [`QUEUE_BYTES`] is dropped for it and counted too, and the publisher's host
+//! call fails with `too_large`, naming the subscriber and the limit: without the byte bound
+//! a stuck subscriber would hold 1024 messages of 1 MiB, a GiB, per subscriber.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use async_trait::async_trait;
@@ -27,8 +30,15 @@ use wafer_registry::{check_topic, Deployment, FunctionName};
 
 use crate::{bytes_field, json, unknown_operation, GuestError};
 
-/// Messages waiting per subscriber before new ones are dropped.
+/// Messages waiting per subscriber before new ones are dropped. Default 1024: bursts of
+/// small messages are absorbed while a subscriber runs.
 pub const QUEUE: usize = 1024;
+
+/// Bytes of messages held per subscriber (waiting, and the one being delivered) before a
+/// publish to it is refused: 16 MiB, sixteen of the largest messages, so that a subscriber
+/// that never finishes holds at most this much of the server's memory. Past it the
+/// publisher's host call fails with `too_large`.
+pub const QUEUE_BYTES: usize = 16 << 20;
 
 /// Largest message, in bytes.
 pub const MAX_MESSAGE: usize = 1 << 20;
@@ -147,6 +157,8 @@ struct Counters {
 struct Queue {
     tx: mpsc::Sender<Message>,
     counters: Arc<Counters>,
+    /// Bytes of the messages queued and being delivered (see [`QUEUE_BYTES`]).
+    bytes: Arc<AtomicUsize>,
 }
 
 /// The in-process bus: a bounded queue per subscriber, drained in order by one task.
@@ -219,13 +231,17 @@ impl LocalBus {
     fn start(&self, name: FunctionName) -> Queue {
         let (tx, mut rx) = mpsc::channel::<Message>(QUEUE);
         let counters = Arc::new(Counters::default());
+        let bytes = Arc::new(AtomicUsize::new(0));
         let (deliver, task_counters) = (self.deliver.clone(), counters.clone());
+        let task_bytes = bytes.clone();
         tokio::spawn(async move {
             while let Some(message) = rx.recv().await {
+                let size = message.body.len();
                 let outcome = match deliver.get().and_then(Weak::upgrade) {
                     Some(deliver) => deliver.deliver(name.clone(), message).await,
                     None => Delivery::Gone,
                 };
+                task_bytes.fetch_sub(size, Ordering::Relaxed);
                 let counter = match outcome {
                     Delivery::Delivered => &task_counters.delivered,
                     Delivery::Failed(_) => &task_counters.failed,
@@ -234,7 +250,11 @@ impl LocalBus {
                 counter.fetch_add(1, Ordering::Relaxed);
             }
         });
-        Queue { tx, counters }
+        Queue {
+            tx,
+            counters,
+            bytes,
+        }
     }
 
     fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<FunctionName, Queue>> {
@@ -248,23 +268,48 @@ impl Bus for LocalBus {
         let _ = self.deliver.set(deliver);
     }
 
-    /// Queues `message` for each subscriber; a full queue drops it for that subscriber.
+    /// Queues `message` for each subscriber; a queue full of messages drops it for that
+    /// subscriber. One whose bytes it would take past [`QUEUE_BYTES`] drops it too, and the
+    /// publish fails naming those subscribers (the others have the message).
     async fn publish(
         &self,
         subscribers: Vec<FunctionName>,
         message: Message,
     ) -> Result<(), GuestError> {
         self.published.fetch_add(1, Ordering::Relaxed);
+        let size = message.body.len();
+        let mut refused = Vec::new();
+        let mut queued = 0;
         let mut queues = self.queues();
         for name in subscribers {
             let queue = queues
                 .entry(name.clone())
-                .or_insert_with(|| self.start(name));
-            if queue.tx.try_send(message.clone()).is_err() {
+                .or_insert_with(|| self.start(name.clone()));
+            // Counted before the send, so the task never takes away bytes not yet added.
+            let held = queue.bytes.fetch_add(size, Ordering::Relaxed);
+            if held.saturating_add(size) > QUEUE_BYTES {
+                queue.bytes.fetch_sub(size, Ordering::Relaxed);
                 queue.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                refused.push(format!("`{name}` ({held} bytes waiting)"));
+                continue;
+            }
+            match queue.tx.try_send(message.clone()) {
+                Ok(()) => queued += 1,
+                Err(_) => {
+                    queue.bytes.fetch_sub(size, Ordering::Relaxed);
+                    queue.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
-        Ok(())
+        if refused.is_empty() {
+            return Ok(());
+        }
+        Err(GuestError::TooLarge(format!(
+            "the message of {size} bytes was not queued for {}: a subscriber's queue holds at \
+             most {QUEUE_BYTES} bytes (16 MiB) of messages; it was queued for {queued} other \
+             subscriber(s)",
+            refused.join(", ")
+        )))
     }
 
     /// Queues are made on the first message; those of functions no longer subscribed go

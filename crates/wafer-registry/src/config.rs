@@ -75,7 +75,8 @@ mod base64_bytes {
 }
 
 impl FunctionConfig {
-    /// Checks what serde cannot: environment names and values, and limits that make sense.
+    /// Checks what serde cannot: environment names and values, grants, and every limit
+    /// within its documented range ([`Limits::validate`]).
     pub fn validate(&self) -> Result<(), RegistryError> {
         for (key, value) in &self.env {
             if key.is_empty() || key.contains(['=', '\0']) {
@@ -90,33 +91,11 @@ impl FunctionConfig {
             }
         }
         self.grants.validate()?;
-        let limits = &self.limits;
-        if limits.max_concurrency == 0 {
-            return Err(RegistryError::InvalidConfig(
-                "max_concurrency must be at least 1".into(),
-            ));
-        }
-        if limits.kv_keys == 0 {
-            return Err(RegistryError::InvalidConfig(
-                "kv_keys must be at least 1".into(),
-            ));
-        }
-        if limits.instance_reuse == 0 {
-            return Err(RegistryError::InvalidConfig(
-                "instance_reuse must be at least 1 (1 means a fresh instance per request)".into(),
-            ));
-        }
-        if limits.timeout.is_zero() {
-            return Err(RegistryError::InvalidConfig(
-                "timeout must be above zero".into(),
-            ));
-        }
-        if limits.memory.as_u64() < 64 * 1024 {
-            return Err(RegistryError::InvalidConfig(format!(
-                "memory limit {} is below one 64 KiB wasm page",
-                limits.memory
-            )));
-        }
+        // Every path to a record (deploy flags, query string, manifest, gRPC) comes through
+        // here: an absurd limit (a timeout `Instant` cannot add) is refused before it is stored.
+        self.limits
+            .validate()
+            .map_err(|e| RegistryError::InvalidConfig(e.to_string()))?;
         Ok(())
     }
 
@@ -135,5 +114,31 @@ impl FunctionConfig {
         } else {
             self.routes.clone()
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Every way to a record (deploy flags and query string, manifest, gRPC) validates the
+    /// config here, so an absurd limit is refused whichever way it came.
+    #[test]
+    fn absurd_limits_make_the_config_invalid() {
+        let config: FunctionConfig =
+            serde_json::from_str(r#"{"limits": {"timeout": "18446744073709551615s"}}"#).unwrap();
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "invalid configuration: limit `timeout` is 18446744073709551615s, above its maximum \
+             of 86400s (1 day)"
+        );
+        let config: FunctionConfig =
+            serde_json::from_str(r#"{"limits": {"max_concurrency": 0}}"#).unwrap();
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "invalid configuration: limit `max_concurrency` is 0, below its minimum of 1"
+        );
+        assert!(FunctionConfig::default().validate().is_ok());
     }
 }

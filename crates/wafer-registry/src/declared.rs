@@ -29,9 +29,13 @@ pub struct ModuleRoute {
 
 impl ModuleRoute {
     /// This route under `base`, one of the function's routes: `/hello` under `/example` or
-    /// `/example/...` is `/example/hello`; `/` is the base path itself.
+    /// `/example/...` is `/example/hello`; `/` is the base path itself. The root, `/` or
+    /// `/...`, adds nothing: `/hello` under `/` is `/hello` (WAGI serves a module's routes
+    /// mounted at `/` that way), never `//hello`.
     pub fn under(&self, base: &Route) -> Result<Route, RegistryError> {
         let (prefix, _) = base.pattern();
+        // Only the root route ends in `/` (a route may not otherwise).
+        let prefix = prefix.trim_end_matches('/');
         match self.route.as_str() {
             "/" if !prefix.is_empty() => prefix.parse(),
             sub => format!("{prefix}{sub}").parse(),
@@ -105,6 +109,19 @@ mod tests {
         assert_eq!(route("/", "/example/..."), "/example");
         assert_eq!(route("/", "/..."), "/");
         assert_eq!(route("/...", "/example"), "/example/...");
+    }
+
+    #[test]
+    fn module_routes_under_the_root_route_are_not_doubled() {
+        // Reported: WAGI's dynamic-routes module mounted at `/` was refused as
+        // `invalid route //exact`.
+        assert_eq!(route("/exact", "/"), "/exact");
+        assert_eq!(route("/wildcard/...", "/"), "/wildcard/...");
+        assert_eq!(route("/...", "/"), "/...");
+        assert_eq!(route("/", "/"), "/");
+        assert_eq!(route("/exact", "/..."), "/exact");
+        assert_eq!(route("/wildcard/...", "/base/..."), "/base/wildcard/...");
+        assert_eq!(route("/exact", "/base/..."), "/base/exact");
     }
 
     #[test]

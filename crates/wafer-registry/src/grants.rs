@@ -223,8 +223,12 @@ impl HttpRule {
 
     fn allows_host(&self, host: &str) -> bool {
         let host = host.trim_start_matches('[').trim_end_matches(']');
+        let address = host.parse::<IpAddr>().ok();
         match &self.host {
-            HostPattern::Ip(ip) => host.parse::<IpAddr>().is_ok_and(|h| h == *ip),
+            HostPattern::Ip(ip) => address == Some(*ip),
+            // Name rules match DNS names only: `*.0.0.1` must not reach `127.0.0.1`. An
+            // address is allowed only by a rule that names it.
+            _ if address.is_some() => false,
             HostPattern::Name(name) => host.eq_ignore_ascii_case(name),
             HostPattern::Subdomains(suffix) => {
                 host.len() > suffix.len() + 1
@@ -497,6 +501,22 @@ mod tests {
         let v6 = rule("http://[::1]:*");
         assert!(v6.allows(Scheme::Http, "[::1]", 1234));
         assert!(rule("example.com:*").allows(Scheme::Https, "example.com", 1));
+    }
+
+    #[test]
+    fn wildcard_rules_match_names_never_addresses() {
+        // Reported: `*.0.0.1` allowed the address 127.0.0.1.
+        let wild = rule("*.0.0.1");
+        assert!(!wild.allows(Scheme::Http, "127.0.0.1", 80));
+        assert!(!wild.names_address());
+        assert!(!rule("*.1").allows(Scheme::Http, "10.0.0.1", 80));
+        assert!(!rule("*.ffff").allows(Scheme::Http, "[::ffff]", 80));
+        assert!(!rule("*.ffff:*").allows(Scheme::Http, "::ffff", 80));
+        // A name that looks like an address's tail is still a name.
+        assert!(wild.allows(Scheme::Http, "a.0.0.1", 80));
+        // Addresses are allowed by the rules that name them, and only those.
+        assert!(rule("127.0.0.1").allows(Scheme::Http, "127.0.0.1", 80));
+        assert!(!rule("127.0.0.2").allows(Scheme::Http, "127.0.0.1", 80));
     }
 
     #[test]

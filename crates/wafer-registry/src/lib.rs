@@ -62,7 +62,9 @@ pub use grants::{
 };
 pub use names::{Digest, FunctionName, Route};
 pub use record::{Deployment, FunctionRecord, Version, MAX_RECORD_BYTES, MAX_VERSIONS};
-pub use store::{admin_token, set_admin_token, Event, LocalStore, Revision, Store, Watch};
+pub use store::{
+    admin_token, private_dir, set_admin_token, Event, LocalStore, Revision, Store, Watch,
+};
 
 /// The registry: durable function records and modules, behind a [`Store`].
 #[derive(Clone)]

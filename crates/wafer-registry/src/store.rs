@@ -95,6 +95,14 @@ pub trait Store: Send + Sync + 'static {
 ///
 /// One process owns the directory, so revisions and watchers live in memory: revisions
 /// count up from 1 at each start, and a watch is fed by the writes of this process.
+///
+/// The directory and everything in it are its owner's only: directories 0700 (an existing
+/// data directory is made so), files 0600.
+///
+/// File IO and fsync run on the blocking pool. Writers take turns on a lock held there,
+/// across their IO; the records in memory sit behind another lock, held only for moments and
+/// never across IO, so [`Store::record`] and [`Store::watch`] on an async worker thread never
+/// wait for a disk.
 #[derive(Clone)]
 pub struct LocalStore {
     inner: Arc<Local>,
@@ -104,6 +112,10 @@ struct Local {
     modules: PathBuf,
     functions: PathBuf,
     tmp: PathBuf,
+    /// Taken by each write, on the blocking pool, for the whole of its IO: one write at a
+    /// time, so a revision checked before the IO still holds after it.
+    writer: Mutex<()>,
+    /// Taken only for moments, never across IO: async threads read it.
     state: Mutex<LocalState>,
 }
 
@@ -139,11 +151,18 @@ impl LocalStore {
             modules: dir.join("modules").join("sha256"),
             functions: dir.join("functions"),
             tmp: dir.join("tmp"),
+            writer: Mutex::default(),
             state: Mutex::default(),
         };
-        for d in [&local.modules, &local.functions, &local.tmp] {
-            fs::create_dir_all(d)
-                .map_err(RegistryError::io(format!("cannot create {}", d.display())))?;
+        let sha256 = &local.modules;
+        for d in [
+            dir,
+            &dir.join("modules"),
+            sha256,
+            &local.functions,
+            &local.tmp,
+        ] {
+            private_dir(d)?;
         }
         clear_dir(&local.tmp)?;
         let records = local.read_records()?;
@@ -179,6 +198,11 @@ impl Local {
         // The state is only changed after a successful write, so it is consistent even if
         // a panic poisoned the lock.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One write at a time. Only ever taken on the blocking pool.
+    fn write_turn(&self) -> MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn module_path(&self, digest: &Digest) -> PathBuf {
@@ -286,9 +310,11 @@ impl Store for LocalStore {
         self.blocking(move |local| {
             let json = serde_json::to_vec_pretty(&record)
                 .map_err(|e| RegistryError::io("cannot encode record")(e.into()))?;
-            let mut state = local.lock();
-            state.check(&record.name, expected)?;
+            let _turn = local.write_turn();
+            local.lock().check(&record.name, expected)?;
             write_atomically(&local.tmp, &local.record_path(&record.name), &json)?;
+            // No other write ran meanwhile (the turn), so the check still holds.
+            let mut state = local.lock();
             state.last += 1;
             let revision = state.last;
             let record = Arc::new(record);
@@ -308,11 +334,14 @@ impl Store for LocalStore {
     ) -> Result<Revision, RegistryError> {
         let name = name.clone();
         self.blocking(move |local| {
-            let mut state = local.lock();
-            if !state.records.contains_key(&name) {
-                return Err(RegistryError::NotFound(name.to_string()));
+            let _turn = local.write_turn();
+            {
+                let state = local.lock();
+                if !state.records.contains_key(&name) {
+                    return Err(RegistryError::NotFound(name.to_string()));
+                }
+                state.check(&name, Some(expected))?;
             }
-            state.check(&name, Some(expected))?;
             let path = local.record_path(&name);
             match fs::remove_file(&path) {
                 Ok(()) => sync_dir(&local.functions)?,
@@ -324,6 +353,7 @@ impl Store for LocalStore {
                     ))(e))
                 }
             }
+            let mut state = local.lock();
             state.last += 1;
             let revision = state.last;
             state.records.remove(&name);
@@ -376,8 +406,10 @@ pub(crate) fn write_atomically(
     path: &Path,
     bytes: &[u8],
 ) -> Result<(), RegistryError> {
+    #[cfg(test)]
+    gate::wait(tmp_dir);
     let failed = || RegistryError::io(format!("cannot write {}", path.display()));
-    let mut file = tempfile::NamedTempFile::new_in(tmp_dir).map_err(failed())?;
+    let mut file = private_temp_file(tmp_dir).map_err(failed())?;
     file.write_all(bytes).map_err(failed())?;
     file.as_file().sync_all().map_err(failed())?;
     file.persist(path).map_err(|e| failed()(e.error))?;
@@ -404,7 +436,9 @@ fn clear_dir(dir: &Path) -> Result<(), RegistryError> {
 }
 
 /// Reads the admin token from `dir/admin-token`, creating a random one (mode 0600) on first use.
+/// `dir` is created, or made, its owner's only (see [`private_dir`]).
 pub fn admin_token(dir: &Path) -> Result<String, RegistryError> {
+    private_dir(dir)?;
     let path = dir.join("admin-token");
     match fs::read_to_string(&path) {
         Ok(token) if !token.trim().is_empty() => {
@@ -415,10 +449,6 @@ pub fn admin_token(dir: &Path) -> Result<String, RegistryError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(RegistryError::io(format!("cannot read {}", path.display()))(e)),
     }
-    fs::create_dir_all(dir).map_err(RegistryError::io(format!(
-        "cannot create {}",
-        dir.display()
-    )))?;
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| {
         RegistryError::io("cannot generate the admin token")(io::Error::other(e.to_string()))
@@ -432,6 +462,7 @@ pub fn admin_token(dir: &Path) -> Result<String, RegistryError> {
 /// cluster's token, so that `wafer` client commands on the machine find it.
 pub fn set_admin_token(dir: &Path, token: &str) -> Result<(), RegistryError> {
     let path = dir.join("admin-token");
+    private_dir(dir)?;
     let failed = || RegistryError::io(format!("cannot write {}", path.display()));
     let tmp = dir.join("admin-token.tmp");
     let mut file = open_private(&tmp).map_err(failed())?;
@@ -461,12 +492,104 @@ fn tighten(path: &Path) -> Result<(), RegistryError> {
     Ok(())
 }
 
+/// Creates `dir` and its missing parents readable by their owner only (mode 0700), and makes
+/// an existing `dir` so, saying so when it was not: the data directory holds the admin
+/// token, the modules and the functions' key-value data. A shared directory (sticky, like
+/// `/tmp`) is left as it is, with a warning: its files are private still.
+pub fn private_dir(dir: &Path) -> Result<(), RegistryError> {
+    let failed = || RegistryError::io(format!("cannot create {}", dir.display()));
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(failed())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(dir).map_err(failed())?.permissions().mode();
+        if mode & 0o077 == 0 {
+            return Ok(());
+        }
+        if mode & 0o1000 != 0 {
+            tracing::warn!(
+                "{} is a shared directory (mode {:o}); its contents are private, but give \
+                 Wafer a directory of its own",
+                dir.display(),
+                mode & 0o7777
+            );
+            return Ok(());
+        }
+        match fs::set_permissions(dir, fs::Permissions::from_mode(0o700)) {
+            Ok(()) => tracing::warn!(
+                "{} was open to others (mode {:o}); it is now 0700",
+                dir.display(),
+                mode & 0o777
+            ),
+            // Not ours to change: its files are private still.
+            Err(e) => tracing::warn!(
+                "{} is open to others (mode {:o}) and cannot be made private: {e}",
+                dir.display(),
+                mode & 0o777
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// A temporary file in `dir` readable by its owner only (mode 0600), to be renamed into
+/// place.
+fn private_temp_file(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(fs::Permissions::from_mode(0o600));
+    }
+    builder.tempfile_in(dir)
+}
+
 fn open_private(path: &Path) -> io::Result<File> {
     let mut options = OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)
+}
+
+/// A test's pause point inside a write's IO: a write whose temporary directory a test
+/// closed the gate of says it has started, then waits until the test opens it.
+#[cfg(test)]
+pub(crate) mod gate {
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+    use std::sync::mpsc::{channel, Receiver, Sender};
+    use std::sync::Mutex;
+
+    type Gates = HashMap<PathBuf, (Sender<()>, Receiver<()>)>;
+
+    static GATES: Mutex<Option<Gates>> = Mutex::new(None);
+
+    /// Closes the gate of writes into `tmp_dir`: returns where they say they started, and
+    /// where to let them go on (one message per write).
+    pub(crate) fn close(tmp_dir: &Path) -> (Receiver<()>, Sender<()>) {
+        let (started, on_start) = channel();
+        let (release, on_release) = channel();
+        let mut gates = GATES.lock().unwrap_or_else(|e| e.into_inner());
+        gates
+            .get_or_insert_with(HashMap::new)
+            .insert(tmp_dir.to_owned(), (started, on_release));
+        (on_start, release)
+    }
+
+    pub(super) fn wait(tmp_dir: &Path) {
+        let mut gates = GATES.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((started, release)) = gates.as_mut().and_then(|g| g.remove(tmp_dir)) else {
+            return;
+        };
+        drop(gates);
+        let _ = started.send(());
+        let _ = release.recv();
+    }
 }
 
 #[cfg(all(test, unix))]
@@ -485,6 +608,114 @@ mod tests {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(admin_token(dir.path()).unwrap(), token);
         assert_eq!(mode(), 0o600);
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[tokio::test]
+    async fn the_data_directory_and_its_files_are_the_owners_only() {
+        let parent = tempfile::tempdir().unwrap();
+        // A data directory a default umask made (0755), and one Wafer creates.
+        let existing = parent.path().join("existing");
+        fs::create_dir(&existing).unwrap();
+        fs::set_permissions(&existing, fs::Permissions::from_mode(0o755)).unwrap();
+        let fresh = parent.path().join("fresh/data");
+        for dir in [&existing, &fresh] {
+            admin_token(dir).unwrap();
+            let store = LocalStore::open(dir).unwrap();
+            let wasm = b"\0asm\x01\0\0\0".to_vec();
+            let digest = Digest::of(&wasm);
+            store.put_module(&digest, wasm).await.unwrap();
+            store.put_record(record("f"), None).await.unwrap();
+            let mut seen = 0;
+            let mut dirs = vec![dir.clone()];
+            while let Some(d) = dirs.pop() {
+                assert_eq!(mode(&d), 0o700, "{}", d.display());
+                for entry in fs::read_dir(&d).unwrap() {
+                    let path = entry.unwrap().path();
+                    if path.is_dir() {
+                        dirs.push(path);
+                    } else {
+                        assert_eq!(mode(&path), 0o600, "{}", path.display());
+                        seen += 1;
+                    }
+                }
+            }
+            // The token, the module and the record.
+            assert_eq!(seen, 3, "{}", dir.display());
+        }
+        // Parents Wafer creates are private too.
+        assert_eq!(mode(&parent.path().join("fresh")), 0o700);
+    }
+
+    #[test]
+    fn a_shared_directory_is_left_shared() {
+        let parent = tempfile::tempdir().unwrap();
+        let shared = parent.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+        private_dir(&shared).unwrap();
+        assert_eq!(mode(&shared), 0o1777);
+    }
+
+    /// Runs `check` on a runtime of its own, on another thread; returns whether it finished
+    /// while the test waited (a minute: it needs no disk, so only a lock can hold it).
+    fn finishes<F>(check: impl FnOnce() -> F + Send + 'static) -> bool
+    where
+        F: std::future::Future<Output = ()>,
+    {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(check());
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .is_ok()
+    }
+
+    /// Reported: `record` and `watch` waited on a std mutex that a write held across its
+    /// fsync, blocking the async worker thread they ran on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_and_watches_do_not_wait_for_a_write_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let a = store.put_record(record("a"), None).await.unwrap();
+        let (started, release) = gate::close(&dir.path().join("tmp"));
+        let writer = store.clone();
+        let write = tokio::spawn(async move { writer.put_record(record("b"), None).await });
+        tokio::task::spawn_blocking(move || started.recv().unwrap())
+            .await
+            .unwrap();
+        // The write of `b` is in its IO now, and stays there until released.
+        let reader = store.clone();
+        let read = finishes(move || async move {
+            let (got, revision) = reader.record(&"a".parse().unwrap()).await.unwrap().unwrap();
+            assert_eq!((got.name.as_str(), revision), ("a", a));
+            assert!(reader
+                .record(&"b".parse().unwrap())
+                .await
+                .unwrap()
+                .is_none());
+        });
+        let watcher = store.clone();
+        let watched = finishes(move || async move {
+            let mut watch = watcher.watch().await.unwrap();
+            assert!(matches!(next(&mut watch).await, Event::Put { .. }));
+            assert_eq!(next(&mut watch).await, Event::Ready);
+        });
+        release.send(()).unwrap();
+        assert!(read, "reading a record waited for a write's IO");
+        assert!(watched, "starting a watch waited for a write's IO");
+        let b = write.await.unwrap().unwrap();
+        assert!(b > a);
+        assert!(store.record(&"b".parse().unwrap()).await.unwrap().is_some());
     }
 
     fn record(name: &str) -> FunctionRecord {

@@ -17,6 +17,23 @@ use crate::engine::Runtime;
 use crate::error::CompileError;
 use crate::program::Program;
 
+/// Creates `dir` (and missing parents) with mode 0700, and makes an existing one so.
+fn private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if fs::metadata(dir)?.permissions().mode() & 0o077 != 0 {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        }
+    }
+    Ok(())
+}
+
 /// `DIR/<engine fingerprint>/<module sha256 hex>.cwasm`, and its digest beside it.
 #[derive(Debug)]
 pub struct ArtifactCache {
@@ -27,8 +44,12 @@ impl ArtifactCache {
     /// Opens (creating) the cache for `runtime`'s engine under `dir`, clearing files a crash
     /// left half-written.
     pub fn open(dir: &Path, runtime: &Runtime) -> io::Result<Self> {
-        let dir = dir.join(runtime.fingerprint());
-        fs::create_dir_all(&dir)?;
+        let engine = dir.join(runtime.fingerprint());
+        // Machine code that will be mapped and run: its directories are the owner's only
+        // (0700, existing ones made so) and its files too (0600).
+        private_dir(dir)?;
+        private_dir(&engine)?;
+        let dir = engine;
         for entry in fs::read_dir(&dir)?.flatten() {
             if entry.file_name().to_string_lossy().ends_with(".tmp") {
                 let _ = fs::remove_file(entry.path());
@@ -73,9 +94,14 @@ impl ArtifactCache {
 
     /// Writes `path` whole or not at all: a temporary file, synced, renamed into place.
     fn write(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        let mut file = tempfile::Builder::new()
-            .suffix(".tmp")
-            .tempfile_in(&self.dir)?;
+        let mut builder = tempfile::Builder::new();
+        builder.suffix(".tmp");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(fs::Permissions::from_mode(0o600));
+        }
+        let mut file = builder.tempfile_in(&self.dir)?;
         file.write_all(bytes)?;
         file.as_file().sync_all()?;
         file.persist(path).map_err(|e| e.error)?;

@@ -93,7 +93,7 @@ impl GuestCtx {
         Self {
             wasi,
             memory: MemoryLimiter::new(limits.memory_bytes()),
-            deadline: Some(Instant::now() + limits.timeout),
+            deadline: Some(limits.deadline(Instant::now())),
             timed_out: false,
             log,
             exchange: Exchange::default(),
@@ -437,7 +437,7 @@ impl Instance {
             return Err(CallError::Poisoned(fault.clone()));
         }
         let cx = self.store.data_mut();
-        let deadline = Some(Instant::now() + self.timeout);
+        let deadline = Some(wafer_abi::deadline_after(Instant::now(), self.timeout));
         cx.deadline = deadline;
         cx.timed_out = false;
         self.store.set_epoch_deadline(1);
