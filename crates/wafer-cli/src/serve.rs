@@ -236,6 +236,10 @@ struct LimitArgs {
     max_header_bytes: usize,
 }
 
+/// The longest server-wide timeout accepted: a day (a connection timer past it is a mistake,
+/// and a far one would overflow the clock arithmetic).
+const MAX_SERVER_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// File descriptors kept for everything but client connections: the registry, key-value
 /// stores, outbound requests, services.
 const RESERVED_FDS: u64 = 256;
@@ -249,6 +253,11 @@ impl LimitArgs {
             ("--body-timeout", self.body_timeout),
         ] {
             anyhow::ensure!(!value.is_zero(), "{flag} must be more than zero");
+            anyhow::ensure!(
+                value <= MAX_SERVER_TIMEOUT,
+                "{flag} is {}, above its maximum of 1 day",
+                humantime::format_duration(value)
+            );
         }
         anyhow::ensure!(
             self.max_connections > 0,

@@ -213,9 +213,9 @@ fn a_stuck_subscriber_holds_at_most_16_mib_and_the_publisher_is_told() {
     assert!(text.ends_with("published\n"), "{text}");
 }
 
-/// Every directory (0700) and file (0600) under `dir`, except `skip`, that others may read.
+/// Every directory (0700) and file (0600) under `dir` that others may read.
 #[cfg(unix)]
-fn open_to_others(dir: &Path, skip: &[&str]) -> Vec<String> {
+fn open_to_others(dir: &Path) -> Vec<String> {
     use std::os::unix::fs::PermissionsExt;
     let mut open = Vec::new();
     let mut dirs = vec![dir.to_owned()];
@@ -229,9 +229,6 @@ fn open_to_others(dir: &Path, skip: &[&str]) -> Vec<String> {
             let path = entry.path();
             if entry.file_type().unwrap().is_dir() {
                 dirs.push(path);
-                continue;
-            }
-            if skip.iter().any(|s| entry.file_name() == *s) {
                 continue;
             }
             let mode = entry.metadata().unwrap().permissions().mode();
@@ -266,9 +263,9 @@ fn the_data_directory_is_the_servers_users_only() {
         .map(str::to_owned)
         .collect();
     assert!(files.is_empty(), "missing: {files:?}");
-    // `invocations.redb` is the invocation queue's (wafer-queue), made private by the
-    // process umask `wafer serve` sets; every other file and directory is made private by
-    // the library that creates it.
-    let open = open_to_others(&data, &["invocations.redb"]);
+    // Every file and directory, `invocations.redb` (request headers, bodies, results)
+    // included: made private by the library that creates it, and by the umask `wafer serve`
+    // sets besides.
+    let open = open_to_others(&data);
     assert!(open.is_empty(), "readable by others: {open:#?}");
 }

@@ -601,7 +601,7 @@ impl App {
             function: function.clone(),
             request_id: request_id.to_owned(),
             hops,
-            deadline: std::time::Instant::now() + limits.timeout,
+            deadline: limits.deadline(std::time::Instant::now()),
             log_left: Mutex::new(Some(limits.stderr.as_u64())),
         })
     }

@@ -190,9 +190,9 @@ impl Capabilities {
     /// Forgets a removed function for good: deletes its key-value namespace and its
     /// message queue with what is in it, and drops its HTTP clients.
     ///
-    /// Call it before removing the function's record: should the server stop in between,
-    /// the function is still there (with an empty store) and the `rm` can be repeated, while
-    /// the other order would leave the old data for a new function of the same name.
+    /// Call it after removing the function's record and letting its running calls finish
+    /// (the gateway's `App::remove` does): then no call or queued invocation can write the
+    /// namespace again afterwards.
     pub async fn forget(&self, name: &FunctionName) -> Result<(), GuestError> {
         self.http.retain(|n| n != name);
         self.bus.forget(name).await?;

@@ -66,8 +66,25 @@ impl LocalQueue {
     /// old places.
     pub fn open_with(data: &Path, config: QueueConfig) -> Result<Self, QueueError> {
         let path = data.join("invocations.redb");
-        let db = Database::create(&path)
-            .map_err(|e| QueueError::Store(format!("cannot open {}: {e}", path.display())))?;
+        let failed = |e: &dyn std::fmt::Display| {
+            QueueError::Store(format!("cannot open {}: {e}", path.display()))
+        };
+        // Request headers, bodies and results: the owner's only. Created 0600 and handed to
+        // redb, so never readable by others even for a moment; an older one is tightened.
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(&path).map_err(|e| failed(&e))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| failed(&e))?;
+        }
+        let db = Database::builder()
+            .create_file(file)
+            .map_err(|e| failed(&e))?;
         let next_key = recover(&db)?;
         prune(&db)?;
         Ok(Self {

@@ -216,7 +216,7 @@ pub(crate) fn new_store(
             log,
         },
         memory: MemoryLimiter::new(limits.memory_bytes()),
-        deadline: Instant::now() + limits.timeout,
+        deadline: limits.deadline(Instant::now()),
         timed_out: false,
     };
     let mut store = Store::new(engine, ctx);

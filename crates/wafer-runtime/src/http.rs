@@ -240,7 +240,7 @@ impl HttpComponent {
                 }
             },
         };
-        store.data_mut().deadline = Instant::now() + limits.timeout;
+        store.data_mut().deadline = limits.deadline(Instant::now());
         // A kept instance serves this request's host calls, not its first request's.
         store.data_mut().host.clone_from(&options.host);
         store.set_epoch_deadline(1);
