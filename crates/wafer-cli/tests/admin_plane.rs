@@ -393,3 +393,43 @@ fn absurd_server_timeouts_are_refused_before_anything_starts() {
         );
     }
 }
+
+#[test]
+fn the_async_queue_is_bounded_in_bytes_with_a_clear_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with(dir.path(), &["serve", "--async-max-bytes", "1MiB"]);
+    server.keep(dir);
+    // One asynchronous call at a time, each sleeping until its 10 s timeout.
+    let query = [("abi", "cgi"), ("timeout", "10s"), ("max_concurrency", "2")];
+    server.deploy("nap", &guest("sleep.wat"), &query);
+    let body = vec![b'x'; 400 << 10];
+    let enqueue = || {
+        server
+            .client
+            .post(format!("{}/_wafer/async/nap", server.url))
+            .body(body.clone())
+            .send()
+            .unwrap()
+    };
+    // One running, one waiting: 800 KiB of bodies not finished.
+    accepted(enqueue());
+    accepted(enqueue());
+    let refused = enqueue();
+    assert_eq!(refused.status(), 507);
+    let text = refused.text().unwrap();
+    assert!(text.contains("--async-max-bytes"), "{text}");
+    // Once they have run (and failed at their timeout), there is room again.
+    let started = Instant::now();
+    loop {
+        let response = enqueue();
+        if response.status() == 202 {
+            break;
+        }
+        assert_eq!(response.status(), 507);
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no room ever came back"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

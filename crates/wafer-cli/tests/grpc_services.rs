@@ -242,3 +242,97 @@ fn only_a_service_whose_methods_all_map_is_served_and_types_must_agree() {
          `mul` takes calc.M and returns calc.N (400 Bad Request)"
     );
 }
+
+#[test]
+fn a_stalled_grpc_message_holds_only_its_admitted_slot_and_times_out() {
+    // A function's gRPC method is admitted before its message is read, the message must
+    // arrive within the body timeout, and a stalled one frees its slot when it runs out.
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with(dir.path(), &["serve", "--body-timeout", "5s"]);
+    server.keep(dir);
+    let proto = root().join("examples/complex-rust/complex.proto");
+    let module = built("complex-rust.wasm");
+    let out = server.cli(&[
+        "deploy",
+        "complex",
+        module.to_str().unwrap(),
+        "--proto",
+        proto.to_str().unwrap(),
+        "--max-concurrency",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pair = Pair {
+        a: c(1.0, 2.0),
+        b: c(3.0, 4.0),
+    };
+    runtime().block_on(async {
+        use http_body_util::BodyExt;
+        // Stream A: a frame header announcing 100 bytes, then nothing.
+        let (stall, frames) = tokio::sync::mpsc::channel::<
+            Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>,
+        >(1);
+        stall
+            .send(Ok(hyper::body::Frame::data(bytes::Bytes::from_static(&[
+                0, 0, 0, 0, 100,
+            ]))))
+            .await
+            .unwrap();
+        let body =
+            http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(frames));
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .http2_only(true)
+                .build_http();
+        let request = http::Request::post(format!("{}/complex.Calculator/Mul", server.url))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(body)
+            .unwrap();
+        let stalled = tokio::spawn(async move { client.request(request).await });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+        // B: the one slot is A's, admitted and waiting for its message; B is refused.
+        let channel = Channel::from_shared(server.url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let busy = call(&channel, "Mul", pair.clone()).await.unwrap_err();
+        assert_eq!(busy.code(), Code::Unavailable, "{busy:?}");
+        assert!(busy.message().contains("busy"), "{busy:?}");
+
+        // A runs out of time, and says so.
+        let response = stalled.await.unwrap().unwrap();
+        let headers = response.headers().clone();
+        let trailers = response
+            .into_body()
+            .collect()
+            .await
+            .ok()
+            .and_then(|collected| collected.trailers().cloned());
+        let status = headers
+            .get("grpc-status")
+            .or_else(|| trailers.as_ref().and_then(|t| t.get("grpc-status")))
+            .map(|v| v.to_str().unwrap().to_owned());
+        let message = headers
+            .get("grpc-message")
+            .or_else(|| trailers.as_ref().and_then(|t| t.get("grpc-message")))
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        assert!(status.is_some_and(|s| s != "0"), "{headers:?} {trailers:?}");
+        assert!(
+            message.contains("did%20not%20arrive") || message.contains("did not arrive"),
+            "{message}"
+        );
+        drop(stall);
+
+        // And the slot is free again.
+        let product = call(&channel, "Mul", pair).await.unwrap();
+        assert_eq!(product, Complex { re: -5.0, im: 10.0 });
+    });
+}

@@ -104,6 +104,10 @@ pub fn schema(
     schema_of(proto, None, operations)
 }
 
+/// How long `rm` waits for a removed function's running calls to finish before deleting its
+/// data (so that the answer does not wait for a call with a long `timeout`).
+const REMOVE_GRACE: Duration = Duration::from_secs(10);
+
 /// How long shutdown waits for requests in flight before closing their connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -227,19 +231,15 @@ impl App {
     /// Removes a function with everything it had: its record first, so that no new call
     /// starts (here at once, on other nodes as they follow the registry) and no queued
     /// asynchronous call finds it; then, once the calls already running here have finished
-    /// (up to the function's timeout), its key-value namespace and message queue, so that
-    /// nothing writes them again; then its log.
+    /// (waiting at most [`REMOVE_GRACE`]), its key-value namespace and message queue, so
+    /// that nothing writes them again; then its log.
     pub async fn remove(&self, name: &wafer_registry::FunctionName) -> Result<(), Error> {
         let function = self
             .functions
             .function(name)
             .ok_or_else(|| wafer_registry::RegistryError::NotFound(name.to_string()))?;
         self.functions.remove(name).await?;
-        let grace = function
-            .config
-            .limits
-            .timeout
-            .saturating_add(SHUTDOWN_GRACE);
+        let grace = function.config.limits.timeout.min(REMOVE_GRACE);
         if !function.drained(grace).await {
             tracing::warn!(%name, "removed while calls were still running after {grace:?}");
         }
