@@ -46,24 +46,6 @@ pub(crate) fn router(app: Arc<App>) -> axum::Router {
     tonic::service::Routes::new(wafer).into_axum_router()
 }
 
-/// Server reflection (`grpc.reflection.v1` and `v1alpha`) of `wafer.v1.Wafer` (no token
-/// needed: it describes the service, nothing of the functions).
-pub(crate) fn reflection() -> axum::Router {
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::DESCRIPTOR_SET)
-    };
-    match (reflection().build_v1(), reflection().build_v1alpha()) {
-        (Ok(v1), Ok(v1alpha)) => tonic::service::Routes::new(v1)
-            .add_service(v1alpha)
-            .into_axum_router(),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::error!(error = %e, "gRPC reflection is off");
-            axum::Router::new()
-        }
-    }
-}
-
 fn authorize(token: &AdminToken, request: &Request<()>) -> Result<(), Status> {
     let authorized = request
         .metadata()

@@ -56,7 +56,8 @@ pub async fn serve(
     let plane = Arc::new(Plane {
         rest: rest::router(app.clone()),
         grpc: grpc::router(app.clone()),
-        reflection: grpc::reflection(),
+        // No token needed: it describes the service, nothing of the functions.
+        reflection: wafer_gateway::grpc_reflection(&[proto::DESCRIPTOR_SET]),
         app: app.clone(),
     });
     let handle = move |request, _peer| {

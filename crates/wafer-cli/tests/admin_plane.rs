@@ -119,6 +119,22 @@ fn the_admin_grpc_service_is_not_on_the_function_listener() {
     });
 }
 
+/// Deploys the waPC example as `name` with the `.proto` source `proto`.
+fn deploy_with_proto(server: &Server, name: &str, proto: &str) -> reqwest::blocking::Response {
+    let module = std::fs::read(built("wapc-rust.wasm")).unwrap();
+    let form = reqwest::blocking::multipart::Form::new()
+        .part(
+            "module",
+            reqwest::blocking::multipart::Part::bytes(module).file_name("m.wasm"),
+        )
+        .text("proto", proto.to_owned());
+    server
+        .admin(Method::PUT, &format!("functions/{name}"))
+        .multipart(form)
+        .send()
+        .unwrap()
+}
+
 #[test]
 fn a_function_cannot_claim_the_admin_service_or_grpc_packages() {
     let server = Server::start();
@@ -131,18 +147,7 @@ fn a_function_cannot_claim_the_admin_service_or_grpc_packages() {
             "syntax = \"proto3\";\npackage {package};\nmessage M {{ string s = 1; }}\n\
              service {service} {{ rpc List(M) returns (M); }}\n"
         );
-        let module = std::fs::read(built("wapc-rust.wasm")).unwrap();
-        let form = reqwest::blocking::multipart::Form::new()
-            .part(
-                "module",
-                reqwest::blocking::multipart::Part::bytes(module).file_name("m.wasm"),
-            )
-            .text("proto", proto);
-        let response = server
-            .admin(Method::PUT, "functions/claimer")
-            .multipart(form)
-            .send()
-            .unwrap();
+        let response = deploy_with_proto(&server, "claimer", &proto);
         let status = response.status();
         let text = response.text().unwrap();
         assert_eq!(status, 400, "{package}.{service}: {text}");
@@ -154,18 +159,7 @@ fn a_function_cannot_claim_the_admin_service_or_grpc_packages() {
     // A package of the function's own, even one starting with the same letters, is fine.
     let proto = "syntax = \"proto3\";\npackage waferish;\nmessage M { string s = 1; }\n\
                  service Own { rpc Hello(M) returns (M); }\n";
-    let module = std::fs::read(built("wapc-rust.wasm")).unwrap();
-    let form = reqwest::blocking::multipart::Form::new()
-        .part(
-            "module",
-            reqwest::blocking::multipart::Part::bytes(module).file_name("m.wasm"),
-        )
-        .text("proto", proto);
-    let response = server
-        .admin(Method::PUT, "functions/own")
-        .multipart(form)
-        .send()
-        .unwrap();
+    let response = deploy_with_proto(&server, "own", proto);
     assert_eq!(response.status(), 201, "{}", response.text().unwrap());
 }
 

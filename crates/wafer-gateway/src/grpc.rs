@@ -13,9 +13,10 @@ use tonic::{Request, Response, Status};
 use crate::error::Error;
 use crate::App;
 
-/// Server reflection of the functions' own services: `descriptors` are their encoded
-/// descriptor sets, each file named after its function.
-pub(crate) fn reflection(descriptors: &[Vec<u8>]) -> axum::Router {
+/// Server reflection (`grpc.reflection.v1` and `v1alpha`) of the services in the encoded
+/// descriptor sets `descriptors`: the functions' own (each file named after its function)
+/// on the function plane, `wafer.v1.Wafer` on the admin plane.
+pub fn reflection(descriptors: &[&[u8]]) -> axum::Router {
     let reflection = || {
         descriptors.iter().fold(
             tonic_reflection::server::Builder::configure(),

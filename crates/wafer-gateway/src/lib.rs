@@ -81,7 +81,7 @@ use wafer_runtime::{Abi, CallOptions};
 
 pub use deploy::{config, deploy_config, schema_of};
 pub use error::Error;
-pub use grpc::status as grpc_status;
+pub use grpc::{reflection as grpc_reflection, status as grpc_status};
 pub use invocations::{Invocations, INVOCATION_ID};
 pub use invoke::{Answer, Call};
 pub use live::{FunctionStatus, Functions, Resolved, QUEUE_WAIT};
@@ -463,8 +463,9 @@ impl App {
                 schema::descriptors_for_reflection(f.config.schema.as_ref()?, f.name.as_str())
             })
             .collect();
+        let sets: Vec<&[u8]> = descriptors.iter().map(Vec::as_slice).collect();
         self.reflection
-            .store(Arc::new((served, grpc::reflection(&descriptors))));
+            .store(Arc::new((served, grpc::reflection(&sets))));
     }
 
     /// Runs the function a request is routed to.
