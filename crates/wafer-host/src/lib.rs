@@ -50,7 +50,7 @@ use wafer_registry::{Deployment, FunctionName};
 use wafer_runtime::HostCall;
 
 pub use kv::Kv;
-pub use pubsub::{Bus, Deliver, Delivery, LocalBus, Message, SubscriberStats};
+pub use pubsub::{contained, Bus, Deliver, Delivery, LocalBus, Message, SubscriberStats};
 
 /// Why a host call failed, as the guest reads it: a code word, then a sentence.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -97,6 +97,29 @@ pub trait Deliver: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = Delivery> + Send>>;
 }
 
+/// Runs one delivery in a task of its own, so that a panic on its path costs that delivery
+/// (a failure, retried and dead-lettered like any other, and logged) and never the task that
+/// drains the subscriber's queue. Dropping the returned future cancels the delivery.
+pub async fn contained(
+    function: &FunctionName,
+    delivery: Pin<Box<dyn Future<Output = Delivery> + Send>>,
+) -> Delivery {
+    struct AbortOnDrop(tokio::task::JoinHandle<Delivery>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let mut task = AbortOnDrop(tokio::spawn(delivery));
+    match (&mut task.0).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            tracing::error!(%function, "a delivery failed inside the server: {e}");
+            Delivery::Failed("the delivery failed inside the server (see its log)".into())
+        }
+    }
+}
+
 /// Counters of the broker.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Stats {
@@ -238,7 +261,7 @@ impl LocalBus {
             while let Some(message) = rx.recv().await {
                 let size = message.body.len();
                 let outcome = match deliver.get().and_then(Weak::upgrade) {
-                    Some(deliver) => deliver.deliver(name.clone(), message).await,
+                    Some(deliver) => contained(&name, deliver.deliver(name.clone(), message)).await,
                     None => Delivery::Gone,
                 };
                 task_bytes.fetch_sub(size, Ordering::Relaxed);

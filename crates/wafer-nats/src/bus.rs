@@ -307,7 +307,8 @@ impl Pull {
             let _ = message.ack_with(AckKind::Nak(None)).await;
             return;
         };
-        let delivery = deliver.deliver(self.name.clone(), delivered);
+        let delivery =
+            wafer_host::contained(&self.name, deliver.deliver(self.name.clone(), delivered));
         tokio::pin!(delivery);
         let mut progress = tokio::time::interval(PROGRESS);
         progress.tick().await;
