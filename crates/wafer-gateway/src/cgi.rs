@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use crate::error::excerpt;
 use crate::live::Resolved;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -339,22 +340,6 @@ fn parse_status(value: &[u8]) -> Result<StatusCode, String> {
                 excerpt(value)
             )
         })
-}
-
-/// Most bytes of guest-written text quoted in an error message (which goes to the client
-/// and into the function's log): enough to recognise the line, not a 16 MiB echo.
-const EXCERPT: usize = 200;
-
-/// Guest-controlled bytes quoted for a message: escaped, and cut to [`EXCERPT`] bytes with a
-/// note of the full length.
-pub(crate) fn excerpt(bytes: &[u8]) -> String {
-    let shown = &bytes[..bytes.len().min(EXCERPT)];
-    let quoted = format!("{:?}", String::from_utf8_lossy(shown));
-    if shown.len() < bytes.len() {
-        format!("{quoted}... ({} bytes in all)", bytes.len())
-    } else {
-        quoted
-    }
 }
 
 /// Headers that describe one connection rather than the response; the server sets its own.

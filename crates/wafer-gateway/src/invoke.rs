@@ -27,7 +27,7 @@ use crate::error::Error;
 use crate::logs::LogBook;
 use crate::schema::{self, Types};
 
-pub(crate) mod json;
+use crate::json;
 
 /// What a request asks a waPC or exports function to do.
 pub struct Call<'a> {

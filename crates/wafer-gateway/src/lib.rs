@@ -48,6 +48,7 @@ pub mod fuzzing;
 mod grpc;
 mod invocations;
 mod invoke;
+mod json;
 mod live;
 mod logs;
 mod metrics;
@@ -386,7 +387,7 @@ impl App {
     fn grpc_method(&self, path: &str) -> Option<Result<(Arc<Function>, String), tonic::Status>> {
         let (service, method) = path.strip_prefix('/')?.split_once('/')?;
         let function = self.functions.grpc_service(service)?;
-        Some(match self.schemas.method(&function, path) {
+        Some(match self.schemas.method(&function.deployment, path) {
             Some(operation) => Ok((function, operation)),
             None => Err(tonic::Status::unimplemented(format!(
                 "the service `{service}` of function `{}` has no method `{method}`",
@@ -716,7 +717,7 @@ impl App {
                 .await;
         }
         let options = self.call_options(function, program, request_id, hops);
-        let types = |operation: &str| self.schemas.types(function, operation);
+        let types = |operation: &str| self.schemas.types(&function.deployment, operation);
         let (result, log) = invoke::invoke(program, &options, name, call, types).await;
         self.logs
             .append_call(function, request_id, &log.text, log.truncated);

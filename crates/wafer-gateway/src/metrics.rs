@@ -22,7 +22,6 @@ use prometheus_client::registry::{Registry, Unit};
 use wafer_runtime::Fault;
 
 use crate::error::Error;
-use crate::live::Function;
 
 /// Upper bounds of the request-duration buckets, in seconds.
 const BUCKETS: [f64; 16] = [
@@ -214,13 +213,24 @@ pub(crate) struct ServerFigures {
     pub(crate) pool: Option<(u64, u64)>,
 }
 
+/// What a scrape reads of a live function (the live table's `Function`): its name, its
+/// version, its counters.
+pub(crate) trait Measured: Send + Sync + 'static {
+    /// The function's name.
+    fn name(&self) -> &str;
+    /// The version the counters are of.
+    fn version(&self) -> u32;
+    /// The counters.
+    fn counters(&self) -> &FunctionMetrics;
+}
+
 /// One scrape: the functions and figures it reports.
-struct Scrape {
-    functions: Vec<Arc<Function>>,
+struct Scrape<F> {
+    functions: Vec<Arc<F>>,
     server: ServerFigures,
 }
 
-impl std::fmt::Debug for Scrape {
+impl<F> std::fmt::Debug for Scrape<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Scrape")
             .field("functions", &self.functions.len())
@@ -230,8 +240,8 @@ impl std::fmt::Debug for Scrape {
 }
 
 /// The OpenMetrics text of a scrape of `functions` and the server's figures.
-pub(crate) fn encode(mut functions: Vec<Arc<Function>>, server: ServerFigures) -> String {
-    functions.sort_by(|a, b| a.name.cmp(&b.name));
+pub(crate) fn encode<F: Measured>(mut functions: Vec<Arc<F>>, server: ServerFigures) -> String {
+    functions.sort_by(|a, b| a.name().cmp(b.name()));
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Scrape { functions, server }));
     let mut text = String::new();
@@ -243,18 +253,18 @@ pub(crate) fn encode(mut functions: Vec<Arc<Function>>, server: ServerFigures) -
 /// The content type of [`encode`]'s text.
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-impl Collector for Scrape {
+impl<F: Measured> Collector for Scrape<F> {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let versions: Vec<String> = self
             .functions
             .iter()
-            .map(|f| f.version.to_string())
+            .map(|f| f.version().to_string())
             .collect();
         let labelled = || {
             self.functions.iter().zip(&versions).map(|(f, v)| {
                 (
-                    f.metrics(),
-                    [("function", f.name.as_str()), ("version", v.as_str())],
+                    f.counters(),
+                    [("function", f.name()), ("version", v.as_str())],
                 )
             })
         };

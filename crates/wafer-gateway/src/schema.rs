@@ -10,7 +10,7 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, ServiceDe
 use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
 use wafer_registry::Schema;
 
-use crate::live::Function;
+use wafer_registry::Deployment;
 
 use crate::error::Error;
 
@@ -233,7 +233,7 @@ struct Loaded {
 }
 
 /// One cached [`Loaded`] per function version, by the version's address.
-type Cache = HashMap<usize, (Weak<Function>, Arc<Loaded>)>;
+type Cache = HashMap<usize, (Weak<Deployment>, Arc<Loaded>)>;
 
 /// Loaded schemas, one per live function version (a schema is decoded once, not per call).
 ///
@@ -249,19 +249,19 @@ pub(crate) struct Schemas {
 
 impl Schemas {
     /// The types of `operation` of `function`, if its schema maps it.
-    pub(crate) fn types(&self, function: &Arc<Function>, operation: &str) -> Option<Arc<Types>> {
+    pub(crate) fn types(&self, function: &Arc<Deployment>, operation: &str) -> Option<Arc<Types>> {
         self.loaded(function)?.operations.get(operation).cloned()
     }
 
     /// The operation the gRPC method `path` (`/pkg.Service/Method`) of `function` calls.
-    pub(crate) fn method(&self, function: &Arc<Function>, path: &str) -> Option<String> {
+    pub(crate) fn method(&self, function: &Arc<Deployment>, path: &str) -> Option<String> {
         self.loaded(function)?.methods.get(path).cloned()
     }
 
     /// The decoded schema of `function`'s version, decoded on its first use. The descriptor
     /// sets are decoded outside the lock, which is only held to look up and insert, so one
     /// function's first call never holds up another's.
-    fn loaded(&self, function: &Arc<Function>) -> Option<Arc<Loaded>> {
+    fn loaded(&self, function: &Arc<Deployment>) -> Option<Arc<Loaded>> {
         let schema = function.config.schema.as_ref()?;
         let key = Arc::as_ptr(function) as usize;
         // An entry counts only while its version lives: an address can be reused.
@@ -300,10 +300,10 @@ impl Schemas {
 }
 
 /// JSON to protobuf, validated against `message`; errors name the field. The JSON may hold at
-/// most [`MAX_JSON_VALUES`](crate::invoke::json::MAX_JSON_VALUES) values: it is counted
+/// most [`MAX_JSON_VALUES`](crate::json::MAX_JSON_VALUES) values: it is counted
 /// first, then decoded straight into the message.
 pub(crate) fn json_to_protobuf(message: &MessageDescriptor, json: &[u8]) -> Result<Vec<u8>, Error> {
-    crate::invoke::json::check(json).map_err(|e| Error::BadRequest(e.to_string()))?;
+    crate::json::check(json).map_err(|e| Error::BadRequest(e.to_string()))?;
     let mut deserializer = serde_json::Deserializer::from_slice(json);
     let decoded = DynamicMessage::deserialize(message.clone(), &mut deserializer)
         .and_then(|m| deserializer.end().map(|()| m))

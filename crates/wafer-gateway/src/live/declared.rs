@@ -6,7 +6,7 @@
 use wafer_registry::{parse_module_routes, ModuleRoute, RegistryError, Route, ROUTES_EXPORT};
 use wafer_runtime::{Abi, CallOptions, CgiRequest, CompileError, Limits, Program};
 
-use crate::cgi::excerpt;
+use crate::error::excerpt;
 use crate::error::Error;
 
 /// Runs `program`'s `_routes` export, if it is a CGI program with one, within `limits` and

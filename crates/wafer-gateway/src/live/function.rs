@@ -153,6 +153,20 @@ impl Function {
     }
 }
 
+impl crate::metrics::Measured for Function {
+    fn name(&self) -> &str {
+        self.deployment.name.as_str()
+    }
+
+    fn version(&self) -> u32 {
+        self.deployment.version
+    }
+
+    fn counters(&self) -> &FunctionMetrics {
+        &self.metrics
+    }
+}
+
 impl Function {
     /// Waits, up to `limit`, until no call of this function runs on this node (every slot of
     /// its gate free); says whether they all finished.
