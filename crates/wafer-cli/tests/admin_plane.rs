@@ -427,3 +427,41 @@ fn the_async_queue_is_bounded_in_bytes_with_a_clear_refusal() {
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+#[test]
+fn rm_under_load_leaves_nothing_for_a_new_function_of_the_same_name() {
+    let server = Server::start();
+    let visits = built("visits-rust.wasm");
+    // One asynchronous call at a time, so that most wait in the queue when `rm` comes.
+    server.deploy_cli("visits", &visits, &["--kv", "--max-concurrency", "2"]);
+    for _ in 0..3 {
+        assert_eq!(server.get("/visits").status(), 200);
+    }
+    let queued: Vec<String> = (0..300)
+        .map(|_| {
+            accepted(
+                server
+                    .client
+                    .post(format!("{}/_wafer/async/visits", server.url))
+                    .send()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let out = server.cli(&["rm", "visits"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every queued call has run or been refused before the name is used again.
+    for id in &queued {
+        finished(&server, id);
+    }
+    server.deploy_cli("visits", &visits, &["--kv", "--max-concurrency", "2"]);
+    let text = server.get("/visits").text().unwrap();
+    assert!(
+        text.contains("visit 1"),
+        "the new function inherited data: {text}"
+    );
+}
