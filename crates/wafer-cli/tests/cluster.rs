@@ -20,7 +20,8 @@ fn node(nats: &Nats) -> Server {
 }
 
 /// Polls `server` at `path` until it answers `status` (and `body`, if given); returns how
-/// long that took. Panics after 10 s: the change never arrived.
+/// long that took. Panics after 30 s (a change can wait for JetStream to elect a leader and
+/// for a failed module load to be tried again): the change never arrived.
 fn until(server: &Server, path: &str, status: u16, body: Option<&str>) -> Duration {
     let started = Instant::now();
     loop {
@@ -31,7 +32,7 @@ fn until(server: &Server, path: &str, status: u16, body: Option<&str>) -> Durati
             return started.elapsed();
         }
         assert!(
-            started.elapsed() < Duration::from_secs(10),
+            started.elapsed() < Duration::from_secs(30),
             "{path} on {} still answers {got} {text:?}",
             server.url
         );

@@ -630,10 +630,10 @@ impl Functions {
 
 /// First wait before loading again an active version that failed to load (its module could
 /// not be read from the store for a moment, say); doubled after each failure up to
-/// [`RELOAD_MAX`], so that a node recovers without a redeploy and a module that can never
-/// load costs one attempt a minute.
+/// [`RELOAD_MAX`], so that a node recovers within seconds of its store without a redeploy,
+/// and a module that can never load costs one read every 15 s.
 const RELOAD_FIRST: Duration = Duration::from_secs(1);
-const RELOAD_MAX: Duration = Duration::from_secs(60);
+const RELOAD_MAX: Duration = Duration::from_secs(15);
 
 impl Functions {
     /// Whether any active version failed to load.
