@@ -414,35 +414,15 @@ impl App {
             content_type: Some("application/grpc"),
             body: payload,
         };
-        let result = self.counted(function, async {
+        let call = async {
             let result = self.invoke(function, program, call, &request_id, 0).await;
             if let Err(error) = &result {
                 self.log_failure(function, &request_id, error);
             }
             result
-        });
-        result.await.map(|answer| answer.body)
-    }
-
-    /// Runs a call of `function` that is not an HTTP request on its route (an admin or gRPC
-    /// Invoke, a call of its gRPC service), counting it in the function's metrics as a
-    /// request would be.
-    async fn counted(
-        &self,
-        function: &Function,
-        call: impl Future<Output = Result<Answer, Error>>,
-    ) -> Result<Answer, Error> {
-        let metrics = function.metrics();
-        let started = Instant::now();
-        let in_flight = metrics.in_flight();
-        let result = call.await;
-        drop(in_flight);
-        let status = match &result {
-            Ok(_) => StatusCode::OK,
-            Err(error) => error.status(),
         };
-        metrics.answered(status, started.elapsed());
-        result
+        let answered = counted(function, call, |_| StatusCode::OK).await;
+        answered.map(|answer| answer.body)
     }
 
     /// Rebuilds gRPC reflection if the functions serving services of their own changed.
@@ -492,17 +472,8 @@ impl App {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let function = resolved.function.clone();
-        let metrics = function.metrics();
-        let started = Instant::now();
-        let in_flight = metrics.in_flight();
-        let result = self.run_resolved(resolved, request, peer).await;
-        drop(in_flight);
-        let status = match &result {
-            Ok(response) => response.status(),
-            Err(error) => error.status(),
-        };
-        metrics.answered(status, started.elapsed());
-        result
+        let call = self.run_resolved(resolved, request, peer);
+        counted(&function, call, Response::status).await
     }
 
     async fn run_resolved<B>(
@@ -632,15 +603,15 @@ impl App {
                 return Err(Error::BodyTooLarge(limit));
             }
             let id = request_id.insert(self.request_id());
-            self.counted(&function, async {
+            let call = async {
                 let _admission = self.admission(&function).await?;
                 let result = self.invoke(&function, program, call, id, 0).await;
                 if let Err(error) = &result {
                     self.log_failure(&function, id, error);
                 }
                 result
-            })
-            .await
+            };
+            counted(&function, call, |_| StatusCode::OK).await
         }
         .await;
         (result, request_id)
@@ -781,6 +752,27 @@ impl App {
             },
         }
     }
+}
+
+/// Runs one call of `function` (a request on its route, an admin or gRPC Invoke, a call of
+/// its gRPC service), counting it in the function's metrics: in flight while it runs, then
+/// answered with its status (`status` of an answer; an error's own) and duration.
+async fn counted<T>(
+    function: &Function,
+    call: impl Future<Output = Result<T, Error>>,
+    status: impl FnOnce(&T) -> StatusCode,
+) -> Result<T, Error> {
+    let metrics = function.metrics();
+    let started = Instant::now();
+    let in_flight = metrics.in_flight();
+    let result = call.await;
+    drop(in_flight);
+    let code = match &result {
+        Ok(answer) => status(answer),
+        Err(error) => error.status(),
+    };
+    metrics.answered(code, started.elapsed());
+    result
 }
 
 /// The program of a function's active version, or why it cannot run.
