@@ -120,9 +120,9 @@ impl Store for NatsStore {
                 return Err(RegistryError::ModuleNotFound(digest.to_string()))
             }
             Err(e) => {
-                return Err(failed(format!("cannot read module {digest}"))(
-                    e.to_string(),
-                ))
+                return Err(failed(format!("cannot read module {digest}"))(format!(
+                    "reading its description: {e}"
+                )))
             }
         };
         let mut bytes = Vec::new();

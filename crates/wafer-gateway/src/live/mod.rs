@@ -62,6 +62,11 @@ struct Live {
     routes: RouteTable,
     /// gRPC services (`pkg.Service`) the functions' schemas declare, and who serves each.
     grpc: imbl::HashMap<String, FunctionName>,
+    /// Active versions that failed to load while an earlier version of the function runs
+    /// here: why, by name. The earlier version serves until the active one loads (a module
+    /// the store could not give for a moment, in a rollout), so a node never swaps a running
+    /// function for an error.
+    pending: imbl::HashMap<FunctionName, String>,
 }
 
 /// The gRPC services `config`'s schema declares (checked at deploy; none if it has none).
@@ -213,6 +218,7 @@ impl Functions {
             // The active version is served already (the record changed otherwise).
             self.swap(revision, |live| {
                 live.records.insert(name.clone(), record.clone());
+                live.pending.remove(&name);
             });
             return;
         }
@@ -231,9 +237,19 @@ impl Functions {
         });
         let compile_time = compiled.unwrap_or_else(|| started.elapsed());
         if let Err(e) = &loaded {
+            let running = current.as_deref().filter(|f| f.program().is_ok());
+            if let Some(running) = running {
+                tracing::error!(%name, version = deployment.version, running = running.version, error = %e, "new version cannot load yet; the running one serves meanwhile");
+                self.swap(revision, |live| {
+                    live.pending.insert(name.clone(), e.clone());
+                    live.records.insert(name.clone(), record.clone());
+                });
+                return;
+            }
             tracing::error!(%name, version = deployment.version, error = %e, "function cannot run");
         }
         self.swap(revision, |live| {
+            live.pending.remove(&name);
             let previous = live.functions.get(&name).cloned();
             let function = Arc::new(Function::new(
                 deployment.clone(),
@@ -277,6 +293,7 @@ impl Functions {
             }
             live.serve_grpc(name, Vec::new());
             live.records.remove(name);
+            live.pending.remove(name);
         });
     }
 
@@ -456,7 +473,15 @@ impl Functions {
     /// Refuses, after the fact, a version that was written but could not be served here (a
     /// route another node took at the same moment).
     fn check_served(&self, name: &FunctionName, version: u32) -> Result<(), Error> {
-        match self.function(name) {
+        let live = self.live.load();
+        let pending = live.records.get(name).map(|r| r.active) == Some(version);
+        if let Some(e) = live.pending.get(name).filter(|_| pending) {
+            return Err(Error::Unavailable {
+                name: name.to_string(),
+                reason: format!("version {version} was recorded but {e}"),
+            });
+        }
+        match live.functions.get(name) {
             Some(f) if f.version == version => match f.program() {
                 Ok(_) => Ok(()),
                 Err(e) => Err(Error::Unavailable {
@@ -477,6 +502,9 @@ impl Functions {
         config: &FunctionConfig,
     ) -> Option<Deployed> {
         let live = self.live.load();
+        if live.pending.contains_key(name) {
+            return None;
+        }
         let active = live.records.get(name)?.unchanged(digest, config)?.clone();
         Some(Deployed {
             name: name.clone(),
@@ -591,10 +619,14 @@ impl Functions {
             .values()
             .filter_map(|record| {
                 let active = record.active_version()?;
-                let error = live
-                    .functions
-                    .get(&record.name)
-                    .and_then(|f| f.program().err().map(str::to_owned));
+                let served = live.functions.get(&record.name);
+                let error = match live.pending.get(&record.name) {
+                    Some(e) => Some(format!(
+                        "cannot load yet ({e}); version {} serves meanwhile",
+                        served.map_or(0, |f| f.version)
+                    )),
+                    None => served.and_then(|f| f.program().err().map(str::to_owned)),
+                };
                 Some(FunctionStatus {
                     name: record.name.clone(),
                     version: active.version,
@@ -638,11 +670,8 @@ const RELOAD_MAX: Duration = Duration::from_secs(15);
 impl Functions {
     /// Whether any active version failed to load.
     fn any_failed(&self) -> bool {
-        self.live
-            .load()
-            .functions
-            .values()
-            .any(|f| f.program().is_err())
+        let live = self.live.load();
+        !live.pending.is_empty() || live.functions.values().any(|f| f.program().is_err())
     }
 
     /// Loads again the active versions that failed to load; says whether any still fails.
@@ -652,7 +681,7 @@ impl Functions {
             let live = self.live.load();
             live.functions
                 .iter()
-                .filter(|(_, f)| f.program().is_err())
+                .filter(|(name, f)| f.program().is_err() || live.pending.contains_key(*name))
                 .filter_map(|(name, _)| live.records.get(name).cloned())
                 .collect()
         };
