@@ -187,6 +187,32 @@ fn a_burst_of_async_calls_leaves_room_for_synchronous_ones() {
 }
 
 #[test]
+fn a_backlog_for_one_slow_function_never_holds_up_another_functions_calls() {
+    let server = Server::start();
+    // Each call of `nap` sleeps for its minute; one of them runs at a time.
+    server.deploy(
+        "nap",
+        &guest("sleep.wat"),
+        &[("abi", "cgi"), ("timeout", "60s"), ("max_concurrency", "2")],
+    );
+    server.deploy("echo", &guest("echo.wat"), &[]);
+    // More than a node holds at once (256): before the fix, every held place waited for
+    // `nap`'s one slot, and nothing queued after them ran for an hour.
+    let naps: Vec<String> = (0..300).map(|_| enqueue(&server, "nap", "")).collect();
+    let echo = enqueue(&server, "echo", "after the backlog");
+    let done = finished(&server, &echo);
+    assert_eq!(done["state"], "done", "{done}");
+    // Passed over, `nap`'s calls are still queued (no attempt spent), none given up on.
+    let states: Vec<Value> = naps.iter().map(|id| record(&server, id)).collect();
+    let queued = states.iter().filter(|r| r["state"] == "queued").count();
+    assert!(queued >= 297, "{queued} of 300 still queued");
+    assert!(
+        states.iter().all(|r| r["attempts"].as_u64().unwrap() <= 1),
+        "a passed-over call counted an attempt"
+    );
+}
+
+#[test]
 fn no_acknowledged_invocation_is_lost_to_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start_in(dir.path());

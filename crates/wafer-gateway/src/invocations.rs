@@ -6,7 +6,9 @@
 //!
 //! A function's asynchronous calls take the same admission gate as its synchronous ones,
 //! and at most half of its `max_concurrency` slots (at least one), so a burst of them
-//! cannot starve its synchronous callers.
+//! cannot starve its synchronous callers. A node holds at most twice that many of a
+//! function's queued calls at once and passes over the rest ([`Queue::next_except`]), so a
+//! backlog for one slow function never holds up the others' calls.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -40,6 +42,9 @@ pub const INVOCATION_ID: &str = "x-wafer-invocation-id";
 /// Invocations taken out of the queue and not finished, on this node: running, or waiting
 /// for a slot of their function. Past it, the dispatcher waits before taking more.
 const HELD: usize = 256;
+
+/// Of a function that is not loaded here, the invocations a node holds at once.
+const HELD_UNKNOWN: usize = 2;
 
 /// Asynchronous request bodies read at once, server-wide (each up to its function's
 /// `request_body`): what bounds the memory enqueues take, as admission does for calls.
@@ -81,7 +86,37 @@ pub struct Invocations {
     callback_hosts: Vec<String>,
     reading: Semaphore,
     slots: Mutex<HashMap<FunctionName, (usize, Arc<Semaphore>)>>,
+    /// Invocations held on this node (running, or waiting for a slot), by function.
+    held: Arc<Mutex<HashMap<FunctionName, usize>>>,
     client: reqwest::Client,
+}
+
+/// One invocation held for its function; the place frees (and the queue is told, so it
+/// takes that function's calls again) when this drops.
+struct Holding {
+    held: Arc<Mutex<HashMap<FunctionName, usize>>>,
+    name: FunctionName,
+    queue: Arc<dyn Queue>,
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = held.get_mut(&self.name) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.name);
+            }
+        }
+        drop(held);
+        self.queue.resume();
+    }
+}
+
+/// The slots a function's asynchronous calls share: half its `max_concurrency`, at least
+/// one.
+fn async_slots(function: &Function) -> usize {
+    (function.config.limits.max_concurrency as usize / 2).max(1)
 }
 
 impl Invocations {
@@ -106,6 +141,7 @@ impl Invocations {
                 .collect(),
             reading: Semaphore::new(READING),
             slots: Mutex::default(),
+            held: Arc::default(),
             client,
         }
     }
@@ -113,7 +149,7 @@ impl Invocations {
     /// The slots `function`'s asynchronous calls share: half its `max_concurrency`, at
     /// least one (a new gate when the limit changed).
     fn slots(&self, function: &Function) -> Arc<Semaphore> {
-        let size = (function.config.limits.max_concurrency as usize / 2).max(1);
+        let size = async_slots(function);
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let entry = slots
             .entry(function.name.clone())
@@ -334,21 +370,51 @@ fn to_json(record: Record, body: Option<Bytes>) -> Value {
 
 /// Takes invocations out of the queue and runs them, until the app goes.
 pub(crate) async fn dispatch(app: Weak<App>) {
-    let Some(queue) = app.upgrade().map(|app| app.invocations.queue.clone()) else {
+    let Some((queue, functions, holding)) = app.upgrade().map(|app| {
+        let asyncs = &app.invocations;
+        (
+            asyncs.queue.clone(),
+            app.functions.clone(),
+            asyncs.held.clone(),
+        )
+    }) else {
         return;
+    };
+    // A function of which this node holds as many calls as it may run soon (twice its
+    // asynchronous slots) is passed over: its calls stay queued for later or another node.
+    let skip: wafer_queue::Skip = {
+        let holding = holding.clone();
+        Arc::new(move |name: &FunctionName| {
+            let most = functions
+                .function(name)
+                .map_or(HELD_UNKNOWN, |f| 2 * async_slots(&f));
+            let held = holding.lock().unwrap_or_else(|e| e.into_inner());
+            held.get(name).is_some_and(|&count| count >= most)
+        })
     };
     let held = Arc::new(Semaphore::new(HELD));
     loop {
         let Ok(permit) = held.clone().acquire_owned().await else {
             return;
         };
-        let job = match queue.next().await {
+        let job = match queue.next_except(skip.clone()).await {
             Ok(job) => job,
             Err(e) => {
                 tracing::error!("taking an asynchronous invocation failed: {e}");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
+        };
+        let name = job.invocation.function.clone();
+        *holding
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.clone())
+            .or_default() += 1;
+        let holding = Holding {
+            held: holding.clone(),
+            name,
+            queue: queue.clone(),
         };
         let Some(app) = app.upgrade() else { return };
         tokio::spawn(async move {
@@ -375,7 +441,7 @@ pub(crate) async fn dispatch(app: Weak<App>) {
                     tracing::error!(id = %job.invocation.id, "cannot record the failure: {e}");
                 }
             }
-            drop(permit);
+            drop((holding, permit));
         });
     }
 }

@@ -12,7 +12,7 @@
 //!   `wafer_invocation_queue`: the invocation's JSON, then its request body, or, past
 //!   [`INLINE`] bytes, the body is stored in chunks on `wafer.invocation.body.<id>.<n>` in
 //!   the stream `wafer_invocation_body_chunks`. A message holds all a node needs to run the
-//!   call; JetStream counts its deliveries (the attempts).
+//!   call. Its record counts its starts (the attempts).
 //! - Each accepted id is also appended to the stream `wafer_invocation_index`, so listing
 //!   the newest N reads N entries from its end.
 //! - JetStream expires records, bodies and results after [`KEPT`].
@@ -26,8 +26,10 @@
 //! Every node pulls from one durable consumer, `run`. A message is acknowledged once the
 //! invocation's outcome is written; the node holding one says "in progress" every
 //! [`PROGRESS`], so a node that dies leaves it unacknowledged and JetStream hands it to another
-//! node after [`ACK_WAIT`]. A message delivered more than [`QueueConfig::max_attempts`] times
-//! is not run again: its record says `failed`, "gave up after N attempts". The `202` is sent
+//! node after [`ACK_WAIT`]. A message whose record counts [`QueueConfig::max_attempts`] starts
+//! is not run again: its record says `failed`, "gave up after N attempts". A node that holds
+//! as many calls of a function as it may run soon passes over that function's messages
+//! (`next_except`): it hands them back with a delay, which costs no attempt. The `202` is sent
 //! after both the record and the message are stored (with `--cluster-replicas 3`, on a
 //! majority of three servers).
 //!
@@ -53,7 +55,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio_stream::StreamExt;
 use wafer_queue::{
-    now, Invocation, Job, Outcome, Queue, QueueConfig, QueueError, Record, State, MAX_QUEUED,
+    now, Invocation, Job, Outcome, Queue, QueueConfig, QueueError, Record, Skip, State, MAX_QUEUED,
 };
 
 use crate::{as_i64, Cluster, ClusterError, KvSpec};
@@ -99,6 +101,18 @@ const REPULL: Duration = Duration::from_secs(1);
 
 /// Tries of writing an invocation's outcome before it is left to run again.
 const FINISH_TRIES: u32 = 3;
+/// Deliveries of one message past which it is given up on whatever its record says: one
+/// that fails before it ever starts (passing over a busy function's calls costs one each,
+/// [`pass_over`] apart).
+const MAX_DELIVERIES: i64 = 10_000;
+
+/// How long a passed-over message stays out of the queue: longer each time it is passed
+/// over, from 100 ms to 5 s, so a long backlog of one function is looked at a few times a
+/// second at most.
+fn pass_over(delivered: i64) -> Duration {
+    let times = u32::try_from(delivered.clamp(1, 50)).unwrap_or(50);
+    Duration::from_millis(100) * times
+}
 
 /// The cluster's queue of asynchronous invocations: see the module docs.
 pub struct NatsQueue {
@@ -564,8 +578,8 @@ impl NatsQueue {
     }
 
     /// Hands `job` back at once, to run again here or on another node (a node that stops
-    /// gives back what it holds rather than leave it for [`ACK_WAIT`]). It counts as an
-    /// attempt: past [`QueueConfig::max_attempts`], it is given up on.
+    /// gives back what it holds rather than leave it for [`ACK_WAIT`]). A start it had counts
+    /// as an attempt: past [`QueueConfig::max_attempts`], it is given up on.
     pub async fn abandon(&self, job: &Job) -> Result<(), QueueError> {
         let Some(held) = self.release(job) else {
             return Ok(());
@@ -662,16 +676,36 @@ impl Queue for NatsQueue {
         Ok(())
     }
 
-    async fn next(&self) -> Result<Job, QueueError> {
+    async fn next_except(&self, skip: Skip) -> Result<Job, QueueError> {
         let (message, job) = loop {
             let message = self.pull().await?;
             let delivered = message.info().map_or(1, |info| info.delivered.max(1));
-            let attempt = u32::try_from(delivered).unwrap_or(u32::MAX);
-            if attempt > self.config.max_attempts {
-                self.give_up(message, attempt - 1).await;
+            let Ok((invocation, _)) = Self::invocation(&message) else {
+                self.give_up(message, 0).await;
+                continue;
+            };
+            if skip(&invocation.function) {
+                // Passed over: back in the queue for a while, for this node or another.
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(pass_over(delivered))))
+                    .await;
                 continue;
             }
-            match self.job(&message, attempt).await {
+            // The attempts are the starts its record counts, not the deliveries: passing
+            // over costs none. A ceiling on deliveries stands for a message that fails
+            // before it ever starts.
+            let started = match self.read_record(&invocation.id).await {
+                Ok(record) => record.map_or(0, |(stored, _)| stored.record.attempts),
+                Err(e) => {
+                    let _ = message.ack_with(AckKind::Nak(Some(REPULL))).await;
+                    return Err(e);
+                }
+            };
+            if started >= self.config.max_attempts || delivered > MAX_DELIVERIES {
+                self.give_up(message, started).await;
+                continue;
+            }
+            match self.job(&message, started + 1).await {
                 Ok(job) => break (message, job),
                 Err(e) => {
                     // Try again later, here or on another node.

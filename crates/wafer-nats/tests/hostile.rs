@@ -567,3 +567,40 @@ async fn a_node_behind_in_a_rollout_hands_a_message_back_instead_of_losing_it() 
     let stats = bus.stats().await;
     assert_eq!(stats.subscribers[0].dropped, 0);
 }
+
+#[tokio::test]
+async fn a_passed_over_invocation_waits_its_turn_and_costs_no_attempt() {
+    let nats = Nats::start();
+    let cluster = nats.connect().await;
+    let queue = queue_with(&cluster, 64 * MIB as u64, 2).await;
+    let slow = Invocation::new(name("slow"), "POST", "/", Vec::new(), None);
+    let other = Invocation::new(name("other"), "POST", "/", Vec::new(), None);
+    queue.enqueue(slow.clone(), Bytes::new()).await.unwrap();
+    queue.enqueue(other.clone(), Bytes::new()).await.unwrap();
+    // A dispatcher holding as many of `slow`'s calls as it may passes it over, more times
+    // than the attempt cap: the call behind it comes out.
+    let skip_slow: wafer_queue::Skip = Arc::new(|f: &FunctionName| f.as_str() == "slow");
+    let job = tokio::time::timeout(
+        Duration::from_secs(10),
+        queue.next_except(skip_slow.clone()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(job.invocation.id, other.id);
+    queue.start(&job).await.unwrap();
+    queue
+        .finish(&job, outcome(State::Done, 200, Bytes::new(), None))
+        .await
+        .unwrap();
+    let nothing = tokio::time::timeout(Duration::from_secs(2), queue.next_except(skip_slow)).await;
+    assert!(nothing.is_err(), "a passed-over call was handed out");
+    // Once the function is free, its call is handed out: its first attempt.
+    let job = next(&queue).await;
+    assert_eq!(
+        (job.invocation.id.as_str(), job.attempt),
+        (slow.id.as_str(), 1)
+    );
+    let record = queue.get(&slow.id).await.unwrap().unwrap();
+    assert_eq!((record.state, record.attempts), (State::Queued, 0));
+}

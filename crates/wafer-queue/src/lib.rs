@@ -23,6 +23,7 @@
 
 mod local;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -257,6 +258,9 @@ impl QueueError {
     }
 }
 
+/// Which functions' invocations [`Queue::next_except`] passes over.
+pub type Skip = Arc<dyn Fn(&FunctionName) -> bool + Send + Sync>;
+
 /// Where asynchronous invocations wait and their records are kept.
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
@@ -266,7 +270,21 @@ pub trait Queue: Send + Sync + 'static {
     /// Takes the next queued invocation out of the queue (waits until there is one). It
     /// stays `queued` until [`Queue::start`]; if this node stops before [`Queue::finish`],
     /// it is queued again.
-    async fn next(&self) -> Result<Job, QueueError>;
+    async fn next(&self) -> Result<Job, QueueError> {
+        self.next_except(Arc::new(|_: &FunctionName| false)).await
+    }
+
+    /// [`Queue::next`], passing over the invocations of the functions `skip` names: they
+    /// stay queued, in their place, for this dispatcher's next call or another node's, and
+    /// passing over one never counts as an attempt. A dispatcher that holds as many calls of
+    /// a function as it may run soon skips that function, so that one slow function's backlog
+    /// never holds up the calls of the others. Waits until an invocation it may take exists
+    /// (or [`Queue::resume`] is called).
+    async fn next_except(&self, skip: Skip) -> Result<Job, QueueError>;
+
+    /// Says that a function passed over may be taken again: a waiting
+    /// [`Queue::next_except`] looks again (one queue may pass over it until told).
+    fn resume(&self) {}
 
     /// Marks `job` running: it starts now (one attempt more).
     async fn start(&self, job: &Job) -> Result<(), QueueError>;

@@ -21,7 +21,7 @@ use redb::{
 use tokio::sync::Notify;
 
 use crate::{
-    now, Invocation, Job, Outcome, Queue, QueueConfig, QueueError, Record, State, MAX_QUEUED,
+    now, Invocation, Job, Outcome, Queue, QueueConfig, QueueError, Record, Skip, State, MAX_QUEUED,
     RETAIN,
 };
 
@@ -411,29 +411,44 @@ impl Queue for LocalQueue {
         Ok(())
     }
 
-    async fn next(&self) -> Result<Job, QueueError> {
+    async fn next_except(&self, skip: Skip) -> Result<Job, QueueError> {
         let max_attempts = self.config.max_attempts;
         loop {
+            let skip = skip.clone();
             let taken = self
                 .blocking(move |db| {
                     let tx = db.begin_write().map_err(QueueError::store)?;
                     let mut given_up = 0;
+                    // Passed over (their functions skipped): queued ids from this place on.
+                    let mut after = 0;
                     let job = loop {
-                        let popped = {
-                            let mut queue = tx.open_table(QUEUE).map_err(QueueError::store)?;
-                            let popped = queue.pop_first().map_err(QueueError::store)?;
-                            popped.map(|(key, id)| (key.value(), id.value().to_owned()))
+                        let found = {
+                            let queue = tx.open_table(QUEUE).map_err(QueueError::store)?;
+                            let records = tx.open_table(RECORDS).map_err(QueueError::store)?;
+                            let mut found = None;
+                            for entry in queue.range(after..).map_err(QueueError::store)? {
+                                let (key, id) = entry.map_err(QueueError::store)?;
+                                let (key, id) = (key.value(), id.value().to_owned());
+                                let Some(record) = read_record(&records, &id)? else {
+                                    return Err(QueueError::Store(format!(
+                                        "queued invocation {id} (at {key}) has no record"
+                                    )));
+                                };
+                                if !skip(&record.invocation.function) {
+                                    found = Some((key, id, record));
+                                    break;
+                                }
+                            }
+                            found
                         };
-                        let Some((key, id)) = popped else {
+                        let Some((key, id, record)) = found else {
                             break None;
                         };
-                        let records = tx.open_table(RECORDS).map_err(QueueError::store)?;
-                        let Some(record) = read_record(&records, &id)? else {
-                            return Err(QueueError::Store(format!(
-                                "queued invocation {id} (at {key}) has no record"
-                            )));
-                        };
-                        drop(records);
+                        after = key + 1;
+                        tx.open_table(QUEUE)
+                            .map_err(QueueError::store)?
+                            .remove(key)
+                            .map_err(QueueError::store)?;
                         if record.attempts >= max_attempts {
                             // Started that many times and never finished: each start may
                             // have taken the server down with it.
@@ -477,6 +492,10 @@ impl Queue for LocalQueue {
                 None => self.ready.notified().await,
             }
         }
+    }
+
+    fn resume(&self) {
+        self.ready.notify_one();
     }
 
     async fn start(&self, job: &Job) -> Result<(), QueueError> {
