@@ -187,6 +187,43 @@ fn a_burst_of_async_calls_leaves_room_for_synchronous_ones() {
 }
 
 #[test]
+fn a_callback_not_posted_yet_survives_kill_9() {
+    // The receiver is down when the call finishes; the server dies; the receiver comes up.
+    let port = common::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let allowed = format!("127.0.0.1:{port}");
+    let args = ["serve", "--callback-host", allowed.as_str()];
+    let mut server = Server::start_with(dir.path(), &args);
+    server.deploy("echo", &guest("echo.wat"), &[]);
+    let accepted = server
+        .client
+        .post(format!("{}/_wafer/async/echo", server.url))
+        .header("X-Callback-Url", format!("http://{allowed}/hook"))
+        .body("Content-Type: text/plain\n\nheld over")
+        .send()
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+    let id: Value = accepted.json().unwrap();
+    assert_eq!(
+        finished(&server, id["id"].as_str().unwrap())["state"],
+        "done"
+    );
+    server.kill();
+    let endpoint = Endpoint::start_on(port);
+    let server = Server::start_with(dir.path(), &args);
+    let started = Instant::now();
+    while endpoint.seen().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the callback was lost with the server"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(endpoint.seen(), ["POST /hook HTTP/1.1 held over"]);
+    drop(server);
+}
+
+#[test]
 fn a_backlog_for_one_slow_function_never_holds_up_another_functions_calls() {
     let server = Server::start();
     // Each call of `nap` sleeps for its minute; one of them runs at a time.

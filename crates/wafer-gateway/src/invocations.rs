@@ -23,7 +23,9 @@ use http::{header, HeaderMap, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use serde_json::{json, Map, Value};
 use tokio::sync::Semaphore;
-use wafer_queue::{Invocation, Job, Outcome, Queue, QueueError, Record, State as Stage};
+use wafer_queue::{
+    Callback, Invocation, Job, Outcome, Queue, QueueError, Record, State as Stage, CALLBACK_TRIES,
+};
 use wafer_registry::{FunctionName, RegistryError};
 
 use crate::error::Error;
@@ -61,10 +63,10 @@ const BUSY_WAIT_MAX: Duration = Duration::from_secs(10);
 /// the table does not yet (a version still compiling here, during a rollout).
 const LOADING: Duration = Duration::from_secs(60);
 
-/// Tries and the wait between them for posting a result to its callback URL.
-const CALLBACK_TRIES: u32 = 3;
-const CALLBACK_WAIT: Duration = Duration::from_secs(1);
+/// How long one post of a result to its callback URL may take.
 const CALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Callbacks posted at once, server-wide.
+const POSTING: usize = 16;
 
 /// Request headers not kept with an invocation: hop-by-hop ones, the length (the body is
 /// stored whole), and the callback (the gateway's, not the function's).
@@ -450,13 +452,9 @@ impl App {
     async fn run_invocation(&self, job: Job) {
         let outcome = self.run_job(&job).await;
         let asyncs = &self.invocations;
-        if let Err(e) = asyncs.queue.finish(&job, outcome.clone()).await {
+        if let Err(e) = asyncs.queue.finish(&job, outcome).await {
             // Not finished in the queue: it runs again, as after a crash.
             tracing::error!(id = %job.invocation.id, "cannot record how an invocation went: {e}");
-            return;
-        }
-        if let Some(url) = &job.invocation.callback {
-            self.post_callback(&job.invocation.id, url, &outcome).await;
         }
     }
 
@@ -523,34 +521,93 @@ impl App {
         })
     }
 
-    async fn post_callback(&self, id: &str, url: &str, outcome: &Outcome) {
-        for attempt in 1..=CALLBACK_TRIES {
-            let mut request = self
-                .invocations
-                .client
-                .post(url)
-                .header(INVOCATION_ID, id)
-                .header("x-wafer-status", outcome.status.to_string())
-                .body(outcome.body.clone());
-            if let Some((_, value)) = outcome.headers.iter().find(|(k, _)| k == "content-type") {
-                request = request.header(header::CONTENT_TYPE, value.as_str());
+    /// One try of posting a finished invocation's result to its callback URL; says whether
+    /// it went through (a `2xx`). An invocation forgotten meanwhile has nothing to post.
+    async fn post_callback(&self, callback: &Callback) -> bool {
+        let (id, url) = (callback.id.as_str(), callback.url.as_str());
+        let queue = &self.invocations.queue;
+        let outcome = match queue.get(id).await {
+            Ok(Some(record)) => record.outcome,
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(id, url, "cannot read the result for the callback: {e}");
+                return false;
             }
-            match request.send().await {
-                Ok(response) if response.status().is_success() => return,
-                Ok(response) => {
-                    tracing::warn!(id, url, "the callback answered {}", response.status())
-                }
-                Err(e) => tracing::warn!(id, url, "the callback failed: {e}"),
+        };
+        let Some(outcome) = outcome else {
+            tracing::warn!(
+                id,
+                url,
+                "the invocation's result is no longer kept; no callback"
+            );
+            return true;
+        };
+        let body = match queue.result(id).await {
+            Ok(body) => body.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(id, url, "cannot read the result for the callback: {e}");
+                return false;
             }
-            if attempt < CALLBACK_TRIES {
-                tokio::time::sleep(CALLBACK_WAIT * attempt).await;
-            }
+        };
+        let mut request = self
+            .invocations
+            .client
+            .post(url)
+            .header(INVOCATION_ID, id)
+            .header("x-wafer-status", outcome.status.to_string())
+            .body(body);
+        if let Some((_, value)) = outcome.headers.iter().find(|(k, _)| k == "content-type") {
+            request = request.header(header::CONTENT_TYPE, value.as_str());
         }
-        tracing::error!(
-            id,
-            url,
-            "gave up posting the result after {CALLBACK_TRIES} tries"
-        );
+        let attempt = callback.attempt;
+        match request.send().await {
+            Ok(response) if response.status().is_success() => return true,
+            Ok(response) => {
+                tracing::warn!(
+                    id,
+                    url,
+                    attempt,
+                    "the callback answered {}",
+                    response.status()
+                )
+            }
+            Err(e) => tracing::warn!(id, url, attempt, "the callback failed: {e}"),
+        }
+        if attempt >= CALLBACK_TRIES {
+            tracing::error!(id, url, "gave up posting the result after {attempt} tries");
+        }
+        false
+    }
+}
+
+/// Posts finished invocations' results to their callback URLs, as the queue hands them out
+/// (a few at once), until the app goes. The queue keeps each callback until it is posted or
+/// given up on, so a server that stops in between posts it when it starts again.
+pub(crate) async fn post_callbacks(app: Weak<App>) {
+    let Some(queue) = app.upgrade().map(|app| app.invocations.queue.clone()) else {
+        return;
+    };
+    let posting = Arc::new(Semaphore::new(POSTING));
+    loop {
+        let Ok(permit) = posting.clone().acquire_owned().await else {
+            return;
+        };
+        let callback = match queue.next_callback().await {
+            Ok(callback) => callback,
+            Err(e) => {
+                tracing::error!("taking a callback to post failed: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Some(app) = app.upgrade() else { return };
+        tokio::spawn(async move {
+            let posted = app.post_callback(&callback).await;
+            if let Err(e) = app.invocations.queue.callback_done(&callback, posted).await {
+                tracing::warn!(id = callback.id, "cannot record a callback's try: {e}");
+            }
+            drop(permit);
+        });
     }
 }
 

@@ -170,6 +170,7 @@ impl App {
         caps.set_deliver(Arc::downgrade(&deliver));
         tokio::spawn(follow_table(Arc::downgrade(&app)));
         tokio::spawn(invocations::dispatch(Arc::downgrade(&app)));
+        tokio::spawn(invocations::post_callbacks(Arc::downgrade(&app)));
         app
     }
 

@@ -55,7 +55,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio_stream::StreamExt;
 use wafer_queue::{
-    now, Invocation, Job, Outcome, Queue, QueueConfig, QueueError, Record, Skip, State, MAX_QUEUED,
+    callback_wait, now, Callback, Invocation, Job, Outcome, Queue, QueueConfig, QueueError, Record,
+    Skip, State, CALLBACK_TRIES, MAX_QUEUED,
 };
 
 use crate::{as_i64, Cluster, ClusterError, KvSpec};
@@ -70,6 +71,11 @@ const RESULT_CHUNKS: &str = "wafer_invocation_result_chunks";
 const RESULT_SUBJECT: &str = "wafer.invocation.result";
 const INDEX: &str = "wafer_invocation_index";
 const INDEX_SUBJECT: &str = "wafer.invocation.index";
+const CALLBACKS: &str = "wafer_invocation_callbacks";
+const CALLBACK_SUBJECT: &str = "wafer.invocation.callback";
+const POSTER: &str = "post";
+/// How long a node may take over one try of a callback (a post times out well within it).
+const CALLBACK_ACK_WAIT: Duration = Duration::from_secs(60);
 /// Where earlier versions kept large request bodies and results.
 const OLD_BODIES: &str = "wafer_invocation_bodies";
 const OLD_RESULTS: &str = "wafer_invocation_results";
@@ -132,6 +138,16 @@ pub struct NatsQueue {
     messages: tokio::sync::Mutex<Option<pull::Stream>>,
     held: Mutex<HashMap<u64, Held>>,
     leases: AtomicU64,
+    callbacks: stream::Stream,
+    callback_messages: tokio::sync::Mutex<Option<pull::Stream>>,
+    posting: Mutex<HashMap<u64, jetstream::Message>>,
+}
+
+/// A callback to post, as its message says.
+#[derive(Serialize, Deserialize)]
+struct CallbackMessage {
+    id: String,
+    url: String,
 }
 
 /// A message this node holds, the task that keeps telling JetStream so, and when the call
@@ -276,6 +292,18 @@ impl NatsQueue {
                 ..stream::Config::default()
             })
             .await?;
+        let callbacks = cluster
+            .stream(stream::Config {
+                name: CALLBACKS.into(),
+                subjects: vec![CALLBACK_SUBJECT.into()],
+                retention: RetentionPolicy::WorkQueue,
+                num_replicas: cluster.replicas,
+                max_age: KEPT,
+                max_bytes: as_i64(index_share),
+                discard: DiscardPolicy::New,
+                ..stream::Config::default()
+            })
+            .await?;
         Ok(Self {
             jetstream: cluster.jetstream.clone(),
             client: cluster.client.clone(),
@@ -291,6 +319,9 @@ impl NatsQueue {
             messages: tokio::sync::Mutex::new(None),
             held: Mutex::default(),
             leases: AtomicU64::new(0),
+            callbacks,
+            callback_messages: tokio::sync::Mutex::new(None),
+            posting: Mutex::default(),
         })
     }
 
@@ -451,22 +482,40 @@ impl NatsQueue {
         Ok(Some(bytes.into()))
     }
 
-    /// The next message of the consumer, (re)opening its pull stream as needed.
+    /// The next message of the consumer that runs invocations.
     async fn pull(&self) -> Result<jetstream::Message, QueueError> {
-        let mut messages = self.messages.lock().await;
+        Self::pull_from(
+            &self.queue,
+            CONSUMER,
+            ACK_WAIT,
+            &self.messages,
+            "asynchronous invocations",
+        )
+        .await
+    }
+
+    /// The next message of `stream`'s durable consumer `name`, (re)opening its pull
+    /// stream (kept in `messages`) as needed.
+    async fn pull_from(
+        stream: &stream::Stream,
+        name: &str,
+        ack_wait: Duration,
+        messages: &tokio::sync::Mutex<Option<pull::Stream>>,
+        what: &str,
+    ) -> Result<jetstream::Message, QueueError> {
+        let mut messages = messages.lock().await;
         loop {
             if messages.is_none() {
                 let config = pull::Config {
-                    durable_name: Some(CONSUMER.into()),
+                    durable_name: Some(name.into()),
                     ack_policy: AckPolicy::Explicit,
-                    ack_wait: ACK_WAIT,
+                    ack_wait,
                     max_ack_pending: 10_000,
                     ..pull::Config::default()
                 };
                 let opened = async {
-                    let consumer = self
-                        .queue
-                        .get_or_create_consumer(CONSUMER, config)
+                    let consumer = stream
+                        .get_or_create_consumer(name, config)
                         .await
                         .map_err(|e| e.to_string())?;
                     consumer.messages().await.map_err(|e| e.to_string())
@@ -475,7 +524,7 @@ impl NatsQueue {
                 match opened {
                     Ok(stream) => *messages = Some(stream),
                     Err(e) => {
-                        tracing::warn!("asynchronous invocations: cannot pull: {e}");
+                        tracing::warn!("{what}: cannot pull: {e}");
                         tokio::time::sleep(REPULL).await;
                         continue;
                     }
@@ -487,13 +536,41 @@ impl NatsQueue {
             match stream.next().await {
                 Some(Ok(message)) => return Ok(message),
                 Some(Err(e)) => {
-                    tracing::warn!("asynchronous invocations: pulling failed: {e}");
+                    tracing::warn!("{what}: pulling failed: {e}");
                     *messages = None;
                     tokio::time::sleep(REPULL).await;
                 }
                 None => *messages = None,
             }
         }
+    }
+
+    /// Keeps the callback of finished `record`, if it has one: a message on the callback
+    /// stream, published once per invocation (a repeat within the stream's duplicate window
+    /// lands once).
+    async fn keep_callback(&self, record: &Record) -> Result<(), QueueError> {
+        let Some(url) = &record.invocation.callback else {
+            return Ok(());
+        };
+        let id = &record.invocation.id;
+        let message = CallbackMessage {
+            id: id.clone(),
+            url: url.clone(),
+        };
+        let payload = serde_json::to_vec(&message).map_err(|e| store("encoding")(e.to_string()))?;
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("callback-{id}").as_str());
+        async {
+            self.jetstream
+                .publish_with_headers(CALLBACK_SUBJECT, headers, payload.into())
+                .await
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await
+        .map(drop)
+        .map_err(store("cannot keep the invocation's callback"))
     }
 
     /// The invocation a message stands for, and its request body inline.
@@ -539,6 +616,21 @@ impl NatsQueue {
         }
     }
 
+    /// Acknowledges the message of an invocation already finished (its outcome `record`),
+    /// once its callback is kept; or leaves it to be settled again later.
+    async fn settle(&self, message: jetstream::Message, record: &Record) {
+        let id = &record.invocation.id;
+        if let Err(e) = self.keep_callback(record).await {
+            tracing::warn!(id, "{e}");
+            let _ = message.ack_with(AckKind::Nak(Some(REPULL))).await;
+            return;
+        }
+        match message.double_ack().await {
+            Ok(()) => self.drop_body(&message, id).await,
+            Err(e) => tracing::warn!(id, "cannot acknowledge a finished invocation: {e}"),
+        }
+    }
+
     /// Records `message`'s invocation failed, given up on after `attempts` starts, and
     /// acknowledges it; or leaves it to be tried again if that cannot be written.
     async fn give_up(&self, message: jetstream::Message, attempts: u32) {
@@ -562,7 +654,11 @@ impl NatsQueue {
             finished: Some(at),
             outcome: Some(QueueConfig::gave_up(attempts)),
         };
-        match self.put_record(&record, &Bytes::new()).await {
+        let kept = async {
+            self.put_record(&record, &Bytes::new()).await?;
+            self.keep_callback(&record).await
+        };
+        match kept.await {
             Ok(()) => {
                 if let Err(e) = message.double_ack().await {
                     tracing::warn!(id, "cannot acknowledge an invocation given up on: {e}");
@@ -694,13 +790,20 @@ impl Queue for NatsQueue {
             // The attempts are the starts its record counts, not the deliveries: passing
             // over costs none. A ceiling on deliveries stands for a message that fails
             // before it ever starts.
-            let started = match self.read_record(&invocation.id).await {
-                Ok(record) => record.map_or(0, |(stored, _)| stored.record.attempts),
+            let record = match self.read_record(&invocation.id).await {
+                Ok(record) => record.map(|(stored, _)| stored.record),
                 Err(e) => {
                     let _ = message.ack_with(AckKind::Nak(Some(REPULL))).await;
                     return Err(e);
                 }
             };
+            if let Some(done) = record.as_ref().filter(|r| r.outcome.is_some()) {
+                // Finished, and the node that ran it stopped before the message was
+                // acknowledged: not run again; only its callback is made sure of.
+                self.settle(message, done).await;
+                continue;
+            }
+            let started = record.map_or(0, |r| r.attempts);
             if started >= self.config.max_attempts || delivered > MAX_DELIVERIES {
                 self.give_up(message, started).await;
                 continue;
@@ -772,13 +875,17 @@ impl Queue for NatsQueue {
             finished: Some(now()),
             outcome: Some(outcome),
         };
-        let mut written = self.put_record(&record, &body).await;
+        let write = || async {
+            self.put_record(&record, &body).await?;
+            self.keep_callback(&record).await
+        };
+        let mut written = write().await;
         for _ in 1..FINISH_TRIES {
             if written.is_ok() {
                 break;
             }
             tokio::time::sleep(REPULL).await;
-            written = self.put_record(&record, &body).await;
+            written = write().await;
         }
         let Some(held) = self.release(job) else {
             return written;
@@ -795,6 +902,55 @@ impl Queue for NatsQueue {
             .map_err(|e| store("cannot acknowledge the invocation")(e.to_string()))?;
         self.drop_body(&held.message, &job.invocation.id).await;
         Ok(())
+    }
+
+    async fn next_callback(&self) -> Result<Callback, QueueError> {
+        loop {
+            let message = Self::pull_from(
+                &self.callbacks,
+                POSTER,
+                CALLBACK_ACK_WAIT,
+                &self.callback_messages,
+                "callbacks",
+            )
+            .await?;
+            let Ok(callback) = serde_json::from_slice::<CallbackMessage>(&message.payload) else {
+                tracing::error!("a malformed callback message was dropped");
+                let _ = message.ack_with(AckKind::Term).await;
+                continue;
+            };
+            let delivered = message.info().map_or(1, |info| info.delivered.max(1));
+            let lease = self.leases.fetch_add(1, Ordering::Relaxed);
+            self.posting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(lease, message);
+            return Ok(Callback {
+                id: callback.id,
+                url: callback.url,
+                attempt: u32::try_from(delivered).unwrap_or(u32::MAX),
+                lease,
+            });
+        }
+    }
+
+    async fn callback_done(&self, callback: &Callback, posted: bool) -> Result<(), QueueError> {
+        let Some(message) = self
+            .posting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&callback.lease)
+        else {
+            return Ok(());
+        };
+        let answered = match posted || callback.attempt >= CALLBACK_TRIES {
+            true => message.double_ack().await,
+            false => {
+                let wait = callback_wait(callback.attempt);
+                message.ack_with(AckKind::Nak(Some(wait))).await
+            }
+        };
+        answered.map_err(|e| store("cannot settle a callback")(e.to_string()))
     }
 
     async fn get(&self, id: &str) -> Result<Option<Record>, QueueError> {

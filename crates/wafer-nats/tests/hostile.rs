@@ -604,3 +604,41 @@ async fn a_passed_over_invocation_waits_its_turn_and_costs_no_attempt() {
     let record = queue.get(&slow.id).await.unwrap().unwrap();
     assert_eq!((record.state, record.attempts), (State::Queued, 0));
 }
+
+#[tokio::test]
+async fn a_callback_is_kept_until_posted_and_tried_again_meanwhile() {
+    let nats = Nats::start();
+    let cluster = nats.connect().await;
+    let queue = queue_with(&cluster, 64 * MIB as u64, 3).await;
+    let url = "http://hooks.internal/done";
+    let call = Invocation::new(name("f"), "POST", "/", Vec::new(), Some(url.into()));
+    queue.enqueue(call.clone(), Bytes::new()).await.unwrap();
+    let job = next(&queue).await;
+    queue.start(&job).await.unwrap();
+    queue
+        .finish(&job, outcome(State::Done, 200, "result".into(), None))
+        .await
+        .unwrap();
+    let take = || async {
+        tokio::time::timeout(Duration::from_secs(10), queue.next_callback())
+            .await
+            .expect("no callback came out")
+            .unwrap()
+    };
+    let first = take().await;
+    assert_eq!(
+        (first.id.as_str(), first.url.as_str(), first.attempt),
+        (call.id.as_str(), url, 1)
+    );
+    // The receiver was down: the callback comes back, one try more.
+    queue.callback_done(&first, false).await.unwrap();
+    let second = take().await;
+    assert_eq!((second.id.as_str(), second.attempt), (call.id.as_str(), 2));
+    queue.callback_done(&second, true).await.unwrap();
+    let more = tokio::time::timeout(Duration::from_secs(3), queue.next_callback()).await;
+    assert!(more.is_err(), "a posted callback came out again");
+    // Another node's queue (a restart) finds none either: posted is forgotten.
+    let again = queue_with(&cluster, 64 * MIB as u64, 3).await;
+    let more = tokio::time::timeout(Duration::from_secs(2), again.next_callback()).await;
+    assert!(more.is_err(), "a posted callback came out on another node");
+}

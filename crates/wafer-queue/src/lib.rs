@@ -230,6 +230,31 @@ pub struct Job {
     pub lease: u64,
 }
 
+/// Times a finished invocation's result is posted to its callback URL before it is given
+/// up on: 10, [`callback_wait`] apart (about eight and a half minutes in all).
+pub const CALLBACK_TRIES: u32 = 10;
+
+/// How long after try `attempt` of a callback (1 the first) the next one is made: 1 s,
+/// doubled each time, at most 5 minutes.
+pub fn callback_wait(attempt: u32) -> Duration {
+    Duration::from_secs(1 << attempt.clamp(1, 9).saturating_sub(1)).min(Duration::from_secs(300))
+}
+
+/// A finished invocation whose result is to be posted to its callback URL. The queue keeps
+/// it, with the outcome, from the moment the outcome is recorded until it is posted or
+/// given up on: a server that stops in between posts it when it starts again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callback {
+    /// The invocation.
+    pub id: String,
+    /// Where to post its result.
+    pub url: String,
+    /// Which try this is (1 the first time).
+    pub attempt: u32,
+    /// The backend's handle on it.
+    pub lease: u64,
+}
+
 /// Why the queue failed.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -289,8 +314,17 @@ pub trait Queue: Send + Sync + 'static {
     /// Marks `job` running: it starts now (one attempt more).
     async fn start(&self, job: &Job) -> Result<(), QueueError>;
 
-    /// Records how `job` went; it leaves the queue.
+    /// Records how `job` went; it leaves the queue. If it has a callback URL, the callback
+    /// is kept in the same step ([`Queue::next_callback`]).
     async fn finish(&self, job: &Job, outcome: Outcome) -> Result<(), QueueError>;
+
+    /// Takes the next callback that is due (waits until there is one): an invocation
+    /// finished with an `X-Callback-Url`, its result not posted yet.
+    async fn next_callback(&self) -> Result<Callback, QueueError>;
+
+    /// Ends a try of `callback`: `posted`, or its last try ([`CALLBACK_TRIES`]), it is
+    /// forgotten; otherwise it is due again after [`callback_wait`].
+    async fn callback_done(&self, callback: &Callback, posted: bool) -> Result<(), QueueError>;
 
     /// The record of invocation `id`, if it exists (a finished one is kept for [`RETAIN`]).
     async fn get(&self, id: &str) -> Result<Option<Record>, QueueError>;

@@ -7,6 +7,7 @@
 //! that change them, so the count survives restarts exactly; so do the attempts, counted in
 //! the record when a call starts.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,8 +22,8 @@ use redb::{
 use tokio::sync::Notify;
 
 use crate::{
-    now, Invocation, Job, Outcome, Queue, QueueConfig, QueueError, Record, Skip, State, MAX_QUEUED,
-    RETAIN,
+    callback_wait, now, Callback, Invocation, Job, Outcome, Queue, QueueConfig, QueueError, Record,
+    Skip, State, CALLBACK_TRIES, MAX_QUEUED, RETAIN,
 };
 
 /// Every invocation's record (JSON), by id.
@@ -38,6 +39,9 @@ const TAKEN: TableDefinition<&str, u64> = TableDefinition::new("taken");
 /// The finished ids (oldest first, as ids sort by time), with when they finished: what
 /// the retention sweep and the byte budget forget, without reading the unfinished ones.
 const FINISHED: TableDefinition<&str, u64> = TableDefinition::new("finished");
+/// Finished invocations whose result is still to be posted to their callback URL: when the
+/// next try is due (ms since the epoch), how many tries were made, and the URL.
+const CALLBACKS: TableDefinition<&str, (u64, u32, &str)> = TableDefinition::new("callbacks");
 /// Counters: [`BYTES`].
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The bytes held in `records`, `bodies` and `results`.
@@ -53,6 +57,9 @@ pub struct LocalQueue {
     next_key: Arc<AtomicU64>,
     ready: Notify,
     swept: Mutex<Instant>,
+    /// Callbacks being posted (handed out and not done): not handed out twice.
+    posting: Arc<Mutex<HashSet<String>>>,
+    callbacks: Notify,
 }
 
 impl LocalQueue {
@@ -93,6 +100,8 @@ impl LocalQueue {
             next_key: Arc::new(AtomicU64::new(next_key)),
             ready: Notify::new(),
             swept: Mutex::new(Instant::now()),
+            posting: Arc::default(),
+            callbacks: Notify::new(),
         })
     }
 
@@ -344,6 +353,12 @@ fn record_finish(tx: &WriteTransaction, id: &str, outcome: Outcome) -> Result<i6
     }
     record.outcome = Some(outcome);
     delta += write_record(&mut records, &record)?;
+    if let Some(url) = &record.invocation.callback {
+        let mut callbacks = tx.open_table(CALLBACKS).map_err(QueueError::store)?;
+        callbacks
+            .insert(id, (finished_at, 0, url.as_str()))
+            .map_err(QueueError::store)?;
+    }
     let mut bodies = tx.open_table(BODIES).map_err(QueueError::store)?;
     if let Some(body) = bodies.remove(id).map_err(QueueError::store)? {
         delta -= len(body.value().len());
@@ -482,9 +497,13 @@ impl Queue for LocalQueue {
                     if job.is_some() || given_up > 0 {
                         tx.commit().map_err(QueueError::store)?;
                     }
-                    Ok(job)
+                    Ok((job, given_up))
                 })
                 .await?;
+            let (taken, given_up) = taken;
+            if given_up > 0 {
+                self.callbacks.notify_one();
+            }
             match taken {
                 Some(job) => return Ok(job),
                 // `notify_one` leaves a permit when no one waits, so an enqueue between
@@ -531,6 +550,7 @@ impl Queue for LocalQueue {
             tx.commit().map_err(QueueError::store)
         })
         .await?;
+        self.callbacks.notify_one();
         let sweep = {
             let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
             let due = swept.elapsed() > SWEEP;
@@ -543,6 +563,80 @@ impl Queue for LocalQueue {
             self.blocking(prune).await?;
         }
         Ok(())
+    }
+
+    async fn next_callback(&self) -> Result<Callback, QueueError> {
+        loop {
+            let posting = self.posting.clone();
+            // The callback due first among those not being posted, and when it is due.
+            let first = self
+                .blocking(move |db| {
+                    let tx = db.begin_read().map_err(QueueError::store)?;
+                    let callbacks = tx.open_table(CALLBACKS).map_err(QueueError::store)?;
+                    let posting = posting.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut first: Option<(u64, u32, String, String)> = None;
+                    for entry in callbacks.iter().map_err(QueueError::store)? {
+                        let (id, value) = entry.map_err(QueueError::store)?;
+                        let (due, tries, url) = value.value();
+                        if posting.contains(id.value())
+                            || first.as_ref().is_some_and(|f| f.0 <= due)
+                        {
+                            continue;
+                        }
+                        first = Some((due, tries, id.value().to_owned(), url.to_owned()));
+                    }
+                    Ok(first)
+                })
+                .await?;
+            let Some((due, tries, id, url)) = first else {
+                self.callbacks.notified().await;
+                continue;
+            };
+            let wait = Duration::from_millis(due.saturating_sub(now()));
+            if !wait.is_zero() {
+                // A callback finished meanwhile may be due sooner.
+                let _ = tokio::time::timeout(wait, self.callbacks.notified()).await;
+                continue;
+            }
+            let mut posting = self.posting.lock().unwrap_or_else(|e| e.into_inner());
+            if posting.insert(id.clone()) {
+                return Ok(Callback {
+                    id,
+                    url,
+                    attempt: tries + 1,
+                    lease: 0,
+                });
+            }
+        }
+    }
+
+    async fn callback_done(&self, callback: &Callback, posted: bool) -> Result<(), QueueError> {
+        let Callback {
+            id, url, attempt, ..
+        } = callback.clone();
+        let written = self
+            .blocking(move |db| {
+                let tx = db.begin_write().map_err(QueueError::store)?;
+                {
+                    let mut callbacks = tx.open_table(CALLBACKS).map_err(QueueError::store)?;
+                    if posted || attempt >= CALLBACK_TRIES {
+                        callbacks.remove(id.as_str()).map_err(QueueError::store)?;
+                    } else {
+                        let due = now() + callback_wait(attempt).as_millis() as u64;
+                        callbacks
+                            .insert(id.as_str(), (due, attempt, url.as_str()))
+                            .map_err(QueueError::store)?;
+                    }
+                }
+                tx.commit().map_err(QueueError::store)
+            })
+            .await;
+        self.posting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&callback.id);
+        self.callbacks.notify_one();
+        written
     }
 
     async fn get(&self, id: &str) -> Result<Option<Record>, QueueError> {

@@ -277,7 +277,12 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_on(0)
+    }
+
+    /// An endpoint on `port` of 127.0.0.1 (any free one for 0).
+    pub fn start_on(port: u16) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let record = seen.clone();
