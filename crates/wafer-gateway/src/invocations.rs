@@ -422,15 +422,12 @@ pub(crate) async fn dispatch(app: Weak<App>) {
         tokio::spawn(async move {
             // The call runs in a task of its own, so that a panic on its path is contained:
             // it is recorded as the invocation's failure instead of leaving it `running`.
-            let run = tokio::spawn({
+            let run = wafer_host::tasks::contained("invocation", {
                 let (app, job) = (app.clone(), job.clone());
                 async move { app.run_invocation(job).await }
             });
             if let Err(e) = run.await {
-                let why = match e.is_panic() {
-                    true => "the server failed while running it (a panic; see its log)",
-                    false => "the server stopped running it",
-                };
+                let why = "the server failed while running it (a panic; see its log)";
                 tracing::error!(id = %job.invocation.id, "asynchronous invocation: {why}: {e}");
                 let outcome = Outcome {
                     state: Stage::Failed,
@@ -602,7 +599,17 @@ pub(crate) async fn post_callbacks(app: Weak<App>) {
         };
         let Some(app) = app.upgrade() else { return };
         tokio::spawn(async move {
-            let posted = app.post_callback(&callback).await;
+            let post = wafer_host::tasks::contained("callback", {
+                let (app, callback) = (app.clone(), callback.clone());
+                async move { app.post_callback(&callback).await }
+            });
+            let posted = post.await.unwrap_or_else(|e| {
+                tracing::error!(
+                    id = callback.id,
+                    "posting a callback failed inside the server: {e}"
+                );
+                false
+            });
             if let Err(e) = app.invocations.queue.callback_done(&callback, posted).await {
                 tracing::warn!(id = callback.id, "cannot record a callback's try: {e}");
             }

@@ -168,9 +168,19 @@ impl App {
         });
         let deliver: Arc<dyn Deliver> = app.clone();
         caps.set_deliver(Arc::downgrade(&deliver));
-        tokio::spawn(follow_table(Arc::downgrade(&app)));
-        tokio::spawn(invocations::dispatch(Arc::downgrade(&app)));
-        tokio::spawn(invocations::post_callbacks(Arc::downgrade(&app)));
+        let weak = Arc::downgrade(&app);
+        use wafer_host::tasks::supervise;
+        supervise("table follower", {
+            let app = weak.clone();
+            move || follow_table(app.clone())
+        });
+        supervise("async dispatcher", {
+            let app = weak.clone();
+            move || invocations::dispatch(app.clone())
+        });
+        supervise("callback poster", move || {
+            invocations::post_callbacks(weak.clone())
+        });
         app
     }
 

@@ -413,6 +413,19 @@ impl<F: Measured> Collector for Scrape<F> {
                 capacity,
             )?;
         }
+        let mut family = encoder.encode_descriptor(
+            "wafer_background_panics",
+            "Panics caught in the server's background work, by task (each one logged; the \
+             task went on or was started again)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (task, count) in wafer_host::tasks::panics() {
+            let labels = [("task", task)];
+            family
+                .encode_family(&labels)?
+                .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+        }
         if let Some(process) = Process::read() {
             gauge(
                 &mut encoder,

@@ -40,6 +40,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod kv;
 pub mod pubsub;
+pub mod tasks;
 
 use std::collections::HashSet;
 use std::path::Path;

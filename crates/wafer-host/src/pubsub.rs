@@ -104,14 +104,7 @@ pub async fn contained(
     function: &FunctionName,
     delivery: Pin<Box<dyn Future<Output = Delivery> + Send>>,
 ) -> Delivery {
-    struct AbortOnDrop(tokio::task::JoinHandle<Delivery>);
-    impl Drop for AbortOnDrop {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
-    }
-    let mut task = AbortOnDrop(tokio::spawn(delivery));
-    match (&mut task.0).await {
+    match crate::tasks::contained("delivery", delivery).await {
         Ok(outcome) => outcome,
         Err(e) => {
             tracing::error!(%function, "a delivery failed inside the server: {e}");

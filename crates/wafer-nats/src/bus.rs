@@ -152,7 +152,7 @@ impl NatsBus {
             counters: counters.clone(),
             name,
         };
-        let task = tokio::spawn(pull.run());
+        let task = wafer_host::tasks::supervise("pubsub puller", move || pull.clone().run());
         Puller { task, counters }
     }
 }
@@ -249,6 +249,7 @@ impl Bus for NatsBus {
 }
 
 /// One node pulling one function's messages.
+#[derive(Clone)]
 struct Pull {
     jetstream: jetstream::Context,
     messages: stream::Stream,

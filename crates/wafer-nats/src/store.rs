@@ -24,6 +24,8 @@ const MODULES: &str = "wafer_modules";
 /// Revisions JetStream keeps per record key. The record holds the whole history itself; the
 /// bucket's own history is for operators (`nats kv history`).
 const HISTORY: i64 = 16;
+/// How long reading one module may take before it is given up on (and tried again later).
+const MODULE_READ: Duration = Duration::from_secs(20);
 
 /// The registry's records and modules in JetStream (see the crate docs).
 #[derive(Clone)]
@@ -40,6 +42,34 @@ impl NatsStore {
             .object_store(MODULES, Duration::ZERO, cluster.limits.modules)
             .await?;
         Ok(Self { records, modules })
+    }
+
+    /// Reads module `digest` and checks its bytes against it.
+    async fn read_module(&self, digest: &Digest) -> Result<Vec<u8>, RegistryError> {
+        let mut object = match self.modules.get(digest.hex()).await {
+            Ok(object) => object,
+            Err(e) if e.kind() == GetErrorKind::NotFound => {
+                return Err(RegistryError::ModuleNotFound(digest.to_string()))
+            }
+            Err(e) => {
+                return Err(failed(format!("cannot read module {digest}"))(format!(
+                    "reading its description: {e}"
+                )))
+            }
+        };
+        let mut bytes = Vec::new();
+        object
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| failed(format!("cannot read module {digest}"))(e.to_string()))?;
+        let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        if actual != digest.as_str() {
+            return Err(RegistryError::Corrupt {
+                digest: digest.to_string(),
+                actual,
+            });
+        }
+        Ok(bytes)
     }
 }
 
@@ -114,30 +144,16 @@ impl Store for NatsStore {
     }
 
     async fn module(&self, digest: &Digest) -> Result<Vec<u8>, RegistryError> {
-        let mut object = match self.modules.get(digest.hex()).await {
-            Ok(object) => object,
-            Err(e) if e.kind() == GetErrorKind::NotFound => {
-                return Err(RegistryError::ModuleNotFound(digest.to_string()))
-            }
-            Err(e) => {
-                return Err(failed(format!("cannot read module {digest}"))(format!(
-                    "reading its description: {e}"
-                )))
-            }
-        };
-        let mut bytes = Vec::new();
-        object
-            .read_to_end(&mut bytes)
+        // A read that stalls (a consumer that stops delivering while JetStream fails over)
+        // is cut off, so whoever waits for it (the live table's watch) goes on; the read is
+        // tried again later.
+        tokio::time::timeout(MODULE_READ, self.read_module(digest))
             .await
-            .map_err(|e| failed(format!("cannot read module {digest}"))(e.to_string()))?;
-        let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-        if actual != digest.as_str() {
-            return Err(RegistryError::Corrupt {
-                digest: digest.to_string(),
-                actual,
-            });
-        }
-        Ok(bytes)
+            .unwrap_or_else(|_| {
+                Err(failed(format!("cannot read module {digest}"))(format!(
+                    "no answer within {MODULE_READ:?}"
+                )))
+            })
     }
 
     async fn record(

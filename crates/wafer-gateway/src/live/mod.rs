@@ -158,7 +158,11 @@ impl Functions {
             compile_times: Mutex::default(),
         });
         functions.catch_up(&mut watch).await?;
-        tokio::spawn(follow(Arc::downgrade(&functions), watch));
+        let (table, mut watch) = (Arc::downgrade(&functions), Some(watch));
+        // Started again after a panic, it watches anew and catches up.
+        wafer_host::tasks::supervise("registry watch", move || {
+            follow(table.clone(), watch.take())
+        });
         Ok(functions)
     }
 
@@ -591,19 +595,32 @@ impl Functions {
         self.served(revision).await
     }
 
-    /// The program of `version` and those of its declared routes: the module verified, then
-    /// its cached artifact mapped in or the module compiled (on the blocking pool).
+    /// The program of `version` and those of its declared routes: its cached artifact
+    /// mapped in, or else the module read from the store, verified and compiled (on the
+    /// blocking pool). A node that compiled the module once needs nothing of the store to
+    /// load another version of it (a new config, a restart while the cluster is away).
     async fn load(&self, version: &Version) -> Loaded {
-        let wasm = self
-            .registry
-            .module(&version.digest)
+        let (runtime, artifacts) = (self.runtime.clone(), self.artifacts.clone());
+        let hex = version.digest.hex().to_owned();
+        let cached = blocking(move || Ok(artifacts.load(&runtime, &hex)))
             .await
             .map_err(|e| e.to_string())?;
+        let wasm = match cached {
+            Some(_) => Vec::new(),
+            None => self
+                .registry
+                .module(&version.digest)
+                .await
+                .map_err(|e| e.to_string())?,
+        };
         let (runtime, artifacts) = (self.runtime.clone(), self.artifacts.clone());
         let version = version.clone();
         let loaded = blocking(move || -> Result<_, Error> {
             let config = &version.config;
-            let program = artifacts.program(&runtime, version.digest.hex(), || Ok(wasm))?;
+            let program = match cached {
+                Some(program) => program,
+                None => artifacts.program(&runtime, version.digest.hex(), || Ok(wasm))?,
+            };
             let program = with_abi(program, config)?;
             let handlers = declared::handlers(&program, &config.routes, &version.module_routes)?;
             Ok((program, handlers))
@@ -696,11 +713,12 @@ impl Functions {
 /// Follows the registry's watch until the table is dropped; when the watch ends (the store
 /// went away), watches again and catches up. Active versions that failed to load are
 /// loaded again meanwhile ([`RELOAD_FIRST`]).
-async fn follow(functions: Weak<Functions>, mut watch: Watch) {
+async fn follow(functions: Weak<Functions>, watch: Option<Watch>) {
     // While an active version failed to load: when to try again.
     let mut reload: Option<Duration> = None;
+    let mut watching = watch;
     loop {
-        loop {
+        while let Some(watch) = watching.as_mut() {
             let event = tokio::select! {
                 event = watch.next() => event,
                 () = tokio::time::sleep(reload.unwrap_or_default()), if reload.is_some() => {
@@ -736,7 +754,7 @@ async fn follow(functions: Weak<Functions>, mut watch: Watch) {
                 Ok(mut next) => match table.catch_up(&mut next).await {
                     Ok(()) => {
                         tracing::info!("watching the registry again");
-                        watch = next;
+                        watching = Some(next);
                         break;
                     }
                     Err(e) => tracing::warn!("catching up with the registry failed: {e}"),
