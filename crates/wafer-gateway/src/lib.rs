@@ -252,7 +252,7 @@ impl App {
             .ok_or_else(|| wafer_registry::RegistryError::NotFound(name.to_string()))?;
         self.functions.remove(name).await?;
         let grace = function.config.limits.timeout.min(REMOVE_GRACE);
-        if !function.drained(grace).await {
+        if !function.retire(grace).await {
             tracing::warn!(%name, "removed while calls were still running after {grace:?}");
         }
         drop(function);
@@ -651,10 +651,13 @@ impl App {
 
     /// Waits for a free instance slot of `function`.
     pub(crate) async fn admission(&self, function: &Function) -> Result<Admission, Error> {
-        function
-            .admit()
-            .await
-            .ok_or_else(|| Error::Busy(function.name.to_string()))
+        match function.admit().await {
+            Some(admission) => Ok(admission),
+            None if function.removed() => {
+                Err(wafer_registry::RegistryError::NotFound(function.name.to_string()).into())
+            }
+            None => Err(Error::Busy(function.name.to_string())),
+        }
     }
 
     fn request_id(&self) -> String {

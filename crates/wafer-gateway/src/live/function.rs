@@ -1,7 +1,7 @@
 //! A live function: the active version of a function, loaded and ready to call.
 
 use std::ops::Deref;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +40,10 @@ pub(crate) struct Gate {
     permits: Arc<Semaphore>,
     limit: u32,
     waiting: AtomicUsize,
+    /// The function was removed: nothing is admitted any more (a call that took the
+    /// function before `rm`, such as a queued one waiting for its slot, must not run after
+    /// its data is deleted).
+    removed: AtomicBool,
 }
 
 /// Permission to run one call; the slot frees when this is dropped.
@@ -69,6 +73,7 @@ impl Function {
                 permits: Arc::new(Semaphore::new(limit as usize)),
                 limit,
                 waiting: AtomicUsize::new(0),
+                removed: AtomicBool::new(false),
             }),
         };
         let reuse = config.limits.instance_reuse;
@@ -130,8 +135,20 @@ impl Function {
     }
 
     /// Waits for a free instance slot; `None` if the function stays saturated for
-    /// [`QUEUE_WAIT`] or its queue is already full.
+    /// [`QUEUE_WAIT`], its queue is already full, or it was removed ([`Function::removed`]).
     pub async fn admit(&self) -> Option<Admission> {
+        let admitted = self.wait_for_slot().await?;
+        // Checked once the slot is held: `retire` waits for every slot after marking the
+        // function removed, so a call admitted here finishes before its data goes.
+        (!self.removed()).then_some(admitted)
+    }
+
+    /// Whether the function was removed: its calls are refused as if it did not exist.
+    pub fn removed(&self) -> bool {
+        self.gate.removed.load(Ordering::Acquire)
+    }
+
+    async fn wait_for_slot(&self) -> Option<Admission> {
         let gate = &self.gate;
         if let Ok(permit) = gate.permits.clone().try_acquire_owned() {
             return Some(Admission(permit));
@@ -168,9 +185,11 @@ impl crate::metrics::Measured for Function {
 }
 
 impl Function {
-    /// Waits, up to `limit`, until no call of this function runs on this node (every slot of
-    /// its gate free); says whether they all finished.
-    pub(crate) async fn drained(&self, limit: Duration) -> bool {
+    /// Marks the function removed (no call is admitted any more), then waits, up to
+    /// `limit`, until no call of it runs on this node (every slot of its gate free); says
+    /// whether they all finished.
+    pub(crate) async fn retire(&self, limit: Duration) -> bool {
+        self.gate.removed.store(true, Ordering::Release);
         let all = self.gate.limit;
         tokio::time::timeout(limit, self.gate.permits.acquire_many(all))
             .await
@@ -205,6 +224,30 @@ mod tests {
         config.limits.max_concurrency = max_concurrency;
         let deployment = Deployment::of("f".parse().unwrap(), config);
         Function::new(deployment, Err("no program".into()), None)
+    }
+
+    #[tokio::test]
+    async fn a_removed_function_admits_no_caller_that_was_waiting() {
+        let f = Arc::new(function(1));
+        let running = f.admit().await.unwrap();
+        // A caller that took the function before `rm` waits for the slot.
+        let waiter = tokio::spawn({
+            let f = f.clone();
+            async move { f.admit().await.is_some() }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let retired = tokio::spawn({
+            let f = f.clone();
+            async move { f.retire(Duration::from_secs(5)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(running);
+        assert!(!waiter.await.unwrap(), "a caller was admitted after rm");
+        assert!(
+            retired.await.unwrap(),
+            "the running call was not waited for"
+        );
+        assert!(f.admit().await.is_none());
     }
 
     #[tokio::test]
