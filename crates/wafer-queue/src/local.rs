@@ -157,6 +157,8 @@ fn recover(db: &Database) -> Result<u64, QueueError> {
         let results = tx.open_table(RESULTS).map_err(QueueError::store)?;
         let mut finished = tx.open_table(FINISHED).map_err(QueueError::store)?;
         let mut meta = tx.open_table(META).map_err(QueueError::store)?;
+        // Created here, so that reading it never finds it missing.
+        tx.open_table(CALLBACKS).map_err(QueueError::store)?;
         if meta.get(BYTES).map_err(QueueError::store)?.is_none() {
             let mut held = 0u64;
             for entry in records.iter().map_err(QueueError::store)? {
@@ -776,5 +778,41 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(waiting.await.unwrap(), "/late");
+    }
+
+    #[tokio::test]
+    async fn a_callback_waits_for_its_invocation_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = LocalQueue::open(dir.path()).unwrap();
+        // A fresh queue has none: it waits (it does not fail).
+        let none = tokio::time::timeout(Duration::from_millis(100), queue.next_callback()).await;
+        assert!(none.is_err(), "{none:?}");
+        let mut call = invocation("/hook");
+        call.callback = Some("http://hooks.internal/x".into());
+        queue.enqueue(call.clone(), Bytes::new()).await.unwrap();
+        let job = queue.next().await.unwrap();
+        queue.start(&job).await.unwrap();
+        let done = Outcome {
+            state: State::Done,
+            status: 200,
+            headers: Vec::new(),
+            error: None,
+            body: Bytes::from_static(b"ok"),
+        };
+        queue.finish(&job, done).await.unwrap();
+        let first = queue.next_callback().await.unwrap();
+        assert_eq!((first.id.as_str(), first.attempt), (call.id.as_str(), 1));
+        queue.callback_done(&first, false).await.unwrap();
+        drop(queue);
+        // Not posted yet: kept across a restart, one try more, due after its wait.
+        let queue = LocalQueue::open(dir.path()).unwrap();
+        let again = tokio::time::timeout(Duration::from_secs(5), queue.next_callback())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((again.id.as_str(), again.attempt), (call.id.as_str(), 2));
+        queue.callback_done(&again, true).await.unwrap();
+        let none = tokio::time::timeout(Duration::from_millis(1500), queue.next_callback()).await;
+        assert!(none.is_err(), "a posted callback came out again");
     }
 }
