@@ -26,6 +26,7 @@ fn examples_manifest_serves_every_example() {
             "route: /routes-rust/echo/..., path: /a b/c\n",
         ),
         ("/http-hello-rust", "Hello from a Rust component!\n"),
+        ("/http-p3", "Hello from a WASI 0.3 component!\n"),
         ("/http-hello-py", "Hello from a Python component!\n"),
         ("/http-hello-js", "Hello from a JavaScript component!\n"),
     ] {

@@ -23,6 +23,7 @@ use wasmtime::component::{self, Component};
 use wasmtime::Precompiled;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 /// Bytes at the start of each memory slot reset in place (instead of being returned to the
 /// OS with `madvise`) when an instance is freed, so the next instance in the slot finds them
@@ -112,6 +113,10 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut http_linker).map_err(RuntimeError::engine)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut http_linker)
             .map_err(RuntimeError::engine)?;
+        // WASI 0.3 beside 0.2: a component built for wasm32-wasip2 imports the standard
+        // library's 0.2 interfaces and its own 0.3 ones.
+        wasmtime_wasi::p3::add_to_linker(&mut http_linker).map_err(RuntimeError::engine)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut http_linker).map_err(RuntimeError::engine)?;
         interfaces::add_to_linker(&mut http_linker).map_err(RuntimeError::engine)?;
 
         let mut hasher = DefaultHasher::new();
@@ -269,8 +274,11 @@ impl Runtime {
     fn prepare_component(&self, component: &Component) -> Result<Program, CompileError> {
         let http = self.http_linker.instantiate_pre(component);
         if let Ok(pre) = &http {
+            if let Ok(service) = ServicePre::new(pre.clone()) {
+                return Ok(Program::http(HttpComponent::p3(service)));
+            }
             if let Ok(proxy) = ProxyPre::new(pre.clone()) {
-                return Ok(Program::http(HttpComponent::new(proxy)));
+                return Ok(Program::http(HttpComponent::p2(proxy)));
             }
         }
         let command = self
@@ -280,9 +288,9 @@ impl Runtime {
             .and_then(|pre| {
                 CommandPre::new(pre).map_err(|_| {
                     CompileError::Unsupported(
-                        "this WASI 0.2 component exports neither `wasi:http/incoming-handler` (an \
-                         HTTP component), nor `wasi:cli/run` (a command, run as a service), nor \
-                         any function to call"
+                        "this component exports neither `wasi:http/incoming-handler` (a WASI 0.2 \
+                         HTTP component) nor `wasi:http/handler` (WASI 0.3), nor `wasi:cli/run` \
+                         (a command, run as a service), nor any function to call"
                             .into(),
                     )
                 })

@@ -1,5 +1,11 @@
 //! HTTP components: WASI 0.2 components exporting `wasi:http/incoming-handler` (the
-//! `wasi:http/proxy` world), the components `wasmtime serve` and Spin run.
+//! `wasi:http/proxy` world) and WASI 0.3 components exporting `wasi:http/handler` (the
+//! `wasi:http/service` world, component-model async), the components `wasmtime serve` and
+//! Spin run.
+//!
+//! A WASI 0.3 handler runs inside the store's event loop (`run_concurrent`), which also moves
+//! the bytes of the body it returns: the loop runs on until the response body has been read
+//! to its end (or dropped) and every task the guest started has exited.
 //!
 //! Each request gets a fresh instance in a fresh store, unless the function opted into
 //! instance reuse ([`InstancePool`]). The request body streams into the guest and the
@@ -16,10 +22,13 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::p3::bindings::{Service, ServicePre};
 use wasmtime_wasi_http::WasiHttpView;
 
 use crate::component::{fault, new_store, HttpCtx, HttpOptions};
@@ -31,15 +40,51 @@ use crate::typed::ComponentFunctions;
 /// A compiled HTTP component, ready to handle requests.
 #[derive(Clone)]
 pub struct HttpComponent {
-    pre: ProxyPre<HttpCtx>,
+    handler: Handler,
     /// The same component as the functions it exports (its imports, its other exports).
     functions: ComponentFunctions,
 }
 
+/// The export requests go through.
+#[derive(Clone)]
+enum Handler {
+    /// WASI 0.2: `wasi:http/incoming-handler`, called with a response outparam.
+    P2(ProxyPre<HttpCtx>),
+    /// WASI 0.3: `wasi:http/handler`, an async function returning the response.
+    P3(ServicePre<HttpCtx>),
+}
+
+/// An instance of either kind, kept for reuse.
+enum Instance {
+    P2(Proxy),
+    P3(Service),
+}
+
 impl HttpComponent {
-    pub(crate) fn new(pre: ProxyPre<HttpCtx>) -> Self {
+    /// A WASI 0.2 HTTP component.
+    pub(crate) fn p2(pre: ProxyPre<HttpCtx>) -> Self {
         let functions = ComponentFunctions::new(pre.instance_pre().clone());
-        Self { pre, functions }
+        Self {
+            handler: Handler::P2(pre),
+            functions,
+        }
+    }
+
+    /// A WASI 0.3 HTTP component.
+    pub(crate) fn p3(pre: ServicePre<HttpCtx>) -> Self {
+        let functions = ComponentFunctions::new(pre.instance_pre().clone());
+        Self {
+            handler: Handler::P3(pre),
+            functions,
+        }
+    }
+
+    /// The WASI version of its handler: `"0.2"` or `"0.3"`.
+    pub fn wasi_version(&self) -> &'static str {
+        match self.handler {
+            Handler::P2(_) => "0.2",
+            Handler::P3(_) => "0.3",
+        }
     }
 
     /// The interfaces the component imports, as `package/interface@version`.
@@ -91,7 +136,7 @@ struct Idle {
 /// An instance waiting for its next request.
 struct Kept {
     store: Store<HttpCtx>,
-    proxy: Proxy,
+    instance: Instance,
     uses: u32,
     since: Instant,
 }
@@ -116,13 +161,13 @@ impl InstancePool {
     }
 
     /// Keeps an instance that has served `uses` requests, if it may serve more.
-    fn put(self: &Arc<Self>, store: Store<HttpCtx>, proxy: Proxy, uses: u32) {
+    fn put(self: &Arc<Self>, store: Store<HttpCtx>, instance: Instance, uses: u32) {
         if uses >= self.max_uses {
             return;
         }
         let kept = Kept {
             store,
-            proxy,
+            instance,
             uses,
             since: Instant::now(),
         };
@@ -223,8 +268,8 @@ impl HttpComponent {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let limits = options.limits;
-        let (mut store, proxy, uses) = match pool.and_then(|pool| pool.take()) {
-            Some(kept) => (kept.store, Some(kept.proxy), kept.uses),
+        let (mut store, kept, uses) = match pool.and_then(|pool| pool.take()) {
+            Some(kept) => (kept.store, Some(kept.instance), kept.uses),
             None => match self.store(options) {
                 Ok(store) => (store, None, 0),
                 Err(fault) => {
@@ -245,57 +290,48 @@ impl HttpComponent {
         store.data_mut().host.clone_from(&options.host);
         store.set_epoch_deadline(1);
 
-        let (sender, mut receiver) = tokio::sync::oneshot::channel();
-        // With a pool, whether the guest answered decides whether its instance may be reused.
-        let answered = pool.map(|_| Arc::new(AtomicBool::new(false)));
-        let prepared = (|| -> wasmtime::Result<_> {
-            let mut http = store.data_mut().http();
-            let scheme = match options.https {
-                true => Scheme::Https,
-                false => Scheme::Http,
-            };
-            let request = http.new_incoming_request(scheme, request)?;
-            let out = match answered.clone() {
-                Some(answered) => http.new_response_outparam_from_callback(move |response| {
-                    answered.store(true, Ordering::Relaxed);
-                    let _ = sender.send(response);
-                })?,
-                None => http.new_response_outparam(sender)?,
-            };
-            Ok((request, out))
-        })();
-        let pre = self.pre.clone();
+        let (sender, mut receiver) = tokio::sync::oneshot::channel::<Answer>();
+        // Whether the guest answered decides whether its instance may be reused.
+        let answered = Arc::new(AtomicBool::new(false));
+        let call = match &self.handler {
+            Handler::P2(pre) => p2_call(
+                pre.clone(),
+                &mut store,
+                kept,
+                request,
+                options.https,
+                sender,
+                answered.clone(),
+            ),
+            Handler::P3(pre) => p3_call(
+                pre.clone(),
+                &mut store,
+                kept,
+                request,
+                options.https,
+                sender,
+                answered.clone(),
+            ),
+        };
         let pool = pool.cloned();
         let mut run: Pin<Box<dyn Future<Output = Finished> + Send>> = Box::pin(async move {
             let running = Running::start();
-            let run = async {
-                let (request, out) = prepared?;
-                let proxy = match proxy {
-                    Some(proxy) => proxy,
-                    None => pre.instantiate_async(&mut store).await?,
-                };
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, request, out)
-                    .await?;
-                Ok(proxy)
-            };
             // The epoch deadline stops a guest that computes; this stops one that waits.
-            let outcome = match tokio::time::timeout(limits.timeout, run).await {
-                Ok(Ok(proxy)) => Ok(proxy),
+            let outcome = match tokio::time::timeout(limits.timeout, call(&mut store)).await {
+                Ok(Ok(instance)) => Ok(instance),
                 Ok(Err(e)) => Err(fault(store.data(), &e, &limits)),
                 Err(_) => Err(Fault::Timeout(limits.timeout)),
             };
             drop(running);
             let (log, log_truncated) = store.data().hooks.log.drain();
             let result = match (outcome, pool) {
-                (Ok(proxy), Some(pool)) => {
+                (Ok(instance), Some(pool)) => {
                     // Fit to serve again: the handler returned, answered, and left nothing
                     // behind (a body it never finished would keep the client waiting).
-                    let answered = answered.is_some_and(|a| a.load(Ordering::Relaxed));
+                    let answered = answered.load(Ordering::Relaxed);
                     let left_open = !store.data().table.is_empty();
                     if answered && !left_open {
-                        pool.put(store, proxy, uses + 1);
+                        pool.put(store, instance, uses + 1);
                     } else {
                         tracing::debug!(answered, left_open, "instance not reused");
                     }
@@ -327,7 +363,7 @@ impl HttpComponent {
         let response = match answer {
             Some(Ok(response)) => Ok(response),
             Some(Err(code)) => Err(Fault::Trap(format!(
-                "the component answered with an error instead of a response: {code:?}"
+                "the component answered with an error instead of a response: {code}"
             ))),
             // The outparam was dropped unset: the run ended (trapped, timed out, or returned
             // without a response).
@@ -353,7 +389,7 @@ impl HttpComponent {
             }
         };
         store.set_epoch_deadline(1);
-        let pre = self.pre.instance_pre().clone();
+        let pre = self.functions.instance_pre().clone();
         let run = async {
             let instance = pre.instantiate_async(&mut store).await?;
             let missing = || wasmtime::format_err!("the component does not export `{SUBSCRIBER}`");
@@ -386,6 +422,178 @@ impl HttpComponent {
 
     /// A store for a new instance; see [`new_store`].
     fn store(&self, options: &HttpOptions) -> Result<Store<HttpCtx>, Fault> {
-        new_store(self.pre.engine(), options)
+        new_store(self.functions.engine(), options)
+    }
+}
+
+/// The guest's answer: the response, or the error code it returned instead.
+type Answer = Result<http::Response<HyperOutgoingBody>, String>;
+
+/// One request's run in `store`, to be awaited within the time limit: the handler called
+/// (in `kept`, or a new instance) until it is done; the instance, fit to keep.
+type Call = Box<
+    dyn for<'a> FnOnce(
+            &'a mut Store<HttpCtx>,
+        )
+            -> Pin<Box<dyn Future<Output = wasmtime::Result<Instance>> + Send + 'a>>
+        + Send,
+>;
+
+/// A WASI 0.2 request: `incoming-handler.handle(request, response-outparam)`; the answer is
+/// what the guest sets on the outparam.
+fn p2_call<B>(
+    pre: ProxyPre<HttpCtx>,
+    store: &mut Store<HttpCtx>,
+    kept: Option<Instance>,
+    request: http::Request<B>,
+    https: bool,
+    sender: tokio::sync::oneshot::Sender<Answer>,
+    answered: Arc<AtomicBool>,
+) -> Call
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
+    let prepared = (|| -> wasmtime::Result<_> {
+        let mut http = store.data_mut().http();
+        let scheme = match https {
+            true => Scheme::Https,
+            false => Scheme::Http,
+        };
+        let request = http.new_incoming_request(scheme, request)?;
+        let out = http.new_response_outparam_from_callback(move |response| {
+            answered.store(true, Ordering::Relaxed);
+            let _ = sender.send(response.map_err(|code| format!("{code:?}")));
+        })?;
+        Ok((request, out))
+    })();
+    Box::new(move |store| {
+        Box::pin(async move {
+            let (request, out) = prepared?;
+            let proxy = match kept {
+                Some(Instance::P2(proxy)) => proxy,
+                _ => pre.instantiate_async(&mut *store).await?,
+            };
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut *store, request, out)
+                .await?;
+            Ok(Instance::P2(proxy))
+        })
+    })
+}
+
+/// A WASI 0.3 request: `handler.handle(request)` returns the response, whose body the
+/// store's event loop goes on moving until it is read to its end or dropped; the call is
+/// done then, once every task the guest started has exited too.
+fn p3_call<B>(
+    pre: ServicePre<HttpCtx>,
+    store: &mut Store<HttpCtx>,
+    kept: Option<Instance>,
+    request: http::Request<B>,
+    https: bool,
+    sender: tokio::sync::oneshot::Sender<Answer>,
+    answered: Arc<AtomicBool>,
+) -> Call
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
+    use wasmtime_wasi_http::p3::Request;
+    let (parts, body) = request.into_parts();
+    // A server's request names its host in the `Host` header, which the guest never sees
+    // (a forbidden header): it gets the authority and scheme as the request's own.
+    let authority = parts.uri.authority().cloned().or_else(|| {
+        let host = parts.headers.get(http::header::HOST)?;
+        http::uri::Authority::try_from(host.as_bytes()).ok()
+    });
+    let scheme = match https {
+        true => http::uri::Scheme::HTTPS,
+        false => http::uri::Scheme::HTTP,
+    };
+    let path = parts.uri.path_and_query().cloned();
+    let headers =
+        wasmtime_wasi_http::FieldMap::new_immutable(store.data_mut().http().hooks, parts.headers);
+    let (request, request_io) = Request::new(
+        parts.method,
+        Some(scheme),
+        authority,
+        path,
+        headers,
+        None,
+        body,
+    );
+    Box::new(move |store| {
+        Box::pin(async move {
+            let service = match kept {
+                Some(Instance::P3(service)) => service,
+                _ => pre.instantiate_async(&mut *store).await?,
+            };
+            store
+                .run_concurrent(async |guest| {
+                    let (done, body_done) = tokio::sync::oneshot::channel();
+                    let answer = match service.handle(guest, request).await? {
+                        Ok(response) => {
+                            let response = guest.with(|s| response.into_http(s, request_io))?;
+                            answered.store(true, Ordering::Relaxed);
+                            Ok(response.map(|body| Watched::new(body, done).boxed_unsync()))
+                        }
+                        Err(code) => {
+                            drop(done);
+                            Err(format!("{code:?}"))
+                        }
+                    };
+                    let _ = sender.send(answer);
+                    // Read to its end, or dropped (the client went): either way, done.
+                    let _ = body_done.await;
+                    std::future::poll_fn(|cx| guest.poll_no_interesting_tasks(cx)).await;
+                    wasmtime::Result::<()>::Ok(())
+                })
+                .await??;
+            Ok(Instance::P3(service))
+        })
+    })
+}
+
+/// A response body that says when it is over: read to its end or failed (the sender
+/// fires), or dropped (the sender goes with it).
+struct Watched {
+    body: HyperOutgoingBody,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Watched {
+    fn new(body: HyperOutgoingBody, done: tokio::sync::oneshot::Sender<()>) -> Self {
+        Self {
+            body,
+            done: Some(done),
+        }
+    }
+}
+
+impl Body for Watched {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            if let Some(done) = this.done.take() {
+                let _ = done.send(());
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

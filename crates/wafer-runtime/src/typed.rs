@@ -49,7 +49,9 @@ pub struct Called {
 
 /// The exports that belong to the HTTP and command worlds, not called by name.
 fn is_world_export(name: &str) -> bool {
-    name.starts_with("wasi:http/incoming-handler") || name.starts_with("wasi:cli/run")
+    name.starts_with("wasi:http/incoming-handler")
+        || name.starts_with("wasi:http/handler")
+        || name.starts_with("wasi:cli/run")
 }
 
 impl ComponentFunctions {
@@ -86,8 +88,12 @@ impl ComponentFunctions {
         self.pre.component().get_export_index(None, name).is_some()
     }
 
-    fn engine(&self) -> &Engine {
+    pub(crate) fn engine(&self) -> &Engine {
         self.pre.engine()
+    }
+
+    pub(crate) fn instance_pre(&self) -> &InstancePre<HttpCtx> {
+        &self.pre
     }
 
     /// Every function the component exports, with its signature:

@@ -595,32 +595,19 @@ impl Functions {
         self.served(revision).await
     }
 
-    /// The program of `version` and those of its declared routes: its cached artifact
-    /// mapped in, or else the module read from the store, verified and compiled (on the
-    /// blocking pool). A node that compiled the module once needs nothing of the store to
-    /// load another version of it (a new config, a restart while the cluster is away).
+    /// The program of `version` and those of its declared routes: the module verified, then
+    /// its cached artifact mapped in or the module compiled (on the blocking pool).
     async fn load(&self, version: &Version) -> Loaded {
-        let (runtime, artifacts) = (self.runtime.clone(), self.artifacts.clone());
-        let hex = version.digest.hex().to_owned();
-        let cached = blocking(move || Ok(artifacts.load(&runtime, &hex)))
+        let wasm = self
+            .registry
+            .module(&version.digest)
             .await
             .map_err(|e| e.to_string())?;
-        let wasm = match cached {
-            Some(_) => Vec::new(),
-            None => self
-                .registry
-                .module(&version.digest)
-                .await
-                .map_err(|e| e.to_string())?,
-        };
         let (runtime, artifacts) = (self.runtime.clone(), self.artifacts.clone());
         let version = version.clone();
         let loaded = blocking(move || -> Result<_, Error> {
             let config = &version.config;
-            let program = match cached {
-                Some(program) => program,
-                None => artifacts.program(&runtime, version.digest.hex(), || Ok(wasm))?,
-            };
+            let program = artifacts.program(&runtime, version.digest.hex(), || Ok(wasm))?;
             let program = with_abi(program, config)?;
             let handlers = declared::handlers(&program, &config.routes, &version.module_routes)?;
             Ok((program, handlers))

@@ -1,0 +1,118 @@
+//! WASI 0.3 HTTP components (`wasi:http/service`, component-model async), as Spin 4 and
+//! `wasmtime serve -Sp3` run them: detected at deploy, served on their routes with streaming
+//! bodies, outbound calls through the allow-list, reuse, and asynchronous invocations.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{built, Server};
+use reqwest::Method;
+use serde_json::Value;
+
+const HELLO: &str = "Hello from a WASI 0.3 component!\n";
+
+#[test]
+fn a_p3_component_answers_and_is_listed_as_http() {
+    let server = Server::start();
+    server.deploy_cli("p3", &built("http-p3-rust.wasm"), &[]);
+    let response = server.get("/p3/anything?x=1");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/plain");
+    assert!(response.headers().contains_key("x-wafer-request-id"));
+    assert_eq!(response.text().unwrap(), HELLO);
+    let ls = String::from_utf8_lossy(&server.cli(&["ls"]).stdout).into_owned();
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("p3 ") && l.contains(" http ")),
+        "{ls}"
+    );
+}
+
+#[test]
+fn a_request_body_streams_back_whole() {
+    let server = Server::start();
+    server.deploy_cli("p3", &built("http-p3-rust.wasm"), &[]);
+    // Larger than any buffer on the way: it streams through the guest's stream.
+    let body: Vec<u8> = (0..3 << 20).map(|i: u32| (i * 7 % 251) as u8).collect();
+    let response = server
+        .client
+        .post(format!("{}/p3/echo", server.url))
+        .header("content-type", "application/x-test")
+        .body(body.clone())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/x-test");
+    assert_eq!(response.bytes().unwrap().as_ref(), body.as_slice());
+}
+
+#[test]
+fn outbound_calls_go_through_the_allow_list() {
+    let server = Server::start();
+    let module = built("http-p3-rust.wasm");
+    server.deploy_cli("closed", &module, &[]);
+    let host = server.url.trim_start_matches("http://").to_owned();
+    server.deploy_cli("open", &module, &["--http", &host]);
+    server.deploy_cli("target", &built("hello-wat.wat"), &[]);
+    let fetch = |name: &str| server.get(&format!("/{name}/fetch?url=http://{host}/target"));
+    let denied = fetch("closed");
+    assert_eq!(denied.status(), 500);
+    let text = denied.text().unwrap();
+    assert!(text.contains("HttpRequestDenied"), "{text}");
+    let allowed = fetch("open");
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(allowed.text().unwrap(), "Hello from WAT!\n");
+}
+
+#[test]
+fn a_reused_p3_instance_serves_request_after_request() {
+    let server = Server::start();
+    server.deploy_cli(
+        "p3",
+        &built("http-p3-rust.wasm"),
+        &["--instance-reuse", "8"],
+    );
+    for n in 0..20 {
+        let response = server.get("/p3/");
+        assert_eq!(response.status(), 200, "request {n}");
+        assert_eq!(response.text().unwrap(), HELLO, "request {n}");
+        let echoed = server.post("/p3/echo", &format!("body {n}"));
+        assert_eq!(echoed, format!("body {n}"));
+    }
+}
+
+#[test]
+fn a_p3_component_runs_queued_calls() {
+    let server = Server::start();
+    server.deploy_cli("p3", &built("http-p3-rust.wasm"), &[]);
+    let accepted = server
+        .client
+        .post(format!("{}/_wafer/async/p3/echo", server.url))
+        .body("queued for later")
+        .send()
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+    let id = accepted.json::<Value>().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let started = Instant::now();
+    let record = loop {
+        let record: Value = server
+            .admin(Method::GET, &format!("invocations/{id}"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if matches!(record["state"].as_str(), Some("done" | "failed")) {
+            break record;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{record}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(record["state"], "done", "{record}");
+    assert_eq!(record["body"], "queued for later", "{record}");
+}
