@@ -21,7 +21,8 @@
 //! stream and the request-body chunks refuse past their quarter (`enqueue` fails with
 //! [`QueueError::NoSpace`]); the records and the result chunks drop their oldest entries
 //! past theirs (the result chunks give 1/32 of the budget to the index, which does the
-//! same), so kept results never keep new invocations out.
+//! same, and 1/32 to the callbacks not posted yet), so kept results never keep new
+//! invocations out.
 //!
 //! Every node pulls from one durable consumer, `run`. A message is acknowledged once the
 //! invocation's outcome is written; the node holding one says "in progress" every
@@ -233,8 +234,9 @@ impl NatsQueue {
     /// to existing streams too).
     pub async fn open_with(cluster: &Cluster, config: QueueConfig) -> Result<Self, ClusterError> {
         let quarter = (config.max_bytes / 4).max(1);
+        // The index and the callbacks not posted yet take 1/32 each of the results' quarter.
         let index_share = (config.max_bytes / 32).max(1);
-        let results_share = quarter.saturating_sub(index_share).max(1);
+        let results_share = quarter.saturating_sub(2 * index_share).max(1);
         let records = cluster
             .kv_with(KvSpec {
                 max_age: KEPT,

@@ -183,6 +183,7 @@ async fn every_stream_and_bucket_wafer_creates_has_a_byte_limit() {
         "OBJ_wafer_modules",
         "wafer_dead",
         "wafer_invocation_body_chunks",
+        "wafer_invocation_callbacks",
         "wafer_invocation_index",
         "wafer_invocation_queue",
         "wafer_invocation_result_chunks",
