@@ -13,24 +13,6 @@ use common::{built, guest, Server};
 use reqwest::Method;
 use serde_json::Value;
 
-/// Polls invocation `id` on the admin plane until it has finished; returns its record.
-fn finished(server: &Server, id: &str) -> Value {
-    let started = Instant::now();
-    loop {
-        let record: Value = server
-            .admin(Method::GET, &format!("invocations/{id}"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        if matches!(record["state"].as_str(), Some("done" | "failed")) {
-            return record;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "{record}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The id from a `202` of `/_wafer/async/...`.
 fn accepted(response: reqwest::blocking::Response) -> String {
     let status = response.status();
@@ -223,7 +205,7 @@ fn the_admin_token_never_reaches_a_function() {
         String::from_utf8_lossy(&out.stderr)
     );
     let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let record = finished(&server, &id);
+    let record = server.finished(&id);
     assert_eq!(record["state"], "done", "{record}");
     let body = record["body"].as_str().unwrap();
     assert!(
@@ -239,7 +221,7 @@ fn the_admin_token_never_reaches_a_function() {
         .bearer_auth(&server.token)
         .send()
         .unwrap();
-    let record = finished(&server, &accepted(queued));
+    let record = server.finished(&accepted(queued));
     let body = record["body"].as_str().unwrap();
     assert!(!seen_headers(body).contains(&token), "{body}");
 }
@@ -268,7 +250,7 @@ fn clients_cannot_forge_the_headers_only_the_server_sets() {
         .send()
         .unwrap();
     let id = accepted(queued);
-    let record = finished(&server, &id);
+    let record = server.finished(&id);
     let body = record["body"].as_str().unwrap();
     assert!(!body.contains("forged"), "{body}");
     assert!(
@@ -323,7 +305,7 @@ fn an_async_call_over_http2_reaches_a_component_with_its_authority() {
     assert_eq!(status, 202, "{body:?}");
     let answer: Value = serde_json::from_slice(&body).unwrap();
     let id = answer["id"].as_str().unwrap().to_owned();
-    let record = finished(&server, &id);
+    let record = server.finished(&id);
     assert_eq!(record["state"], "done", "{record}");
     let authority = server.url.trim_start_matches("http://");
     let body = record["body"].as_str().unwrap();
@@ -456,7 +438,7 @@ fn rm_under_load_leaves_nothing_for_a_new_function_of_the_same_name() {
     );
     // Every queued call has run or been refused before the name is used again.
     for id in &queued {
-        finished(&server, id);
+        server.finished(id);
     }
     server.deploy_cli("visits", &visits, &["--kv", "--max-concurrency", "2"]);
     let text = server.get("/visits").text().unwrap();

@@ -6,10 +6,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::{built, Server};
-use reqwest::Method;
 use serde_json::Value;
 
 const HELLO: &str = "Hello from a WASI 0.3 component!\n";
@@ -99,20 +96,7 @@ fn a_p3_component_runs_queued_calls() {
         .as_str()
         .unwrap()
         .to_owned();
-    let started = Instant::now();
-    let record = loop {
-        let record: Value = server
-            .admin(Method::GET, &format!("invocations/{id}"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        if matches!(record["state"].as_str(), Some("done" | "failed")) {
-            break record;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "{record}");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let record = server.finished(&id);
     assert_eq!(record["state"], "done", "{record}");
     assert_eq!(record["body"], "queued for later", "{record}");
 }

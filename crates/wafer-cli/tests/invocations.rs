@@ -28,28 +28,6 @@ fn enqueue(server: &Server, path: &str, body: &str) -> String {
     id
 }
 
-fn record(server: &Server, id: &str) -> Value {
-    let response = server
-        .admin(Method::GET, &format!("invocations/{id}"))
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 200, "{id}");
-    response.json().unwrap()
-}
-
-/// Polls invocation `id` until it has finished; returns its record.
-fn finished(server: &Server, id: &str) -> Value {
-    let started = Instant::now();
-    loop {
-        let record = record(server, id);
-        if matches!(record["state"].as_str(), Some("done" | "failed")) {
-            return record;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "{record}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn an_async_call_answers_at_once_and_keeps_its_result() {
     let server = Server::start();
@@ -60,7 +38,7 @@ fn an_async_call_answers_at_once_and_keeps_its_result() {
         "echo/sub?x=1",
         "Content-Type: text/plain\n\nlater\n",
     );
-    let done = finished(&server, &id);
+    let done = server.finished(&id);
     assert_eq!(done["state"], "done", "{done}");
     assert_eq!(done["function"], "echo");
     assert_eq!(done["status"], 200);
@@ -71,7 +49,7 @@ fn an_async_call_answers_at_once_and_keeps_its_result() {
 
     // A guest that traps: the invocation failed, with the reason.
     server.deploy("trap", &guest("trap.wat"), &[]);
-    let failed = finished(&server, &enqueue(&server, "trap", ""));
+    let failed = server.finished(&enqueue(&server, "trap", ""));
     assert_eq!(failed["state"], "failed", "{failed}");
     assert_eq!(failed["status"], 500);
     assert!(
@@ -149,7 +127,7 @@ fn the_result_goes_to_an_allowed_callback_only() {
     let accepted = with_callback(&endpoint.url("/hook"));
     assert_eq!(accepted.status(), 202);
     let id: Value = accepted.json().unwrap();
-    finished(&server, id["id"].as_str().unwrap());
+    server.finished(id["id"].as_str().unwrap());
     let started = Instant::now();
     while endpoint.seen().is_empty() {
         assert!(started.elapsed() < Duration::from_secs(10), "no callback");
@@ -178,11 +156,11 @@ fn a_burst_of_async_calls_leaves_room_for_synchronous_ones() {
     );
     let running = ids
         .iter()
-        .filter(|id| record(&server, id)["state"] == "running")
+        .filter(|id| server.invocation(id)["state"] == "running")
         .count();
     assert_eq!(running, 1, "async calls took more than half the slots");
     for id in &ids {
-        assert_eq!(finished(&server, id)["status"], 504);
+        assert_eq!(server.finished(id)["status"], 504);
     }
 }
 
@@ -204,10 +182,7 @@ fn a_callback_not_posted_yet_survives_kill_9() {
         .unwrap();
     assert_eq!(accepted.status(), 202);
     let id: Value = accepted.json().unwrap();
-    assert_eq!(
-        finished(&server, id["id"].as_str().unwrap())["state"],
-        "done"
-    );
+    assert_eq!(server.finished(id["id"].as_str().unwrap())["state"], "done");
     server.kill();
     let endpoint = Endpoint::start_on(port);
     let server = Server::start_with(dir.path(), &args);
@@ -237,10 +212,10 @@ fn a_backlog_for_one_slow_function_never_holds_up_another_functions_calls() {
     // `nap`'s one slot, and nothing queued after them ran for an hour.
     let naps: Vec<String> = (0..300).map(|_| enqueue(&server, "nap", "")).collect();
     let echo = enqueue(&server, "echo", "after the backlog");
-    let done = finished(&server, &echo);
+    let done = server.finished(&echo);
     assert_eq!(done["state"], "done", "{done}");
     // Passed over, `nap`'s calls are still queued (no attempt spent), none given up on.
-    let states: Vec<Value> = naps.iter().map(|id| record(&server, id)).collect();
+    let states: Vec<Value> = naps.iter().map(|id| server.invocation(id)).collect();
     let queued = states.iter().filter(|r| r["state"] == "queued").count();
     assert!(queued >= 297, "{queued} of 300 still queued");
     assert!(
@@ -283,7 +258,7 @@ fn no_acknowledged_invocation_is_lost_to_kill_9() {
     }
     let mut attempts: HashMap<u64, usize> = HashMap::new();
     for (n, id) in acknowledged.iter().enumerate() {
-        let done = finished(&server, id);
+        let done = server.finished(id);
         assert_eq!(done["state"], "done", "{done}");
         assert_eq!(done["body"], n.to_string(), "{done}");
         *attempts
@@ -321,7 +296,7 @@ fn the_cli_queues_calls_and_shows_them() {
     );
     let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert_eq!(id.len(), 24, "{id}");
-    let done = finished(&server, &id);
+    let done = server.finished(&id);
     assert_eq!(done["body"], "via cli");
     let out = server.cli(&["invocations"]);
     let table = String::from_utf8(out.stdout).unwrap();

@@ -201,6 +201,29 @@ impl Server {
             .bearer_auth(&self.token)
     }
 
+    /// The record of asynchronous invocation `id` (`GET /_wafer/invocations/ID`).
+    pub fn invocation(&self, id: &str) -> serde_json::Value {
+        let response = self
+            .admin(reqwest::Method::GET, &format!("invocations/{id}"))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200, "{id}");
+        response.json().unwrap()
+    }
+
+    /// Polls invocation `id` until it has finished (`done` or `failed`); returns its record.
+    pub fn finished(&self, id: &str) -> serde_json::Value {
+        let started = std::time::Instant::now();
+        loop {
+            let record = self.invocation(id);
+            if matches!(record["state"].as_str(), Some("done" | "failed")) {
+                return record;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "{record}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Deploys `module` with extra query parameters; returns the response.
     pub fn deploy_with(&self, name: &str, module: &Path, query: &[(&str, &str)]) -> Response {
         self.admin(reqwest::Method::PUT, &format!("functions/{name}"))
