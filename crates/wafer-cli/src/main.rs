@@ -83,6 +83,8 @@ pub(crate) struct DataArgs {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The log filter of `wafer run` when `RUST_LOG` is unset.
+const RUN_LOG_FILTER: &str = "warn";
 /// The log filter when `RUST_LOG` is unset. wasmtime-wasi opens an info-level span for every
 /// WASI call a guest makes; recording those on the request path is pure overhead.
 const DEFAULT_LOG_FILTER: &str = "info,wasmtime=warn,wasmtime_wasi=warn,wiggle=warn,cranelift=warn";
@@ -103,7 +105,14 @@ fn main() -> ExitCode {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
+                .unwrap_or_else(|_| {
+                    // `wafer run` prints what the program prints, and server warnings only.
+                    let filter = match &cli.command {
+                        Command::Run(_) => RUN_LOG_FILTER,
+                        _ => DEFAULT_LOG_FILTER,
+                    };
+                    tracing_subscriber::EnvFilter::new(filter)
+                }),
         )
         .with_writer(std::io::stderr);
     match cli.log_format {

@@ -547,6 +547,39 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     server.run(&args.serve.data.data, watch).await
 }
 
+/// `wafer run --serve`: serves one function from a throwaway data directory (removed on
+/// exit), the admin plane on a free loopback port. Says where on stderr, in the words of
+/// `wasmtime serve`, so that scripts written for it find the address.
+pub(crate) async fn serve_one(
+    name: wafer_registry::FunctionName,
+    module: Vec<u8>,
+    config: wafer_registry::FunctionConfig,
+    listen: SocketAddr,
+) -> anyhow::Result<()> {
+    use clap::{Args, FromArgMatches};
+    private_files();
+    let data = tempfile::tempdir().context("cannot create a data directory")?;
+    let command = ServeArgs::augment_args(clap::Command::new("wafer run --serve"));
+    let matches = command.try_get_matches_from([
+        "wafer run --serve".as_ref(),
+        "--listen".as_ref(),
+        listen.to_string().as_ref(),
+        "--admin-listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--data".as_ref(),
+        data.path().as_os_str(),
+    ])?;
+    let args = ServeArgs::from_arg_matches(&matches)?;
+    let server = Server::start(&args).await?;
+    server
+        .functions
+        .deploy(name.clone(), module, config)
+        .await
+        .with_context(|| format!("cannot serve {name}"))?;
+    eprintln!("Serving HTTP on http://{}/", server.listener.local_addr()?);
+    server.run(data.path(), None).await
+}
+
 async fn deploy_from_manifest(
     functions: &Arc<Functions>,
     function: &ManifestFunction,

@@ -334,7 +334,8 @@ impl wafer_runtime::Outbound for Policy {
             // As for core modules: the host is the checked URL's, never a header of the
             // guest's (wasi-http forbids it already; this holds whatever the runtime allows).
             parts.headers.remove(http::header::HOST);
-            let body = reqwest::Body::wrap_stream(body.into_data_stream());
+            // The body goes as it is, trailers included.
+            let body = reqwest::Body::wrap(SyncBody(sync_wrapper::SyncWrapper::new(body)));
             let request = reqwest::Request::try_from(http::Request::from_parts(parts, body))
                 .map_err(|e| OutboundError::Failed(format!("{uri}: {e}")))?;
             let response = client
@@ -344,6 +345,22 @@ impl wafer_runtime::Outbound for Policy {
             let response: http::Response<reqwest::Body> = response.into();
             Ok(response.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
         })
+    }
+}
+
+/// A guest's request body, `Sync` (as the client wants) because no shared reference can
+/// reach it.
+struct SyncBody(sync_wrapper::SyncWrapper<OutboundBody>);
+
+impl http_body::Body for SyncBody {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(self.get_mut().0.get_mut()).poll_frame(cx)
     }
 }
 

@@ -89,6 +89,9 @@ pub struct CommandOptions {
     pub env: Vec<(String, String)>,
     /// Host directories and the guest paths they appear at, read-write.
     pub dirs: Vec<(PathBuf, String)>,
+    /// The host's network: sockets (TCP, UDP, name lookups) and outgoing HTTP to anywhere,
+    /// for a component. Denied when false.
+    pub network: bool,
 }
 
 /// The CGI handler of a module: `_start`, or the export a manifest names as its entrypoint.

@@ -124,7 +124,9 @@ impl WasiHttpView for HttpCtx {
 /// them. A refusal or failure is logged with its reason; the guest sees
 /// `HTTP-request-denied` or an internal error.
 pub(crate) struct Hooks {
-    outbound: Option<Arc<dyn Outbound>>,
+    pub(crate) outbound: Option<Arc<dyn Outbound>>,
+    /// Send every request as it is, with wasmtime's own client (`wafer run --network`).
+    pub(crate) unrestricted: bool,
     pub(crate) log: CappedPipe,
 }
 
@@ -141,6 +143,16 @@ impl WasiHttpHooks for Hooks {
         fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
         drop(fut);
+        if self.unrestricted {
+            return Box::new(async move {
+                let (response, io) =
+                    wasmtime_wasi_http::default_send_request(request, options).await?;
+                Ok((
+                    response.map(BodyExt::boxed_unsync),
+                    Box::new(io) as Box<dyn Future<Output = _> + Send>,
+                ))
+            });
+        }
         let (outbound, log) = (self.outbound.clone(), self.log.clone());
         // The guest's connect and first-byte timeouts bound the wait for the response head;
         // the call's own timeout bounds everything.
@@ -213,6 +225,7 @@ pub(crate) fn new_store(
         host: options.host.clone(),
         hooks: Hooks {
             outbound: options.outbound.clone(),
+            unrestricted: false,
             log,
         },
         memory: MemoryLimiter::new(limits.memory_bytes()),

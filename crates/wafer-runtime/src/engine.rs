@@ -9,6 +9,7 @@ use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig,
 };
 
+use crate::command::Command;
 use crate::component::HttpCtx;
 use crate::error::{CompileError, RuntimeError};
 use crate::guest::{self, GuestCtx};
@@ -268,44 +269,41 @@ impl Runtime {
         self.prepare(module)
     }
 
-    /// An HTTP component (`wasi:http/incoming-handler`) is called per request; a command
-    /// component (`wasi:cli/run`) becomes a service; a component exporting other functions is
-    /// called by them; other components are refused.
+    /// An HTTP component (`wasi:http/incoming-handler` or `wasi:http/handler`) is called
+    /// per request; a command component (`wasi:cli/run`) is run by `wafer run`, and becomes
+    /// a service if it is a WASI 0.2 one; a component exporting other functions is called by
+    /// them; other components are refused.
     fn prepare_component(&self, component: &Component) -> Result<Program, CompileError> {
-        let http = self.http_linker.instantiate_pre(component);
-        if let Ok(pre) = &http {
-            if let Ok(service) = ServicePre::new(pre.clone()) {
-                return Ok(Program::http(HttpComponent::p3(service)));
-            }
-            if let Ok(proxy) = ProxyPre::new(pre.clone()) {
-                return Ok(Program::http(HttpComponent::p2(proxy)));
-            }
-        }
-        let command = self
-            .component_linker
+        let pre = self
+            .http_linker
             .instantiate_pre(component)
-            .map_err(|e| CompileError::Link(format!("{e:#}")))
-            .and_then(|pre| {
-                CommandPre::new(pre).map_err(|_| {
-                    CompileError::Unsupported(
-                        "this component exports neither `wasi:http/incoming-handler` (a WASI 0.2 \
-                         HTTP component) nor `wasi:http/handler` (WASI 0.3), nor `wasi:cli/run` \
-                         (a command, run as a service), nor any function to call"
-                            .into(),
-                    )
-                })
-            });
-        match (command, http) {
-            (Ok(command), _) => Ok(Program::service(Service { pre: command })),
-            (Err(e), Ok(pre)) => {
-                let functions = ComponentFunctions::new(pre);
-                match functions.is_empty() {
-                    true => Err(e),
-                    false => Ok(Program::component(functions)),
-                }
-            }
-            (Err(_), Err(link)) => Err(CompileError::Link(format!("{link:#}"))),
+            .map_err(|e| CompileError::Link(format!("{e:#}")))?;
+        if let Ok(service) = ServicePre::new(pre.clone()) {
+            return Ok(Program::http(HttpComponent::p3(service)));
         }
+        if let Ok(proxy) = ProxyPre::new(pre.clone()) {
+            return Ok(Program::http(HttpComponent::p2(proxy)));
+        }
+        if let Some(command) = Command::new(&pre) {
+            // A service's sockets are checked by its own context, which has no `wasi:http`.
+            let service = self
+                .component_linker
+                .instantiate_pre(component)
+                .ok()
+                .and_then(|pre| CommandPre::new(pre).ok())
+                .map(|pre| Service { pre });
+            return Ok(Program::command(command, service));
+        }
+        let functions = ComponentFunctions::new(pre);
+        if functions.is_empty() {
+            return Err(CompileError::Unsupported(
+                "this component exports neither `wasi:http/incoming-handler` (a WASI 0.2 HTTP \
+                 component) nor `wasi:http/handler` (WASI 0.3), nor `wasi:cli/run` (a command), \
+                 nor any function to call"
+                    .into(),
+            ));
+        }
+        Ok(Program::component(functions))
     }
 
     fn prepare(&self, module: Module) -> Result<Program, CompileError> {

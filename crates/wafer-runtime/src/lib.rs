@@ -73,6 +73,7 @@
 
 mod cache;
 mod cgi;
+mod command;
 mod component;
 mod engine;
 mod error;

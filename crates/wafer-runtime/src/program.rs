@@ -7,6 +7,7 @@ use crate::cgi::{self, CgiOutput, CgiRequest, CommandOptions, Entry, Inputs};
 use crate::error::{CallError, CompileError, Fault};
 use crate::exports::{self, Params, Results, Signature};
 use crate::guest::{CallOptions, GuestCtx, Instance, Wording};
+use crate::command::Command;
 use crate::http::HttpComponent;
 use crate::service::Service;
 use crate::typed::ComponentFunctions;
@@ -45,7 +46,12 @@ enum Code {
         /// How the waPC guest words "unknown operation", once asked.
         wording: Wording,
     },
-    Service(Service),
+    /// A command component (`wasi:cli/run`): run by `wafer run`, and served as a service
+    /// when it is a WASI 0.2 one.
+    Command {
+        run: Command,
+        service: Option<Service>,
+    },
     Http(HttpComponent),
     /// A component called by its exported functions.
     Component(ComponentFunctions),
@@ -69,10 +75,10 @@ impl Program {
         }
     }
 
-    pub(crate) fn service(service: Service) -> Self {
+    pub(crate) fn command(run: Command, service: Option<Service>) -> Self {
         Self {
             abi: Abi::Service,
-            code: Code::Service(service),
+            code: Code::Command { run, service },
         }
     }
 
@@ -96,7 +102,7 @@ impl Program {
         match &self.code {
             Code::Http(component) => Some(component.functions().clone()),
             Code::Component(functions) => Some(functions.clone()),
-            Code::Module { .. } | Code::Service(_) => None,
+            Code::Module { .. } | Code::Command { .. } => None,
         }
     }
 
@@ -104,16 +110,17 @@ impl Program {
     fn pre(&self) -> Result<&InstancePre<GuestCtx>, CallError> {
         match &self.code {
             Code::Module { pre, .. } => Ok(pre),
-            Code::Service(_) | Code::Http(_) | Code::Component(_) => {
+            Code::Command { .. } | Code::Http(_) | Code::Component(_) => {
                 Err(CallError::Unsupported(NOT_A_MODULE.into()))
             }
         }
     }
 
-    /// The service, if this program is one.
+    /// The service, if this program is one: a WASI 0.2 command component. (A WASI 0.3
+    /// command is run by `wafer run` only.)
     pub fn as_service(&self) -> Option<&Service> {
         match &self.code {
-            Code::Service(service) => Some(service),
+            Code::Command { service, .. } => service.as_ref(),
             _ => None,
         }
     }
@@ -136,10 +143,10 @@ impl Program {
     pub fn with_abi(mut self, abi: Abi) -> Result<Self, CompileError> {
         let unsupported = |why: String| Err(CompileError::Unsupported(why));
         let pre = match (&self.code, abi) {
-            (Code::Service(_), Abi::Service)
+            (Code::Command { .. }, Abi::Service)
             | (Code::Http(_), Abi::Http)
             | (Code::Component(_), Abi::Exports) => return Ok(self),
-            (Code::Service(_) | Code::Http(_) | Code::Component(_), _) => {
+            (Code::Command { .. } | Code::Http(_) | Code::Component(_), _) => {
                 return unsupported(format!(
                     "this WASI 0.2 component is called as `{}`, not as `{abi}`",
                     self.abi
@@ -213,7 +220,7 @@ impl Program {
                 host_calls: functions.uses_capabilities(),
                 ..Inputs::default()
             },
-            Code::Service(_) => Inputs::default(),
+            Code::Command { .. } => Inputs::default(),
         }
     }
 
@@ -224,20 +231,27 @@ impl Program {
             Code::Module {
                 pre, entry, inputs, ..
             } => cgi::run(pre, entry, *inputs, request, options).await,
-            Code::Service(_) | Code::Http(_) | Code::Component(_) => {
+            Code::Command { .. } | Code::Http(_) | Code::Component(_) => {
                 CgiOutput::failed(Fault::Trap(NOT_A_MODULE.into()))
             }
         }
     }
 
-    /// Runs the program once as a command with the host's stdio, no time limit, and the
-    /// directories in `options`; returns its exit code. Log imports go to stderr.
+    /// Runs the program once as a command (a WASI 0.1 module's `_start`, a WASI 0.2 or 0.3
+    /// component's `wasi:cli/run`) with the host's stdio, no time limit, and the directories
+    /// in `options`; returns its exit code. Log imports go to stderr.
     pub async fn run_command(&self, options: &CommandOptions) -> Result<i32, anyhow::Error> {
         match &self.code {
             Code::Module { pre, entry, .. } => cgi::run_command(pre, entry, options).await,
-            Code::Service(_) | Code::Http(_) | Code::Component(_) => {
-                Err(anyhow::anyhow!("{NOT_A_MODULE}"))
-            }
+            Code::Command { run, .. } => run.run(options).await,
+            Code::Http(_) => Err(anyhow::anyhow!(
+                "this component is an HTTP handler, not a command: serve it with `wafer run \
+                 --serve`"
+            )),
+            Code::Component(_) => Err(anyhow::anyhow!(
+                "this component exports no `wasi:cli/run`: it is not a command (deploy it and \
+                 call its functions)"
+            )),
         }
     }
 

@@ -766,6 +766,14 @@ async fn blocking<T: Send + 'static>(
 /// but an HTTP component.
 fn check_fit(program: &Program, config: &FunctionConfig) -> Result<(), RegistryError> {
     let abi = program.abi();
+    if abi == Abi::Service && program.as_service().is_none() {
+        return Err(RegistryError::InvalidConfig(
+            "this is a WASI 0.3 command component: Wafer runs it with `wafer run`, but serves \
+             only WASI 0.2 commands as services (a WASI 0.3 HTTP component exports \
+             `wasi:http/handler`)"
+                .into(),
+        ));
+    }
     match (abi == Abi::Service, config.grants.listen) {
         (true, None) => {
             return Err(RegistryError::InvalidConfig(
