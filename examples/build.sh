@@ -9,6 +9,7 @@
 #   shapes-component-rust.wasm pipeline-monitor.wasm (cargo, wasm32-wasip2:
 #   WASI 0.2 HTTP components)
 #   http-p3-rust.wasm              (cargo, wasm32-wasip2: a WASI 0.3 HTTP component)
+#   cli-rust.wasm cli-p3-rust.wasm (cargo, wasm32-wasip2: WASI 0.2 and 0.3 command components)
 #   hello-go.wasm goenv.wasm visits-go.wasm (Go >= 1.21, GOOS=wasip1)
 #   hello-c.wasm exports-c.wasm visits-c.wasm (clang + wasi-libc)
 #   hello-as.wasm (AssemblyScript, asc + @assemblyscript/wasi-shim)
@@ -139,7 +140,7 @@ done
 # (wasi:http/proxy).
 CARGO_TARGET_DIR="$work" cargo build --quiet --release --target wasm32-wasip2 \
   --manifest-path "$ex/Cargo.toml" -p echo-service -p http-hello-rust -p http-echo-rust \
-  -p visits-component-rust -p shapes-component-rust -p pipeline-monitor -p http-p3-rust \
+  -p visits-component-rust -p shapes-component-rust -p pipeline-monitor -p http-p3-rust -p cli-rust -p cli-p3-rust \
   || die "cargo build of the WASI 0.2 and 0.3 component examples failed"
 install_artifact "$work/wasm32-wasip2/release/echo-service.wasm" "echo-service.wasm"
 install_artifact "$work/wasm32-wasip2/release/http_hello_rust.wasm" "http-hello-rust.wasm"
@@ -148,6 +149,8 @@ install_artifact "$work/wasm32-wasip2/release/visits_component_rust.wasm" "visit
 install_artifact "$work/wasm32-wasip2/release/shapes_component_rust.wasm" "shapes-component-rust.wasm"
 install_artifact "$work/wasm32-wasip2/release/pipeline_monitor.wasm" "pipeline-monitor.wasm"
 install_artifact "$work/wasm32-wasip2/release/http_p3_rust.wasm" "http-p3-rust.wasm"
+install_artifact "$work/wasm32-wasip2/release/cli-rust.wasm" "cli-rust.wasm"
+install_artifact "$work/wasm32-wasip2/release/cli_p3_rust.wasm" "cli-p3-rust.wasm"
 # The waPC guest also without WASI, as most waPC hosts build it.
 CARGO_TARGET_DIR="$work" cargo build --quiet --release --target wasm32-unknown-unknown \
   --manifest-path "$ex/Cargo.toml" -p wapc-rust \
