@@ -64,6 +64,15 @@ pub struct Limits {
     /// can see (see the runtime's `InstancePool`). From 1 to 100,000
     /// ([`Limits::MAX_INSTANCE_REUSE`]).
     pub instance_reuse: u32,
+    /// Requests one reused instance of a WASI 0.3 HTTP component serves at once, when
+    /// `instance_reuse` is above 1 (WASI 0.3 lets one instance run several handlers
+    /// concurrently; a WASI 0.2 one serves one at a time). Default 16, as Spin 4. From 1 to
+    /// 1,000 ([`Limits::MAX_CONCURRENT_PER_INSTANCE`]).
+    pub max_concurrent_per_instance: u32,
+    /// How long a reused instance may sit idle before it is dropped (its memory and its slot
+    /// freed). Default 1 s, as Spin 4. Above zero and at most one day.
+    #[serde(with = "humantime_serde")]
+    pub instance_idle: Duration,
 }
 
 /// Sizes are written as their exact number of bytes: `ByteSize`'s own text (`976.6 KiB`) is
@@ -96,6 +105,8 @@ impl Default for Limits {
             kv_value: ByteSize::mib(1),
             kv_keys: 10_000,
             instance_reuse: 1,
+            max_concurrent_per_instance: 16,
+            instance_idle: Duration::from_secs(1),
         }
     }
 }
@@ -131,6 +142,8 @@ impl Limits {
     pub const MAX_CONCURRENCY: u32 = 10_000;
     /// Largest `instance_reuse`: 100,000.
     pub const MAX_INSTANCE_REUSE: u32 = 100_000;
+    /// Largest `max_concurrent_per_instance`: 1,000.
+    pub const MAX_CONCURRENT_PER_INSTANCE: u32 = 1_000;
 
     /// Checks every limit against the range it accepts (see each field, and
     /// `docs/limits.md`); the first one outside names itself, its value and its bound.
@@ -166,6 +179,13 @@ impl Limits {
             1,
             Self::MAX_INSTANCE_REUSE.into(),
         )?;
+        check_count(
+            "max_concurrent_per_instance",
+            self.max_concurrent_per_instance.into(),
+            1,
+            Self::MAX_CONCURRENT_PER_INSTANCE.into(),
+        )?;
+        check_duration("instance_idle", self.instance_idle)?;
         Ok(())
     }
 

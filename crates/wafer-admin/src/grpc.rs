@@ -305,6 +305,7 @@ fn deploy_config(metadata: DeployMetadata) -> Result<wafer_registry::FunctionCon
             ("http_timeout", l.http_timeout),
             ("http_response", l.http_response),
             ("kv_value", l.kv_value),
+            ("instance_idle", l.instance_idle),
         ] {
             if !value.is_empty() {
                 limits.insert(key.to_owned(), Value::from(value));
@@ -316,8 +317,13 @@ fn deploy_config(metadata: DeployMetadata) -> Result<wafer_registry::FunctionCon
         if l.kv_keys != 0 {
             limits.insert("kv_keys".to_owned(), Value::from(l.kv_keys));
         }
-        if l.instance_reuse != 0 {
-            limits.insert("instance_reuse".to_owned(), Value::from(l.instance_reuse));
+        for (key, value) in [
+            ("instance_reuse", l.instance_reuse),
+            ("max_concurrent_per_instance", l.max_concurrent_per_instance),
+        ] {
+            if value != 0 {
+                limits.insert(key.to_owned(), Value::from(value));
+            }
         }
     }
     let abi = (!metadata.abi.is_empty()).then_some(metadata.abi);

@@ -126,6 +126,12 @@ pub(crate) struct DeployArgs {
     /// (default 1: a fresh instance per request). Faster, but requests share memory.
     #[arg(long, value_name = "N")]
     instance_reuse: Option<u32>,
+    /// Requests one reused instance of a WASI 0.3 HTTP component serves at once (default 16).
+    #[arg(long, value_name = "N")]
+    max_concurrent_per_instance: Option<u32>,
+    /// How long a reused instance may sit idle before it is dropped (default 1s).
+    #[arg(long, value_name = "DURATION")]
+    instance_idle: Option<String>,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -304,6 +310,11 @@ pub(crate) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         ("kv_value", args.kv_value.clone()),
         ("kv_keys", args.kv_keys.map(|n| n.to_string())),
         ("instance_reuse", args.instance_reuse.map(|n| n.to_string())),
+        (
+            "max_concurrent_per_instance",
+            args.max_concurrent_per_instance.map(|n| n.to_string()),
+        ),
+        ("instance_idle", args.instance_idle.clone()),
     ];
     query.extend(limits.into_iter().filter_map(|(k, v)| Some((k, v?))));
     query.extend(args.operations.iter().map(|o| ("operation", o.clone())));

@@ -100,3 +100,85 @@ fn a_p3_component_runs_queued_calls() {
     assert_eq!(record["state"], "done", "{record}");
     assert_eq!(record["body"], "queued for later", "{record}");
 }
+
+/// Sends `count` `GET path` requests at once; their answers, in order.
+fn at_once(server: &Server, path: &str, count: usize) -> Vec<(u16, String)> {
+    std::thread::scope(|scope| {
+        let requests: Vec<_> = (0..count)
+            .map(|_| {
+                scope.spawn(|| {
+                    let response = server.get(path);
+                    (response.status().as_u16(), response.text().unwrap())
+                })
+            })
+            .collect();
+        requests.into_iter().map(|r| r.join().unwrap()).collect()
+    })
+}
+
+/// The instance an answer of `/meet` names.
+fn instance(answer: &str) -> &str {
+    answer.trim().rsplit(' ').next().unwrap()
+}
+
+#[test]
+fn with_concurrent_reuse_one_instance_serves_slow_requests_side_by_side() {
+    let server = Server::start();
+    server.deploy_cli(
+        "p3",
+        &built("http-p3-rust.wasm"),
+        &["--instance-reuse", "100", "--max-concurrent-per-instance", "4"],
+    );
+    // Each request waits until 3 requests are in its instance at once: they can only meet
+    // if one instance runs them side by side.
+    let answers = at_once(&server, "/p3/meet?n=3&wait=20000", 3);
+    for (status, text) in &answers {
+        assert_eq!(*status, 200, "{text}");
+        assert!(text.starts_with("together in instance "), "{answers:?}");
+    }
+    assert!(
+        answers.iter().all(|(_, t)| instance(t) == instance(&answers[0].1)),
+        "{answers:?}"
+    );
+    // The instance stays for the next requests (it has served 3 of its 100).
+    let next = server.get("/p3/meet?n=1").text().unwrap();
+    assert_eq!(instance(&next), instance(&answers[0].1), "{next}");
+}
+
+#[test]
+fn requests_beyond_an_instances_share_go_to_another_instance() {
+    let server = Server::start();
+    server.deploy_cli(
+        "p3",
+        &built("http-p3-rust.wasm"),
+        &["--instance-reuse", "100", "--max-concurrent-per-instance", "2"],
+    );
+    // Four at once, two per instance: each pair meets in its own instance.
+    let answers = at_once(&server, "/p3/meet?n=2&wait=20000", 4);
+    let mut instances: Vec<&str> = answers.iter().map(|(_, t)| instance(t)).collect();
+    assert!(answers.iter().all(|(s, t)| *s == 200 && t.starts_with("together")), "{answers:?}");
+    instances.sort();
+    instances.dedup();
+    assert_eq!(instances.len(), 2, "{answers:?}");
+}
+
+#[test]
+fn fresh_instances_never_share_and_a_timed_out_request_retires_its_instance() {
+    let server = Server::start();
+    server.deploy_cli("fresh", &built("http-p3-rust.wasm"), &[]);
+    // Without reuse each request has an instance of its own: they never meet.
+    let answers = at_once(&server, "/fresh/meet?n=2&wait=300", 2);
+    assert!(answers.iter().all(|(_, t)| t.starts_with("alone")), "{answers:?}");
+
+    server.deploy_cli(
+        "shared",
+        &built("http-p3-rust.wasm"),
+        &["--instance-reuse", "100", "--timeout", "1s"],
+    );
+    let first = server.get("/shared/meet?n=1").text().unwrap();
+    // Past its deadline: a timeout, and the instance is not used again.
+    let late = server.get("/shared/meet?n=2&wait=5000");
+    assert_eq!(late.status(), 504, "{:?}", late.text());
+    let after = server.get("/shared/meet?n=1").text().unwrap();
+    assert_ne!(instance(&after), instance(&first), "{first} / {after}");
+}

@@ -98,9 +98,7 @@ impl App {
                 };
                 match handled.done {
                     Done::Ended(finished) => finish(Some(finished)),
-                    Done::Running(task) => {
-                        drop(tokio::spawn(async move { finish(task.await.ok()) }))
-                    }
+                    running => drop(tokio::spawn(async move { finish(running.wait().await) })),
                 }
                 Ok(response.map(Body::new))
             }

@@ -104,14 +104,14 @@ pub fn deploy_config(
                     .ok_or_else(|| Error::BadRequest(format!("env `{value}` must be KEY=VALUE")))?;
                 env.insert(k.to_owned(), Value::from(v));
             }
-            "max_concurrency" | "kv_keys" | "instance_reuse" => {
+            "max_concurrency" | "kv_keys" | "instance_reuse" | "max_concurrent_per_instance" => {
                 let n: u64 = value.parse().map_err(|_| {
                     Error::BadRequest(format!("{key} `{value}` must be a positive integer"))
                 })?;
                 limits.insert(key.into_owned(), Value::from(n));
             }
             "memory" | "timeout" | "request_body" | "stdout" | "stderr" | "http_timeout"
-            | "http_response" | "kv_value" => {
+            | "http_response" | "kv_value" | "instance_idle" => {
                 limits.insert(key.into_owned(), Value::from(value.into_owned()));
             }
             other => {

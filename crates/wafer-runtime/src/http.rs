@@ -32,6 +32,8 @@ use wasmtime_wasi_http::p3::bindings::{Service, ServicePre};
 use wasmtime_wasi_http::WasiHttpView;
 
 use crate::component::{fault, new_store, HttpCtx, HttpOptions};
+use crate::concurrent::{Job, Sharing, Workers};
+use wafer_abi::Limits;
 use crate::error::{CallError, Fault};
 use crate::interfaces::SUBSCRIBER;
 use crate::ticker::Running;
@@ -109,27 +111,29 @@ impl HttpComponent {
     }
 }
 
-/// How long an instance kept for reuse may sit idle before it is dropped (its memory and
-/// its slot in the instance pool freed).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Instances of one function version kept between requests: the opt-in instance-reuse mode.
 ///
 /// An instance whose handler returned is put back and serves the next request, up to
-/// `max_uses` requests in all; one that trapped, timed out or ran out of memory is dropped.
-/// Instantiation is skipped, but whatever the guest leaves in its memory, globals or
+/// `instance_reuse` requests in all; one that trapped, timed out or ran out of memory is
+/// dropped. Instantiation is skipped, but whatever the guest leaves in its memory, globals or
 /// environment is seen by the requests that follow: reuse trades isolation between requests
 /// for speed. At most as many instances exist as the function's concurrency limit allows;
-/// idle ones are dropped after 10 seconds.
+/// idle ones are dropped after `instance_idle`.
+///
+/// A WASI 0.3 component's instance also serves up to `max_concurrent_per_instance` requests
+/// at once (see `concurrent`); a WASI 0.2 one serves one at a time.
 pub struct InstancePool {
     max_uses: u32,
+    idle_timeout: Duration,
     idle: Mutex<Idle>,
+    /// Instances serving WASI 0.3 requests concurrently, when more than one at once is allowed.
+    workers: Option<Arc<Workers>>,
 }
 
 #[derive(Default)]
 struct Idle {
     instances: Vec<Kept>,
-    /// Whether a task is sweeping out instances idle past [`IDLE_TIMEOUT`].
+    /// Whether a task is sweeping out instances idle past the idle timeout.
     sweeping: bool,
 }
 
@@ -142,11 +146,20 @@ struct Kept {
 }
 
 impl InstancePool {
-    /// A pool whose instances serve up to `max_uses` requests each.
-    pub fn new(max_uses: u32) -> Arc<Self> {
+    /// A pool for a function with these limits: its instances serve up to `instance_reuse`
+    /// requests each (WASI 0.3 ones up to `max_concurrent_per_instance` at once), and are
+    /// dropped after `instance_idle` idle.
+    pub fn new(limits: &Limits) -> Arc<Self> {
+        let sharing = Sharing {
+            uses: limits.instance_reuse,
+            at_once: limits.max_concurrent_per_instance,
+            idle: limits.instance_idle,
+        };
         Arc::new(Self {
-            max_uses,
+            max_uses: limits.instance_reuse,
+            idle_timeout: limits.instance_idle,
             idle: Mutex::default(),
+            workers: (sharing.at_once > 1).then(|| Arc::new(Workers::new(sharing))),
         })
     }
 
@@ -174,15 +187,15 @@ impl InstancePool {
         let mut idle = self.lock();
         idle.instances.push(kept);
         if !std::mem::replace(&mut idle.sweeping, true) {
-            tokio::spawn(sweep(Arc::downgrade(self)));
+            tokio::spawn(sweep(Arc::downgrade(self), self.idle_timeout));
         }
     }
 }
 
-/// Drops instances idle past [`IDLE_TIMEOUT`] until none are left, or the pool is gone.
-async fn sweep(pool: Weak<InstancePool>) {
+/// Drops instances idle past the pool's idle timeout until none are left, or the pool is gone.
+async fn sweep(pool: Weak<InstancePool>, idle_timeout: Duration) {
     loop {
-        tokio::time::sleep(IDLE_TIMEOUT / 4).await;
+        tokio::time::sleep(idle_timeout / 4).await;
         let Some(pool) = pool.upgrade() else { return };
         let (stale, done) = {
             let mut idle = pool.lock();
@@ -190,7 +203,7 @@ async fn sweep(pool: Weak<InstancePool>) {
             let fresh = idle
                 .instances
                 .iter()
-                .position(|kept| kept.since.elapsed() < IDLE_TIMEOUT)
+                .position(|kept| kept.since.elapsed() < idle_timeout)
                 .unwrap_or(idle.instances.len());
             let stale: Vec<Kept> = idle.instances.drain(..fresh).collect();
             idle.sweeping = !idle.instances.is_empty();
@@ -219,6 +232,12 @@ pub enum Done {
     Ended(Finished),
     /// It goes on in this task, writing the body.
     Running(tokio::task::JoinHandle<Finished>),
+    /// It goes on in a shared instance, which says how it ended here; or the reason that
+    /// instance failed, if it did first.
+    Shared(
+        tokio::sync::oneshot::Receiver<Finished>,
+        Arc<std::sync::OnceLock<Fault>>,
+    ),
 }
 
 impl Done {
@@ -227,6 +246,16 @@ impl Done {
         match self {
             Done::Ended(finished) => Some(finished),
             Done::Running(task) => task.await.ok(),
+            Done::Shared(finished, failure) => Some(match finished.await {
+                Ok(finished) => finished,
+                Err(_) => Finished {
+                    result: Err(failure.get().cloned().unwrap_or_else(|| {
+                        Fault::Trap("the instance serving this request stopped".into())
+                    })),
+                    log: Bytes::new(),
+                    log_truncated: false,
+                },
+            }),
         }
     }
 }
@@ -267,6 +296,11 @@ impl HttpComponent {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
+        if let (Handler::P3(pre), Some(workers)) =
+            (&self.handler, pool.and_then(|p| p.workers.as_ref()))
+        {
+            return handle_shared(workers, pre, request, options).await;
+        }
         let limits = options.limits;
         let (mut store, kept, uses) = match pool.and_then(|pool| pool.take()) {
             Some(kept) => (kept.store, Some(kept.instance), kept.uses),
@@ -305,7 +339,6 @@ impl HttpComponent {
             ),
             Handler::P3(pre) => p3_call(
                 pre.clone(),
-                &mut store,
                 kept,
                 request,
                 options.https,
@@ -426,8 +459,70 @@ impl HttpComponent {
     }
 }
 
+/// Handles `request` on a WASI 0.3 instance shared with other requests (see `concurrent`).
+async fn handle_shared<B>(
+    workers: &Arc<Workers>,
+    pre: &ServicePre<HttpCtx>,
+    request: http::Request<B>,
+    options: &HttpOptions,
+) -> Handled
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let (finished, done) = tokio::sync::oneshot::channel();
+    let job = Job {
+        request: request.map(|body| body.map_err(Into::into).boxed_unsync()),
+        https: options.https,
+        deadline: options.limits.deadline(Instant::now()),
+        answer,
+        finished,
+    };
+    let done = match workers.dispatch(pre, options, job) {
+        Ok(failure) => Done::Shared(done, failure),
+        Err(fault) => {
+            let finished = Finished {
+                result: Err(fault.clone()),
+                log: Bytes::new(),
+                log_truncated: false,
+            };
+            return Handled {
+                response: Err(fault),
+                done: Done::Ended(finished),
+            };
+        }
+    };
+    match answered.await {
+        Ok(answer) => Handled {
+            response: answer.map_err(|code| {
+                Fault::Trap(format!(
+                    "the component answered with an error instead of a response: {code}"
+                ))
+            }),
+            done,
+        },
+        // No answer: the request ended first; its end says why.
+        Err(_) => {
+            let finished = done.wait().await.unwrap_or_else(|| Finished {
+                result: Err(Fault::Trap("the instance serving this request stopped".into())),
+                log: Bytes::new(),
+                log_truncated: false,
+            });
+            let fault = match &finished.result {
+                Err(fault) => fault.clone(),
+                Ok(()) => Fault::Trap("the component returned without setting a response".into()),
+            };
+            Handled {
+                response: Err(fault),
+                done: Done::Ended(finished),
+            }
+        }
+    }
+}
+
 /// The guest's answer: the response, or the error code it returned instead.
-type Answer = Result<http::Response<HyperOutgoingBody>, String>;
+pub(crate) type Answer = Result<http::Response<HyperOutgoingBody>, String>;
 
 /// One request's run in `store`, to be awaited within the time limit: the handler called
 /// (in `kept`, or a new instance) until it is done; the instance, fit to keep.
@@ -488,13 +583,45 @@ where
 /// done then, once every task the guest started has exited too.
 fn p3_call<B>(
     pre: ServicePre<HttpCtx>,
-    store: &mut Store<HttpCtx>,
     kept: Option<Instance>,
     request: http::Request<B>,
     https: bool,
     sender: tokio::sync::oneshot::Sender<Answer>,
     answered: Arc<AtomicBool>,
 ) -> Call
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
+    Box::new(move |store| {
+        Box::pin(async move {
+            let service = match kept {
+                Some(Instance::P3(service)) => service,
+                _ => pre.instantiate_async(&mut *store).await?,
+            };
+            store
+                .run_concurrent(async |guest| {
+                    p3_serve(guest, &service, request, https, sender, &answered).await?;
+                    std::future::poll_fn(|cx| guest.poll_no_interesting_tasks(cx)).await;
+                    wasmtime::Result::<()>::Ok(())
+                })
+                .await??;
+            Ok(Instance::P3(service))
+        })
+    })
+}
+
+/// Serves one request on a WASI 0.3 instance, within its store's event loop: hands the
+/// guest the request, sends back its answer, and returns once the response body has been
+/// read to its end or dropped (the guest's own tasks may still run).
+pub(crate) async fn p3_serve<B>(
+    guest: &wasmtime::component::Accessor<HttpCtx>,
+    service: &Service,
+    request: http::Request<B>,
+    https: bool,
+    sender: tokio::sync::oneshot::Sender<Answer>,
+    answered: &AtomicBool,
+) -> wasmtime::Result<()>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<wasmtime_wasi_http::Error>,
@@ -512,8 +639,9 @@ where
         false => http::uri::Scheme::HTTP,
     };
     let path = parts.uri.path_and_query().cloned();
-    let headers =
-        wasmtime_wasi_http::FieldMap::new_immutable(store.data_mut().http().hooks, parts.headers);
+    let headers = guest.with(|mut store| {
+        wasmtime_wasi_http::FieldMap::new_immutable(store.data_mut().http().hooks, parts.headers)
+    });
     let (request, request_io) = Request::new(
         parts.method,
         Some(scheme),
@@ -523,36 +651,22 @@ where
         None,
         body,
     );
-    Box::new(move |store| {
-        Box::pin(async move {
-            let service = match kept {
-                Some(Instance::P3(service)) => service,
-                _ => pre.instantiate_async(&mut *store).await?,
-            };
-            store
-                .run_concurrent(async |guest| {
-                    let (done, body_done) = tokio::sync::oneshot::channel();
-                    let answer = match service.handle(guest, request).await? {
-                        Ok(response) => {
-                            let response = guest.with(|s| response.into_http(s, request_io))?;
-                            answered.store(true, Ordering::Relaxed);
-                            Ok(response.map(|body| Watched::new(body, done).boxed_unsync()))
-                        }
-                        Err(code) => {
-                            drop(done);
-                            Err(format!("{code:?}"))
-                        }
-                    };
-                    let _ = sender.send(answer);
-                    // Read to its end, or dropped (the client went): either way, done.
-                    let _ = body_done.await;
-                    std::future::poll_fn(|cx| guest.poll_no_interesting_tasks(cx)).await;
-                    wasmtime::Result::<()>::Ok(())
-                })
-                .await??;
-            Ok(Instance::P3(service))
-        })
-    })
+    let (done, body_done) = tokio::sync::oneshot::channel();
+    let answer = match service.handle(guest, request).await? {
+        Ok(response) => {
+            let response = guest.with(|s| response.into_http(s, request_io))?;
+            answered.store(true, Ordering::Relaxed);
+            Ok(response.map(|body| Watched::new(body, done).boxed_unsync()))
+        }
+        Err(code) => {
+            drop(done);
+            Err(format!("{code:?}"))
+        }
+    };
+    let _ = sender.send(answer);
+    // Read to its end, or dropped (the client went): either way, done.
+    let _ = body_done.await;
+    Ok(())
 }
 
 /// A response body that says when it is over: read to its end or failed (the sender

@@ -74,6 +74,7 @@
 mod cache;
 mod cgi;
 mod command;
+mod concurrent;
 mod component;
 mod engine;
 mod error;

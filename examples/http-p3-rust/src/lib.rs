@@ -3,9 +3,17 @@
 //!
 //! - `.../echo` streams the request body straight back, with its content type;
 //! - `.../fetch?url=http://HOST:PORT/PATH` makes an outbound GET and answers with what came back;
+//! - `.../meet?n=N&wait=MS` waits (up to MS milliseconds, default 5000) until N requests are
+//!   in this instance at once, then says whether they met and which instance it is: with
+//!   concurrent instance reuse, requests run side by side in one instance;
 //! - anything else answers `200 Hello from a WASI 0.3 component!`.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+use wasip3::clocks::monotonic_clock;
 use wasip3::http::client;
+use wasip3::random::random;
 use wasip3::http::types::{ErrorCode, Fields, Method, Request, Response, Scheme};
 use wasip3::{wit_bindgen, wit_future, wit_stream};
 
@@ -24,13 +32,16 @@ impl wasip3::exports::http::handler::Guest for Component {
             let url = query.strip_prefix("url=").unwrap_or_default();
             return fetch(url).await;
         }
-        Ok(text("Hello from a WASI 0.3 component!\n"))
+        if path.ends_with("/meet") {
+            return Ok(text(meet(query).await));
+        }
+        Ok(text("Hello from a WASI 0.3 component!\n".into()))
     }
 }
 
 /// A response whose body is `body`, written once the response is handed back (a stream write
 /// waits for its reader, which the host has only after `handle` returns).
-fn text(body: &'static str) -> Response {
+fn text(body: String) -> Response {
     let headers = Fields::from_list(&[("content-type".into(), b"text/plain".to_vec())])
         .expect("a valid header");
     let (mut contents, reader) = wit_stream::new();
@@ -38,10 +49,45 @@ fn text(body: &'static str) -> Response {
     let (response, _sent) = Response::new(headers, Some(reader), trailers_reader);
     drop(trailers);
     wit_bindgen::spawn(async move {
-        let unwritten = contents.write_all(body.as_bytes().to_vec()).await;
+        let unwritten = contents.write_all(body.into_bytes()).await;
         assert!(unwritten.is_empty(), "the client went away");
     });
     response
+}
+
+/// Requests in this instance now.
+static IN_FLIGHT: AtomicU32 = AtomicU32::new(0);
+/// Times `n` requests were in this instance at once, each time counted by the last to arrive.
+static MEETINGS: AtomicU32 = AtomicU32::new(0);
+/// This instance's name: a random number drawn by its first request.
+static INSTANCE: OnceLock<u64> = OnceLock::new();
+
+/// Waits until `n` requests are in this instance at once (or `wait` ms pass), polling
+/// every 10 ms without blocking the instance: other requests run meanwhile.
+async fn meet(query: &str) -> String {
+    let param = |name: &str, default: u32| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+            .unwrap_or(default)
+    };
+    let (n, wait) = (param("n", 2), param("wait", 5000));
+    let instance = *INSTANCE.get_or_init(random::get_random_u64);
+    let before = MEETINGS.load(Ordering::SeqCst);
+    if IN_FLIGHT.fetch_add(1, Ordering::SeqCst) + 1 >= n {
+        MEETINGS.fetch_add(1, Ordering::SeqCst);
+    }
+    let mut waited = 0;
+    while MEETINGS.load(Ordering::SeqCst) == before && waited < wait {
+        monotonic_clock::wait_for(10_000_000).await;
+        waited += 10;
+    }
+    IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    let met = match MEETINGS.load(Ordering::SeqCst) == before {
+        true => "alone",
+        false => "together",
+    };
+    format!("{met} in instance {instance:x}\n")
 }
 
 /// The request's body (and trailers) as the response's: streamed, never held whole.

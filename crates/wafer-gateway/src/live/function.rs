@@ -77,7 +77,7 @@ impl Function {
             }),
         };
         let reuse = config.limits.instance_reuse;
-        let instances = (reuse > 1).then(|| InstancePool::new(reuse));
+        let instances = (reuse > 1).then(|| InstancePool::new(&config.limits));
         let (program, declared) = match program {
             Ok((program, declared)) => (Ok(program), declared),
             Err(e) => (Err(e), Vec::new()),
