@@ -78,6 +78,18 @@ fn examples_manifest_serves_every_example() {
             assert_eq!(text, expected, "visits-component-{lang}");
         }
     }
+    // The WASI 0.3 component: a streaming echo, an outbound call, and two slow requests
+    // that can only finish together, in one instance at once.
+    assert_eq!(post("/http-p3/echo", "streamed"), "streamed");
+    let fetched = server.get(&format!("/http-p3/fetch?url={}/hello-wat", server.url));
+    assert_eq!(fetched.text().unwrap(), "Hello from WAT!\n");
+    let met: Vec<String> = std::thread::scope(|scope| {
+        let slow = || scope.spawn(|| server.get("/http-p3/meet?n=2&wait=20000").text().unwrap());
+        let (a, b) = (slow(), slow());
+        vec![a.join().unwrap(), b.join().unwrap()]
+    });
+    assert!(met.iter().all(|m| m.starts_with("together in instance")), "{met:?}");
+    assert_eq!(met[0], met[1], "{met:?}");
     assert_eq!(post("/wapc-rust/hello", "README"), "Hello, README!");
     assert_eq!(post("/exports-rust/sum", "[3, 2]"), "5\n");
     assert_eq!(
