@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# Runs WebAssembly/wasi-testsuite's wasm32-wasip3 tests against Wafer, and against wasmtime
-# when `--wasmtime` is given (for comparison), with the suite's own runner.
+# Runs WebAssembly/wasi-testsuite (its wasm32-wasip1 and wasm32-wasip3 tests) against Wafer,
+# and against wasmtime when `--wasmtime` is given (for comparison), with the suite's own
+# runner (docs/wasi-testsuite.md).
 #
 #   bash scripts/wasi-testsuite.sh SUITE [--wasmtime]
 #
 # SUITE is a checkout of the suite's `prod/testsuite-base` branch (it carries the prebuilt
-# tests; it is not part of this repository). The runner is SUITE/test-runner; Wafer's adapter
-# is scripts/wasi-testsuite/wafer.py, which runs target/release/wafer (built here) unless
-# WAFER says otherwise. Results go to target/wasi-testsuite/*.json.
+# tests; it is not part of this repository). The runner is SUITE/test-runner (Python 3.12+);
+# the adapters are scripts/wasi-testsuite/wafer.py, which runs target/release/wafer (built
+# here) unless WAFER says otherwise, and wasmtime.py, the suite's own for wasmtime (WASMTIME
+# names the binary). Results go to target/wasi-testsuite/*.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 suite=${1:?usage: scripts/wasi-testsuite.sh SUITE [--wasmtime]}
 suite=$(cd "$suite" && pwd)
-tests=$suite/tests/rust/testsuite/wasm32-wasip3
-[ -d "$tests" ] || { echo "no $tests: is $suite a checkout of prod/testsuite-base?" >&2; exit 2; }
+tests=("$suite"/tests/*/testsuite/wasm32-wasip*)
+[ -d "${tests[0]}" ] || { echo "no tests in $suite/tests: is it a checkout of prod/testsuite-base?" >&2; exit 2; }
 
 # The runner needs Python 3.12 or newer.
 python=${PYTHON:-}
@@ -37,11 +39,11 @@ fi
 status=0
 run() { # NAME ADAPTER
   echo "== $1"
-  (cd "$suite/test-runner" && "$python" -m wasi_test_runner -t "$tests" -r "$2" \
+  (cd "$suite/test-runner" && "$python" -m wasi_test_runner -t "${tests[@]}" -r "$2" \
      --disable-colors --json-output-location "$out/$1.json") || status=1
 }
 run wafer "$PWD/scripts/wasi-testsuite/wafer.py"
 if [ "${2:-}" = --wasmtime ]; then
-  run wasmtime "$suite/adapters/wasmtime.py"
+  WASMTIME=${WASMTIME:-wasmtime} WASI_TESTSUITE=$suite run wasmtime "$PWD/scripts/wasi-testsuite/wasmtime.py"
 fi
 exit $status
