@@ -67,6 +67,12 @@ const TEMPLATES: &[Template] = &[
         wit: &[],
     },
     Template {
+        name: "rust-http-p3",
+        about: "Rust, a WASI 0.3 HTTP component (wasi:http/service, async handler, wasm32-wasip2)",
+        files: files!("rust-http-p3": "Cargo.toml", "src/lib.rs", "wafer.toml"),
+        wit: &[],
+    },
+    Template {
         name: "rust-wapc",
         about: "Rust, waPC operations called by name (wapc-guest, wasm32-unknown-unknown)",
         files: files!("rust-wapc": "Cargo.toml", "src/lib.rs", "wafer.toml"),

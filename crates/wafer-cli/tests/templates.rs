@@ -108,6 +108,12 @@ fn rust_http_component() {
 }
 
 #[test]
+fn rust_http_p3_component() {
+    let answer = serve("rust-http-p3", "hello-p3", "/hello-p3/x?y=1", "");
+    assert_eq!(answer, "Hello from hello-p3! (/hello-p3/x?y=1)\n");
+}
+
+#[test]
 fn rust_wapc() {
     let answer = serve("rust-wapc", "greeter", "/greeter/hello", "you");
     assert_eq!(answer, "Hello from greeter, you!");
@@ -172,6 +178,7 @@ fn new_refuses_unknown_templates_bad_names_and_full_directories() {
     for template in [
         "rust ",
         "rust-http",
+        "rust-http-p3",
         "rust-wapc",
         "go ",
         "c ",
