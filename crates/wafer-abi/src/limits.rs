@@ -341,6 +341,9 @@ mod tests {
             ("kv_keys", "10000001"),
             ("instance_reuse", "100001"),
             ("instance_reuse", "0"),
+            ("max_concurrent_per_instance", "0"),
+            ("max_concurrent_per_instance", "1001"),
+            ("instance_idle", "\"0s\""),
             ("max_concurrency", "0"),
             ("timeout", "\"0s\""),
             ("timeout", "\"1day 1s\""),
@@ -372,6 +375,8 @@ mod tests {
             kv_value: Limits::MAX_KV_VALUE,
             kv_keys: Limits::MAX_KV_KEYS,
             instance_reuse: Limits::MAX_INSTANCE_REUSE,
+            max_concurrent_per_instance: Limits::MAX_CONCURRENT_PER_INSTANCE,
+            instance_idle: Limits::MAX_DURATION,
         };
         assert_eq!(most.validate(), Ok(()));
     }
