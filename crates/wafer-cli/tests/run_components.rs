@@ -223,3 +223,26 @@ fn serve_denies_outgoing_requests_unless_their_host_is_granted() {
     assert_eq!(allowed.text().unwrap(), "upstream");
     assert_eq!(interrupt(child).code(), Some(0));
 }
+
+#[test]
+fn a_command_wafer_cannot_serve_is_refused_at_deploy_with_the_reason() {
+    let server = common::Server::start();
+    let out = server.cli(&[
+        "deploy",
+        "cli",
+        built("cli-p3-rust.wasm").to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!out.status.success());
+    let said = stderr(&out);
+    assert!(said.contains("cannot run as a service"), "{said}");
+    assert!(said.contains("wafer run"), "{said}");
+    // The WASI 0.2 command is a service as before.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    server.deploy_cli(
+        "cli2",
+        &built("cli-rust.wasm"),
+        &["--listen", &port.to_string()],
+    );
+}

@@ -768,8 +768,9 @@ fn check_fit(program: &Program, config: &FunctionConfig) -> Result<(), RegistryE
     let abi = program.abi();
     if abi == Abi::Service && program.as_service().is_none() {
         return Err(RegistryError::InvalidConfig(
-            "this is a WASI 0.3 command component: Wafer runs it with `wafer run`, but serves \
-             only WASI 0.2 commands as services (a WASI 0.3 HTTP component exports \
+            "this command component cannot run as a service: a service gets WASI 0.2's \
+             interfaces and sockets only, and this one is a WASI 0.3 command or imports more \
+             (`wafer run` runs it; an HTTP component exports `wasi:http/incoming-handler` or \
              `wasi:http/handler`)"
                 .into(),
         ));
