@@ -172,14 +172,17 @@ fi
 # --- servers --------------------------------------------------------------------------
 next_port="${BENCH_PORT:-18090}"
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() { # prints the first port >= next_port nobody listens on, and advances next_port
+# free_port <var>: sets the variable to the first port >= next_port nobody listens on, and
+# advances next_port. Not through $(...): a subshell's next_port would not advance, and two
+# ports taken before either server listens would be the same one.
+free_port() {
   local p="$next_port"
   while port_in_use "$p"; do
     p=$((p + 1))
     [ "$p" -lt $((next_port + 200)) ] || die "no free port in $next_port..$p"
   done
   next_port=$((p + 1))
-  echo "$p"
+  printf -v "$1" '%s' "$p"
 }
 
 # start_server <name> <cmd...>: starts the command pinned to the server CPU, logging to $tmp.
@@ -222,14 +225,14 @@ toml_str() { local s="${1//\\/\\\\}"; s="${s//\"/\\\"}"; printf '"%s"' "$s"; }
 bench_targets=() # "label|url"
 declare -A pid_of=() # the server process behind each target label, for its CPU time
 if [ $want_native = 1 ]; then
-  port="$(free_port)"
+  free_port port
   start_server native "$bin/native-hello" "127.0.0.1:$port"
   wait_ready native "$started_pid" "http://127.0.0.1:$port/"
   bench_targets+=("native|http://127.0.0.1:$port/")
   pid_of[native]="$started_pid"
 fi
 if [ $want_wafer = 1 ]; then
-  port="$(free_port)"
+  free_port port
   manifest="$tmp/wafer.toml"
   : >"$manifest"
   for f in "${wafer_functions[@]}"; do
@@ -241,8 +244,9 @@ if [ $want_wafer = 1 ]; then
   printf '[[function]]\nname = "http-p3-rust-reuse"\nmodule = %s\nlimits = { instance_reuse = %d, max_concurrent_per_instance = %d }\n\n' \
     "$(toml_str "$(guest_path http-p3-rust)")" "$reuse" "$concurrent" >>"$manifest"
   mkdir -p "$tmp/data"
+  free_port admin_port
   start_server wafer "$bin/wafer" up "$manifest" --listen "127.0.0.1:$port" \
-    --admin-listen "127.0.0.1:$(free_port)" --data "$tmp/data"
+    --admin-listen "127.0.0.1:$admin_port" --data "$tmp/data"
   wafer_pid="$started_pid"
   for f in "${wafer_functions[@]}" http-hello-rust-reuse http-p3-rust-reuse; do
     wait_ready wafer "$wafer_pid" "http://127.0.0.1:$port/$f"
@@ -264,7 +268,7 @@ if [ $want_wafer = 1 ] && [ -n "$wasmtime_bin" ] && [ -x "$wasmtime_bin" ]; then
   start_wasmtime() {
     local label="$1" guest="$2" port
     shift 2
-    port="$(free_port)"
+    free_port port
     # -Scli: Rust's std imports wasi:cli interfaces beyond the proxy world, as Wafer provides.
     start_server "$label" "$wasmtime_bin" serve -Scli --addr "127.0.0.1:$port" "$@" "$(guest_path "$guest")"
     wait_ready "$label" "$started_pid" "http://127.0.0.1:$port/"
@@ -448,14 +452,14 @@ nats_bin="$(command -v nats-server || true)"
 if [ $want_wafer = 1 ] && [ "${BENCH_CLUSTER:-1}" != 0 ] && [ -n "$nats_bin" ] && [ -x "$bin/wafer-bench" ] && [ -n "$wat_url" ]; then
   log "cluster: two nodes on one nats-server"
   cluster_report+=("cluster (two nodes on one nats-server, all on CPU $server_cpu):")
-  nats_port="$(free_port)"
+  free_port nats_port
   start_server nats "$nats_bin" -js -a 127.0.0.1 -p "$nats_port" -sd "$tmp/nats"
   for _ in $(seq 100); do port_in_use "$nats_port" && break; sleep 0.05; done
   node_urls=()
   admin_urls=()
   for node in a b; do
-    port="$(free_port)"
-    admin_port="$(free_port)"
+    free_port port
+    free_port admin_port
     start_server "node-$node" "$bin/wafer" serve --listen "127.0.0.1:$port" \
       --admin-listen "127.0.0.1:$admin_port" --data "$tmp/node-$node" \
       --cluster "nats://127.0.0.1:$nats_port"
@@ -552,8 +556,8 @@ echo "results: ${results#"$root"/}; raw wrk output: ${out_dir#"$root"/}/wrk-*.tx
 restart_ms=()
 if [ $want_wafer = 1 ] && go_wasm="$(guest_path hello-go)"; then
   data="$tmp/restart-data"
-  port="$(free_port)"
-  admin_port="$(free_port)"
+  free_port port
+  free_port admin_port
   url="http://127.0.0.1:$port/hello-go"
   # wait_listening <name>: waits (30 s) until the server started last prints its address.
   wait_listening() {
@@ -575,7 +579,7 @@ if [ $want_wafer = 1 ] && go_wasm="$(guest_path hello-go)"; then
   artifacts_before="$(find "$data/artifacts" -type f -printf '%p %T@\n' | sort)"
   # The floor, measured alongside: native-hello's first request after its own restart
   # (process start, a new connection, curl), so a slow moment of the VM shows in both.
-  native_port="$(free_port)"
+  free_port native_port
   start_native_server() {
     start_server restart-native "$bin/native-hello" "127.0.0.1:$native_port"
     wait_listening restart-native
