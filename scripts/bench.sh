@@ -186,11 +186,14 @@ free_port() {
 }
 
 # start_server <name> <cmd...>: starts the command pinned to the server CPU, logging to $tmp.
+# The log is emptied here, not by the background job's redirection, which may run only after
+# wait_listening has read a restarted server's old log and its "listening on" line.
 started_pid=""
 start_server() {
   local name="$1"
   shift
-  taskset -c "$server_cpu" "$@" >"$tmp/$name.log" 2>&1 &
+  : >"$tmp/$name.log"
+  taskset -c "$server_cpu" "$@" >>"$tmp/$name.log" 2>&1 &
   started_pid=$!
   server_pids+=("$started_pid")
 }
