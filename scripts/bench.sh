@@ -9,8 +9,16 @@
 #   wafer hello-rust  `wafer up` serving target/wasm/hello-rust.wasm
 #   wafer http-hello-rust  `wafer up` serving the Rust HTTP component (wasi:http/proxy)
 #   wafer http-hello-rust-reuse  the same with instance_reuse = $BENCH_REUSE
-#   wasmtime-serve    `wasmtime serve` with the same component, if wasmtime is installed
+#   wafer http-p3-rust  `wafer up` serving the Rust WASI 0.3 HTTP component (wasi:http/handler)
+#   wafer http-p3-rust-reuse  the same with instance_reuse = $BENCH_REUSE and
+#                     max_concurrent_per_instance = $BENCH_CONCURRENT
+#   wasmtime-serve    `wasmtime serve` with the same 0.2 component, if wasmtime is installed
 #   wasmtime-serve-reuse  the same with --max-instance-reuse-count $BENCH_REUSE
+#   wasmtime-serve-p3 `wasmtime serve -Wcomponent-model-async -Sp3,http` with the 0.3
+#                     component, a fresh instance per request (--max-instance-reuse-count 1:
+#                     wasmtime's default for 0.3 components is reuse)
+#   wasmtime-serve-p3-reuse  the same with --max-instance-reuse-count $BENCH_REUSE
+#                     --max-instance-concurrent-reuse-count $BENCH_CONCURRENT
 # Then every server is left without requests for 10 s and its CPU time over that read (an
 # idle server should use none); native and the WAT hello are measured again in alternating
 # pairs at 32 connections (the median of their ratios is the headline figure: it is not skewed by the VM's speed drifting between two
@@ -26,7 +34,9 @@
 # Beside requests/s and latency, every target's row gives the server's CPU time per request,
 # user and system apart (from /proc/PID/stat over the measured run). Requests/s also counts
 # the time a server waits for the load generator to wake; CPU per request counts only the
-# server's own work, so it is the figure to compare between runs and machines.
+# server's own work, so it is the figure to compare between runs and machines. Each Wafer /
+# wasmtime serve pair (0.2 and 0.3, fresh and reused) is summed up in one line: both sides'
+# requests/s and CPU time per request (user + system), and the requests/s ratio.
 #
 # Output: a table on stdout, the same rows as JSON lines in target/bench/results.jsonl
 # (overwritten each run), and the raw wrk outputs in target/bench/wrk-<target>-c<N>.txt.
@@ -40,6 +50,7 @@
 #   BENCH_SERVER_CPU=0 BENCH_CLIENT_CPU=1   CPUs for the servers / for wrk
 #   BENCH_PORT=18090        first port tried; the servers take the first free ports from here
 #   BENCH_REUSE=128         requests per instance in the reuse runs (wasmtime's WASIp3 default)
+#   BENCH_CONCURRENT=16     requests at once per 0.3 instance in the reuse runs (wasmtime's default)
 #   BENCH_PAIRS=5           alternating native / hello-wat pairs at c32 (0: none), see below
 #   BENCH_PAIR_SECONDS=5    length of each measured run in a pair
 #   BENCH_IDLE_SECONDS=10   how long every server is left idle, after its load, to read its idle CPU (0: not)
@@ -66,8 +77,9 @@ server_cpu="${BENCH_SERVER_CPU:-0}"
 client_cpu="${BENCH_CLIENT_CPU:-1}"
 warmup_seconds=2
 conns_list=(32 1)
-wafer_functions=(hello-wat hello-rust http-hello-rust)
+wafer_functions=(hello-wat hello-rust http-hello-rust http-p3-rust)
 reuse="${BENCH_REUSE:-128}"
+concurrent="${BENCH_CONCURRENT:-16}"
 pairs="${BENCH_PAIRS:-5}"
 pair_seconds="${BENCH_PAIR_SECONDS:-5}"
 restarts="${BENCH_RESTARTS:-10}"
@@ -78,6 +90,7 @@ log() { echo "bench.sh: $*" >&2; }
 
 [[ "$seconds" =~ ^[1-9][0-9]*$ ]] || die "BENCH_SECONDS must be a positive integer, got '$seconds'"
 [[ "$reuse" =~ ^[1-9][0-9]*$ ]] || die "BENCH_REUSE must be a positive integer, got '$reuse'"
+[[ "$concurrent" =~ ^[1-9][0-9]*$ ]] || die "BENCH_CONCURRENT must be a positive integer, got '$concurrent'"
 [[ "$pairs" =~ ^[0-9]+$ ]] || die "BENCH_PAIRS must be a whole number, got '$pairs'"
 [[ "$pair_seconds" =~ ^[1-9][0-9]*$ ]] || die "BENCH_PAIR_SECONDS must be a positive integer, got '$pair_seconds'"
 [[ "$idle_seconds" =~ ^[0-9]+$ ]] || die "BENCH_IDLE_SECONDS must be a whole number, got '$idle_seconds'"
@@ -159,22 +172,28 @@ fi
 # --- servers --------------------------------------------------------------------------
 next_port="${BENCH_PORT:-18090}"
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() { # prints the first port >= next_port nobody listens on, and advances next_port
+# free_port <var>: sets the variable to the first port >= next_port nobody listens on, and
+# advances next_port. Not through $(...): a subshell's next_port would not advance, and two
+# ports taken before either server listens would be the same one.
+free_port() {
   local p="$next_port"
   while port_in_use "$p"; do
     p=$((p + 1))
     [ "$p" -lt $((next_port + 200)) ] || die "no free port in $next_port..$p"
   done
   next_port=$((p + 1))
-  echo "$p"
+  printf -v "$1" '%s' "$p"
 }
 
 # start_server <name> <cmd...>: starts the command pinned to the server CPU, logging to $tmp.
+# The log is emptied here, not by the background job's redirection, which may run only after
+# wait_listening has read a restarted server's old log and its "listening on" line.
 started_pid=""
 start_server() {
   local name="$1"
   shift
-  taskset -c "$server_cpu" "$@" >"$tmp/$name.log" 2>&1 &
+  : >"$tmp/$name.log"
+  taskset -c "$server_cpu" "$@" >>"$tmp/$name.log" 2>&1 &
   started_pid=$!
   server_pids+=("$started_pid")
 }
@@ -209,14 +228,14 @@ toml_str() { local s="${1//\\/\\\\}"; s="${s//\"/\\\"}"; printf '"%s"' "$s"; }
 bench_targets=() # "label|url"
 declare -A pid_of=() # the server process behind each target label, for its CPU time
 if [ $want_native = 1 ]; then
-  port="$(free_port)"
+  free_port port
   start_server native "$bin/native-hello" "127.0.0.1:$port"
   wait_ready native "$started_pid" "http://127.0.0.1:$port/"
   bench_targets+=("native|http://127.0.0.1:$port/")
   pid_of[native]="$started_pid"
 fi
 if [ $want_wafer = 1 ]; then
-  port="$(free_port)"
+  free_port port
   manifest="$tmp/wafer.toml"
   : >"$manifest"
   for f in "${wafer_functions[@]}"; do
@@ -225,11 +244,14 @@ if [ $want_wafer = 1 ]; then
   done
   printf '[[function]]\nname = "http-hello-rust-reuse"\nmodule = %s\nlimits = { instance_reuse = %d }\n\n' \
     "$(toml_str "$(guest_path http-hello-rust)")" "$reuse" >>"$manifest"
+  printf '[[function]]\nname = "http-p3-rust-reuse"\nmodule = %s\nlimits = { instance_reuse = %d, max_concurrent_per_instance = %d }\n\n' \
+    "$(toml_str "$(guest_path http-p3-rust)")" "$reuse" "$concurrent" >>"$manifest"
   mkdir -p "$tmp/data"
+  free_port admin_port
   start_server wafer "$bin/wafer" up "$manifest" --listen "127.0.0.1:$port" \
-    --admin-listen "127.0.0.1:$(free_port)" --data "$tmp/data"
+    --admin-listen "127.0.0.1:$admin_port" --data "$tmp/data"
   wafer_pid="$started_pid"
-  for f in "${wafer_functions[@]}" http-hello-rust-reuse; do
+  for f in "${wafer_functions[@]}" http-hello-rust-reuse http-p3-rust-reuse; do
     wait_ready wafer "$wafer_pid" "http://127.0.0.1:$port/$f"
     bench_targets+=("wafer $f|http://127.0.0.1:$port/$f")
     pid_of["wafer $f"]="$wafer_pid"
@@ -237,25 +259,32 @@ if [ $want_wafer = 1 ]; then
 fi
 
 # --- wasmtime serve -------------------------------------------------------------------
-# The same Rust hello component under `wasmtime serve` (fresh instance per request, its
-# default), when a wasmtime is installed: $WASMTIME, else `wasmtime` on PATH.
-# (cargo install wasmtime-cli --locked --version 48.0.8 installs the one to compare with.)
+# The same Rust hello components under `wasmtime serve`, when a wasmtime is installed:
+# $WASMTIME, else `wasmtime` on PATH. (cargo install wasmtime-cli --locked --version 48.0.8
+# installs the one to compare with.) A fresh instance per request is wasmtime's default for a
+# 0.2 component; for a 0.3 one its default is reuse (128 requests, 16 at once), so the fresh
+# 0.3 row asks for one request per instance.
 wasmtime_bin="${WASMTIME:-$(command -v wasmtime 2>/dev/null || true)}"
 if [ $want_wafer = 1 ] && [ -n "$wasmtime_bin" ] && [ -x "$wasmtime_bin" ]; then
   log "wasmtime: $("$wasmtime_bin" --version 2>/dev/null || echo 'version unknown') at $wasmtime_bin"
-  port="$(free_port)"
-  # -Scli: Rust's std imports wasi:cli interfaces beyond the proxy world, as Wafer provides.
-  start_server wasmtime-serve "$wasmtime_bin" serve -Scli --addr "127.0.0.1:$port" \
-    "$(guest_path http-hello-rust)"
-  wait_ready wasmtime-serve "$started_pid" "http://127.0.0.1:$port/"
-  bench_targets+=("wasmtime-serve|http://127.0.0.1:$port/")
-  pid_of["wasmtime-serve"]="$started_pid"
-  port="$(free_port)"
-  start_server wasmtime-serve-reuse "$wasmtime_bin" serve -Scli --addr "127.0.0.1:$port" \
-    --max-instance-reuse-count "$reuse" "$(guest_path http-hello-rust)"
-  wait_ready wasmtime-serve-reuse "$started_pid" "http://127.0.0.1:$port/"
-  bench_targets+=("wasmtime-serve-reuse|http://127.0.0.1:$port/")
-  pid_of["wasmtime-serve-reuse"]="$started_pid"
+  # start_wasmtime <label> <guest> <serve flags...>: one `wasmtime serve` target.
+  start_wasmtime() {
+    local label="$1" guest="$2" port
+    shift 2
+    free_port port
+    # -Scli: Rust's std imports wasi:cli interfaces beyond the proxy world, as Wafer provides.
+    start_server "$label" "$wasmtime_bin" serve -Scli --addr "127.0.0.1:$port" "$@" "$(guest_path "$guest")"
+    wait_ready "$label" "$started_pid" "http://127.0.0.1:$port/"
+    bench_targets+=("$label|http://127.0.0.1:$port/")
+    pid_of["$label"]="$started_pid"
+  }
+  start_wasmtime wasmtime-serve http-hello-rust
+  start_wasmtime wasmtime-serve-reuse http-hello-rust --max-instance-reuse-count "$reuse"
+  p3=(-Wcomponent-model-async -Sp3,http)
+  start_wasmtime wasmtime-serve-p3 http-p3-rust "${p3[@]}" \
+    --max-instance-reuse-count 1 --max-instance-concurrent-reuse-count 1
+  start_wasmtime wasmtime-serve-p3-reuse http-p3-rust "${p3[@]}" \
+    --max-instance-reuse-count "$reuse" --max-instance-concurrent-reuse-count "$concurrent"
 else
   log "wasmtime: not installed (set WASMTIME=/path/to/wasmtime); wasmtime serve is not measured"
 fi
@@ -315,7 +344,7 @@ clk_tck="$(getconf CLK_TCK)"
 # per_request <ticks> <requests>: microseconds of CPU per request.
 per_request() { awk -v t="$1" -v n="$2" -v hz="$clk_tck" 'BEGIN { if (n > 0) printf "%.1f", t / hz / n * 1e6; else print "null" }'; }
 
-declare -A native_rps=() rps_of=() # rps_of["label|conns"]
+declare -A native_rps=() rps_of=() cpu_of=() # rps_of["label|conns"]; cpu_of: user + system us per request
 rows=()
 failed=0
 for conns in "${conns_list[@]}"; do
@@ -332,9 +361,10 @@ for conns in "${conns_list[@]}"; do
     fi
     read -r user1 sys1 < <(cpu_ticks "${pid_of[$label]}")
     read -r rps p50 p99 reqs errors < <(parse_wrk "$raw")
-    user_us=null sys_us=null
+    user_us=null sys_us=null cpu_us=null
     if [ "$reqs" != null ] && [ -n "$user0" ] && [ -n "$user1" ]; then
       user_us="$(per_request $((user1 - user0)) "$reqs")" sys_us="$(per_request $((sys1 - sys0)) "$reqs")"
+      cpu_us="$(per_request $((user1 - user0 + sys1 - sys0)) "$reqs")"
     fi
     if [ "$rps" = null ] || [ "$reqs" = null ] || [ "$reqs" = 0 ]; then
       log "no result for $label at c$conns (raw output: $raw)"
@@ -346,6 +376,7 @@ for conns in "${conns_list[@]}"; do
     fi
     [ "$label" = native ] && native_rps[$conns]="$rps"
     rps_of["$label|$conns"]="$rps"
+    cpu_of["$label|$conns"]="$cpu_us"
     ratio=null
     base="${native_rps[$conns]:-null}"
     if [ "$rps" != null ] && [ "$base" != null ]; then
@@ -424,14 +455,14 @@ nats_bin="$(command -v nats-server || true)"
 if [ $want_wafer = 1 ] && [ "${BENCH_CLUSTER:-1}" != 0 ] && [ -n "$nats_bin" ] && [ -x "$bin/wafer-bench" ] && [ -n "$wat_url" ]; then
   log "cluster: two nodes on one nats-server"
   cluster_report+=("cluster (two nodes on one nats-server, all on CPU $server_cpu):")
-  nats_port="$(free_port)"
+  free_port nats_port
   start_server nats "$nats_bin" -js -a 127.0.0.1 -p "$nats_port" -sd "$tmp/nats"
   for _ in $(seq 100); do port_in_use "$nats_port" && break; sleep 0.05; done
   node_urls=()
   admin_urls=()
   for node in a b; do
-    port="$(free_port)"
-    admin_port="$(free_port)"
+    free_port port
+    free_port admin_port
     start_server "node-$node" "$bin/wafer" serve --listen "127.0.0.1:$port" \
       --admin-listen "127.0.0.1:$admin_port" --data "$tmp/node-$node" \
       --cluster "nats://127.0.0.1:$nats_port"
@@ -491,13 +522,20 @@ for r in "${rows[@]}"; do
     "$(fmt_num "$rps" '%.0f')" "$(fmt_num "$p50" '%.3f')" "$(fmt_num "$p99" '%.3f')" \
     "$(fmt_num "$ratio" '%.3f')" "$errors" "$(fmt_num "$user_us" '%.1f')" "$(fmt_num "$sys_us" '%.1f')"
 done
+# One line per Wafer / wasmtime serve pair: requests/s and CPU us per request (user + system)
+# of each side, and the requests/s ratio.
 for conns in "${conns_list[@]}"; do
-  for pair in "http-hello-rust|wasmtime-serve|fresh instances" \
-    "http-hello-rust-reuse|wasmtime-serve-reuse|instance reuse $reuse"; do
-    IFS='|' read -r ours theirs what <<<"$pair"
+  for pair in "http-hello-rust|http-hello-rust|wasmtime-serve|fresh instances" \
+    "http-hello-rust|http-hello-rust-reuse|wasmtime-serve-reuse|instance reuse $reuse" \
+    "http-p3-rust|http-p3-rust|wasmtime-serve-p3|fresh instances" \
+    "http-p3-rust|http-p3-rust-reuse|wasmtime-serve-p3-reuse|instance reuse $reuse, $concurrent at once"; do
+    IFS='|' read -r guest ours theirs what <<<"$pair"
     a="${rps_of["wafer $ours|$conns"]:-null}" b="${rps_of["$theirs|$conns"]:-null}"
     if [ "$a" != null ] && [ "$b" != null ]; then
-      echo "http-hello-rust at c$conns, $what: wafer / wasmtime serve = $(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", a / b }')"
+      printf '%s at c%s, %s: wafer %s rps, %s us CPU/request; wasmtime serve %s rps, %s us CPU/request; wafer / wasmtime serve = %s\n' \
+        "$guest" "$conns" "$what" "$(fmt_num "$a" '%.0f')" "$(fmt_num "${cpu_of["wafer $ours|$conns"]:-null}" '%.1f')" \
+        "$(fmt_num "$b" '%.0f')" "$(fmt_num "${cpu_of["$theirs|$conns"]:-null}" '%.1f')" \
+        "$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", a / b }')"
     fi
   done
 done
@@ -521,8 +559,8 @@ echo "results: ${results#"$root"/}; raw wrk output: ${out_dir#"$root"/}/wrk-*.tx
 restart_ms=()
 if [ $want_wafer = 1 ] && go_wasm="$(guest_path hello-go)"; then
   data="$tmp/restart-data"
-  port="$(free_port)"
-  admin_port="$(free_port)"
+  free_port port
+  free_port admin_port
   url="http://127.0.0.1:$port/hello-go"
   # wait_listening <name>: waits (30 s) until the server started last prints its address.
   wait_listening() {
@@ -544,7 +582,7 @@ if [ $want_wafer = 1 ] && go_wasm="$(guest_path hello-go)"; then
   artifacts_before="$(find "$data/artifacts" -type f -printf '%p %T@\n' | sort)"
   # The floor, measured alongside: native-hello's first request after its own restart
   # (process start, a new connection, curl), so a slow moment of the VM shows in both.
-  native_port="$(free_port)"
+  free_port native_port
   start_native_server() {
     start_server restart-native "$bin/native-hello" "127.0.0.1:$native_port"
     wait_listening restart-native
