@@ -15,6 +15,7 @@
 #   hello-as.wasm (AssemblyScript, asc + @assemblyscript/wasi-shim)
 #   http-hello-py.wasm http-hello-js.wasm visits-component-py.wasm visits-component-js.wasm
 #   (componentize-py, componentize-js: HTTP components)
+#   http-p3-py.wasm                (componentize-py: a WASI 0.3 HTTP component)
 #   hello-wat.wat watenv.wat       (copied as is; the server compiles .wat itself)
 #
 # Intermediate output goes to <repo>/target/guests/. An artifact in target/wasm/ is only
@@ -205,6 +206,12 @@ if stale "$py_out" "$ex/http-hello-py"; then
   componentize_py http-hello-py "$ex/http-hello-py/wit" hello "$py_out"
 fi
 install_artifact "$py_out" "http-hello-py.wasm"
+# The same tool, with the wasi:http/service@0.3.0 world: a WASI 0.3 (component-model async) one.
+p3py_out="$work/http-p3-py.wasm"
+if stale "$p3py_out" "$ex/http-p3-py"; then
+  componentize_py http-p3-py "$ex/http-p3-py/wit" service "$p3py_out"
+fi
+install_artifact "$p3py_out" "http-p3-py.wasm"
 # AssemblyScript: compiled where setup.sh installed asc and the WASI shim (the example's
 # asconfig.json extends the shim's, found under node_modules beside it).
 as_out="$work/hello-as.wasm"

@@ -27,6 +27,7 @@ fn examples_manifest_serves_every_example() {
         ),
         ("/http-hello-rust", "Hello from a Rust component!\n"),
         ("/http-p3", "Hello from a WASI 0.3 component!\n"),
+        ("/http-p3-py", "Hello from a Python WASI 0.3 component!\n"),
         ("/http-hello-py", "Hello from a Python component!\n"),
         ("/http-hello-js", "Hello from a JavaScript component!\n"),
     ] {
@@ -78,9 +79,10 @@ fn examples_manifest_serves_every_example() {
             assert_eq!(text, expected, "visits-component-{lang}");
         }
     }
-    // The WASI 0.3 component: a streaming echo, an outbound call, and two slow requests
-    // that can only finish together, in one instance at once.
+    // The WASI 0.3 components: streaming echoes (Rust and Python), an outbound call, and two
+    // slow requests that can only finish together, in one instance at once.
     assert_eq!(post("/http-p3/echo", "streamed"), "streamed");
+    assert_eq!(post("/http-p3-py/echo", "streamed"), "streamed");
     let fetched = server.get(&format!("/http-p3/fetch?url={}/hello-wat", server.url));
     assert_eq!(fetched.text().unwrap(), "Hello from WAT!\n");
     let met: Vec<String> = std::thread::scope(|scope| {
