@@ -104,15 +104,14 @@ fn main() -> ExitCode {
     }
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| {
-                    // `wafer run` prints what the program prints, and server warnings only.
-                    let filter = match &cli.command {
-                        Command::Run(_) => RUN_LOG_FILTER,
-                        _ => DEFAULT_LOG_FILTER,
-                    };
-                    tracing_subscriber::EnvFilter::new(filter)
-                }),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                // `wafer run` prints what the program prints, and server warnings only.
+                let filter = match &cli.command {
+                    Command::Run(_) => RUN_LOG_FILTER,
+                    _ => DEFAULT_LOG_FILTER,
+                };
+                tracing_subscriber::EnvFilter::new(filter)
+            }),
         )
         .with_writer(std::io::stderr);
     match cli.log_format {

@@ -220,7 +220,10 @@ mod tests {
 
     #[test]
     fn the_wat_greeting_length_is_its_byte_length() {
-        let template = TEMPLATES.iter().find(|t| t.name == "wat").expect("a wat template");
+        let template = TEMPLATES
+            .iter()
+            .find(|t| t.name == "wat")
+            .expect("a wat template");
         let wat = fill(template.files[0].1, "abc");
         assert!(wat.contains("(i32.const 42)"), "{wat}");
     }

@@ -127,7 +127,12 @@ fn with_concurrent_reuse_one_instance_serves_slow_requests_side_by_side() {
     server.deploy_cli(
         "p3",
         &built("http-p3-rust.wasm"),
-        &["--instance-reuse", "100", "--max-concurrent-per-instance", "4"],
+        &[
+            "--instance-reuse",
+            "100",
+            "--max-concurrent-per-instance",
+            "4",
+        ],
     );
     // Each request waits until 3 requests are in its instance at once: they can only meet
     // if one instance runs them side by side.
@@ -137,7 +142,9 @@ fn with_concurrent_reuse_one_instance_serves_slow_requests_side_by_side() {
         assert!(text.starts_with("together in instance "), "{answers:?}");
     }
     assert!(
-        answers.iter().all(|(_, t)| instance(t) == instance(&answers[0].1)),
+        answers
+            .iter()
+            .all(|(_, t)| instance(t) == instance(&answers[0].1)),
         "{answers:?}"
     );
     // The instance stays for the next requests (it has served 3 of its 100).
@@ -151,12 +158,22 @@ fn requests_beyond_an_instances_share_go_to_another_instance() {
     server.deploy_cli(
         "p3",
         &built("http-p3-rust.wasm"),
-        &["--instance-reuse", "100", "--max-concurrent-per-instance", "2"],
+        &[
+            "--instance-reuse",
+            "100",
+            "--max-concurrent-per-instance",
+            "2",
+        ],
     );
     // Four at once, two per instance: each pair meets in its own instance.
     let answers = at_once(&server, "/p3/meet?n=2&wait=20000", 4);
     let mut instances: Vec<&str> = answers.iter().map(|(_, t)| instance(t)).collect();
-    assert!(answers.iter().all(|(s, t)| *s == 200 && t.starts_with("together")), "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|(s, t)| *s == 200 && t.starts_with("together")),
+        "{answers:?}"
+    );
     instances.sort();
     instances.dedup();
     assert_eq!(instances.len(), 2, "{answers:?}");
@@ -168,7 +185,10 @@ fn fresh_instances_never_share_and_a_timed_out_request_retires_its_instance() {
     server.deploy_cli("fresh", &built("http-p3-rust.wasm"), &[]);
     // Without reuse each request has an instance of its own: they never meet.
     let answers = at_once(&server, "/fresh/meet?n=2&wait=300", 2);
-    assert!(answers.iter().all(|(_, t)| t.starts_with("alone")), "{answers:?}");
+    assert!(
+        answers.iter().all(|(_, t)| t.starts_with("alone")),
+        "{answers:?}"
+    );
 
     server.deploy_cli(
         "shared",

@@ -90,7 +90,10 @@ fn examples_manifest_serves_every_example() {
         let (a, b) = (slow(), slow());
         vec![a.join().unwrap(), b.join().unwrap()]
     });
-    assert!(met.iter().all(|m| m.starts_with("together in instance")), "{met:?}");
+    assert!(
+        met.iter().all(|m| m.starts_with("together in instance")),
+        "{met:?}"
+    );
     assert_eq!(met[0], met[1], "{met:?}");
     assert_eq!(post("/wapc-rust/hello", "README"), "Hello, README!");
     assert_eq!(post("/exports-rust/sum", "[3, 2]"), "5\n");

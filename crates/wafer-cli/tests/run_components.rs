@@ -61,11 +61,19 @@ fn a_command_gets_its_arguments_and_its_file_name_as_program_name() {
 fn a_command_gets_only_the_environment_it_is_given() {
     std::env::set_var("WAFER_TEST_SECRET", "host only");
     for module in COMMANDS {
-        let out = run(&["--env", "GREETING=hi there"], module, &["env", "GREETING"], b"");
+        let out = run(
+            &["--env", "GREETING=hi there"],
+            module,
+            &["env", "GREETING"],
+            b"",
+        );
         assert_eq!(stdout(&out), "hi there\n", "{module}: {out:?}");
         let out = run(&[], module, &["env", "WAFER_TEST_SECRET"], b"");
         assert_eq!(out.status.code(), Some(1), "{module}: {out:?}");
-        assert!(stderr(&out).contains("WAFER_TEST_SECRET is not set"), "{module}: {out:?}");
+        assert!(
+            stderr(&out).contains("WAFER_TEST_SECRET is not set"),
+            "{module}: {out:?}"
+        );
     }
 }
 
@@ -105,7 +113,10 @@ fn the_exit_code_is_the_commands() {
     for module in COMMANDS {
         let out = run(&[], module, &["fail"], b"");
         assert_eq!(out.status.code(), Some(1), "{module}: {out:?}");
-        assert!(stderr(&out).contains("failing, as asked"), "{module}: {out:?}");
+        assert!(
+            stderr(&out).contains("failing, as asked"),
+            "{module}: {out:?}"
+        );
         let out = run(&[], module, &["echo"], b"");
         assert_eq!(out.status.code(), Some(0), "{module}: {out:?}");
     }
@@ -239,7 +250,10 @@ fn a_command_wafer_cannot_serve_is_refused_at_deploy_with_the_reason() {
     assert!(said.contains("cannot run as a service"), "{said}");
     assert!(said.contains("wafer run"), "{said}");
     // The WASI 0.2 command is a service as before.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     server.deploy_cli(
         "cli2",
         &built("cli-rust.wasm"),

@@ -33,11 +33,11 @@ use wasmtime_wasi_http::WasiHttpView;
 
 use crate::component::{fault, new_store, HttpCtx, HttpOptions};
 use crate::concurrent::{Job, Sharing, Workers};
-use wafer_abi::Limits;
 use crate::error::{CallError, Fault};
 use crate::interfaces::SUBSCRIBER;
 use crate::ticker::Running;
 use crate::typed::ComponentFunctions;
+use wafer_abi::Limits;
 
 /// A compiled HTTP component, ready to handle requests.
 #[derive(Clone)]
@@ -505,7 +505,9 @@ where
         // No answer: the request ended first; its end says why.
         Err(_) => {
             let finished = done.wait().await.unwrap_or_else(|| Finished {
-                result: Err(Fault::Trap("the instance serving this request stopped".into())),
+                result: Err(Fault::Trap(
+                    "the instance serving this request stopped".into(),
+                )),
                 log: Bytes::new(),
                 log_truncated: false,
             });

@@ -74,8 +74,8 @@
 mod cache;
 mod cgi;
 mod command;
-mod concurrent;
 mod component;
+mod concurrent;
 mod engine;
 mod error;
 mod exports;

@@ -4,10 +4,10 @@
 use wasmtime::{InstancePre, Module};
 
 use crate::cgi::{self, CgiOutput, CgiRequest, CommandOptions, Entry, Inputs};
+use crate::command::Command;
 use crate::error::{CallError, CompileError, Fault};
 use crate::exports::{self, Params, Results, Signature};
 use crate::guest::{CallOptions, GuestCtx, Instance, Wording};
-use crate::command::Command;
 use crate::http::HttpComponent;
 use crate::service::Service;
 use crate::typed::ComponentFunctions;
