@@ -121,19 +121,23 @@ fn instance(answer: &str) -> &str {
     answer.trim().rsplit(' ').next().unwrap()
 }
 
+/// A server with `p3`, whose instances serve 100 requests each, `at_once` at a time.
+fn shared_p3(at_once: u32) -> Server {
+    let server = Server::start();
+    let at_once = at_once.to_string();
+    let flags = [
+        "--instance-reuse",
+        "100",
+        "--max-concurrent-per-instance",
+        &at_once,
+    ];
+    server.deploy_cli("p3", &built("http-p3-rust.wasm"), &flags);
+    server
+}
+
 #[test]
 fn with_concurrent_reuse_one_instance_serves_slow_requests_side_by_side() {
-    let server = Server::start();
-    server.deploy_cli(
-        "p3",
-        &built("http-p3-rust.wasm"),
-        &[
-            "--instance-reuse",
-            "100",
-            "--max-concurrent-per-instance",
-            "4",
-        ],
-    );
+    let server = shared_p3(4);
     // Each request waits until 3 requests are in its instance at once: they can only meet
     // if one instance runs them side by side.
     let answers = at_once(&server, "/p3/meet?n=3&wait=20000", 3);
@@ -154,17 +158,7 @@ fn with_concurrent_reuse_one_instance_serves_slow_requests_side_by_side() {
 
 #[test]
 fn requests_beyond_an_instances_share_go_to_another_instance() {
-    let server = Server::start();
-    server.deploy_cli(
-        "p3",
-        &built("http-p3-rust.wasm"),
-        &[
-            "--instance-reuse",
-            "100",
-            "--max-concurrent-per-instance",
-            "2",
-        ],
-    );
+    let server = shared_p3(2);
     // Four at once, two per instance: each pair meets in its own instance.
     let answers = at_once(&server, "/p3/meet?n=2&wait=20000", 4);
     let mut instances: Vec<&str> = answers.iter().map(|(_, t)| instance(t)).collect();

@@ -94,6 +94,19 @@ pub struct CommandOptions {
     pub network: bool,
 }
 
+impl CommandOptions {
+    /// WASI for a command: the host's stdio, these arguments, environment and directories.
+    pub(crate) fn wasi(&self) -> anyhow::Result<WasiCtxBuilder> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.inherit_stdio().args(&self.args).envs(&self.env);
+        for (host, guest) in &self.dirs {
+            wasi.preopened_dir(host, guest, FsPerms::ReadWrite)
+                .map_err(|e| anyhow::anyhow!("cannot open directory {}: {e:#}", host.display()))?;
+        }
+        Ok(wasi)
+    }
+}
+
 /// The CGI handler of a module: `_start`, or the export a manifest names as its entrypoint.
 #[derive(Clone)]
 pub(crate) struct Entry(Option<ModuleExport>);
@@ -172,13 +185,7 @@ pub(crate) async fn run_command(
     options: &CommandOptions,
 ) -> Result<i32, anyhow::Error> {
     let log = CappedPipe::new(usize::MAX >> 1, Overflow::Truncate);
-    let mut wasi = WasiCtxBuilder::new();
-    wasi.inherit_stdio().args(&options.args).envs(&options.env);
-    for (host, guest) in &options.dirs {
-        wasi.preopened_dir(host, guest, FsPerms::ReadWrite)
-            .map_err(|e| anyhow::anyhow!("cannot open directory {}: {e:#}", host.display()))?;
-    }
-    let mut ctx = GuestCtx::new(wasi.build_p1(), &Limits::default(), log.clone());
+    let mut ctx = GuestCtx::new(options.wasi()?.build_p1(), &Limits::default(), log.clone());
     ctx.memory.limit = usize::MAX;
     ctx.deadline = None;
     let result = run_entry(pre, entry, ctx).await;

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use wasmtime::component::{InstancePre, ResourceTable};
 use wasmtime::{Store, UpdateDeadline};
-use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+use wasmtime_wasi::I32Exit;
 use wasmtime_wasi_http::WasiHttpCtx;
 
 use crate::cgi::CommandOptions;
@@ -41,12 +41,7 @@ impl Command {
     /// Runs the command to its end; returns its exit code: `exit(n)`'s `n`, 0 when `run`
     /// returns `ok`, 1 when it returns `err`. A trap is an error, described.
     pub(crate) async fn run(&self, options: &CommandOptions) -> anyhow::Result<i32> {
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.inherit_stdio().args(&options.args).envs(&options.env);
-        for (host, guest) in &options.dirs {
-            wasi.preopened_dir(host, guest, FsPerms::ReadWrite)
-                .map_err(|e| anyhow::anyhow!("cannot open directory {}: {e:#}", host.display()))?;
-        }
+        let mut wasi = options.wasi()?;
         if options.network {
             wasi.inherit_network()
                 .allow_tcp(true)

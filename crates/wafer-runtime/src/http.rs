@@ -246,17 +246,49 @@ impl Done {
         match self {
             Done::Ended(finished) => Some(finished),
             Done::Running(task) => task.await.ok(),
-            Done::Shared(finished, failure) => Some(match finished.await {
-                Ok(finished) => finished,
-                Err(_) => Finished {
-                    result: Err(failure.get().cloned().unwrap_or_else(|| {
-                        Fault::Trap("the instance serving this request stopped".into())
-                    })),
-                    log: Bytes::new(),
-                    log_truncated: false,
-                },
-            }),
+            Done::Shared(finished, failure) => Some(finished.await.unwrap_or_else(|_| {
+                Finished::failed(failure.get().cloned().unwrap_or_else(|| {
+                    Fault::Trap("the instance serving this request stopped".into())
+                }))
+            })),
         }
+    }
+}
+
+impl Finished {
+    /// A run that ended with `fault` before it logged anything.
+    fn failed(fault: Fault) -> Self {
+        Self {
+            result: Err(fault),
+            log: Bytes::new(),
+            log_truncated: false,
+        }
+    }
+}
+
+impl Handled {
+    /// A request that failed with `fault` before its instance ran.
+    fn failed(fault: Fault) -> Self {
+        Self {
+            response: Err(fault.clone()),
+            done: Done::Ended(Finished::failed(fault)),
+        }
+    }
+}
+
+/// The response the guest answered with, or the fault: the error code it returned instead,
+/// or none at all (`None`: it ended without setting one).
+fn response_of(answer: Option<Answer>) -> Result<http::Response<HyperOutgoingBody>, Fault> {
+    match answer {
+        Some(Ok(response)) => Ok(response),
+        Some(Err(code)) => Err(Fault::Trap(format!(
+            "the component answered with an error instead of a response: {code}"
+        ))),
+        // The outparam was dropped unset: the run ended (trapped, timed out, or returned
+        // without a response).
+        None => Err(Fault::Trap(
+            "the component returned without setting a response".into(),
+        )),
     }
 }
 
@@ -306,17 +338,7 @@ impl HttpComponent {
             Some(kept) => (kept.store, Some(kept.instance), kept.uses),
             None => match self.store(options) {
                 Ok(store) => (store, None, 0),
-                Err(fault) => {
-                    let finished = Finished {
-                        result: Err(fault.clone()),
-                        log: Bytes::new(),
-                        log_truncated: false,
-                    };
-                    return Handled {
-                        response: Err(fault),
-                        done: Done::Ended(finished),
-                    };
-                }
+                Err(fault) => return Handled::failed(fault),
             },
         };
         store.data_mut().deadline = limits.deadline(Instant::now());
@@ -393,17 +415,7 @@ impl HttpComponent {
             // with the guest's resources).
             Err(finished) => (receiver.try_recv().ok(), Done::Ended(finished)),
         };
-        let response = match answer {
-            Some(Ok(response)) => Ok(response),
-            Some(Err(code)) => Err(Fault::Trap(format!(
-                "the component answered with an error instead of a response: {code}"
-            ))),
-            // The outparam was dropped unset: the run ended (trapped, timed out, or returned
-            // without a response).
-            None => Err(Fault::Trap(
-                "the component returned without setting a response".into(),
-            )),
-        };
+        let response = response_of(answer);
         Handled { response, done }
     }
 
@@ -481,42 +493,25 @@ where
     };
     let done = match workers.dispatch(pre, options, job) {
         Ok(failure) => Done::Shared(done, failure),
-        Err(fault) => {
-            let finished = Finished {
-                result: Err(fault.clone()),
-                log: Bytes::new(),
-                log_truncated: false,
-            };
-            return Handled {
-                response: Err(fault),
-                done: Done::Ended(finished),
-            };
-        }
+        Err(fault) => return Handled::failed(fault),
     };
     match answered.await {
         Ok(answer) => Handled {
-            response: answer.map_err(|code| {
-                Fault::Trap(format!(
-                    "the component answered with an error instead of a response: {code}"
-                ))
-            }),
+            response: response_of(Some(answer)),
             done,
         },
         // No answer: the request ended first; its end says why.
         Err(_) => {
-            let finished = done.wait().await.unwrap_or_else(|| Finished {
-                result: Err(Fault::Trap(
-                    "the instance serving this request stopped".into(),
-                )),
-                log: Bytes::new(),
-                log_truncated: false,
-            });
-            let fault = match &finished.result {
-                Err(fault) => fault.clone(),
-                Ok(()) => Fault::Trap("the component returned without setting a response".into()),
+            // A shared run always says how it ended (`wait` is never `None` for it).
+            let Some(finished) = done.wait().await else {
+                return Handled::failed(Fault::Trap("the instance stopped".into()));
+            };
+            let response = match &finished.result {
+                Err(fault) => Err(fault.clone()),
+                Ok(()) => response_of(None),
             };
             Handled {
-                response: Err(fault),
+                response,
                 done: Done::Ended(finished),
             }
         }
