@@ -157,8 +157,27 @@ async fn deploy(
     let name = name(&raw)?;
     let (mut config, operations) = wafer_gateway::deploy_config(query.as_deref().unwrap_or(""))?;
     let upload = Upload::read(request).await?;
-    config.schema = wafer_gateway::schema_of(upload.proto, upload.descriptor_set, operations)?;
-    config.grants = upload.grants.unwrap_or_default();
+    if let Some(whole) = upload.config {
+        if query.as_deref().is_some_and(|q| !q.is_empty()) || upload.grants.is_some() {
+            return Err(Error::BadRequest(
+                "a `config` part is the whole configuration: give no query parameters or \
+                 `grants` part with it"
+                    .into(),
+            ));
+        }
+        config = whole;
+    }
+    config.schema = match config.schema.take() {
+        // A schema in a `config` part is checked as an uploaded descriptor set is.
+        Some(schema) if upload.proto.is_none() && upload.descriptor_set.is_none() => {
+            let operations = schema.operations.into_iter().collect();
+            wafer_gateway::schema_of(None, Some(schema.descriptors.into()), operations)?
+        }
+        _ => wafer_gateway::schema_of(upload.proto, upload.descriptor_set, operations)?,
+    };
+    if let Some(grants) = upload.grants {
+        config.grants = grants;
+    }
     let module = upload.module;
     if module.is_empty() {
         return Err(Error::BadRequest(
@@ -185,12 +204,15 @@ async fn deploy(
 
 /// A deploy's upload: the module as the whole body, or, as `multipart/form-data`, parts
 /// `module`, `proto` (a `.proto` file) or `descriptor_set` (an encoded `FileDescriptorSet`)
-/// for a protobuf-described function, and `grants` (JSON, as in the function's record).
+/// for a protobuf-described function, `grants` (JSON, as in the function's record), or
+/// `config`, the whole configuration as the record holds it (JSON, instead of the query
+/// parameters and `grants`: what `wafer deploy --spin` sends for a Spin component).
 struct Upload {
     module: Bytes,
     proto: Option<String>,
     descriptor_set: Option<Bytes>,
     grants: Option<wafer_registry::Grants>,
+    config: Option<wafer_registry::FunctionConfig>,
 }
 
 impl Upload {
@@ -213,6 +235,7 @@ impl Upload {
                 proto: None,
                 descriptor_set: None,
                 grants: None,
+                config: None,
             });
         }
         let mut form = axum::extract::Multipart::from_request(request, &())
@@ -223,6 +246,7 @@ impl Upload {
             proto: None,
             descriptor_set: None,
             grants: None,
+            config: None,
         };
         while let Some(field) = form
             .next_field()
@@ -251,10 +275,16 @@ impl Upload {
                         .map_err(|e| Error::BadRequest(format!("the `grants` part: {e}")))?;
                     upload.grants = Some(grants);
                 }
+                "config" => {
+                    let config = serde_json::from_slice(&bytes)
+                        .map_err(|e| Error::BadRequest(format!("the `config` part: {e}")))?;
+                    upload.config = Some(config);
+                }
                 other => {
                     return Err(Error::BadRequest(format!(
-                    "unknown deploy part `{other}` (parts: module, proto, descriptor_set, grants)"
-                )))
+                        "unknown deploy part `{other}` (parts: module, proto, descriptor_set, \
+                         grants, config)"
+                    )))
                 }
             }
         }

@@ -372,6 +372,75 @@ pub(crate) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Options of `wafer apply`.
+#[derive(clap::Args)]
+pub(crate) struct ApplyArgs {
+    /// The manifest: a `wafer.toml`, or a Spin app's `spin.toml`.
+    #[arg(default_value = "wafer.toml")]
+    manifest: PathBuf,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// `wafer apply`: deploys each function of a manifest, in order, with its whole
+/// configuration (the `config` part of a deploy), stopping at the first refused. Nothing is
+/// removed: a function the manifest no longer declares stays until `wafer rm`.
+pub(crate) async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
+    let manifest = crate::manifest::Manifest::load(&args.manifest)?;
+    for function in &manifest.functions {
+        let name = &function.name;
+        anyhow::ensure!(
+            function.dirs.is_empty(),
+            "function `{name}`: directories (`dirs`, a Spin component's `files`) are the \
+             server's own; `wafer apply` sends modules and configuration only (serve this one \
+             with `wafer up` on the server)"
+        );
+        let module = tokio::fs::read(&function.module).await.with_context(|| {
+            format!(
+                "function `{name}`: cannot read {}",
+                function.module.display()
+            )
+        })?;
+        let mut config = function.config();
+        let proto =
+            match &function.proto {
+                Some(path) => Some(tokio::fs::read_to_string(path).await.with_context(|| {
+                    format!("function `{name}`: cannot read {}", path.display())
+                })?),
+                None => None,
+            };
+        let operations: Vec<String> = function
+            .operations
+            .iter()
+            .map(|(op, types)| format!("{op}={types}"))
+            .collect();
+        config.schema = wafer_gateway::schema(proto, &operations)
+            .with_context(|| format!("function `{name}`"))?;
+        let form = reqwest::multipart::Form::new()
+            .part("module", reqwest::multipart::Part::bytes(module))
+            .text("config", serde_json::to_string(&config)?);
+        let request = args
+            .server
+            .request(Method::PUT, &format!("functions/{name}"))?
+            .multipart(form);
+        let deployed: Value = args
+            .server
+            .send(request)
+            .await
+            .with_context(|| format!("function `{name}`"))?
+            .json()
+            .await?;
+        let unchanged = deployed["unchanged"].as_bool().unwrap_or(false);
+        println!(
+            "{} {name} v{} ({})",
+            if unchanged { "unchanged" } else { "deployed" },
+            deployed["version"],
+            deployed["digest"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
 /// A deploy's progress on a terminal: the upload as a bar, then a spinner while the server
 /// compiles. Nothing when stderr is not a terminal.
 struct Progress {

@@ -9,6 +9,9 @@
 #[path = "manifest.rs"]
 #[allow(dead_code)]
 mod manifest;
+#[path = "spin.rs"]
+#[allow(dead_code)]
+mod spin;
 
 use std::path::Path;
 

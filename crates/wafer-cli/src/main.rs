@@ -5,6 +5,7 @@ mod manifest;
 mod new;
 mod run;
 mod serve;
+mod spin;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +43,9 @@ enum Command {
     Build(manifest::BuildArgs),
     /// Upload a module (.wasm or .wat) to a running server as a new version of a function.
     Deploy(Box<client::DeployArgs>),
+    /// Deploy every function a manifest declares (a `wafer.toml`, or a Spin app's
+    /// `spin.toml`) to a running server.
+    Apply(client::ApplyArgs),
     /// Call a waPC operation or an exported function of a deployed function (`--async`:
     /// queue any function's call and print its id).
     Invoke(client::InvokeArgs),
@@ -132,6 +136,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::serve(args).await.map(|()| ExitCode::SUCCESS),
             Command::Up(args) => serve::up(args).await.map(|()| ExitCode::SUCCESS),
             Command::Deploy(args) => client::deploy(*args).await.map(|()| ExitCode::SUCCESS),
+            Command::Apply(args) => client::apply(args).await.map(|()| ExitCode::SUCCESS),
             Command::Invoke(args) => client::invoke(args).await.map(|()| ExitCode::SUCCESS),
             Command::Invocations(args) => {
                 client::invocations(args).await.map(|()| ExitCode::SUCCESS)

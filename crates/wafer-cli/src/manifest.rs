@@ -28,16 +28,23 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 use wafer_registry::{
-    DirGrant, FunctionConfig, FunctionName, Grants, HttpRule, Route, Secret, TopicPattern,
+    DirGrant, FunctionConfig, FunctionName, Grants, HttpRule, OutboundRule, Route, Secret,
+    TopicPattern,
 };
 use wafer_runtime::Limits;
 
-/// A parsed manifest, module paths resolved against its directory.
+/// A parsed manifest, module paths resolved against its directory: a `wafer.toml`, or a
+/// Spin app's `spin.toml` ([`crate::spin`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Manifest {
     #[serde(default, rename = "function")]
     pub functions: Vec<ManifestFunction>,
+    /// What the functions' files live in while they are served (a Spin app's `files`):
+    /// held, never read, so that the directory lasts as long as the manifest.
+    #[serde(skip)]
+    #[allow(dead_code)]
+    pub staged: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 
 /// One `[[function]]` entry.
@@ -67,6 +74,9 @@ pub(crate) struct ManifestFunction {
     /// Outbound HTTP allow-list.
     #[serde(default)]
     pub http: Vec<HttpRule>,
+    /// Allow-list of other outbound connections: TCP sockets (`tcp://10.0.0.0/8:5432`).
+    #[serde(default)]
+    pub outbound: Vec<OutboundRule>,
     /// Pre-opened directories, `HOST::GUEST[:ro]`, HOST relative to the manifest.
     #[serde(default)]
     pub dirs: Vec<DirGrant>,
@@ -99,6 +109,18 @@ pub(crate) struct ManifestFunction {
     /// `watch`, compiled.
     #[serde(skip)]
     pub watch_set: Option<globset::GlobSet>,
+    /// Leave `X-Wafer-Request-Id` out of the responses.
+    #[serde(default = "yes")]
+    pub request_id_header: bool,
+    /// Key-value stores by label (from a `spin.toml`).
+    #[serde(skip)]
+    pub kv_stores: BTreeMap<String, FunctionName>,
+    /// SQLite databases by label (from a `spin.toml`).
+    #[serde(skip)]
+    pub sqlite_databases: BTreeMap<String, FunctionName>,
+    /// The Spin app and component (from a `spin.toml`).
+    #[serde(skip)]
+    pub spin: Option<wafer_registry::SpinComponent>,
     /// The entry as written, to tell whether a reloaded manifest changed it.
     #[serde(skip)]
     pub entry: Option<toml::Value>,
@@ -107,7 +129,11 @@ pub(crate) struct ManifestFunction {
     pub dir: PathBuf,
     /// The secrets' values, read when the manifest is parsed.
     #[serde(skip)]
-    secret_values: BTreeMap<String, Secret>,
+    pub(crate) secret_values: BTreeMap<String, Secret>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Where a secret's value comes from.
@@ -134,6 +160,7 @@ impl ManifestFunction {
             schema: None,
             grants: Grants {
                 http: self.http.clone(),
+                outbound: self.outbound.clone(),
                 dirs: self.dirs.clone(),
                 config: self.config.clone(),
                 secrets: self.secret_values.clone(),
@@ -141,13 +168,17 @@ impl ManifestFunction {
                 publish: self.publish.clone(),
                 subscribe: self.subscribe.clone(),
                 listen: self.listen,
+                kv_stores: self.kv_stores.clone(),
+                sqlite_databases: self.sqlite_databases.clone(),
             },
+            spin: self.spin.clone(),
+            no_request_id_header: !self.request_id_header,
         }
     }
 
     /// Reads the secrets' values and anchors relative paths at `base`, the manifest's
     /// directory.
-    fn resolve(&mut self, base: &Path) -> anyhow::Result<()> {
+    pub(crate) fn resolve(&mut self, base: &Path) -> anyhow::Result<()> {
         self.dir = base.to_owned();
         self.module = base.join(&self.module);
         if !self.watch.is_empty() {
@@ -187,8 +218,12 @@ impl Manifest {
     pub(crate) fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read manifest {}", path.display()))?;
-        Self::parse(&text, path.parent().unwrap_or(Path::new("")))
-            .with_context(|| format!("invalid manifest {}", path.display()))
+        let base = path.parent().unwrap_or(Path::new(""));
+        let manifest = match super::spin::is_spin(&text) {
+            true => super::spin::parse(&text, base),
+            false => Self::parse(&text, base),
+        };
+        manifest.with_context(|| format!("invalid manifest {}", path.display()))
     }
 
     pub(crate) fn parse(text: &str, base: &Path) -> anyhow::Result<Self> {
@@ -225,11 +260,7 @@ pub(crate) struct BuildArgs {
 /// `wafer build`: runs each function's `build` command with `sh -c` in the manifest's
 /// directory, in manifest order, stopping at the first that fails.
 pub(crate) fn build(args: BuildArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.manifest)
-        .with_context(|| format!("cannot read manifest {}", args.manifest.display()))?;
-    let base = args.manifest.parent().unwrap_or(Path::new(""));
-    let manifest = Manifest::parse(&text, base)
-        .with_context(|| format!("invalid manifest {}", args.manifest.display()))?;
+    let manifest = Manifest::load(&args.manifest)?;
     for name in &args.functions {
         anyhow::ensure!(
             manifest.functions.iter().any(|f| &f.name == name),

@@ -200,6 +200,43 @@ fn nats_unreachable_at_start_is_a_clear_error() {
 }
 
 #[test]
+fn a_nats_server_too_small_for_the_byte_limits_is_a_clear_error() {
+    // The defaults set aside about 6.5 GiB (docs/cluster.md#byte-limits).
+    let nats = Nats::with_storage("1GB");
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::WAFER)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--cluster", &nats.url(), "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("insufficient storage"), "{stderr}");
+    assert!(stderr.contains("--cluster-*-max-bytes"), "{stderr}");
+
+    // Lower limits fit, and the node serves.
+    let dir = tempfile::tempdir().unwrap();
+    let url = nats.url();
+    let mut args = vec!["serve", "--cluster", &url];
+    args.extend(["--cluster-modules-max-bytes", "256MiB"]);
+    args.extend([
+        "--cluster-messages-max-bytes",
+        "64MiB",
+        "--async-max-bytes",
+        "64MiB",
+    ]);
+    let server = Server::start_with(dir.path(), &args);
+    assert_eq!(server.get("/healthz").status(), 200);
+}
+
+#[test]
 fn a_node_that_loses_nats_keeps_serving_and_catches_up() {
     let mut nats = Nats::start();
     let (a, b) = (node(&nats), node(&nats));

@@ -47,6 +47,7 @@ impl App {
             host: uses_capabilities.then(|| self.host_calls(function, request_id, hops)),
             dirs: crate::preopens(function),
             https: self.https(),
+            sockets: sockets(&config.grants),
         }
     }
 
@@ -121,4 +122,22 @@ impl App {
             }
         }
     }
+}
+
+/// TCP connections a component may open: to addresses the outbound rules of scheme `tcp`
+/// or `*` allow (Spin's rule for `wasi:sockets`).
+fn sockets(grants: &wafer_registry::Grants) -> Option<wafer_runtime::SocketCheck> {
+    let rules: Vec<_> = grants
+        .outbound
+        .iter()
+        .filter(|r| r.scheme.as_deref().is_none_or(|s| s == "tcp"))
+        .cloned()
+        .collect();
+    if rules.is_empty() {
+        return None;
+    }
+    Some(Arc::new(move |addr: std::net::SocketAddr| {
+        let ip = addr.ip().to_string();
+        rules.iter().any(|r| r.allows("tcp", &ip, addr.port()))
+    }))
 }

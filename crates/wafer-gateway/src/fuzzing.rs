@@ -190,6 +190,9 @@ impl Transcoder {
 /// checked against a plain model of the matching rules.
 pub fn names_routes(data: &[u8]) {
     let (routes, lines) = wafer_registry::fuzzing::names_routes(data);
+    // The model knows literal routes; parameters (`:name`) are tested by the table's own
+    // tests.
+    let routes: Vec<Route> = routes.into_iter().filter(|r| !r.has_params()).collect();
     check_route_table(&routes, &lines);
 }
 

@@ -55,6 +55,7 @@ mod metrics;
 mod schema;
 mod server;
 mod services;
+mod spin;
 mod tls;
 mod token;
 
@@ -502,6 +503,18 @@ impl App {
             .program()
             .map_err(|reason| unavailable(function, reason))?;
         if let Some(component) = program.as_http() {
+            let mut request = request;
+            if function.config.spin.is_some() {
+                let (mut parts, body) = request.into_parts();
+                spin::set_headers(
+                    &mut parts.headers,
+                    &parts.uri,
+                    &resolved,
+                    peer,
+                    self.https(),
+                );
+                request = Request::from_parts(parts, body);
+            }
             let admission = self.admission(function).await?;
             let request_id = self.request_id();
             let result = self
@@ -683,7 +696,10 @@ impl App {
             self.log_failure(function, &request_id, &error);
             error.into_response()
         });
-        with_request_id(response, &request_id)
+        match function.config.request_id_header() {
+            true => with_request_id(response, &request_id),
+            false => response,
+        }
     }
 
     /// Runs a waPC operation, a plain export, or a function a component exports.

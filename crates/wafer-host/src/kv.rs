@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::Deserialize;
-use wafer_registry::FunctionName;
+use wafer_registry::{Deployment, FunctionName};
 use wafer_runtime::Limits;
 
 use crate::{bytes_field, json, text, unknown_operation, GuestError};
@@ -110,6 +110,28 @@ fn check_key(key: &str) -> Result<(), GuestError> {
         )));
     }
     Ok(())
+}
+
+/// The namespace of the store `label` of `function` (namespace `kv:LABEL`; plain `kv` is
+/// `default`): a store granted by label (`kv_stores`), or the function's own for `default`
+/// with `kv = true`; denied otherwise.
+pub(crate) fn namespace<'a>(
+    function: &'a Deployment,
+    label: &str,
+) -> Result<&'a FunctionName, GuestError> {
+    let grants = &function.config.grants;
+    if let Some(namespace) = grants.kv_stores.get(label) {
+        return Ok(namespace);
+    }
+    match label {
+        "default" if grants.kv => Ok(&function.name),
+        "default" => Err(GuestError::Denied(
+            "this function has no key-value store (grant it with `kv = true`)".into(),
+        )),
+        label => Err(GuestError::Denied(format!(
+            "this function may not open the key-value store `{label}` (not in its `key_value_stores`)"
+        ))),
+    }
 }
 
 /// Answers one `kv` host call of the function `name` from `kv`.

@@ -7,6 +7,8 @@
 //! - `config`: config values and secrets ([`config`]).
 //! - `kv`: a private key-value namespace per function, behind the [`Kv`] trait: an embedded
 //!   redb database, or a cluster's ([`kv`]).
+//! - `sqlite`: SQLite databases granted by label, in the data directory ([`sqlite`]; not in a
+//!   cluster).
 //! - `http`: outbound HTTP to the function's allow-list, checked on resolved addresses and
 //!   on every redirect ([`http`]).
 //! - `pubsub`: publishing to topics, delivered to subscribed functions through a
@@ -40,6 +42,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod kv;
 pub mod pubsub;
+pub mod sqlite;
 pub mod tasks;
 
 use std::collections::HashSet;
@@ -84,6 +87,8 @@ pub struct OpenError {
 /// The server-wide state behind every function's capabilities.
 pub struct Capabilities {
     kv: Arc<dyn Kv>,
+    /// SQLite databases: on one node only, none in a cluster.
+    sqlite: Option<sqlite::Sqlite>,
     http: Arc<http::Http>,
     bus: Arc<dyn Bus>,
     deliver: OnceLock<Weak<dyn Deliver>>,
@@ -99,18 +104,25 @@ impl Capabilities {
             path: path.display().to_string(),
             source,
         })?;
-        Ok(Self::new(Arc::new(kv), Arc::new(LocalBus::default())))
+        let mut caps = Self::build(Arc::new(kv), Arc::new(LocalBus::default()));
+        caps.sqlite = Some(sqlite::Sqlite::new(data.join("sqlite")));
+        Ok(Arc::new(caps))
     }
 
     /// The capabilities with the key-value namespaces in `kv` and messages on `bus` (a
     /// cluster's, for example).
     pub fn new(kv: Arc<dyn Kv>, bus: Arc<dyn Bus>) -> Arc<Self> {
-        Arc::new(Self {
+        Arc::new(Self::build(kv, bus))
+    }
+
+    fn build(kv: Arc<dyn Kv>, bus: Arc<dyn Bus>) -> Self {
+        Self {
             kv,
+            sqlite: None,
             http: Arc::default(),
             bus,
             deliver: OnceLock::new(),
-        })
+        }
     }
 
     /// Answers one host call of `function`; a call still running at `deadline` (the guest
@@ -133,20 +145,33 @@ impl Capabilities {
         let limits = &function.config.limits;
         match call.namespace {
             "config" => config::call(grants, call.operation, call.payload),
-            "kv" => {
-                if !grants.kv {
-                    return Err(GuestError::Denied(
-                        "this function has no key-value store (grant it with `kv = true`)".into(),
-                    ));
+            kv if kv == "kv" || kv.starts_with("kv:") => {
+                let label = kv.strip_prefix("kv:").unwrap_or("default");
+                let namespace = kv::namespace(function, label)?;
+                if call.operation == "open" {
+                    return Ok(Vec::new());
                 }
                 kv::call(
                     self.kv.as_ref(),
-                    &function.name,
+                    namespace,
                     limits,
                     call.operation,
                     call.payload,
                 )
                 .await
+            }
+            sql if sql == "sqlite" || sql.starts_with("sqlite:") => {
+                let label = sql.strip_prefix("sqlite:").unwrap_or("default");
+                let Some(sqlite) = &self.sqlite else {
+                    return Err(GuestError::Failed(
+                        "SQLite databases live on one node, and a cluster does not replicate \
+                         them: not served in cluster mode (docs/spin.md#sqlite)"
+                            .into(),
+                    ));
+                };
+                sqlite
+                    .call(function, label, call.operation, call.payload, deadline)
+                    .await
             }
             "http" => {
                 self.http
@@ -159,7 +184,7 @@ impl Capabilities {
                 pubsub::call(bus, deliver, function, call.operation, call.payload, hops).await
             }
             other => Err(GuestError::Invalid(format!(
-                "the host has no capability `{other}` (namespaces: config, http, kv, log, pubsub)"
+                "the host has no capability `{other}` (namespaces: config, http, kv, log, pubsub, sqlite)"
             ))),
         }
     }

@@ -153,7 +153,20 @@ pub enum ClusterError {
 impl ClusterError {
     fn jetstream(context: impl Into<String>) -> impl FnOnce(String) -> Self {
         let context = context.into();
-        move |reason| Self::JetStream { context, reason }
+        move |reason| {
+            // JetStream sets each stream's byte limit aside when the stream is made; say
+            // what to do when the server has less room than Wafer's limits add up to.
+            let reason = if reason.contains("insufficient storage") {
+                format!(
+                    "{reason} (the NATS server's JetStream storage, `max_file_store`, is \
+                     smaller than Wafer's byte limits add up to: give it more room or lower \
+                     the --cluster-*-max-bytes limits, docs/cluster.md#byte-limits)"
+                )
+            } else {
+                reason
+            };
+            Self::JetStream { context, reason }
+        }
     }
 }
 

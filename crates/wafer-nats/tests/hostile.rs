@@ -38,6 +38,8 @@ impl Nats {
             .local_addr()
             .unwrap()
             .port();
+        let config = dir.path().join("nats.conf");
+        std::fs::write(&config, "jetstream { max_file_store: 1TB }\n").unwrap();
         let binary = match Path::new("/usr/sbin/nats-server").exists() {
             true => "/usr/sbin/nats-server",
             false => "nats-server",
@@ -45,6 +47,11 @@ impl Nats {
         let child = Command::new(binary)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(dir.path())
+            // JetStream sets each stream's byte limit aside up front against
+            // `max_file_store`, by default 75% of the disk's free space; fixed so the tests
+            // do not depend on how full the disk is (they write far less).
+            .arg("-c")
+            .arg(&config)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

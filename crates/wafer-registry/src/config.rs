@@ -33,6 +33,25 @@ pub struct FunctionConfig {
     /// What the function may reach: HTTP hosts, directories, config, key-value, topics.
     #[serde(skip_serializing_if = "Grants::is_empty")]
     pub grants: Grants,
+    /// The Spin app this function is a component of, for a function made from a
+    /// `spin.toml` (docs/spin.md): its requests carry Spin's `spin-*` headers, and its
+    /// responses are the guest's alone (no `X-Wafer-Request-Id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spin: Option<SpinComponent>,
+    /// Leaves `X-Wafer-Request-Id` out of the function's responses (always, for a Spin
+    /// component), for clients that refuse headers they do not expect.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_request_id_header: bool,
+}
+
+/// Which component of which Spin app a function is.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpinComponent {
+    /// The app's name (`[application] name`).
+    pub app: String,
+    /// The component's id (`[component.ID]`).
+    pub component: String,
 }
 
 /// The protobuf messages a function's operations take and return: with them, a JSON call is
@@ -105,6 +124,11 @@ impl FunctionConfig {
             grants: self.grants.masked(),
             ..self.clone()
         }
+    }
+
+    /// Whether responses carry `X-Wafer-Request-Id`.
+    pub fn request_id_header(&self) -> bool {
+        !self.no_request_id_header && self.spin.is_none()
     }
 
     /// The routes the function is served on: the declared ones, or `/NAME/...`.

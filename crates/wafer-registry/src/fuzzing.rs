@@ -242,6 +242,8 @@ fn allows_model(rule: &HttpRule, scheme: Scheme, host: &str, port: u16) -> bool 
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let lower = bare.to_ascii_lowercase();
     let host_ok = match &rule.host {
+        HostPattern::Any => true,
+        HostPattern::Net(net) => bare.parse::<IpAddr>().is_ok_and(|ip| net.contains(&ip)),
         HostPattern::Ip(ip) => bare.parse::<IpAddr>().ok() == Some(*ip),
         HostPattern::Name(name) => lower == name.to_ascii_lowercase(),
         HostPattern::Subdomains(suffix) => lower

@@ -15,6 +15,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::RegistryError;
+use crate::names::FunctionName;
 
 /// The capabilities granted to a function.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -23,6 +24,10 @@ pub struct Grants {
     /// Outbound HTTP allow-list.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub http: Vec<HttpRule>,
+    /// Allow-list of other outbound connections (TCP sockets, and Spin's Redis, MQTT,
+    /// PostgreSQL and MySQL clients).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outbound: Vec<OutboundRule>,
     /// Pre-opened directories.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dirs: Vec<DirGrant>,
@@ -32,9 +37,17 @@ pub struct Grants {
     /// Values read like config values but never shown.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, Secret>,
-    /// A private key-value namespace.
+    /// A private key-value namespace (the store labelled `default`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub kv: bool,
+    /// Key-value stores the guest opens by label, each the namespace given (Spin's
+    /// `key_value_stores`: the components of one app granted a label share its store).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub kv_stores: BTreeMap<String, FunctionName>,
+    /// SQLite databases the guest opens by label, each the database given (Spin's
+    /// `sqlite_databases`, shared like `kv_stores`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub sqlite_databases: BTreeMap<String, FunctionName>,
     /// Topics the function may publish to.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub publish: Vec<TopicPattern>,
@@ -180,6 +193,32 @@ pub enum HostPattern {
     Subdomains(String),
     /// Exactly this address.
     Ip(IpAddr),
+    /// Any address in this network (the rule `10.0.0.0/8`, as Spin writes it).
+    Net(ipnet::IpNet),
+    /// Any name or address (the rule `*`, as Spin writes it).
+    Any,
+}
+
+impl HostPattern {
+    /// Whether `host` (a name in lower case, or an address) is one of these.
+    pub fn allows(&self, host: &str) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let address = host.parse::<IpAddr>().ok();
+        match self {
+            HostPattern::Any => true,
+            HostPattern::Ip(ip) => address == Some(*ip),
+            HostPattern::Net(net) => address.is_some_and(|a| net.contains(&a)),
+            // Name rules match DNS names only: `*.0.0.1` must not reach `127.0.0.1`. An
+            // address is allowed only by a rule that names it.
+            _ if address.is_some() => false,
+            HostPattern::Name(name) => host.eq_ignore_ascii_case(name),
+            HostPattern::Subdomains(suffix) => {
+                host.len() > suffix.len() + 1
+                    && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            }
+        }
+    }
 }
 
 /// The ports an HTTP rule allows.
@@ -222,27 +261,14 @@ impl HttpRule {
     }
 
     fn allows_host(&self, host: &str) -> bool {
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let address = host.parse::<IpAddr>().ok();
-        match &self.host {
-            HostPattern::Ip(ip) => address == Some(*ip),
-            // Name rules match DNS names only: `*.0.0.1` must not reach `127.0.0.1`. An
-            // address is allowed only by a rule that names it.
-            _ if address.is_some() => false,
-            HostPattern::Name(name) => host.eq_ignore_ascii_case(name),
-            HostPattern::Subdomains(suffix) => {
-                host.len() > suffix.len() + 1
-                    && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
-                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
-            }
-        }
+        self.host.allows(host)
     }
 
     /// Whether this rule names loopback, private or link-local addresses itself: an address,
     /// or `localhost`. Only such rules let a request reach those addresses.
     pub fn names_address(&self) -> bool {
         match &self.host {
-            HostPattern::Ip(_) => true,
+            HostPattern::Ip(_) | HostPattern::Net(_) | HostPattern::Any => true,
             HostPattern::Name(name) => name == "localhost",
             HostPattern::Subdomains(_) => false,
         }
@@ -260,65 +286,7 @@ impl FromStr for HttpRule {
             Some((other, _)) => return Err(bad(&format!("scheme `{other}` is not http or https"))),
             None => (None, text),
         };
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        if rest.contains(['/', '?', '#', '@']) || rest.chars().any(char::is_whitespace) {
-            return Err(bad(
-                "give only [scheme://]host[:port], no path, query or user",
-            ));
-        }
-        // Split off the port; an IPv6 address is in brackets.
-        let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
-            let (addr, after) = inner
-                .split_once(']')
-                .ok_or_else(|| bad("unclosed `[` in an IPv6 address"))?;
-            let port = match after {
-                "" => None,
-                _ => Some(
-                    after
-                        .strip_prefix(':')
-                        .ok_or_else(|| bad("expected `:port` after `]`"))?,
-                ),
-            };
-            (addr, port)
-        } else {
-            match rest.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (rest, None),
-            }
-        };
-        let port = match port {
-            None => PortRule::Default,
-            Some("*") => PortRule::Any,
-            Some(p) => PortRule::Port(
-                p.parse::<u16>()
-                    .ok()
-                    .filter(|p| *p != 0)
-                    .ok_or_else(|| bad(&format!("port `{p}` is not 1-65535 or `*`")))?,
-            ),
-        };
-        let host = if let Ok(ip) = host.parse::<IpAddr>() {
-            HostPattern::Ip(ip)
-        } else {
-            let name = host.to_ascii_lowercase();
-            let (pattern, labels) = match name.strip_prefix("*.") {
-                Some(suffix) => (
-                    HostPattern::Subdomains(suffix.to_owned()),
-                    suffix.to_owned(),
-                ),
-                None => (HostPattern::Name(name.clone()), name),
-            };
-            let label_ok = |l: &str| {
-                !l.is_empty()
-                    && l.len() <= 63
-                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            };
-            if labels.is_empty() || labels.len() > 253 || !labels.split('.').all(label_ok) {
-                return Err(bad(&format!(
-                    "`{host}` is not a host name, `*.domain` or an IP address"
-                )));
-            }
-            pattern
-        };
+        let (host, port) = host_port(rest, &bad)?;
         Ok(Self {
             scheme,
             host,
@@ -328,6 +296,82 @@ impl FromStr for HttpRule {
     }
 }
 
+/// The `host[:port]` of an allow-list entry: a name, `*.domain`, `*`, an address or a network
+/// (`10.0.0.0/8`), and a port, `*`, or none (the scheme's default).
+fn host_port(rest: &str, bad: &dyn Fn(&str) -> String) -> Result<(HostPattern, PortRule), String> {
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    // A `/` only as a network's prefix length (`10.0.0.0/8:*`).
+    let cidr = rest
+        .split_once('/')
+        .is_some_and(|(_, after)| after.starts_with(|c: char| c.is_ascii_digit()));
+    if rest.contains(['?', '#', '@'])
+        || (rest.contains('/') && !cidr)
+        || rest.chars().any(char::is_whitespace)
+    {
+        return Err(bad(
+            "give only [scheme://]host[:port], no path, query or user",
+        ));
+    }
+    // Split off the port; an IPv6 address is in brackets.
+    let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
+        let (addr, after) = inner
+            .split_once(']')
+            .ok_or_else(|| bad("unclosed `[` in an IPv6 address"))?;
+        let port = match after {
+            "" => None,
+            _ => Some(
+                after
+                    .strip_prefix(':')
+                    .ok_or_else(|| bad("expected `:port` after `]`"))?,
+            ),
+        };
+        (addr, port)
+    } else {
+        match rest.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (rest, None),
+        }
+    };
+    let port = match port {
+        None => PortRule::Default,
+        Some("*") => PortRule::Any,
+        Some(p) => PortRule::Port(
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| bad(&format!("port `{p}` is not 1-65535 or `*`")))?,
+        ),
+    };
+    let host = if host == "*" {
+        HostPattern::Any
+    } else if let Ok(ip) = host.parse::<IpAddr>() {
+        HostPattern::Ip(ip)
+    } else if let Ok(net) = host.parse::<ipnet::IpNet>() {
+        HostPattern::Net(net)
+    } else {
+        let name = host.to_ascii_lowercase();
+        let (pattern, labels) = match name.strip_prefix("*.") {
+            Some(suffix) => (
+                HostPattern::Subdomains(suffix.to_owned()),
+                suffix.to_owned(),
+            ),
+            None => (HostPattern::Name(name.clone()), name),
+        };
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if labels.is_empty() || labels.len() > 253 || !labels.split('.').all(label_ok) {
+            return Err(bad(&format!(
+                "`{host}` is not a host name, `*.domain` or an IP address"
+            )));
+        }
+        pattern
+    };
+    Ok((host, port))
+}
+
 impl fmt::Display for HttpRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
@@ -335,6 +379,92 @@ impl fmt::Display for HttpRule {
 }
 
 string_grant!(HttpRule);
+
+/// One entry of the allow-list for other connections than HTTP, as Spin writes them:
+/// `SCHEME://host:port` with the scheme `tcp`, `udp`, `redis`, `mqtt`, `postgres`, `mysql`, or
+/// `*` for any; host as in an [`HttpRule`] (names, `*.domain`, `*`, addresses, networks).
+/// The port may be left out only for a scheme with a default port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundRule {
+    /// `None` allows every scheme.
+    pub scheme: Option<String>,
+    /// Which hosts.
+    pub host: HostPattern,
+    /// Which ports.
+    pub port: PortRule,
+    text: String,
+}
+
+/// The schemes of [`OutboundRule`]s, with their default ports.
+const OUTBOUND_SCHEMES: &[(&str, Option<u16>)] = &[
+    ("tcp", None),
+    ("udp", None),
+    ("redis", Some(6379)),
+    ("mqtt", Some(1883)),
+    ("postgres", Some(5432)),
+    ("mysql", Some(3306)),
+];
+
+impl OutboundRule {
+    /// Whether a connection of `scheme` to `host:port` is allowed by this rule. `host` is a
+    /// name in lower case or an address.
+    pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
+        if self.scheme.as_deref().is_some_and(|s| s != scheme) {
+            return false;
+        }
+        let port_ok = match self.port {
+            PortRule::Any => true,
+            PortRule::Port(p) => p == port,
+            PortRule::Default => default_port(scheme) == Some(port),
+        };
+        port_ok && self.host.allows(host)
+    }
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    OUTBOUND_SCHEMES
+        .iter()
+        .find(|(s, _)| *s == scheme)
+        .and_then(|(_, port)| *port)
+}
+
+impl FromStr for OutboundRule {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("outbound allow-list entry `{text}`: {why}");
+        let (scheme, rest) = text
+            .split_once("://")
+            .ok_or_else(|| bad("give SCHEME://host:port"))?;
+        let scheme = match scheme {
+            "*" => None,
+            s if OUTBOUND_SCHEMES.iter().any(|(known, _)| *known == s) => Some(s.to_owned()),
+            other => {
+                return Err(bad(&format!(
+                    "the scheme `{other}` is none of tcp, udp, redis, mqtt, postgres, mysql, *"
+                )))
+            }
+        };
+        let (host, port) = host_port(rest, &bad)?;
+        if port == PortRule::Default && scheme.as_deref().and_then(default_port).is_none() {
+            return Err(bad("give the port (`:5432`, or `:*` for any)"));
+        }
+        Ok(Self {
+            scheme,
+            host,
+            port,
+            text: text.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for OutboundRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+string_grant!(OutboundRule);
 
 /// A pre-opened directory: `HOST::GUEST`, or `HOST::GUEST:ro` for read-only.
 #[derive(Debug, Clone, PartialEq, Eq)]

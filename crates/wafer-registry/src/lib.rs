@@ -54,11 +54,12 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-pub use config::{FunctionConfig, OperationTypes, Schema};
+pub use config::{FunctionConfig, OperationTypes, Schema, SpinComponent};
 pub use declared::{parse_module_routes, ModuleRoute, ROUTES_EXPORT};
 pub use error::RegistryError;
 pub use grants::{
-    check_topic, DirGrant, Grants, HostPattern, HttpRule, PortRule, Scheme, Secret, TopicPattern,
+    check_topic, DirGrant, Grants, HostPattern, HttpRule, OutboundRule, PortRule, Scheme, Secret,
+    TopicPattern,
 };
 pub use names::{Digest, FunctionName, Route};
 pub use record::{Deployment, FunctionRecord, Version, MAX_RECORD_BYTES, MAX_VERSIONS};

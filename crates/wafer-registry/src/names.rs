@@ -67,8 +67,9 @@ impl fmt::Display for FunctionName {
     }
 }
 
-/// A route a function answers on, WAGI style: `/path` matches that path exactly;
-/// `/path/...` matches `/path` and everything below it. `/...` matches everything.
+/// A route a function answers on, WAGI and Spin style: `/path` matches that path exactly;
+/// `/path/...` matches `/path` and everything below it; `/...` matches everything. A
+/// segment `:name` matches any one segment (Spin's parameters: `/users/:id/...`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Route(String);
@@ -84,6 +85,34 @@ impl Route {
     /// The route as written.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether a segment is a parameter (`:name`).
+    pub fn has_params(&self) -> bool {
+        self.0.split('/').any(|segment| segment.starts_with(':'))
+    }
+
+    /// For a route with parameters: whether it matches `path` (a raw request path), and if
+    /// so how many bytes of `path` its segments take (the rest is below a `/...` route's
+    /// prefix) and each parameter's name and value.
+    pub fn match_params<'p>(&self, path: &'p str) -> Option<(usize, Vec<(&str, &'p str)>)> {
+        let (pattern, wildcard) = self.pattern();
+        let mut params = Vec::new();
+        let mut rest = path;
+        let mut taken = 0;
+        for segment in pattern.split('/').skip(1) {
+            let inner = rest.strip_prefix('/')?;
+            let end = inner.find('/').unwrap_or(inner.len());
+            let value = &inner[..end];
+            match segment.strip_prefix(':') {
+                Some(name) if !value.is_empty() => params.push((name, value)),
+                None if value == segment => {}
+                _ => return None,
+            }
+            taken += 1 + end;
+            rest = &inner[end..];
+        }
+        (wildcard || rest.is_empty()).then_some((taken, params))
     }
 
     /// The path the route is anchored at (`/path` for both `/path` and `/path/...`; empty for
@@ -128,6 +157,9 @@ impl TryFrom<String> for Route {
             c.is_ascii_control() || c.is_whitespace() || matches!(c, '?' | '#' | '%' | '*')
         }) {
             return Err(invalid(&format!("{bad:?} is not allowed in a route")));
+        }
+        if path.split('/').any(|seg| seg == ":") {
+            return Err(invalid("a parameter segment needs a name (`:name`)"));
         }
         if path
             .split('/')
@@ -269,6 +301,24 @@ mod tests {
         ] {
             assert!(bad.parse::<Route>().is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn parameters_match_one_segment_each() {
+        let r: Route = "/base/:a/:b_c/...".parse().unwrap();
+        assert!(r.has_params());
+        let (taken, params) = r.match_params("/base/x/y/rest?no").unwrap();
+        assert_eq!(taken, "/base/x/y".len());
+        assert_eq!(params, [("a", "x"), ("b_c", "y")]);
+        assert_eq!(r.match_params("/base/x/y").unwrap().0, "/base/x/y".len());
+        assert!(r.match_params("/base/x").is_none());
+        assert!(r.match_params("/other/x/y").is_none());
+        assert!(r.match_params("/base//y").is_none());
+        let exact: Route = "/users/:id".parse().unwrap();
+        assert!(exact.match_params("/users/7").is_some());
+        assert!(exact.match_params("/users/7/more").is_none());
+        assert!(!"/a:b".parse::<Route>().unwrap().has_params());
+        assert!("/a/:".parse::<Route>().is_err());
     }
 
     #[test]

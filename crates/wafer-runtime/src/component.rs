@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
@@ -71,7 +72,13 @@ pub struct HttpOptions {
     pub dirs: Vec<Preopen>,
     /// Whether the request came over HTTPS: the scheme its `incoming-request` reports.
     pub https: bool,
+    /// Which addresses the guest may open TCP connections to with `wasi:sockets` (and then
+    /// it may look names up too); `None` denies every socket.
+    pub sockets: Option<SocketCheck>,
 }
+
+/// Whether a TCP connection to an address is allowed.
+pub type SocketCheck = Arc<dyn Fn(std::net::SocketAddr) -> bool + Send + Sync>;
 
 /// The state of one request's instance.
 pub struct HttpCtx {
@@ -218,6 +225,15 @@ pub(crate) fn new_store(
         .stderr(log.clone())
         .envs(&options.env);
     preopen(&mut wasi, &options.dirs)?;
+    if let Some(check) = options.sockets.clone() {
+        wasi.allow_tcp(true)
+            .allow_udp(false)
+            .allow_ip_name_lookup(true)
+            .socket_addr_check(move |addr, use_| {
+                let allowed = matches!(use_, SocketAddrUse::TcpConnect) && check(addr);
+                Box::pin(async move { allowed })
+            });
+    }
     let ctx = HttpCtx {
         wasi: wasi.build(),
         http: WasiHttpCtx::new(),

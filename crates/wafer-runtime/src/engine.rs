@@ -119,6 +119,7 @@ impl Runtime {
         wasmtime_wasi::p3::add_to_linker(&mut http_linker).map_err(RuntimeError::engine)?;
         wasmtime_wasi_http::p3::add_to_linker(&mut http_linker).map_err(RuntimeError::engine)?;
         interfaces::add_to_linker(&mut http_linker).map_err(RuntimeError::engine)?;
+        crate::spin::add_to_linker(&mut http_linker).map_err(RuntimeError::engine)?;
 
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -274,10 +275,14 @@ impl Runtime {
     /// a service if it is a WASI 0.2 one; a component exporting other functions is called by
     /// them; other components are refused.
     fn prepare_component(&self, component: &Component) -> Result<Program, CompileError> {
-        let pre = self
-            .http_linker
-            .instantiate_pre(component)
-            .map_err(|e| CompileError::Link(format!("{e:#}")))?;
+        let pre = match self.http_linker.instantiate_pre(component) {
+            Ok(pre) => pre,
+            Err(e) => match crate::spin::stub_unknown(&self.http_linker, component) {
+                Some(linker) => linker.instantiate_pre(component),
+                None => Err(e),
+            }
+            .map_err(|e| CompileError::Link(format!("{e:#}")))?,
+        };
         if let Ok(service) = ServicePre::new(pre.clone()) {
             return Ok(Program::http(HttpComponent::p3(service)));
         }

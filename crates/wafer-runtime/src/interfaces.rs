@@ -37,8 +37,22 @@ use bindings::wasi::config0_2_0_rc_1::store as config_rc1;
 use bindings::wasi::keyvalue::{atomics, batch, store};
 use bindings::wasi::logging::logging;
 
-/// An open `wasi:keyvalue` bucket: always the function's own namespace.
-pub struct Bucket;
+/// An open key-value store (a `wasi:keyvalue` bucket, a Spin store): the host-call
+/// namespace of its label (`kv` for `default`, `kv:LABEL` for another).
+pub struct Bucket {
+    pub(crate) namespace: String,
+}
+
+impl Bucket {
+    /// The store `label` (`""` and `"default"` are the function's own).
+    pub(crate) fn labelled(label: &str) -> Self {
+        let namespace = match label {
+            "" | "default" => "kv".to_owned(),
+            label => format!("kv:{label}"),
+        };
+        Self { namespace }
+    }
+}
 
 /// The WIT packages a component may import beyond WASI 0.2, with the grant each needs;
 /// anything else it imports fails to link.
@@ -47,6 +61,8 @@ pub(crate) const CAPABILITY_PACKAGES: &[&str] = &[
     "wasi:config/",
     "wasi:logging/",
     "wafer:pubsub/",
+    "fermyon:spin/",
+    "spin:",
 ];
 
 /// The interface a component exports to receive pub/sub messages.
@@ -85,10 +101,10 @@ pub(crate) fn add_to_linker<T: HasCapabilities>(linker: &mut Linker<T>) -> wasmt
 }
 
 /// A failed host call: the error's code (`denied`, `not_found`, ...) and its whole text.
-struct Refused(String);
+pub(crate) struct Refused(pub(crate) String);
 
 impl Refused {
-    fn code(&self) -> &str {
+    pub(crate) fn code(&self) -> &str {
         self.0.split_once(':').map_or("", |(code, _)| code)
     }
 }
@@ -96,17 +112,17 @@ impl Refused {
 /// Who answers a component's capability calls (a copy of the store's, so that no borrow of
 /// the resource table is held across a call).
 #[derive(Clone, Copy)]
-struct Host<'a>(Option<&'a Arc<dyn HostCalls>>);
+pub(crate) struct Host<'a>(pub(crate) Option<&'a Arc<dyn HostCalls>>);
 
 impl Capabilities<'_> {
-    fn host(&self) -> Host<'_> {
+    pub(crate) fn host(&self) -> Host<'_> {
         Host(self.host)
     }
 }
 
 impl Host<'_> {
     /// One host call, as a core module's `__host_call` makes it.
-    async fn call(
+    pub(crate) async fn call(
         &self,
         namespace: &str,
         operation: &str,
@@ -126,30 +142,37 @@ impl Host<'_> {
         host.call(call).await.map_err(Refused)
     }
 
-    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, store::Error> {
-        match self.call("kv", "get", key.as_bytes()).await {
+    pub(crate) async fn kv_get(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, Refused> {
+        match self.call(store, "get", key.as_bytes()).await {
             Ok(value) => Ok(Some(value)),
             Err(refused) if refused.code() == "not_found" => Ok(None),
-            Err(refused) => Err(refused.into()),
+            Err(refused) => Err(refused),
         }
     }
 
-    async fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), store::Error> {
+    pub(crate) async fn kv_set(&self, store: &str, key: &str, value: &[u8]) -> Result<(), Refused> {
         let payload = serde_json::json!({
             "key": key,
             "value_base64": base64::engine::general_purpose::STANDARD.encode(value),
         });
-        self.call("kv", "set", payload.to_string().as_bytes())
+        self.call(store, "set", payload.to_string().as_bytes())
             .await?;
         Ok(())
     }
 
-    async fn kv_delete(&self, key: &str) -> Result<(), store::Error> {
-        self.call("kv", "delete", key.as_bytes()).await?;
+    pub(crate) async fn kv_delete(&self, store: &str, key: &str) -> Result<(), Refused> {
+        self.call(store, "delete", key.as_bytes()).await?;
         Ok(())
     }
 
-    async fn config_get(&self, key: &str) -> Result<Option<String>, String> {
+    /// Every key of `store`.
+    pub(crate) async fn kv_keys(&self, store: &str) -> Result<Vec<String>, Refused> {
+        let json = self.call(store, "list", b"").await?;
+        serde_json::from_slice(&json)
+            .map_err(|e| Refused(format!("failed: bad key list from the host: {e}")))
+    }
+
+    pub(crate) async fn config_get(&self, key: &str) -> Result<Option<String>, String> {
         match self.call("config", "get", key.as_bytes()).await {
             Ok(value) => String::from_utf8(value)
                 .map(Some)
@@ -176,69 +199,86 @@ impl From<Refused> for store::Error {
     }
 }
 
-/// A bucket name other than the function's own.
-fn no_such_store(identifier: &str) -> bool {
-    !matches!(identifier, "" | "default")
-}
-
 impl store::Host for Capabilities<'_> {
     async fn open(
         &mut self,
         identifier: String,
     ) -> wasmtime::Result<Result<Resource<Bucket>, store::Error>> {
-        if no_such_store(&identifier) {
-            return Ok(Err(store::Error::NoSuchStore));
+        let bucket = Bucket::labelled(&identifier);
+        match self.host().call(&bucket.namespace, "open", b"").await {
+            Ok(_) => Ok(Ok(self.table.push(bucket)?)),
+            Err(refused) => Ok(Err(refused.into())),
         }
-        Ok(Ok(self.table.push(Bucket)?))
+    }
+}
+
+impl Capabilities<'_> {
+    /// The host-call namespace of an open store.
+    pub(crate) fn store(&self, bucket: &Resource<Bucket>) -> wasmtime::Result<String> {
+        Ok(self.table.get(bucket)?.namespace.clone())
     }
 }
 
 impl store::HostBucket for Capabilities<'_> {
     async fn get(
         &mut self,
-        _bucket: Resource<Bucket>,
+        bucket: Resource<Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, store::Error>> {
-        Ok(self.host().kv_get(&key).await)
+        let store = self.store(&bucket)?;
+        Ok(self.host().kv_get(&store, &key).await.map_err(Into::into))
     }
 
     async fn set(
         &mut self,
-        _bucket: Resource<Bucket>,
+        bucket: Resource<Bucket>,
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), store::Error>> {
-        Ok(self.host().kv_set(&key, &value).await)
+        let store = self.store(&bucket)?;
+        Ok(self
+            .host()
+            .kv_set(&store, &key, &value)
+            .await
+            .map_err(Into::into))
     }
 
     async fn delete(
         &mut self,
-        _bucket: Resource<Bucket>,
+        bucket: Resource<Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<(), store::Error>> {
-        Ok(self.host().kv_delete(&key).await)
+        let store = self.store(&bucket)?;
+        Ok(self
+            .host()
+            .kv_delete(&store, &key)
+            .await
+            .map_err(Into::into))
     }
 
     async fn exists(
         &mut self,
-        _bucket: Resource<Bucket>,
+        bucket: Resource<Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<bool, store::Error>> {
-        Ok(self.host().kv_get(&key).await.map(|value| value.is_some()))
+        let store = self.store(&bucket)?;
+        let value = self.host().kv_get(&store, &key).await;
+        Ok(value.map(|value| value.is_some()).map_err(Into::into))
     }
 
     async fn list_keys(
         &mut self,
-        _bucket: Resource<Bucket>,
+        bucket: Resource<Bucket>,
         cursor: Option<u64>,
     ) -> wasmtime::Result<Result<store::KeyResponse, store::Error>> {
         // Keys come a page at a time; the cursor is the number already listed.
         const PAGE: usize = 1000;
-        let listed = match self.host().call("kv", "list", b"").await {
-            Ok(json) => serde_json::from_slice::<Vec<String>>(&json)
-                .map_err(|e| store::Error::Other(format!("bad key list from the host: {e}"))),
-            Err(refused) => Err(refused.into()),
-        };
+        let store = self.store(&bucket)?;
+        let listed = self
+            .host()
+            .kv_keys(&store)
+            .await
+            .map_err(store::Error::from);
         Ok(listed.map(|keys| {
             let start = usize::try_from(cursor.unwrap_or(0)).unwrap_or(usize::MAX);
             let page: Vec<String> = keys.iter().skip(start).take(PAGE).cloned().collect();
@@ -259,14 +299,15 @@ impl store::HostBucket for Capabilities<'_> {
 impl atomics::Host for Capabilities<'_> {
     async fn increment(
         &mut self,
-        _bucket: Resource<Bucket>,
+        bucket: Resource<Bucket>,
         key: String,
         delta: u64,
     ) -> wasmtime::Result<Result<u64, store::Error>> {
+        let store = self.store(&bucket)?;
         let payload = serde_json::json!({ "key": key, "delta": delta });
         let answer = match self
             .host()
-            .call("kv", "increment", payload.to_string().as_bytes())
+            .call(&store, "increment", payload.to_string().as_bytes())
             .await
         {
             Ok(answer) => answer,
@@ -282,14 +323,15 @@ impl atomics::Host for Capabilities<'_> {
 impl batch::Host for Capabilities<'_> {
     async fn get_many(
         &mut self,
-        _bucket: Resource<Bucket>,
+        bucket: Resource<Bucket>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<Vec<Option<(String, Vec<u8>)>>, store::Error>> {
+        let store = self.store(&bucket)?;
         let mut values = Vec::with_capacity(keys.len());
         for key in keys {
-            match self.host().kv_get(&key).await {
+            match self.host().kv_get(&store, &key).await {
                 Ok(value) => values.push(value.map(|value| (key, value))),
-                Err(e) => return Ok(Err(e)),
+                Err(e) => return Ok(Err(e.into())),
             }
         }
         Ok(Ok(values))
@@ -297,12 +339,13 @@ impl batch::Host for Capabilities<'_> {
 
     async fn set_many(
         &mut self,
-        _bucket: Resource<Bucket>,
+        bucket: Resource<Bucket>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> wasmtime::Result<Result<(), store::Error>> {
+        let store = self.store(&bucket)?;
         for (key, value) in key_values {
-            if let Err(e) = self.host().kv_set(&key, &value).await {
-                return Ok(Err(e));
+            if let Err(e) = self.host().kv_set(&store, &key, &value).await {
+                return Ok(Err(e.into()));
             }
         }
         Ok(Ok(()))
@@ -310,12 +353,13 @@ impl batch::Host for Capabilities<'_> {
 
     async fn delete_many(
         &mut self,
-        _bucket: Resource<Bucket>,
+        bucket: Resource<Bucket>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<(), store::Error>> {
+        let store = self.store(&bucket)?;
         for key in keys {
-            if let Err(e) = self.host().kv_delete(&key).await {
-                return Ok(Err(e));
+            if let Err(e) = self.host().kv_delete(&store, &key).await {
+                return Ok(Err(e.into()));
             }
         }
         Ok(Ok(()))

@@ -87,6 +87,7 @@ mod output;
 mod program;
 mod sandbox;
 mod service;
+mod spin;
 mod ticker;
 mod typed;
 mod wapc;
@@ -94,7 +95,9 @@ mod wapc;
 pub use bytesize::ByteSize;
 pub use cache::ArtifactCache;
 pub use cgi::{CgiOutput, CgiRequest, CommandOptions, Inputs};
-pub use component::{BoxError, HttpCtx, HttpOptions, Outbound, OutboundBody, OutboundError};
+pub use component::{
+    BoxError, HttpCtx, HttpOptions, Outbound, OutboundBody, OutboundError, SocketCheck,
+};
 pub use engine::{Compiled, Runtime, RuntimeConfig};
 pub use error::{CallError, CompileError, Fault, RuntimeError};
 pub use exports::{FromValue, IntoValue, Params, Results, Shape, Signature, Value, ValueType};

@@ -67,19 +67,24 @@ impl Server {
 
     /// Starts `wafer <args> --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data <data>`.
     pub fn start_with(data: &Path, args: &[&str]) -> Self {
-        Self::spawn(data, args, false, None)
+        Self::spawn(data, args, false, None, &[])
+    }
+
+    /// Like [`Server::start_with`], with these environment variables.
+    pub fn start_with_env(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn(data, args, false, None, env)
     }
 
     /// Like [`Server::start_logged`], with the process's file descriptor limit (soft and
     /// hard) set to `nofile`.
     pub fn start_with_fd_limit(data: &Path, args: &[&str], nofile: u64) -> Self {
-        Self::spawn(data, args, true, Some(nofile))
+        Self::spawn(data, args, true, Some(nofile), &[])
     }
 
     /// Like [`Server::start_with`], keeping what the server writes to stderr for
     /// [`Server::stderr`].
     pub fn start_logged(data: &Path, args: &[&str]) -> Self {
-        Self::spawn(data, args, true, None)
+        Self::spawn(data, args, true, None, &[])
     }
 
     /// The server's stderr so far (for a server from [`Server::start_logged`]).
@@ -90,7 +95,13 @@ impl Server {
             .unwrap_or_default()
     }
 
-    fn spawn(data: &Path, args: &[&str], logged: bool, nofile: Option<u64>) -> Self {
+    fn spawn(
+        data: &Path,
+        args: &[&str],
+        logged: bool,
+        nofile: Option<u64>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut command = Command::new(WAFER);
         if let Some(limit) = nofile {
             use std::os::unix::process::CommandExt;
@@ -110,6 +121,7 @@ impl Server {
             ])
             .arg(data)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(if logged {
                 Stdio::piped()
@@ -365,6 +377,19 @@ impl Endpoint {
     }
 }
 
+/// A configuration file for a test's nats-server (written in its store directory): JetStream sets
+/// each stream's byte limit aside up front against `max_file_store`, which by default is 75%
+/// of the disk's free space, so Wafer's default limits (about 6.5 GiB, docs/cluster.md) would
+/// not fit on a machine whose disk is nearly full, though the tests write a few MiB. Fixed
+/// here so no test depends on how full the disk is ([`Nats::with_storage`] sets another).
+fn storage_config(store: &Path) -> PathBuf {
+    let file = store.join("nats.conf");
+    if !file.exists() {
+        std::fs::write(&file, "jetstream { max_file_store: 1TB }\n").unwrap();
+    }
+    file
+}
+
 /// A real `nats-server` with JetStream on a free port of 127.0.0.1, its storage in a
 /// temporary directory; killed when dropped. `scripts/setup.sh` installs it.
 pub struct Nats {
@@ -378,11 +403,18 @@ pub struct Nats {
 
 impl Nats {
     pub fn start() -> Self {
-        Self::start_with(Vec::new())
+        Self::start_with(tempfile::tempdir().unwrap(), Vec::new())
     }
 
-    fn start_with(cluster: Vec<String>) -> Self {
+    /// A server whose JetStream may store at most `max_file_store` (`"1GB"`).
+    pub fn with_storage(max_file_store: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let config = format!("jetstream {{ max_file_store: {max_file_store} }}\n");
+        std::fs::write(dir.path().join("nats.conf"), config).unwrap();
+        Self::start_with(dir, Vec::new())
+    }
+
+    fn start_with(dir: tempfile::TempDir, cluster: Vec<String>) -> Self {
         let store = dir.path().to_owned();
         let port = free_port();
         let mut nats = Self {
@@ -409,16 +441,19 @@ impl Nats {
             .iter()
             .enumerate()
             .map(|(i, port)| {
-                Self::start_with(vec![
-                    "--server_name".into(),
-                    format!("n{i}"),
-                    "--cluster_name".into(),
-                    "wafer-test".into(),
-                    "--cluster".into(),
-                    format!("nats://127.0.0.1:{port}"),
-                    "--routes".into(),
-                    all.clone(),
-                ])
+                Self::start_with(
+                    tempfile::tempdir().unwrap(),
+                    vec![
+                        "--server_name".into(),
+                        format!("n{i}"),
+                        "--cluster_name".into(),
+                        "wafer-test".into(),
+                        "--cluster".into(),
+                        format!("nats://127.0.0.1:{port}"),
+                        "--routes".into(),
+                        all.clone(),
+                    ],
+                )
             })
             .collect();
         wait_for_jetstream(&servers[0].url(), n);
@@ -436,6 +471,8 @@ impl Nats {
         Command::new(&binary)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(store)
+            .arg("-c")
+            .arg(storage_config(store))
             .args(cluster)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

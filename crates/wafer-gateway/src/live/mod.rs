@@ -791,7 +791,12 @@ fn check_fit(program: &Program, config: &FunctionConfig) -> Result<(), RegistryE
         }
         _ => {}
     }
-    if let Some(functions) = program.component_functions() {
+    // A Spin component is refused nothing at deploy: as in Spin, a store or database it
+    // was not granted answers `access-denied` when opened.
+    if let Some(functions) = program
+        .component_functions()
+        .filter(|_| config.spin.is_none())
+    {
         check_component_grants(&functions, &config.grants)?;
     }
     let reuse = config.limits.instance_reuse;
@@ -815,7 +820,7 @@ fn check_component_grants(
     for import in component.imports() {
         let package = import.split('/').next().unwrap_or_default();
         let missing = match package {
-            "wasi:keyvalue" if !grants.kv => Some("the key-value grant: `kv = true` in the manifest, or `wafer deploy --kv`"),
+            "wasi:keyvalue" if !grants.kv && grants.kv_stores.is_empty() => Some("the key-value grant: `kv = true` in the manifest, or `wafer deploy --kv`"),
             "wafer:pubsub" if import.starts_with("wafer:pubsub/publisher") && grants.publish.is_empty() => Some(
                 "topics to publish to: `publish = [\"PATTERN\"]` in the manifest, or `wafer deploy --publish PATTERN`",
             ),

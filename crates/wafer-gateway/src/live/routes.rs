@@ -26,13 +26,44 @@ struct Target {
     route: usize,
 }
 
-/// Exact routes and wildcard prefixes, each keyed by path. Persistent maps: a copy costs
+/// Exact routes and wildcard prefixes, each keyed by path, and routes with parameters
+/// (`/users/:id/...`) keyed by their shape (`/users/:/...`). Persistent maps: a copy costs
 /// nothing and a change touches only the changed function's routes, so a deploy costs the
 /// same whatever the number of functions.
 #[derive(Default, Clone)]
 pub(crate) struct RouteTable {
     exact: imbl::HashMap<String, Target>,
     prefix: imbl::HashMap<String, Target>,
+    params: imbl::HashMap<String, Target>,
+}
+
+/// Where a route goes in the table: its map and key.
+fn slot(route: &Route) -> (Kind, String) {
+    if route.has_params() {
+        let shape: Vec<&str> = route
+            .as_str()
+            .split('/')
+            .map(|segment| {
+                if segment.starts_with(':') {
+                    ":"
+                } else {
+                    segment
+                }
+            })
+            .collect();
+        return (Kind::Params, shape.join("/"));
+    }
+    match route.pattern() {
+        (path, true) => (Kind::Prefix, path.to_owned()),
+        (path, false) => (Kind::Exact, path.to_owned()),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Exact,
+    Prefix,
+    Params,
 }
 
 impl RouteTable {
@@ -47,11 +78,11 @@ impl RouteTable {
         Ok(table)
     }
 
-    fn map(&mut self, wildcard: bool) -> &mut imbl::HashMap<String, Target> {
-        if wildcard {
-            &mut self.prefix
-        } else {
-            &mut self.exact
+    fn map(&mut self, kind: Kind) -> &mut imbl::HashMap<String, Target> {
+        match kind {
+            Kind::Exact => &mut self.exact,
+            Kind::Prefix => &mut self.prefix,
+            Kind::Params => &mut self.params,
         }
     }
 
@@ -63,8 +94,8 @@ impl RouteTable {
         previous: Option<&Function>,
     ) -> Result<(), RegistryError> {
         for route in function.routes() {
-            let (path, wildcard) = route.pattern();
-            if let Some(owner) = self.map(wildcard).get(path) {
+            let (kind, key) = slot(route);
+            if let Some(owner) = self.map(kind).get(&key) {
                 if owner.function.name != function.name {
                     return Err(RegistryError::RouteTaken {
                         route: route.to_string(),
@@ -77,12 +108,12 @@ impl RouteTable {
             self.remove(previous);
         }
         for (index, route) in function.routes().enumerate() {
-            let (path, wildcard) = route.pattern();
+            let (kind, key) = slot(route);
             let target = Target {
                 function: function.clone(),
                 route: index,
             };
-            self.map(wildcard).insert(path.to_owned(), target);
+            self.map(kind).insert(key, target);
         }
         Ok(())
     }
@@ -91,23 +122,54 @@ impl RouteTable {
     /// stays).
     pub(crate) fn remove(&mut self, function: &Function) {
         for route in function.routes() {
-            let (path, wildcard) = route.pattern();
-            let map = self.map(wildcard);
+            let (kind, key) = slot(route);
+            let map = self.map(kind);
             if map
-                .get(path)
+                .get(&key)
                 .is_some_and(|owner| owner.function.name == function.name)
             {
-                map.remove(path);
+                map.remove(&key);
             }
         }
     }
 
     /// Finds the function for `path` (the raw, still percent-encoded request path): an exact
     /// route first, then the longest wildcard prefix ending at a segment boundary.
+    ///
+    /// Routes with parameters compete with the wildcard: the route whose segments match
+    /// more of the path wins; at equal length, one without a wildcard, then the wildcard
+    /// prefix (all literal) before parameters.
     pub(crate) fn resolve(&self, path: &str) -> Option<Resolved> {
         if let Some(t) = self.exact.get(path) {
             return Some(t.resolved(path.len()));
         }
+        let prefix = self.longest_prefix(path);
+        if self.params.is_empty() {
+            return prefix;
+        }
+        let mut best = prefix.map(|r| (r.script_name_len, r));
+        for target in self.params.values() {
+            let route = target.function.route(target.route);
+            let Some((taken, _)) = route.match_params(path) else {
+                continue;
+            };
+            let exact = !route.pattern().1;
+            let better = match &best {
+                None => true,
+                Some((len, current)) => {
+                    let current_exact = !current.route().pattern().1;
+                    taken > *len || (taken == *len && exact && !current_exact)
+                }
+            };
+            if better {
+                best = Some((taken, target.resolved(taken)));
+            }
+        }
+        best.map(|(_, resolved)| resolved)
+    }
+
+    /// The longest wildcard prefix of `path` ending at a segment boundary.
+    fn longest_prefix(&self, path: &str) -> Option<Resolved> {
         let mut end = path.len();
         loop {
             let candidate = &path[..end];
