@@ -17,6 +17,10 @@
 #   (componentize-py, componentize-js: HTTP components)
 #   http-p3-py.wasm                (componentize-py: a WASI 0.3 HTTP component)
 #   hello-wat.wat watenv.wat       (copied as is; the server compiles .wat itself)
+#   spin-rust.wasm spin-py.wasm spin-js.wasm (Spin applications built with the official Spin
+#   SDKs: Rust spin-sdk 7, Python spin-sdk 5, the JS build tools; each also copied to where
+#   its spin.toml's `source` points, inside its git-ignored build directory, so that
+#   `wafer up examples/spin-*/spin.toml` finds it)
 #
 # Intermediate output goes to <repo>/target/guests/. An artifact in target/wasm/ is only
 # rewritten when its bytes change, so its mtime moves only when it really was rebuilt.
@@ -100,6 +104,12 @@ as="$root/target/guests/as"
 command -v node >/dev/null 2>&1 \
   && [ -f "$js/node_modules/@bytecodealliance/componentize-js/package.json" ] \
   || missing+=("node and componentize-js (in $js; scripts/setup.sh installs it)")
+spin_py="$root/target/guests/spin-py"
+spin_js="$root/target/guests/spin-js"
+[ -x "$spin_py/bin/componentize-py" ] && [ -n "$(compgen -G "$spin_py/lib/python3*/site-packages/spin_sdk")" ] \
+  || missing+=("the Spin Python SDK and componentize-py (in $spin_py; scripts/setup.sh installs them)")
+[ -f "$spin_js/node_modules/@spinframework/build-tools/package.json" ] \
+  || missing+=("the Spin JS build tools (in $spin_js; scripts/setup.sh installs them)")
 
 if [ ${#missing[@]} -gt 0 ]; then
   {
@@ -255,6 +265,50 @@ if stale "$vjs_out" "$ex/visits-component-js" "$root/wit" "$ex/componentize-js.m
   mv -f "$vjs_out.tmp" "$vjs_out"
 fi
 install_artifact "$vjs_out" "visits-component-js.wasm"
+
+# --- Spin applications (examples/spin-*) -----------------------------------------------
+# Each is a Spin app built as its spin.toml's build command does; the component goes to
+# target/wasm/ and to the path the manifest's `source` names (git-ignored).
+install_spin_source() { # install_spin_source <built file> <app dir> <source path in spin.toml>
+  local dst="$2/$3"
+  mkdir -p "$(dirname -- "$dst")"
+  cmp -s "$1" "$dst" 2>/dev/null || { cp -- "$1" "$dst.tmp.$$" && mv -f -- "$dst.tmp.$$" "$dst"; }
+}
+# Rust, spin-sdk 7 (WASI 0.3): its own workspace and lock file, built in its own target/
+# directory as `spin build` does, so the manifest's source is cargo's output itself.
+CARGO_TARGET_DIR="$ex/spin-rust/target" cargo build --quiet --release --locked \
+  --target wasm32-wasip2 --manifest-path "$ex/spin-rust/Cargo.toml" \
+  || die "cargo build of examples/spin-rust failed (spin-sdk 7 needs Rust >= 1.94)"
+install_artifact "$ex/spin-rust/target/wasm32-wasip2/release/spin_rust.wasm" "spin-rust.wasm"
+# Python, spin-sdk 5: componentize-py finds the SDK's WIT and bindings (its
+# componentize-py.toml) through the venv, which must come first on PATH, as if activated.
+spin_py_out="$work/spin-py.wasm"
+if stale "$spin_py_out" "$ex/spin-py/app.py" "$ex/spin-py/requirements.txt"; then
+  rm -rf "$work/spin-py-src" && mkdir -p "$work/spin-py-src"
+  cp "$ex/spin-py/app.py" "$work/spin-py-src/"
+  (cd "$work/spin-py-src" && PATH="$spin_py/bin:$PATH" VIRTUAL_ENV="$spin_py" \
+    componentize-py -w spin:up/http-trigger@4.1.0 componentize app -o "$spin_py_out.tmp") \
+    >/dev/null || die "componentize-py build of examples/spin-py failed"
+  mv -f "$spin_py_out.tmp" "$spin_py_out"
+fi
+install_artifact "$spin_py_out" "spin-py.wasm"
+install_spin_source "$spin_py_out" "$ex/spin-py" app.wasm
+# JavaScript, @spinframework/build-tools (j2w, ComponentizeJS; WASI 0.2): `npm run build` in a
+# copy of the app with the packages setup.sh installed. j2w reports a failure but exits 0,
+# so its output is checked.
+spin_js_out="$work/spin-js.wasm"
+if stale "$spin_js_out" "$ex/spin-js/src" "$ex/spin-js/wit" "$ex/spin-js/build.mjs" \
+  "$ex/spin-js/package.json"; then
+  src="$work/spin-js-src"
+  rm -rf "$src" && mkdir -p "$src"
+  cp -r "$ex/spin-js/src" "$ex/spin-js/wit" "$ex/spin-js/build.mjs" "$ex/spin-js/package.json" "$src/"
+  ln -s "$spin_js/node_modules" "$src/node_modules"
+  (cd "$src" && npm run --silent build) >/dev/null && [ -s "$src/dist/spin-js.wasm" ] \
+    || die "the build of examples/spin-js failed (npm run build in $src)"
+  mv -f "$src/dist/spin-js.wasm" "$spin_js_out"
+fi
+install_artifact "$spin_js_out" "spin-js.wasm"
+install_spin_source "$spin_js_out" "$ex/spin-js" dist/spin-js.wasm
 
 # --- WAT (served as text) -------------------------------------------------------------
 install_artifact "$ex/hello-wat/hello.wat" "hello-wat.wat"

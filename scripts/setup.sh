@@ -3,7 +3,8 @@
 # the wasm Rust targets, clang + wasi-libc for C guests, Go >= 1.21 for GOOS=wasip1 guests,
 # wrk/hyperfine for the benchmark, nats-server for the cluster tests, Chromium + ChromeDriver
 # for the dashboard test, the AssemblyScript compiler, and componentize-py /
-# componentize-js for the Python and JavaScript components. Idempotent: a second run
+# componentize-js for the Python and JavaScript components, and the Spin Python SDK and JS
+# build tools for the Spin example apps. Idempotent: a second run
 # installs nothing.
 set -euo pipefail
 
@@ -73,4 +74,23 @@ if [ ! -f "$as/node_modules/@assemblyscript/wasi-shim/asconfig.json" ] \
   mkdir -p "$as"
   cp "$root/examples/hello-as/package.json" "$root/examples/hello-as/package-lock.json" "$as/"
   npm ci --prefix "$as" --no-audit --no-fund --silent
+fi
+
+# The Spin example apps (examples/spin-py, examples/spin-js): the Spin Python SDK with the
+# componentize-py it is built with, in a venv of its own, and the Spin JS build tools (npm),
+# under target/guests/. Reinstalled when the app's requirements or lock file change.
+spin_py="$root/target/guests/spin-py"
+if [ ! -x "$spin_py/bin/componentize-py" ] \
+  || ! cmp -s "$root/examples/spin-py/requirements.txt" "$spin_py/requirements.txt"; then
+  python3 -m venv "$spin_py"
+  "$spin_py/bin/pip" install --quiet --disable-pip-version-check \
+    -r "$root/examples/spin-py/requirements.txt"
+  cp "$root/examples/spin-py/requirements.txt" "$spin_py/requirements.txt"
+fi
+spin_js="$root/target/guests/spin-js"
+if [ ! -f "$spin_js/node_modules/@spinframework/build-tools/package.json" ] \
+  || ! cmp -s "$root/examples/spin-js/package-lock.json" "$spin_js/package-lock.json"; then
+  mkdir -p "$spin_js"
+  cp "$root/examples/spin-js/package.json" "$root/examples/spin-js/package-lock.json" "$spin_js/"
+  npm ci --prefix "$spin_js" --no-audit --no-fund --silent
 fi
