@@ -33,6 +33,7 @@ import tempfile
 import time
 import http.client
 
+sys.dont_write_bytecode = True  # leave no __pycache__ in the repository
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import json5  # noqa: E402  (the sibling json5.py)
 
