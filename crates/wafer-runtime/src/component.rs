@@ -230,7 +230,13 @@ pub(crate) fn new_store(
             .allow_udp(false)
             .allow_ip_name_lookup(true)
             .socket_addr_check(move |addr, use_| {
-                let allowed = matches!(use_, SocketAddrUse::TcpConnect) && check(addr);
+                let allowed = match use_ {
+                    SocketAddrUse::TcpConnect => check(addr),
+                    // The implicit bind before a connect (any address, a port the system
+                    // picks); no listening.
+                    SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
+                    _ => false,
+                };
                 Box::pin(async move { allowed })
             });
     }

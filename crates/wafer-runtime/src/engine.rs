@@ -228,7 +228,10 @@ impl Runtime {
     ///
     /// This is the slow step (whole seconds for a large Go module); do it once, at deploy.
     pub fn compile(&self, bytes: &[u8]) -> Result<Compiled, CompileError> {
-        let wasm = self.parse(bytes)?;
+        let mut wasm = self.parse(bytes)?;
+        if let Some(component) = componentize(&wasm)? {
+            wasm = Cow::Owned(component);
+        }
         if is_component(&wasm) {
             let component = Component::new(&self.engine, &wasm)
                 .map_err(|e| CompileError::Invalid(format!("{e:#}")))?;
@@ -322,6 +325,53 @@ impl Runtime {
             .map_err(|e| CompileError::Link(format!("{e:#}")))?;
         Ok(Program::new(pre))
     }
+}
+
+/// A core module that carries its component type (`component-type*` custom sections, as
+/// `wit-bindgen` leaves them in a module built for `wasm32-unknown-unknown` or
+/// `wasm32-wasip1`) made into the component it describes, as `spin build` and `wasm-tools
+/// component new` do; with WASI 0.1 imports, through the WASI 0.1 adapter (the reactor, from
+/// `wasi-preview1-component-adapter-provider`). `None` for any other module.
+fn componentize(wasm: &[u8]) -> Result<Option<Vec<u8>>, CompileError> {
+    if is_component(wasm) {
+        return Ok(None);
+    }
+    let (mut typed, mut wasi) = (false, false);
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        match payload {
+            Ok(wasmparser::Payload::CustomSection(section)) => {
+                typed |= section.name().starts_with("component-type");
+            }
+            Ok(wasmparser::Payload::ImportSection(imports)) => {
+                for import in imports.into_imports().flatten() {
+                    wasi |= import.module == "wasi_snapshot_preview1";
+                }
+            }
+            Ok(_) => {}
+            // Invalid: compiling it says why.
+            Err(_) => return Ok(None),
+        }
+    }
+    if !typed {
+        return Ok(None);
+    }
+    let failed = |e: anyhow::Error| {
+        CompileError::Invalid(format!("cannot make a component of the module: {e:#}"))
+    };
+    let mut encoder = wit_component::ComponentEncoder::default()
+        .validate(true)
+        .module(wasm)
+        .map_err(failed)?;
+    if wasi {
+        use wasi_preview1_component_adapter_provider as adapter;
+        encoder = encoder
+            .adapter(
+                adapter::WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
+                adapter::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+            )
+            .map_err(failed)?;
+    }
+    encoder.encode().map(Some).map_err(failed)
 }
 
 /// A component starts with the wasm magic and version, then layer 1 (core modules: layer 0).

@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 
+use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{
     Accessor, Component, FutureReader, HasData, Linker, Resource, StreamReader,
 };
@@ -77,28 +78,86 @@ pub(crate) fn add_to_linker<T: HasCapabilities>(linker: &mut Linker<T>) -> wasmt
 const SPIN_PACKAGES: &[&str] = &["fermyon:spin/", "spin:"];
 
 /// For a component built for Spin (one importing any of Spin's interfaces): `linker` with
-/// every import it lacks defined as failing when called, with wasmtime's `unknown import:
-/// `IFACE#FUNC` has not been defined`. A Spin SDK links its whole platform world, so an app
-/// deploys whatever it leaves uncalled, as on Spin. `None` for any other component, whose
-/// unknown imports are refused at deploy.
+/// each import it lacks that a Spin SDK links for its whole platform world (Spin's own
+/// interfaces, and prerelease versions such as `wasi:http/types@0.3.0-rc-2026-03-15`)
+/// defined as failing when called: `Wafer does not implement IFACE#FUNC`. So an app
+/// deploys whatever it leaves uncalled, as on Spin. `None` for any other component, or
+/// when something else is missing, refused at deploy as for any component.
 pub(crate) fn stub_unknown<T: 'static>(
     linker: &Linker<T>,
     component: &Component,
 ) -> Option<Linker<T>> {
-    let spin = component
+    let engine = linker.engine().clone();
+    let imports: Vec<(String, ComponentItem)> = component
         .component_type()
-        .imports(linker.engine())
-        .any(|(name, _)| {
-            SPIN_PACKAGES
-                .iter()
-                .any(|package| name.starts_with(package))
-        });
+        .imports(&engine)
+        .map(|(name, item)| (name.to_owned(), item.ty))
+        .collect();
+    let spin = imports.iter().any(|(name, _)| {
+        SPIN_PACKAGES
+            .iter()
+            .any(|package| name.starts_with(package))
+    });
     if !spin {
         return None;
     }
     let mut linker = linker.clone();
-    linker.define_unknown_imports_as_traps(component).ok()?;
-    Some(linker)
+    // The linker names the first import it cannot satisfy; stub it and look again.
+    for _ in 0..=imports.len() {
+        let Err(e) = linker.substituted_component_type(component) else {
+            return Some(linker);
+        };
+        let message = e.to_string();
+        let missing = message.split('`').nth(1)?;
+        let stubbable = SPIN_PACKAGES.iter().any(|p| missing.starts_with(p))
+            || missing
+                .split_once('@')
+                .is_some_and(|(_, version)| version.contains('-'));
+        let (name, ComponentItem::ComponentInstance(instance)) =
+            imports.iter().find(|(name, _)| name == missing)?
+        else {
+            return None;
+        };
+        if !stubbable {
+            return None;
+        }
+        stub_instance(&mut linker, name, instance, &engine).ok()?;
+    }
+    None
+}
+
+/// A host resource standing for a resource of an interface Wafer does not implement.
+struct Unimplemented;
+
+/// Defines every function of the import `name` as failing, naming itself.
+fn stub_instance<T: 'static>(
+    linker: &mut Linker<T>,
+    name: &str,
+    instance: &wasmtime::component::types::ComponentInstance,
+    engine: &wasmtime::Engine,
+) -> wasmtime::Result<()> {
+    let mut stubs = linker.instance(name)?;
+    for (export, item) in instance.exports(engine) {
+        let label = format!("Wafer does not implement `{name}#{export}`");
+        match item.ty {
+            ComponentItem::ComponentFunc(func) if func.async_() => {
+                stubs.func_new_concurrent(export, move |_, _, _, _| {
+                    let label = label.clone();
+                    Box::pin(async move { Err(wasmtime::Error::msg(label)) })
+                })?
+            }
+            ComponentItem::ComponentFunc(_) => stubs.func_new(export, move |_, _, _, _| {
+                Err(wasmtime::Error::msg(label.clone()))
+            })?,
+            ComponentItem::Resource(_) => stubs.resource(
+                export,
+                wasmtime::component::ResourceType::host::<Unimplemented>(),
+                |_, _| Ok(()),
+            )?,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 impl From<Refused> for key_value::Error {
