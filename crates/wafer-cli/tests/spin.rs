@@ -249,3 +249,51 @@ fn a_required_variable_without_a_value_stops_wafer_up() {
         "{stderr}"
     );
 }
+
+/// The components of one app granted a store label share that store, whatever interface
+/// they use: a `wasi:keyvalue` component writes, a `spin:key-value@3` one (the Rust SDK
+/// app) reads.
+#[test]
+fn components_of_one_app_share_a_store_by_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = format!(
+        r#"
+spin_manifest_version = 2
+[application]
+name = "shop"
+[variables]
+region = {{ default = "eu" }}
+[[trigger.http]]
+route = "/visits/..."
+component = "visits"
+[[trigger.http]]
+route = "/kv"
+component = "reader"
+[component.visits]
+source = "{visits}"
+key_value_stores = ["default"]
+variables = {{ greeting = "hi from {{{{ region }}}}" }}
+[component.reader]
+source = "{reader}"
+key_value_stores = ["default"]
+"#,
+        visits = built("visits-component-rust.wasm").display(),
+        reader = built("spin-rust.wasm").display(),
+    );
+    let path = dir.path().join("spin.toml");
+    std::fs::write(&path, manifest).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_with(data.path(), &["up", path.to_str().unwrap()]);
+    let visit = server
+        .client
+        .post(format!("{}/visits/x?set=fruit", server.url))
+        .body("kiwi")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(visit.starts_with("hi from eu, visit 1\n"), "{visit}");
+    assert!(visit.contains("set fruit\n"), "{visit}");
+    assert_eq!(answer(&server, "/kv?key=fruit"), (200, "kiwi".into()));
+    assert_eq!(answer(&server, "/kv?key=visits"), (200, "1".into()));
+}
