@@ -386,7 +386,8 @@ pub(crate) struct ApplyArgs {
 /// configuration (the `config` part of a deploy), stopping at the first refused. Nothing is
 /// removed: a function the manifest no longer declares stays until `wafer rm`.
 pub(crate) async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
-    let manifest = crate::manifest::Manifest::load(&crate::manifest::Manifest::path(args.manifest))?;
+    let manifest =
+        crate::manifest::Manifest::load(&crate::manifest::Manifest::path(args.manifest))?;
     for function in &manifest.functions {
         let name = &function.name;
         anyhow::ensure!(

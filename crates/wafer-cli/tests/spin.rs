@@ -174,8 +174,7 @@ fn wafer_apply_deploys_a_spin_app_to_a_running_server() {
 fn serve_example(app: &str, env: &[(&str, &str)]) -> Server {
     let data = tempfile::tempdir().unwrap();
     let manifest = common::root().join("examples").join(app).join("spin.toml");
-    let mut server =
-        Server::start_with_env(data.path(), &["up", manifest.to_str().unwrap()], env);
+    let mut server = Server::start_with_env(data.path(), &["up", manifest.to_str().unwrap()], env);
     server.keep(data);
     server
 }
@@ -193,8 +192,16 @@ fn apps_built_with_the_spin_sdks_run_unchanged() {
     for app in ["spin-rust", "spin-py", "spin-js"] {
         let server = serve_example(app, &[("SPIN_VARIABLE_REGION", "eu-west")]);
         // Variables: a default, one from the environment, a secret, Spin's errors.
-        assert_eq!(answer(&server, "/var/message"), (200, "Hello from eu-west".into()), "{app}");
-        assert_eq!(answer(&server, "/var/api_key"), (200, "dev-key-0000".into()), "{app}");
+        assert_eq!(
+            answer(&server, "/var/message"),
+            (200, "Hello from eu-west".into()),
+            "{app}"
+        );
+        assert_eq!(
+            answer(&server, "/var/api_key"),
+            (200, "dev-key-0000".into()),
+            "{app}"
+        );
         let (status, text) = answer(&server, "/var/nope");
         assert_eq!(status, 404, "{app}");
         assert!(text.starts_with("undefined"), "{app}: {text}");
@@ -210,8 +217,16 @@ fn apps_built_with_the_spin_sdks_run_unchanged() {
             .send()
             .unwrap();
         assert_eq!(stored.status(), 200, "{app}");
-        assert_eq!(answer(&server, "/kv?key=fruit"), (200, "apple".into()), "{app}");
-        assert_eq!(answer(&server, "/kv-denied"), (403, "access-denied".into()), "{app}");
+        assert_eq!(
+            answer(&server, "/kv?key=fruit"),
+            (200, "apple".into()),
+            "{app}"
+        );
+        assert_eq!(
+            answer(&server, "/kv-denied"),
+            (403, "access-denied".into()),
+            "{app}"
+        );
 
         // SQLite: a table, a parameterised insert, typed rows; access-denied for another
         // database. The file is the app's, in the data directory.
@@ -226,8 +241,18 @@ fn apps_built_with_the_spin_sdks_run_unchanged() {
         let (_, rows) = answer(&server, "/sql?name=gadget&qty=4");
         let rows: serde_json::Value = serde_json::from_str(&rows).unwrap();
         assert_eq!(rows.as_array().unwrap().len(), 2, "{app}: {rows}");
-        assert_eq!(answer(&server, "/sql-denied"), (403, "access-denied".into()), "{app}");
-        assert!(server.data.join(format!("sqlite/{app}--default.db")).exists(), "{app}");
+        assert_eq!(
+            answer(&server, "/sql-denied"),
+            (403, "access-denied".into()),
+            "{app}"
+        );
+        assert!(
+            server
+                .data
+                .join(format!("sqlite/{app}--default.db"))
+                .exists(),
+            "{app}"
+        );
     }
 }
 
@@ -296,4 +321,58 @@ key_value_stores = ["default"]
     assert!(visit.contains("set fruit\n"), "{visit}");
     assert_eq!(answer(&server, "/kv?key=fruit"), (200, "kiwi".into()));
     assert_eq!(answer(&server, "/kv?key=visits"), (200, "1".into()));
+}
+
+/// A TCP server on 127.0.0.1 that answers each connection's first line with `pong: LINE`.
+fn pong_server() -> u16 {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut line = String::new();
+            let mut reader = std::io::BufReader::new(&stream);
+            if reader.read_line(&mut line).is_ok() {
+                let _ = (&stream).write_all(format!("pong: {line}").as_bytes());
+            }
+        }
+    });
+    port
+}
+
+/// `wasi:sockets` TCP behind `allowed_outbound_hosts`, as Spin checks it: an address in an
+/// allowed network and port connects; another port, or no grant, is `access-denied`.
+#[test]
+fn tcp_connections_follow_allowed_outbound_hosts() {
+    let (open, other) = (pong_server(), pong_server());
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = app(dir.path(), "");
+    let text = std::fs::read_to_string(&manifest).unwrap().replace(
+        "environment = { MODE = \"spin\" }",
+        &format!(
+            "environment = {{ MODE = \"spin\" }}\n\
+             allowed_outbound_hosts = [\"*://127.0.0.0/24:{{{{ port }}}}\"]"
+        ),
+    );
+    let text = text.replace(
+        "[variables]",
+        &format!("[variables]\nport = {{ default = \"{open}\" }}"),
+    );
+    std::fs::write(&manifest, text).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_with(data.path(), &["up", manifest.to_str().unwrap()]);
+
+    let (status, text) = answer(&server, &format!("/users/x/connect?addr=127.0.0.1:{open}"));
+    assert_eq!((status, text.as_str()), (200, "connected: pong: ping\n"));
+    let (status, text) = answer(&server, &format!("/users/x/connect?addr=127.0.0.1:{other}"));
+    assert_eq!(status, 502, "{text}");
+    assert!(text.contains("ermission denied"), "{text}");
+
+    // Without the entry, every connection is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let plain = app(dir.path(), "");
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_with(data.path(), &["up", plain.to_str().unwrap()]);
+    let (status, text) = answer(&server, &format!("/users/x/connect?addr=127.0.0.1:{open}"));
+    assert_eq!(status, 502, "{text}");
 }
