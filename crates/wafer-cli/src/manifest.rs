@@ -41,9 +41,8 @@ pub(crate) struct Manifest {
     #[serde(default, rename = "function")]
     pub functions: Vec<ManifestFunction>,
     /// What the functions' files live in while they are served (a Spin app's `files`):
-    /// held, never read, so that the directory lasts as long as the manifest.
+    /// held so that the directory lasts as long as the manifest.
     #[serde(skip)]
-    #[allow(dead_code)]
     pub staged: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 

@@ -544,6 +544,8 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     for function in &manifest.functions {
         deploy_from_manifest(&server.functions, function).await?;
     }
+    // The files a Spin app's components see live as long as the server.
+    let _staged = manifest.staged.clone();
     let watch = args.watch.then_some((path.as_path(), manifest));
     server.run(&args.serve.data.data, watch).await
 }

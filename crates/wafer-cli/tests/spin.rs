@@ -376,3 +376,146 @@ fn tcp_connections_follow_allowed_outbound_hosts() {
     let (status, text) = answer(&server, &format!("/users/x/connect?addr=127.0.0.1:{open}"));
     assert_eq!(status, 502, "{text}");
 }
+
+/// A manifest of one component (the visits example, which reads files and keeps a store)
+/// with `extra` in its entry, in `dir`.
+fn visits_app(dir: &Path, extra: &str) -> std::path::PathBuf {
+    let manifest = format!(
+        r#"
+spin_manifest_version = 2
+[application]
+name = "files"
+[[trigger.http]]
+route = "/..."
+component = "visits"
+[component.visits]
+source = "visits.wasm"
+key_value_stores = ["default"]
+{extra}
+"#
+    );
+    std::fs::copy(built("visits-component-rust.wasm"), dir.join("visits.wasm")).unwrap();
+    let path = dir.join("spin.toml");
+    std::fs::write(&path, manifest).unwrap();
+    path
+}
+
+/// `files`: patterns keep their paths under `/`, `{ source, destination }` maps a directory,
+/// `exclude_files` drops matches; all read-only.
+#[test]
+fn files_are_mounted_as_spin_mounts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, text) in [
+        ("static/index.html", "<h1>hi</h1>"),
+        ("static/secret.key", "no"),
+        ("assets/img/logo.txt", "logo"),
+    ] {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let manifest = visits_app(
+        dir.path(),
+        r#"files = ["static/**/*", { source = "assets", destination = "/media" }]
+exclude_files = ["**/*.key"]"#,
+    );
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_with(data.path(), &["up", manifest.to_str().unwrap()]);
+    let read = |path: &str| server.get(&format!("/?read={path}")).text().unwrap();
+    assert!(read("/static/index.html").contains("file: <h1>hi</h1>\n"));
+    assert!(read("/media/img/logo.txt").contains("file: logo\n"));
+    assert!(read("/static/secret.key").contains("file error"));
+    let wrote = server
+        .client
+        .post(format!("{}/?write=/static/new.txt", server.url))
+        .body("x")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(wrote.contains("file error"), "{wrote}");
+}
+
+/// `source = { url, digest }`: fetched once, checked against its digest.
+#[test]
+fn a_source_url_is_fetched_and_its_digest_checked() {
+    let module = std::fs::read(built("http-hello-rust.wasm")).unwrap();
+    let digest = format!("sha256:{}", wafer_registry::Digest::of(&module).hex());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut stream in listener.incoming().flatten() {
+            let mut head = [0u8; 1024];
+            let _ = stream.read(&mut head);
+            let header = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+                module.len()
+            );
+            let _ = stream.write_all(header.as_bytes());
+            let _ = stream.write_all(&module);
+        }
+    });
+    let url = format!("http://127.0.0.1:{port}/hello.wasm");
+    let write = |digest: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = format!(
+            "spin_manifest_version = 2\n[application]\nname = \"u\"\n[[trigger.http]]\n\
+             route = \"/...\"\ncomponent = \"hello\"\n[component.hello]\n\
+             source = {{ url = \"{url}\", digest = \"{digest}\" }}\n"
+        );
+        std::fs::write(dir.path().join("spin.toml"), manifest).unwrap();
+        dir
+    };
+    let good = write(&digest);
+    let data = tempfile::tempdir().unwrap();
+    let manifest = good.path().join("spin.toml");
+    let server = Server::start_with(data.path(), &["up", manifest.to_str().unwrap()]);
+    assert_eq!(
+        server.get("/").text().unwrap(),
+        "Hello from a Rust component!\n"
+    );
+    assert!(good.path().join(".wafer/sources").is_dir());
+
+    let bad = write(&format!("sha256:{}", "0".repeat(64)));
+    let out = std::process::Command::new(common::WAFER)
+        .args(["up", bad.path().join("spin.toml").to_str().unwrap()])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--data",
+        ])
+        .arg(data.path().join("other"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("has the digest {digest}")),
+        "{stderr}"
+    );
+}
+
+/// `wafer build` runs each component's `build.command` in its `workdir`.
+#[test]
+fn wafer_build_runs_the_components_build_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let manifest = visits_app(
+        dir.path(),
+        "[component.visits.build]\ncommand = [\"echo one > built.txt\", \"echo two >> built.txt\"]\nworkdir = \"sub\"",
+    );
+    let out = std::process::Command::new(common::WAFER)
+        .args(["build", manifest.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let built = std::fs::read_to_string(dir.path().join("sub/built.txt")).unwrap();
+    assert_eq!(built, "one\ntwo\n");
+}
