@@ -349,10 +349,8 @@ fn tcp_connections_follow_allowed_outbound_hosts() {
     let manifest = app(dir.path(), "");
     let text = std::fs::read_to_string(&manifest).unwrap().replace(
         "environment = { MODE = \"spin\" }",
-        &format!(
-            "environment = {{ MODE = \"spin\" }}\n\
-             allowed_outbound_hosts = [\"*://127.0.0.0/24:{{{{ port }}}}\"]"
-        ),
+        "environment = { MODE = \"spin\" }\n\
+         allowed_outbound_hosts = [\"*://127.0.0.0/24:{{ port }}\"]",
     );
     let text = text.replace(
         "[variables]",
