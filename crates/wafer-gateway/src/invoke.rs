@@ -158,7 +158,13 @@ impl HostCalls for ServerHost {
             .host_call(call.namespace, call.operation);
         Box::pin(async move {
             self.caps
-                .call(&self.function, &self.session, call, self.deadline, self.hops)
+                .call(
+                    &self.function,
+                    &self.session,
+                    call,
+                    self.deadline,
+                    self.hops,
+                )
                 .await
                 .map_err(|e| e.to_string())
         })

@@ -73,7 +73,9 @@ impl Connections {
     fn get(&self, id: u64) -> Result<Arc<Open>, GuestError> {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         open.get(&id).cloned().ok_or_else(|| {
-            GuestError::NotFound(format!("no PostgreSQL connection {id} is open in this call"))
+            GuestError::NotFound(format!(
+                "no PostgreSQL connection {id} is open in this call"
+            ))
         })
     }
 }
@@ -155,7 +157,9 @@ impl Postgres {
             "open" => {
                 let open: OpenRequest = json(payload, "postgres/open")?;
                 let id = self.open(function, session, open, deadline).await?;
-                Ok(serde_json::json!({ "connection": id }).to_string().into_bytes())
+                Ok(serde_json::json!({ "connection": id })
+                    .to_string()
+                    .into_bytes())
             }
             "query" => {
                 let statement: Statement = json(payload, "postgres/query")?;
@@ -177,7 +181,11 @@ impl Postgres {
             }
             "close" => {
                 let close: Close = json(payload, "postgres/close")?;
-                let mut open = session.postgres.open.lock().unwrap_or_else(|e| e.into_inner());
+                let mut open = session
+                    .postgres
+                    .open
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
                 open.remove(&close.connection);
                 Ok(Vec::new())
             }
@@ -227,7 +235,11 @@ impl Postgres {
             tls,
             _permit: permit,
         });
-        let mut connections = session.postgres.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut connections = session
+            .postgres
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         connections.insert(id, open);
         Ok(id)
     }
@@ -488,8 +500,7 @@ async fn within<T>(
                 let _ = tokio::time::timeout(CANCEL_TIMEOUT, token.cancel_query(tls)).await;
             });
             Err(GuestError::Failed(
-                "the statement was still running at the call's deadline, and was cancelled"
-                    .into(),
+                "the statement was still running at the call's deadline, and was cancelled".into(),
             ))
         }
     }
@@ -637,9 +648,10 @@ mod tests {
         let given: Config = format!("host=db.example.com port=6000 {settings}")
             .parse()
             .unwrap();
-        let expected: Config = format!("host=db.example.com hostaddr=192.0.2.7 port=6000 {settings}")
-            .parse()
-            .unwrap();
+        let expected: Config =
+            format!("host=db.example.com hostaddr=192.0.2.7 port=6000 {settings}")
+                .parse()
+                .unwrap();
         let one = one_address(&given, "db.example.com", "192.0.2.7".parse().unwrap(), 6000);
         assert_eq!(format!("{one:?}"), format!("{expected:?}"));
         assert_eq!(one.get_password(), Some(&b"p"[..]));

@@ -16,7 +16,9 @@ use bytes::Bytes;
 use serde_json::{Value as Json, json};
 use spin_sdk::http::{FullBody, IntoResponse, Method, Request, Response};
 use spin_sdk::http_service;
-use spin_sdk::pg::{self, Connection, DbValue, ParameterValue, PgError, QueryError, RangeBoundKind};
+use spin_sdk::pg::{
+    self, Connection, DbDataType, DbValue, ParameterValue, PgError, QueryError, RangeBoundKind,
+};
 use spin_sdk::variables;
 
 /// Every response body here is complete in memory.
@@ -116,7 +118,7 @@ async fn types(address: &str) -> Result<Json, pg::Error> {
     let columns: Vec<Json> = result
         .columns()
         .iter()
-        .map(|c| json!([c.name, format!("{:?}", c.data_type)]))
+        .map(|c| json!([c.name, type_name(&c.data_type)]))
         .collect();
     let rows = result.collect().await?;
     let row: Vec<Json> = rows
@@ -195,6 +197,38 @@ fn json_of(value: &DbValue) -> Json {
         DbValue::DbNull => Json::Null,
         DbValue::Unsupported(v) => json!({ "unsupported": v }),
     }
+}
+
+/// A column type by its WIT case name (`other(NAME)` for the rest).
+fn type_name(ty: &DbDataType) -> String {
+    let name = match ty {
+        DbDataType::Boolean => "boolean",
+        DbDataType::Int8 => "int8",
+        DbDataType::Int16 => "int16",
+        DbDataType::Int32 => "int32",
+        DbDataType::Int64 => "int64",
+        DbDataType::Floating32 => "floating32",
+        DbDataType::Floating64 => "floating64",
+        DbDataType::Str => "str",
+        DbDataType::Binary => "binary",
+        DbDataType::Date => "date",
+        DbDataType::Time => "time",
+        DbDataType::Datetime => "datetime",
+        DbDataType::Timestamp => "timestamp",
+        DbDataType::Uuid => "uuid",
+        DbDataType::Jsonb => "jsonb",
+        DbDataType::Decimal => "decimal",
+        DbDataType::RangeInt32 => "range-int32",
+        DbDataType::RangeInt64 => "range-int64",
+        DbDataType::RangeDecimal => "range-decimal",
+        DbDataType::ArrayInt32 => "array-int32",
+        DbDataType::ArrayInt64 => "array-int64",
+        DbDataType::ArrayDecimal => "array-decimal",
+        DbDataType::ArrayStr => "array-str",
+        DbDataType::Interval => "interval",
+        DbDataType::Other(name) => return format!("other({name})"),
+    };
+    name.to_owned()
 }
 
 /// An error by its WIT case name, with what it carries.

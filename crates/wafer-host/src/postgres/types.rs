@@ -196,7 +196,9 @@ impl PgValue {
 }
 
 /// The client's values for `parameters`; a value that does not convert is `invalid`.
-pub(crate) fn to_sql(parameters: &[PgValue]) -> Result<Vec<Box<dyn ToSql + Send + Sync>>, GuestError> {
+pub(crate) fn to_sql(
+    parameters: &[PgValue],
+) -> Result<Vec<Box<dyn ToSql + Send + Sync>>, GuestError> {
     parameters
         .iter()
         .map(|value| parameter(value).map_err(GuestError::Invalid))
@@ -216,9 +218,10 @@ fn parameter(value: &PgValue) -> Result<Box<dyn ToSql + Send + Sync>, String> {
         PgValue::Binary(v) => Box::new(v.clone()),
         PgValue::Date(v) => Box::new(date(*v)?),
         PgValue::Time(v) => Box::new(time(*v)?),
-        PgValue::Datetime((y, mo, d, h, mi, s, ns)) => {
-            Box::new(chrono::NaiveDateTime::new(date((*y, *mo, *d))?, time((*h, *mi, *s, *ns))?))
-        }
+        PgValue::Datetime((y, mo, d, h, mi, s, ns)) => Box::new(chrono::NaiveDateTime::new(
+            date((*y, *mo, *d))?,
+            time((*h, *mi, *s, *ns))?,
+        )),
         PgValue::Timestamp(v) => Box::new(
             chrono::DateTime::<chrono::Utc>::from_timestamp(*v, 0)
                 .ok_or_else(|| format!("invalid epoch timestamp {v}"))?,
@@ -232,7 +235,9 @@ fn parameter(value: &PgValue) -> Result<Box<dyn ToSql + Send + Sync>, String> {
         PgValue::RangeInt64(r) => Box::new(PgRange::from(r.clone())),
         PgValue::RangeDecimal((lower, upper)) => {
             let bound = |b: &Option<(String, Bound)>| -> Result<_, String> {
-                b.as_ref().map(|(v, kind)| Ok((decimal(v)?, *kind))).transpose()
+                b.as_ref()
+                    .map(|(v, kind)| Ok((decimal(v)?, *kind)))
+                    .transpose()
             };
             Box::new(PgRange {
                 lower: bound(lower)?,
@@ -318,7 +323,11 @@ fn entry(row: &Row, i: usize) -> Result<PgValue, BoxError> {
             datetime(v.naive_utc())
         }),
         Type::DATE => get(row, i, |v: chrono::NaiveDate| {
-            Ok(PgValue::Date((v.year(), narrow(v.month())?, narrow(v.day())?)))
+            Ok(PgValue::Date((
+                v.year(),
+                narrow(v.month())?,
+                narrow(v.day())?,
+            )))
         }),
         Type::TIME => get(row, i, |v: chrono::NaiveTime| {
             Ok(PgValue::Time((
@@ -459,7 +468,11 @@ impl<T: ToSql> ToSql for PgRange<T> {
                 Bound::Exclusive => protocol::RangeBound::Exclusive(null),
             })
         };
-        protocol::range_to_sql(|buf| bound(&self.lower, buf), |buf| bound(&self.upper, buf), out)?;
+        protocol::range_to_sql(
+            |buf| bound(&self.lower, buf),
+            |buf| bound(&self.upper, buf),
+            out,
+        )?;
         Ok(IsNull::No)
     }
 
@@ -653,8 +666,6 @@ mod tests {
         converted[0]
             .to_sql_checked(&Type::INT4_RANGE, &mut out)
             .unwrap();
-        assert!(converted[0]
-            .to_sql_checked(&Type::INT4, &mut out)
-            .is_err());
+        assert!(converted[0].to_sql_checked(&Type::INT4, &mut out).is_err());
     }
 }

@@ -183,7 +183,9 @@ fn refused(operation: &str, refused: Refused) -> Failure {
 }
 
 fn odd(operation: &str, why: impl std::fmt::Display) -> Failure {
-    Failure::Other(format!("the host answered postgres/{operation} oddly: {why}"))
+    Failure::Other(format!(
+        "the host answered postgres/{operation} oddly: {why}"
+    ))
 }
 
 /// Opens a connection on the host.
@@ -193,8 +195,7 @@ async fn open(host: Host<'_>, address: &str, ca_root: Option<&str>) -> Result<u6
         .call("postgres", "open", payload.to_string().as_bytes())
         .await
         .map_err(|r| refused("open", r))?;
-    let answer: serde_json::Value =
-        serde_json::from_slice(&answer).map_err(|e| odd("open", e))?;
+    let answer: serde_json::Value = serde_json::from_slice(&answer).map_err(|e| odd("open", e))?;
     answer["connection"]
         .as_u64()
         .ok_or_else(|| odd("open", "no connection number"))
@@ -224,7 +225,12 @@ async fn statement(
     }
 }
 
-async fn query(host: Host<'_>, id: u64, sql: &str, parameters: Vec<Wire>) -> Result<v4::RowSet, Failure> {
+async fn query(
+    host: Host<'_>,
+    id: u64,
+    sql: &str,
+    parameters: Vec<Wire>,
+) -> Result<v4::RowSet, Failure> {
     let answer = statement(host, "query", id, sql, parameters).await?;
     Ok(v4::RowSet {
         columns: answer.columns.into_iter().map(Into::into).collect(),
@@ -236,7 +242,12 @@ async fn query(host: Host<'_>, id: u64, sql: &str, parameters: Vec<Wire>) -> Res
     })
 }
 
-async fn execute(host: Host<'_>, id: u64, sql: &str, parameters: Vec<Wire>) -> Result<u64, Failure> {
+async fn execute(
+    host: Host<'_>,
+    id: u64,
+    sql: &str,
+    parameters: Vec<Wire>,
+) -> Result<u64, Failure> {
     let answer = statement(host, "execute", id, sql, parameters).await?;
     answer
         .rows_affected
@@ -256,7 +267,13 @@ fn check_ca_root(pem: &str) -> Result<(), v4::Error> {
         .and_then(|(_, rest)| rest.split_once("-----END CERTIFICATE-----"))
         .map(|(body, _)| body.split_whitespace().collect::<String>());
     match body {
-        Some(body) if base64::engine::general_purpose::STANDARD.decode(&body).is_ok() => Ok(()),
+        Some(body)
+            if base64::engine::general_purpose::STANDARD
+                .decode(&body)
+                .is_ok() =>
+        {
+            Ok(())
+        }
         _ => Err(v4::Error::Other(
             "invalid root certificate: no PEM certificate in it".into(),
         )),
@@ -279,7 +296,10 @@ fn wire_bound(b: v4::RangeBoundKind) -> WireBound {
     }
 }
 
-type Range4<T> = (Option<(T, v4::RangeBoundKind)>, Option<(T, v4::RangeBoundKind)>);
+type Range4<T> = (
+    Option<(T, v4::RangeBoundKind)>,
+    Option<(T, v4::RangeBoundKind)>,
+);
 
 fn range4<T>((lower, upper): WireRange<T>) -> Range4<T> {
     let bound = |b: Option<(T, WireBound)>| b.map(|(v, k)| (v, bound4(k)));
@@ -310,9 +330,10 @@ fn wire4(value: v4::ParameterValue) -> Result<Wire, String> {
         P::Datetime(v) => Wire::Datetime(v),
         P::Timestamp(v) => Wire::Timestamp(v),
         P::Uuid(v) => Wire::Uuid(v),
-        P::Jsonb(v) => Wire::Jsonb(serde_json::from_slice(&v).map_err(|e| {
-            format!("invalid JSON {}: {e}", String::from_utf8_lossy(&v))
-        })?),
+        P::Jsonb(v) => Wire::Jsonb(
+            serde_json::from_slice(&v)
+                .map_err(|e| format!("invalid JSON {}: {e}", String::from_utf8_lossy(&v)))?,
+        ),
         P::Decimal(v) => Wire::Decimal(v),
         P::RangeInt32(v) => Wire::RangeInt32(wire_range(v)),
         P::RangeInt64(v) => Wire::RangeInt64(wire_range(v)),
@@ -332,10 +353,14 @@ fn wire4(value: v4::ParameterValue) -> Result<Wire, String> {
 
 /// 4.x parameters for the host, or the failure of `operation` Spin gives for a bad one.
 fn parameters4(operation: &str, values: Vec<v4::ParameterValue>) -> Result<Vec<Wire>, Failure> {
-    values.into_iter().map(wire4).collect::<Result<_, _>>().map_err(|why| match operation {
-        "execute" => Failure::Conversion(why),
-        _ => Failure::BadParameter(why),
-    })
+    values
+        .into_iter()
+        .map(wire4)
+        .collect::<Result<_, _>>()
+        .map_err(|why| match operation {
+            "execute" => Failure::Conversion(why),
+            _ => Failure::BadParameter(why),
+        })
 }
 
 fn wire3(value: v3::ParameterValue) -> Wire {
@@ -1021,17 +1046,32 @@ mod tests {
         let mut back = serde_json::to_value(&values).unwrap();
         // NaN is not equal to itself; the rest round-trips to the same text.
         back[3] = serde_json::json!({"floating64": "NaN"});
-        assert_eq!(back, serde_json::from_str::<serde_json::Value>(json).unwrap());
+        assert_eq!(
+            back,
+            serde_json::from_str::<serde_json::Value>(json).unwrap()
+        );
     }
 
     #[test]
     fn older_versions_see_what_they_can_name() {
         let uuid = v4::DbValue::Uuid("x".into());
-        assert!(matches!(v3::DbValue::from(uuid.clone()), v3::DbValue::Unsupported));
-        assert!(matches!(v2t::DbValue::from(uuid), v2t::DbValue::Unsupported));
+        assert!(matches!(
+            v3::DbValue::from(uuid.clone()),
+            v3::DbValue::Unsupported
+        ));
+        assert!(matches!(
+            v2t::DbValue::from(uuid),
+            v2t::DbValue::Unsupported
+        ));
         let date = v4::DbValue::Date((2024, 1, 2));
-        assert!(matches!(v3::DbValue::from(date.clone()), v3::DbValue::Date((2024, 1, 2))));
-        assert!(matches!(v2t::DbValue::from(date), v2t::DbValue::Unsupported));
+        assert!(matches!(
+            v3::DbValue::from(date.clone()),
+            v3::DbValue::Date((2024, 1, 2))
+        ));
+        assert!(matches!(
+            v2t::DbValue::from(date),
+            v2t::DbValue::Unsupported
+        ));
         assert!(matches!(
             wire2(v2t::ParameterValue::Uint8(1)),
             Err(Failure::Conversion(why)) if why.contains("unsigned")
@@ -1061,8 +1101,12 @@ mod tests {
             v3::Error::ConnectionFailed(why) if why == "no connection found"
         ));
         let jsonb = parameters4("query", vec![v4::ParameterValue::Jsonb(b"{".to_vec())]);
-        assert!(matches!(jsonb, Err(Failure::BadParameter(why)) if why.starts_with("invalid JSON {")));
+        assert!(
+            matches!(jsonb, Err(Failure::BadParameter(why)) if why.starts_with("invalid JSON {"))
+        );
         assert!(check_ca_root("not a certificate").is_err());
-        assert!(check_ca_root("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").is_ok());
+        assert!(
+            check_ca_root("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").is_ok()
+        );
     }
 }
