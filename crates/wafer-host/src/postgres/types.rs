@@ -231,8 +231,8 @@ fn parameter(value: &PgValue) -> Result<Box<dyn ToSql + Send + Sync>, String> {
         }
         PgValue::Jsonb(v) => Box::new(v.clone()),
         PgValue::Decimal(v) => Box::new(decimal(v)?),
-        PgValue::RangeInt32(r) => Box::new(PgRange::from(r.clone())),
-        PgValue::RangeInt64(r) => Box::new(PgRange::from(r.clone())),
+        PgValue::RangeInt32(r) => Box::new(PgRange::from(*r)),
+        PgValue::RangeInt64(r) => Box::new(PgRange::from(*r)),
         PgValue::RangeDecimal((lower, upper)) => {
             let bound = |b: &Option<(String, Bound)>| -> Result<_, String> {
                 b.as_ref()

@@ -157,7 +157,7 @@ struct Answer {
 enum Failure {
     Connection(String),
     BadParameter(String),
-    Query(String, Option<WireDbError>),
+    Query(String, Option<Box<WireDbError>>),
     Conversion(String),
     Other(String),
 }
@@ -220,7 +220,7 @@ async fn statement(
         .map_err(|r| refused(operation, r))?;
     let answer: Answer = serde_json::from_slice(&answer).map_err(|e| odd(operation, e))?;
     match answer.db_error {
-        Some(error) => Err(Failure::Query(error.text.clone(), Some(error))),
+        Some(error) => Err(Failure::Query(error.text.clone(), Some(Box::new(error)))),
         None => Ok(answer),
     }
 }
@@ -261,7 +261,7 @@ async fn close(host: Host<'_>, id: u64) {
 }
 
 /// Spin checks a root certificate when it is set: text with a PEM certificate in it.
-fn check_ca_root(pem: &str) -> Result<(), v4::Error> {
+fn check_ca_root(pem: &str) -> Result<(), String> {
     let body = pem
         .split_once("-----BEGIN CERTIFICATE-----")
         .and_then(|(_, rest)| rest.split_once("-----END CERTIFICATE-----"))
@@ -274,9 +274,7 @@ fn check_ca_root(pem: &str) -> Result<(), v4::Error> {
         {
             Ok(())
         }
-        _ => Err(v4::Error::Other(
-            "invalid root certificate: no PEM certificate in it".into(),
-        )),
+        _ => Err("invalid root certificate: no PEM certificate in it".into()),
     }
 }
 
@@ -819,8 +817,8 @@ impl v4::HostConnectionBuilder for Capabilities<'_> {
         builder: Resource<Builder>,
         certificate: String,
     ) -> wasmtime::Result<Result<(), v4::Error>> {
-        if let Err(e) = check_ca_root(&certificate) {
-            return Ok(Err(e));
+        if let Err(why) = check_ca_root(&certificate) {
+            return Ok(Err(v4::Error::Other(why)));
         }
         self.table.get_mut(&builder)?.ca_root = Some(certificate);
         Ok(Ok(()))
