@@ -6,6 +6,10 @@
 //!   `default` is `kv`), and answers `access-denied` for one not granted, as Spin does.
 //! - `sqlite`: `connection.open(label)` opens a database granted by label (`sqlite:LABEL`
 //!   host calls), `access-denied` for one not granted; statements run on the host's SQLite.
+//! - `redis`, `mqtt`: `connection.open(address, ...)` connects to a server the function's
+//!   outbound rules allow (`redis` and `mqtt` host calls; the host checks the address,
+//!   connects, and keeps the connection for later calls); a refused address is Spin's
+//!   `invalid-address` (Redis) or `connection-failed("address ... is not permitted")` (MQTT).
 //! - `variables`: `get(name)` reads the function's config values and secrets, which `wafer
 //!   up` makes of the component's `variables`; names follow Spin's rules.
 //!
@@ -21,6 +25,8 @@ use wasmtime::component::{
 
 use crate::host_call::HostCalls;
 
+mod mqtt;
+mod redis;
 mod sqlite;
 use crate::interfaces::{Bucket, Capabilities, HasCapabilities, Host, Refused};
 
@@ -32,6 +38,8 @@ mod bindings {
         with: {
             "fermyon:spin/key-value.store": crate::interfaces::Bucket,
             "fermyon:spin/sqlite.connection": super::sqlite::Connection,
+            "fermyon:spin/redis.connection": super::redis::Connection,
+            "fermyon:spin/mqtt.connection": super::mqtt::Connection,
         },
     });
 }
@@ -47,6 +55,8 @@ mod p3 {
         with: {
             "spin:key-value/key-value.store": crate::interfaces::Bucket,
             "spin:sqlite/sqlite.connection": super::sqlite::Connection,
+            "spin:redis/redis.connection": super::redis::Connection,
+            "spin:mqtt/mqtt.connection": super::mqtt::Connection,
         },
     });
 }
@@ -71,6 +81,10 @@ pub(crate) fn add_to_linker<T: HasCapabilities>(linker: &mut Linker<T>) -> wasmt
     variables3::add_to_linker::<T, View>(linker, get::<T>)?;
     bindings::fermyon::spin::sqlite::add_to_linker::<T, View>(linker, get::<T>)?;
     p3::spin::sqlite::sqlite::add_to_linker::<T, View>(linker, get::<T>)?;
+    bindings::fermyon::spin::redis::add_to_linker::<T, View>(linker, get::<T>)?;
+    p3::spin::redis::redis::add_to_linker::<T, View>(linker, get::<T>)?;
+    bindings::fermyon::spin::mqtt::add_to_linker::<T, View>(linker, get::<T>)?;
+    p3::spin::mqtt::mqtt::add_to_linker::<T, View>(linker, get::<T>)?;
     Ok(())
 }
 
