@@ -36,7 +36,9 @@ impl Redis {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {binary}: {e} (scripts/setup.sh installs it)"));
+            .unwrap_or_else(|e| {
+                panic!("cannot start {binary}: {e} (scripts/setup.sh installs it)")
+            });
         wait_for(port, "redis-server");
         Self {
             child,
@@ -93,7 +95,9 @@ impl Mosquitto {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {binary}: {e} (scripts/setup.sh installs it)"));
+            .unwrap_or_else(|e| {
+                panic!("cannot start {binary}: {e} (scripts/setup.sh installs it)")
+            });
         wait_for(port, "mosquitto");
         Self {
             child,
@@ -261,7 +265,10 @@ fn redis_commands_round_trip_through_a_real_redis() {
         let key = |name: &str| format!("{version}-{name}");
 
         // set, then read back with the test's own client; and the other way round.
-        assert_eq!(call("set", &format!("key={}&value=Eureka!", key("a"))), "ok");
+        assert_eq!(
+            call("set", &format!("key={}&value=Eureka!", key("a"))),
+            "ok"
+        );
         let stored: String = redis::cmd("GET").arg(key("a")).query(&mut client).unwrap();
         assert_eq!(stored, "Eureka!");
         let () = redis::cmd("SET")
@@ -274,7 +281,11 @@ fn redis_commands_round_trip_through_a_real_redis() {
             &format!("/{version}/redis/get?key={}", key("none")),
             &[("redis-address", &address)],
         );
-        assert_eq!((status, body.as_str()), (404, "nil"), "a missing key is none");
+        assert_eq!(
+            (status, body.as_str()),
+            (404, "nil"),
+            "a missing key is none"
+        );
 
         // incr counts in the server, atomically with the test's own increments.
         assert_eq!(call("incr", &format!("key={}", key("n"))), "1");
@@ -292,27 +303,44 @@ fn redis_commands_round_trip_through_a_real_redis() {
         assert_eq!(members, ["x", "z"]);
 
         // del, seen gone by the test's client.
-        let deleted = call("del", &format!("key={},{},{}", key("a"), key("b"), key("none")));
+        let deleted = call(
+            "del",
+            &format!("key={},{},{}", key("a"), key("b"), key("none")),
+        );
         assert_eq!(deleted, "2");
-        let exists: i64 = redis::cmd("EXISTS").arg(key("a")).query(&mut client).unwrap();
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg(key("a"))
+            .query(&mut client)
+            .unwrap();
         assert_eq!(exists, 0);
 
         // execute: any command, its results as Spin gives them.
         let e = key("e");
-        assert_eq!(call("execute", &format!("command=set&args={e},Eureka!")), "status:OK");
-        let appended = call("execute", &format!("command=append&args={e},%20I%27ve%20got%20it!"));
+        assert_eq!(
+            call("execute", &format!("command=set&args={e},Eureka!")),
+            "status:OK"
+        );
+        let appended = call(
+            "execute",
+            &format!("command=append&args={e},%20I%27ve%20got%20it!"),
+        );
         assert_eq!(appended, "int:20");
         let got = call("execute", &format!("command=get&args={e}"));
         assert_eq!(got, "bin:Eureka! I've got it!");
         let l = key("l");
         call("execute", &format!("command=rpush&args={l},a,%231"));
-        assert_eq!(call("execute", &format!("command=lrange&args={l},%230,%23-1")), "bin:a,bin:1");
+        assert_eq!(
+            call("execute", &format!("command=lrange&args={l},%230,%23-1")),
+            "bin:a,bin:1"
+        );
 
         // publish reaches a subscriber of the test's own.
         let mut subscriber = redis.client();
         let mut pubsub = subscriber.as_pubsub();
         pubsub.subscribe(key("channel")).unwrap();
-        pubsub.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        pubsub
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         let query = format!("channel={}&value=hello", key("channel"));
         assert_eq!(call("publish", &query), "ok");
         let message = pubsub.get_message().unwrap();
@@ -327,27 +355,52 @@ fn redis_errors_are_spins() {
     let app = App::up(&["redis://127.0.0.1:*".to_owned()]);
     let address = redis.address();
     let mut client = redis.client();
-    let () = redis::cmd("SADD").arg("a-set").arg("x").query(&mut client).unwrap();
+    let () = redis::cmd("SADD")
+        .arg("a-set")
+        .arg("x")
+        .query(&mut client)
+        .unwrap();
     for version in ["v2", "p3"] {
         let headers = [("redis-address", address.as_str())];
         // A key holding another type: Spin's type-error.
         let (status, body) = app.get(&format!("/{version}/redis/incr?key=a-set"), &headers);
         assert_eq!((status, body.as_str()), (500, "Error::TypeError"));
         // The server's own refusal.
-        let (status, body) = app.get(&format!("/{version}/redis/execute?command=nosuch"), &headers);
+        let (status, body) = app.get(
+            &format!("/{version}/redis/execute?command=nosuch"),
+            &headers,
+        );
         assert_eq!(status, 500);
-        assert!(body.starts_with("Error::Other(") && body.contains("nosuch"), "{body}");
+        assert!(
+            body.starts_with("Error::Other(") && body.contains("nosuch"),
+            "{body}"
+        );
         // A command that would change the connection shared with later calls.
-        let (status, body) = app.get(&format!("/{version}/redis/execute?command=select&args=%231"), &headers);
+        let (status, body) = app.get(
+            &format!("/{version}/redis/execute?command=select&args=%231"),
+            &headers,
+        );
         assert_eq!(status, 500);
-        assert!(body.contains("changes the state of the connection"), "{body}");
+        assert!(
+            body.contains("changes the state of the connection"),
+            "{body}"
+        );
         // A server that is not there.
         let gone = format!("redis://127.0.0.1:{}", free_port());
-        let (status, body) = app.get(&format!("/{version}/redis/open"), &[("redis-address", &gone)]);
+        let (status, body) = app.get(
+            &format!("/{version}/redis/open"),
+            &[("redis-address", &gone)],
+        );
         assert_eq!(status, 500);
-        assert!(body.starts_with("Error::Other(\"cannot connect to"), "{body}");
+        assert!(
+            body.starts_with("Error::Other(\"cannot connect to"),
+            "{body}"
+        );
         // Not a Redis URL.
-        let (status, body) = app.get(&format!("/{version}/redis/open"), &[("redis-address", "unix:///tmp/redis.sock")]);
+        let (status, body) = app.get(
+            &format!("/{version}/redis/open"),
+            &[("redis-address", "unix:///tmp/redis.sock")],
+        );
         assert_eq!((status, body.as_str()), (500, "Error::InvalidAddress"));
     }
 }
@@ -400,7 +453,11 @@ fn addresses_not_allowed_are_refused_as_spin_refuses_them() {
             &format!("{prefix}/redis/set?key=k&value=v"),
             &[("redis-address", redis_address)],
         );
-        assert_eq!((status, body.as_str()), (500, "Error::InvalidAddress"), "{prefix} {redis_address}");
+        assert_eq!(
+            (status, body.as_str()),
+            (500, "Error::InvalidAddress"),
+            "{prefix} {redis_address}"
+        );
         let (status, body) = app.get(
             &format!("{prefix}/mqtt/publish?topic=t&value=v"),
             &[
@@ -409,10 +466,14 @@ fn addresses_not_allowed_are_refused_as_spin_refuses_them() {
                 ("mqtt-password", "password"),
             ],
         );
-        let expected = format!("Error::ConnectionFailed(\"address {mqtt_address} is not permitted\")");
+        let expected =
+            format!("Error::ConnectionFailed(\"address {mqtt_address} is not permitted\")");
         assert_eq!((status, body), (500, expected), "{prefix}");
     }
     // Nothing reached the server.
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut redis.client()).unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut redis.client())
+        .unwrap();
     assert!(keys.is_empty(), "{keys:?}");
 }

@@ -381,7 +381,8 @@ async fn run(
     notices: broadcast::Sender<Notice>,
     failed: Arc<OnceLock<String>>,
 ) {
-    let mut rest: std::collections::VecDeque<MqttOptions> = candidates.into_iter().skip(1).collect();
+    let mut rest: std::collections::VecDeque<MqttOptions> =
+        candidates.into_iter().skip(1).collect();
     let mut connected = false;
     loop {
         let notice = match eventloop.poll().await {
@@ -434,8 +435,14 @@ mod tests {
             ("mqtts://h:1?client_id=a", "not TLS"),
             ("mqtt://h:1?client_id=&clean_session=false", "clean_session"),
             ("mqtt://h:1?client_id=a&inflight_num=0", "inflight_num"),
-            ("mqtt://h:1?client_id=a&request_channel_capacity_num=99999999999", "0 to 1000"),
-            ("mqtt://h:1?client_id=a&max_outgoing_packet_size_bytes=999999999999", "at most"),
+            (
+                "mqtt://h:1?client_id=a&request_channel_capacity_num=99999999999",
+                "0 to 1000",
+            ),
+            (
+                "mqtt://h:1?client_id=a&max_outgoing_packet_size_bytes=999999999999",
+                "at most",
+            ),
             ("mqtt://h:1?client_id=a&color=blue", "Unknown option"),
         ] {
             let Err(e) = Settings::read(&key(address)) else {
@@ -444,9 +451,15 @@ mod tests {
             assert!(e.to_string().contains(why), "{address}: {e}");
         }
         let settings = Settings::read(&key("mqtt://h?client_id=a&keep_alive_secs=5")).unwrap();
-        let options = settings.options(Some("127.0.0.1".parse().unwrap())).unwrap();
+        let options = settings
+            .options(Some("127.0.0.1".parse().unwrap()))
+            .unwrap();
         assert_eq!(options.broker_address(), ("127.0.0.1".to_owned(), 1883));
-        assert_eq!(options.keep_alive(), Duration::from_secs(30), "the open's keep-alive wins");
+        assert_eq!(
+            options.keep_alive(),
+            Duration::from_secs(30),
+            "the open's keep-alive wins"
+        );
         let options = settings.options(Some("::1".parse().unwrap())).unwrap();
         assert_eq!(options.broker_address(), ("[::1]".to_owned(), 1883));
     }

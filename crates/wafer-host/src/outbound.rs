@@ -123,6 +123,11 @@ impl Allowed {
             .await
             .map_err(|e| GuestError::Failed(format!("cannot resolve {}: {e}", self.host)))?
             .collect();
+        self.reachable(found)
+    }
+
+    /// Of the addresses `found` for the name, those the function may reach.
+    fn reachable(&self, found: Vec<SocketAddr>) -> Result<Vec<SocketAddr>, GuestError> {
         let (reachable, refused): (Vec<SocketAddr>, Vec<SocketAddr>) = found
             .into_iter()
             .partition(|a| self.private_ok || crate::http::is_public(a.ip()));
@@ -258,13 +263,21 @@ mod tests {
 
     #[test]
     fn addresses_are_checked_as_spin_checks_them() {
-        let f = function(&["redis://localhost:6379", "mqtt://*.example.com", "*://10.0.0.0/8:*"]);
+        let f = function(&[
+            "redis://localhost:6379",
+            "mqtt://*.example.com",
+            "*://10.0.0.0/8:*",
+        ]);
         let ok = |address: &str, scheme: &str| check(&f, address, scheme).is_ok();
         assert!(ok("redis://localhost:6379", "redis"));
         assert!(ok("redis://LOCALHOST", "redis"), "the default port");
         assert!(ok("redis://user:p%40ss@localhost:6379/2", "redis"));
-        assert!(ok("redis://user:p/ss#x@localhost:6379", "redis"));
-        assert!(ok("localhost:6379", "redis"), "no scheme: redis:// is put in front");
+        // As in Spin, a `/` in the password hides the host.
+        assert!(!ok("redis://user:p/ss@localhost:6379", "redis"));
+        assert!(
+            ok("localhost:6379", "redis"),
+            "no scheme: redis:// is put in front"
+        );
         assert!(!ok("redis://localhost:6380", "redis"));
         assert!(!ok("rediss://localhost:6379", "redis"), "another scheme");
         assert!(!ok("mqtt://localhost:6379", "mqtt"));
@@ -276,18 +289,33 @@ mod tests {
         assert!(!ok("", "redis"));
         assert!(!ok("unix:///tmp/redis.sock", "redis"));
         let e = check(&f, "redis://evil.com", "redis").unwrap_err();
-        assert!(e.to_string().starts_with("denied: address redis://evil.com is not allowed"));
+        assert!(e
+            .to_string()
+            .starts_with("denied: address redis://evil.com is not allowed"));
     }
 
     #[tokio::test]
     async fn wildcards_reach_public_addresses_only() {
-        let f = function(&["redis://*.localhost:*", "redis://localhost:*", "redis://[::1]"]);
+        let f = function(&[
+            "redis://*.localhost:*",
+            "redis://localhost:*",
+            "redis://[::1]",
+        ]);
         let named = check(&f, "redis://localhost:7000", "redis").unwrap();
         let addrs = named.resolve().await.unwrap();
-        assert!(addrs.iter().all(|a| a.port() == 7000 && a.ip().is_loopback()));
+        assert!(addrs
+            .iter()
+            .all(|a| a.port() == 7000 && a.ip().is_loopback()));
+        // A name under a wildcard, resolved to a loopback and a public address.
         let wild = check(&f, "redis://a.localhost:7000", "redis").unwrap();
-        let e = wild.resolve().await.unwrap_err();
+        let (private, public) = (
+            "127.0.0.1:7000".parse().unwrap(),
+            "8.8.8.8:7000".parse().unwrap(),
+        );
+        assert_eq!(wild.reachable(vec![private, public]).unwrap(), [public]);
+        let e = wild.reachable(vec![private]).unwrap_err();
         assert!(e.to_string().contains("wildcard"), "{e}");
+        assert_eq!(named.reachable(vec![private]).unwrap(), [private]);
         let v6 = check(&f, "redis://[::1]", "redis").unwrap();
         assert_eq!(v6.resolve().await.unwrap(), ["[::1]:6379".parse().unwrap()]);
     }
@@ -301,7 +329,11 @@ mod tests {
         pool.put(&a, "y".into(), 3);
         pool.put(&a, "z".into(), 4);
         assert_eq!(pool.len(), 2, "two per function");
-        assert_eq!(pool.get(&a, &"x".into()), None, "the least recently used went");
+        assert_eq!(
+            pool.get(&a, &"x".into()),
+            None,
+            "the least recently used went"
+        );
         pool.put(&b, "x".into(), 5);
         pool.put(&b, "y".into(), 6);
         assert_eq!(pool.len(), 3, "three in all");

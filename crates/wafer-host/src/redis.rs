@@ -35,9 +35,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Value};
+use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 use wafer_registry::Deployment;
@@ -141,7 +141,8 @@ impl Redis {
         payload: &[u8],
         deadline: Instant,
     ) -> Result<Vec<u8>, GuestError> {
-        const OPERATIONS: &str = "open, publish, get, set, incr, del, sadd, srem, smembers, execute";
+        const OPERATIONS: &str =
+            "open, publish, get, set, incr, del, sadd, srem, smembers, execute";
         if !OPERATIONS.split(", ").any(|op| op == operation) {
             return Err(unknown_operation("redis", operation, OPERATIONS));
         }
@@ -324,7 +325,9 @@ impl ::redis::io::AsyncDNSResolver for Checked {
         _port: u16,
     ) -> ::redis::RedisFuture<'a, Box<dyn Iterator<Item = SocketAddr> + Send + 'a>> {
         let addrs = self.0.clone();
-        Box::pin(async move { Ok(Box::new(addrs.into_iter()) as Box<dyn Iterator<Item = _> + Send>) })
+        Box::pin(
+            async move { Ok(Box::new(addrs.into_iter()) as Box<dyn Iterator<Item = _> + Send>) },
+        )
     }
 }
 
@@ -350,7 +353,9 @@ fn redis_error(e: &::redis::RedisError) -> GuestError {
 /// The answer of one call, from the server's.
 fn answer(shape: Shape, value: Value) -> Result<Json, GuestError> {
     let wrong = |what: &str, value: &Value| {
-        GuestError::Invalid(format!("wrong type: expected {what}, the server answered {value:?}"))
+        GuestError::Invalid(format!(
+            "wrong type: expected {what}, the server answered {value:?}"
+        ))
     };
     Ok(match shape {
         Shape::Empty => Json::Null,
@@ -383,8 +388,9 @@ fn answer(shape: Shape, value: Value) -> Result<Json, GuestError> {
             let members = items
                 .into_iter()
                 .map(|item| match item {
-                    Value::BulkString(bytes) => String::from_utf8(bytes)
-                        .map_err(|_| GuestError::Invalid("wrong type: a member is not UTF-8".into())),
+                    Value::BulkString(bytes) => String::from_utf8(bytes).map_err(|_| {
+                        GuestError::Invalid("wrong type: a member is not UTF-8".into())
+                    }),
                     Value::SimpleString(text) => Ok(text),
                     other => Err(wrong("a string", &other)),
                 })
@@ -402,7 +408,8 @@ fn answer(shape: Shape, value: Value) -> Result<Json, GuestError> {
 /// The results of `execute`, flattened as Spin flattens them: arrays and sets give their
 /// items; maps, attributes, verbatim strings and pushes are refused.
 fn flatten(value: Value, results: &mut Vec<Json>) -> Result<(), GuestError> {
-    let binary = |bytes: &[u8]| json!({ "binary": base64::engine::general_purpose::STANDARD.encode(bytes) });
+    let binary =
+        |bytes: &[u8]| json!({ "binary": base64::engine::general_purpose::STANDARD.encode(bytes) });
     match value {
         Value::Nil => results.push(Json::Null),
         Value::Int(n) => results.push(json!({ "int64": n })),
@@ -418,7 +425,9 @@ fn flatten(value: Value, results: &mut Vec<Json>) -> Result<(), GuestError> {
         Value::Boolean(b) => results.push(json!({ "int64": i64::from(b) })),
         Value::BigNumber(n) => results.push(binary(&n)),
         Value::ServerError(e) => {
-            return Err(GuestError::Failed(format!("the server answered an error: {e:?}")))
+            return Err(GuestError::Failed(format!(
+                "the server answered an error: {e:?}"
+            )))
         }
         other => {
             return Err(GuestError::Invalid(format!(
@@ -471,7 +480,11 @@ mod tests {
             let Err(e) = command("execute", request(refused)) else {
                 panic!("{refused} was not refused");
             };
-            assert!(e.to_string().contains("changes the state of the connection"), "{e}");
+            assert!(
+                e.to_string()
+                    .contains("changes the state of the connection"),
+                "{e}"
+            );
         }
         assert!(command("execute", request("append")).is_ok());
         let missing = serde_json::from_str(r#"{"address": "redis://x"}"#).unwrap();

@@ -150,7 +150,9 @@ impl Host<'_> {
     }
 
     async fn redis_smembers(&self, address: &str, key: String) -> Result<Vec<String>, Failure> {
-        let answer = self.redis("smembers", address, json!({ "key": key })).await?;
+        let answer = self
+            .redis("smembers", address, json!({ "key": key }))
+            .await?;
         serde_json::from_value(answer["members"].clone()).map_err(|e| odd("smembers", e))
     }
 
@@ -265,9 +267,17 @@ impl v2::HostConnection for Capabilities<'_> {
         Ok(done.map_err(Into::into))
     }
 
-    async fn get(&mut self, connection: Resource<Connection>, key: String) -> Answer2<Option<Vec<u8>>> {
+    async fn get(
+        &mut self,
+        connection: Resource<Connection>,
+        key: String,
+    ) -> Answer2<Option<Vec<u8>>> {
         let address = self.redis_address(&connection)?;
-        Ok(self.host().redis_get(&address, key).await.map_err(Into::into))
+        Ok(self
+            .host()
+            .redis_get(&address, key)
+            .await
+            .map_err(Into::into))
     }
 
     async fn set(
@@ -283,12 +293,19 @@ impl v2::HostConnection for Capabilities<'_> {
 
     async fn incr(&mut self, connection: Resource<Connection>, key: String) -> Answer2<i64> {
         let address = self.redis_address(&connection)?;
-        Ok(self.host().redis_incr(&address, key).await.map_err(Into::into))
+        Ok(self
+            .host()
+            .redis_incr(&address, key)
+            .await
+            .map_err(Into::into))
     }
 
     async fn del(&mut self, connection: Resource<Connection>, keys: Vec<String>) -> Answer2<u32> {
         let address = self.redis_address(&connection)?;
-        let count = self.host().redis_count("del", &address, json!({ "keys": keys })).await;
+        let count = self
+            .host()
+            .redis_count("del", &address, json!({ "keys": keys }))
+            .await;
         Ok(count.map_err(Into::into))
     }
 
@@ -337,7 +354,10 @@ impl v2::HostConnection for Capabilities<'_> {
     ) -> Answer2<Vec<v2::RedisResult>> {
         let address = self.redis_address(&connection)?;
         let arguments = arguments.into_iter().map(Into::into).collect();
-        let results = self.host().redis_execute(&address, command, arguments).await;
+        let results = self
+            .host()
+            .redis_execute(&address, command, arguments)
+            .await;
         Ok(results
             .map(|results| results.into_iter().map(Into::into).collect())
             .map_err(Into::into))
@@ -434,7 +454,9 @@ impl<T: HasCapabilities> v3::HostConnectionWithStore<T> for View {
         let address = address3(accessor, &connection)?;
         let host = host_of(accessor);
         let fields = json!({ "keys": keys });
-        let count = Host(host.as_ref()).redis_count("del", &address, fields).await;
+        let count = Host(host.as_ref())
+            .redis_count("del", &address, fields)
+            .await;
         Ok(count.map_err(Into::into))
     }
 
@@ -447,7 +469,9 @@ impl<T: HasCapabilities> v3::HostConnectionWithStore<T> for View {
         let address = address3(accessor, &connection)?;
         let host = host_of(accessor);
         let fields = json!({ "key": key, "values": values });
-        let count = Host(host.as_ref()).redis_count("sadd", &address, fields).await;
+        let count = Host(host.as_ref())
+            .redis_count("sadd", &address, fields)
+            .await;
         Ok(count.map_err(Into::into))
     }
 
@@ -471,7 +495,9 @@ impl<T: HasCapabilities> v3::HostConnectionWithStore<T> for View {
         let address = address3(accessor, &connection)?;
         let host = host_of(accessor);
         let fields = json!({ "key": key, "values": values });
-        let count = Host(host.as_ref()).redis_count("srem", &address, fields).await;
+        let count = Host(host.as_ref())
+            .redis_count("srem", &address, fields)
+            .await;
         Ok(count.map_err(Into::into))
     }
 

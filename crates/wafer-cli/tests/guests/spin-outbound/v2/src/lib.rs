@@ -75,7 +75,11 @@ fn answer(request: &IncomingRequest) -> Result<String, Failure> {
     };
     let arg = |name: &str| param(query, name).unwrap_or_default();
     let list = |name: &str| -> Vec<String> {
-        arg(name).split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect()
+        arg(name)
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
     };
     match kind {
         "redis" => {
@@ -165,16 +169,14 @@ fn decode(s: &str) -> String {
     while i < bytes.len() {
         let hex = |b: u8| (b as char).to_digit(16);
         match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b'+' => out.push(b' '),
             b => out.push(b),
         }
