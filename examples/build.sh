@@ -21,6 +21,13 @@
 #   the official Spin SDKs: Rust spin-sdk 7, Python spin-sdk 5, the JS build tools; each also
 #   copied to where its spin.toml's `source` points, inside its git-ignored build
 #   directory, so that `wafer up examples/spin-*/spin.toml` finds it)
+#   spin-outbound-v2.wasm spin-outbound-p3.wasm (test guests of crates/wafer-cli/tests/
+#   spin_outbound.rs, from crates/wafer-cli/tests/guests/spin-outbound: Spin's outbound
+#   Redis and MQTT through WASI 0.2 bindings and through the Spin Rust SDK 7)
+#   spin-rust.wasm spin-py.wasm spin-js.wasm (Spin applications built with the official Spin
+#   SDKs: Rust spin-sdk 7, Python spin-sdk 5, the JS build tools; each also copied to where
+#   its spin.toml's `source` points, inside its git-ignored build directory, so that
+#   `wafer up examples/spin-*/spin.toml` finds it)
 #
 # Intermediate output goes to <repo>/target/guests/. An artifact in target/wasm/ is only
 # rewritten when its bytes change, so its mtime moves only when it really was rebuilt.
@@ -318,6 +325,15 @@ if stale "$spin_js_out" "$ex/spin-js/src" "$ex/spin-js/wit" "$ex/spin-js/build.m
 fi
 install_artifact "$spin_js_out" "spin-js.wasm"
 install_spin_source "$spin_js_out" "$ex/spin-js" dist/spin-js.wasm
+
+# --- Test guests (crates/wafer-cli/tests/guests/spin-outbound) ---------------------------
+# A workspace and lock file of their own, like examples/spin-rust (spin-sdk 7 needs Rust >= 1.94).
+outbound="$root/crates/wafer-cli/tests/guests/spin-outbound"
+CARGO_TARGET_DIR="$work/spin-outbound" cargo build --quiet --release --locked \
+  --target wasm32-wasip2 --manifest-path "$outbound/Cargo.toml" \
+  || die "cargo build of the spin-outbound test guests failed"
+install_artifact "$work/spin-outbound/wasm32-wasip2/release/spin_outbound_v2.wasm" "spin-outbound-v2.wasm"
+install_artifact "$work/spin-outbound/wasm32-wasip2/release/spin_outbound_p3.wasm" "spin-outbound-p3.wasm"
 
 # --- WAT (served as text) -------------------------------------------------------------
 install_artifact "$ex/hello-wat/hello.wat" "hello-wat.wat"

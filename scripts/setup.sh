@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building Wafer's examples and running its tests need, on Debian bookworm:
 # the wasm Rust targets, clang + wasi-libc for C guests, Go >= 1.21 for GOOS=wasip1 guests,
-# wrk/hyperfine for the benchmark, nats-server for the cluster tests, Chromium + ChromeDriver
+# wrk/hyperfine for the benchmark, nats-server for the cluster tests, redis-server and
+# mosquitto for the Spin outbound Redis and MQTT tests, Chromium + ChromeDriver
 # for the dashboard test, the AssemblyScript compiler, and componentize-py /
 # componentize-js for the Python and JavaScript components, and the Spin Python SDK and JS
 # build tools for the Spin example apps, and PostgreSQL for the Spin outbound tests.
@@ -17,6 +18,9 @@ command -v wrk >/dev/null || need_apt+=(wrk)
 command -v hyperfine >/dev/null || need_apt+=(hyperfine)
 # Cluster tests start real NATS servers (JetStream: KV, Object Store).
 [ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null || need_apt+=(nats-server)
+# Spin's outbound Redis and MQTT are tested against a real redis-server and mosquitto.
+[ -x /usr/bin/redis-server ] || command -v redis-server >/dev/null || need_apt+=(redis-server)
+[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || need_apt+=(mosquitto)
 [ -x /usr/lib/go-1.23/bin/go ] || need_apt+=(golang-1.23-go)
 # Spin's outbound PostgreSQL is tested against a real server (initdb + postgres per test).
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)

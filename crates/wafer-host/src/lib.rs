@@ -15,6 +15,8 @@
 //!   on every redirect ([`http`]).
 //! - `pubsub`: publishing to topics, delivered to subscribed functions through a
 //!   [`Bus`]: bounded in-process queues, or a cluster's ([`pubsub`]).
+//! - `redis`, `mqtt`: Spin's outbound Redis and MQTT clients, to the servers the function's
+//!   outbound rules allow, connections kept between calls ([`redis`], [`mqtt`]).
 //!
 //! The payload formats are in `docs/host-calls.md`. Every failure is a [`GuestError`] whose
 //! text (`denied: ...`, `not_found: ...`) the guest reads; none traps the guest or panics the
@@ -46,7 +48,10 @@ pub mod fuzzing;
 pub mod http;
 pub mod kv;
 pub mod postgres;
+pub mod mqtt;
+mod outbound;
 pub mod pubsub;
+pub mod redis;
 pub mod sqlite;
 pub mod tasks;
 
@@ -98,6 +103,9 @@ pub struct Capabilities {
     http: Arc<http::Http>,
     bus: Arc<dyn Bus>,
     deliver: OnceLock<Weak<dyn Deliver>>,
+    /// Spin's outbound Redis and MQTT connections, kept between calls.
+    redis: redis::Redis,
+    mqtt: mqtt::Mqtt,
 }
 
 impl Capabilities {
@@ -129,6 +137,8 @@ impl Capabilities {
             http: Arc::default(),
             bus,
             deliver: OnceLock::new(),
+            redis: redis::Redis::default(),
+            mqtt: mqtt::Mqtt::default(),
         }
     }
 
@@ -194,13 +204,22 @@ impl Capabilities {
                     .call(function, call.operation, call.payload, deadline)
                     .await
             }
+            "redis" => {
+                let redis = &self.redis;
+                redis.call(function, call.operation, call.payload, deadline).await
+            }
+            "mqtt" => {
+                let mqtt = &self.mqtt;
+                mqtt.call(function, call.operation, call.payload, deadline).await
+            }
             "pubsub" => {
                 let deliver = self.deliver.get().and_then(Weak::upgrade);
                 let bus = self.bus.as_ref();
                 pubsub::call(bus, deliver, function, call.operation, call.payload, hops).await
             }
             other => Err(GuestError::Invalid(format!(
-                "the host has no capability `{other}` (namespaces: config, http, kv, log, postgres, pubsub, sqlite)"
+                "the host has no capability `{other}` (namespaces: config, http, kv, log, mqtt, postgres, \
+                 pubsub, redis, sqlite)"
             ))),
         }
     }
@@ -226,6 +245,8 @@ impl Capabilities {
             names.insert(function.name.clone());
         }
         self.http.retain(|name| names.contains(name));
+        self.redis.retain(|name| names.contains(name));
+        self.mqtt.retain(|name| names.contains(name));
         self.bus.serve(&subscribers);
     }
 
@@ -238,6 +259,8 @@ impl Capabilities {
     pub async fn forget(&self, name: &FunctionName) -> Result<(), GuestError> {
         self.http.retain(|n| n != name);
         self.postgres.forget(name);
+        self.redis.retain(|n| n != name);
+        self.mqtt.retain(|n| n != name);
         self.bus.forget(name).await?;
         self.kv.delete_namespace(name).await
     }

@@ -9,6 +9,10 @@
 //! - `postgres`: `connection.open(address)` connects to a PostgreSQL server the outbound
 //!   allow-list grants (`postgres` host calls), one connection per resource; statements
 //!   and values as in Spin ([`postgres`]).
+//! - `redis`, `mqtt`: `connection.open(address, ...)` connects to a server the function's
+//!   outbound rules allow (`redis` and `mqtt` host calls; the host checks the address,
+//!   connects, and keeps the connection for later calls); a refused address is Spin's
+//!   `invalid-address` (Redis) or `connection-failed("address ... is not permitted")` (MQTT).
 //! - `variables`: `get(name)` reads the function's config values and secrets, which `wafer
 //!   up` makes of the component's `variables`; names follow Spin's rules.
 //!
@@ -25,6 +29,8 @@ use wasmtime::component::{
 use crate::host_call::HostCalls;
 
 mod postgres;
+mod mqtt;
+mod redis;
 mod sqlite;
 use crate::interfaces::{Bucket, Capabilities, HasCapabilities, Host, Refused};
 
@@ -38,6 +44,8 @@ mod bindings {
             "fermyon:spin/sqlite.connection": super::sqlite::Connection,
             "fermyon:spin/postgres.connection": super::postgres::Connection,
             "spin:postgres/postgres@3.0.0.connection": super::postgres::Connection,
+            "fermyon:spin/redis.connection": super::redis::Connection,
+            "fermyon:spin/mqtt.connection": super::mqtt::Connection,
         },
     });
 }
@@ -55,6 +63,8 @@ mod p3 {
             "spin:sqlite/sqlite.connection": super::sqlite::Connection,
             "spin:postgres/postgres@4.2.0.connection": super::postgres::Connection,
             "spin:postgres/postgres@4.2.0.connection-builder": super::postgres::Builder,
+            "spin:redis/redis.connection": super::redis::Connection,
+            "spin:mqtt/mqtt.connection": super::mqtt::Connection,
         },
     });
 }
@@ -80,6 +90,10 @@ pub(crate) fn add_to_linker<T: HasCapabilities>(linker: &mut Linker<T>) -> wasmt
     bindings::fermyon::spin::sqlite::add_to_linker::<T, View>(linker, get::<T>)?;
     p3::spin::sqlite::sqlite::add_to_linker::<T, View>(linker, get::<T>)?;
     postgres::add_to_linker::<T>(linker, get::<T>)?;
+    bindings::fermyon::spin::redis::add_to_linker::<T, View>(linker, get::<T>)?;
+    p3::spin::redis::redis::add_to_linker::<T, View>(linker, get::<T>)?;
+    bindings::fermyon::spin::mqtt::add_to_linker::<T, View>(linker, get::<T>)?;
+    p3::spin::mqtt::mqtt::add_to_linker::<T, View>(linker, get::<T>)?;
     Ok(())
 }
 
