@@ -28,8 +28,8 @@ use wasmtime::component::{
 
 use crate::host_call::HostCalls;
 
-mod postgres;
 mod mqtt;
+mod postgres;
 mod redis;
 mod sqlite;
 use crate::interfaces::{Bucket, Capabilities, HasCapabilities, Host, Refused};
