@@ -8,7 +8,9 @@
 //! - `GET /pg/error`: runs SQL the server refuses and answers the error (500);
 //! - `GET /pg/bad-parameter`: passes a UUID parameter that is not one, answers the error;
 //! - `GET /pg/open?address=A`: opens the address `A` and answers `opened`, or the error
-//!   (403 when the allow-list refuses it).
+//!   (403 when the allow-list refuses it);
+//! - `GET /pg/leak`: opens a connection and never drops it (the host closes it when the
+//!   request ends), answering `leaked`.
 //!
 //! Errors are answered with their WIT case names (`query-failed`, `connection-failed`, ...).
 
@@ -55,6 +57,13 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
                 Err(e) => text(403, &describe(&e)),
             }
         }
+        "/pg/leak" => match Connection::open(address).await {
+            Ok(db) => {
+                std::mem::forget(db);
+                text(200, "leaked")
+            }
+            Err(e) => text(500, &describe(&e)),
+        },
         _ => text(404, "not found"),
     })
 }
