@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs what building Wafer's examples and running its tests need, on Debian bookworm:
 # the wasm Rust targets, clang + wasi-libc for C guests, Go >= 1.21 for GOOS=wasip1 guests,
-# wrk/hyperfine for the benchmark, nats-server for the cluster tests, Chromium + ChromeDriver
-# for the dashboard test, the AssemblyScript compiler, and componentize-py /
-# componentize-js for the Python and JavaScript components, and the Spin Python SDK and JS
-# build tools for the Spin example apps. Idempotent: a second run
-# installs nothing.
+# wrk/hyperfine for the benchmark, nats-server for the cluster tests, PostgreSQL for the Spin
+# PostgreSQL tests, Chromium + ChromeDriver for the dashboard test, the AssemblyScript
+# compiler, and componentize-py / componentize-js for the Python and JavaScript components,
+# and the Spin Python SDK and JS build tools for the Spin example apps. Idempotent: a second
+# run installs nothing.
 set -euo pipefail
 
 need_apt=()
@@ -16,6 +16,8 @@ command -v wrk >/dev/null || need_apt+=(wrk)
 command -v hyperfine >/dev/null || need_apt+=(hyperfine)
 # Cluster tests start real NATS servers (JetStream: KV, Object Store).
 [ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null || need_apt+=(nats-server)
+# Spin's outbound PostgreSQL is tested against a real PostgreSQL (initdb + postgres).
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || need_apt+=(postgresql)
 [ -x /usr/lib/go-1.23/bin/go ] || need_apt+=(golang-1.23-go)
 # The dashboard is tested in a real headless Chromium, driven over WebDriver.
 command -v chromium >/dev/null && command -v chromedriver >/dev/null \
