@@ -320,6 +320,37 @@ fn a_connection_the_guest_never_drops_is_closed_when_its_call_ends() {
 }
 
 #[test]
+fn a_statement_past_the_calls_deadline_is_cancelled_on_the_server() {
+    let pg = Postgres::start();
+    let (dir, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // The same component as a function of a `wafer.toml`, for a short `timeout`; its
+    // variable is a config value.
+    let manifest = format!(
+        r#"
+[[function]]
+name = "pg"
+module = "{source}"
+routes = ["/pg/..."]
+outbound = ["postgres://localhost:{port}"]
+config = {{ pg_address = "{address}" }}
+limits = {{ timeout = "2s" }}
+"#,
+        source = built("spin-pg-rust.wasm").display(),
+        port = pg.port,
+        address = pg.address(),
+    );
+    let path = dir.path().join("wafer.toml");
+    std::fs::write(&path, manifest).unwrap();
+    let server = Server::start_with(data.path(), &["up", path.to_str().unwrap()]);
+
+    // `SELECT pg_sleep(600)` outlives the call; the server stops it rather than sleeping on
+    // in a session nobody reads (PostgreSQL would not notice the client gone).
+    let (status, body) = get(&server, "/pg/sleep");
+    assert_ne!(status, 200, "{body}");
+    pg.wait_for_no_tcp_sessions();
+}
+
+#[test]
 fn statements_the_server_refuses_are_spins_query_failed() {
     let pg = Postgres::start();
     let (dir, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

@@ -10,7 +10,8 @@
 //! - `GET /pg/open?address=A`: opens the address `A` and answers `opened`, or the error
 //!   (403 when the allow-list refuses it);
 //! - `GET /pg/leak`: opens a connection and never drops it (the host closes it when the
-//!   request ends), answering `leaked`.
+//!   request ends), answering `leaked`;
+//! - `GET /pg/sleep`: runs `SELECT pg_sleep(600)`, longer than any request may take.
 //!
 //! Errors are answered with their WIT case names (`query-failed`, `connection-failed`, ...).
 
@@ -57,6 +58,10 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
                 Err(e) => text(403, &describe(&e)),
             }
         }
+        "/pg/sleep" => match sleep(&address).await {
+            Ok(()) => text(200, "slept"),
+            Err(e) => text(500, &describe(&e)),
+        },
         "/pg/leak" => match Connection::open(address).await {
             Ok(db) => {
                 std::mem::forget(db);
@@ -153,6 +158,12 @@ async fn types(address: &str) -> Result<Json, pg::Error> {
 async fn refused(address: &str) -> Result<(), pg::Error> {
     let db = Connection::open(address).await?;
     db.query("SELEC 1", []).await?.collect().await?;
+    Ok(())
+}
+
+async fn sleep(address: &str) -> Result<(), pg::Error> {
+    let db = Connection::open(address).await?;
+    db.query("SELECT pg_sleep(600)", []).await?.collect().await?;
     Ok(())
 }
 
