@@ -73,7 +73,8 @@ pub(crate) struct ManifestFunction {
     /// Outbound HTTP allow-list.
     #[serde(default)]
     pub http: Vec<HttpRule>,
-    /// Allow-list of other outbound connections: TCP sockets (`tcp://10.0.0.0/8:5432`).
+    /// Allow-list of other outbound connections: TCP sockets (`tcp://10.0.0.0/8:5432`),
+    /// PostgreSQL (`postgres://db.example.com`).
     #[serde(default)]
     pub outbound: Vec<OutboundRule>,
     /// Pre-opened directories, `HOST::GUEST[:ro]`, HOST relative to the manifest.

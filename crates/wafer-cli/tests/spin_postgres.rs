@@ -22,7 +22,9 @@ use serde_json::{json, Value};
 struct Postgres {
     child: Child,
     port: u16,
-    _dir: tempfile::TempDir,
+    bin: PathBuf,
+    owner: Option<(u32, u32)>,
+    dir: tempfile::TempDir,
 }
 
 impl Postgres {
@@ -38,15 +40,7 @@ impl Postgres {
                 std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
             }
         }
-        let run = |program: &str| {
-            let mut command = Command::new(bin.join(program));
-            command.current_dir(root);
-            if let Some((uid, gid)) = owner {
-                use std::os::unix::process::CommandExt;
-                command.uid(uid).gid(gid);
-            }
-            command
-        };
+        let run = |program: &str| command(&bin, root, owner, program);
         let initdb = run("initdb")
             .args(["-D", "data", "-U", "postgres", "--pwfile=pwfile"])
             .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
@@ -70,19 +64,14 @@ impl Postgres {
         let server = Self {
             child,
             port,
-            _dir: dir,
+            bin,
+            owner,
+            dir,
         };
         // Ready when it answers a query (it listens a moment before it accepts sessions).
         let started = Instant::now();
         loop {
-            let ready = run("psql")
-                .args(["-h"])
-                .arg(root.join("sock"))
-                .args(["-p", &port.to_string(), "-U", "postgres", "-d", "postgres"])
-                .args(["-Atc", "select 1"])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if ready {
+            if server.psql("select 1").as_deref() == Some("1") {
                 return server;
             }
             assert!(
@@ -90,6 +79,43 @@ impl Postgres {
                 "postgres did not start on port {port}"
             );
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs `sql` through the server's socket as `postgres`: its output, if it succeeded.
+    fn psql(&self, sql: &str) -> Option<String> {
+        let root = self.dir.path();
+        let output = command(&self.bin, root, self.owner, "psql")
+            .args(["-h"])
+            .arg(root.join("sock"))
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ])
+            .args(["-Atc", sql])
+            .output()
+            .ok()?;
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+
+    /// Waits until no session over TCP (a client's, not psql's on the socket) is open.
+    fn wait_for_no_tcp_sessions(&self) {
+        let sql = "select count(*) from pg_stat_activity where client_addr is not null";
+        let started = Instant::now();
+        while self.psql(sql).as_deref() != Some("0") {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "PostgreSQL connections still open: {:?}",
+                self.psql("select client_addr, state, query from pg_stat_activity")
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -108,6 +134,17 @@ impl Drop for Postgres {
         unsafe { libc::kill(pid, libc::SIGINT) };
         let _ = self.child.wait();
     }
+}
+
+/// A command of PostgreSQL's, run in `root` as `owner` if given.
+fn command(bin: &Path, root: &Path, owner: Option<(u32, u32)>, program: &str) -> Command {
+    let mut command = Command::new(bin.join(program));
+    command.current_dir(root);
+    if let Some((uid, gid)) = owner {
+        use std::os::unix::process::CommandExt;
+        command.uid(uid).gid(gid);
+    }
+    command
 }
 
 /// Debian puts PostgreSQL's programs in /usr/lib/postgresql/VERSION/bin.
@@ -264,6 +301,53 @@ fn parameters_and_typed_results_round_trip_on_one_connection() {
     for ((value, expected), (name, _)) in row.iter().zip(&expected).zip(&columns) {
         assert_eq!(value, expected, "column {name}");
     }
+
+    // The connection was closed when the guest dropped it: none is left open.
+    pg.wait_for_no_tcp_sessions();
+}
+
+#[test]
+fn a_connection_the_guest_never_drops_is_closed_when_its_call_ends() {
+    let pg = Postgres::start();
+    let (dir, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let server = serve(&pg, dir.path(), data.path());
+    // More calls than a function may hold connections at once (64): each call's connection
+    // was let go when it ended, or one of these would answer `too many connections`.
+    for i in 0..70 {
+        assert_eq!(get(&server, "/pg/leak"), (200, "leaked".into()), "call {i}");
+    }
+    pg.wait_for_no_tcp_sessions();
+}
+
+#[test]
+fn a_statement_past_the_calls_deadline_is_cancelled_on_the_server() {
+    let pg = Postgres::start();
+    let (dir, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // The same component as a function of a `wafer.toml`, for a short `timeout`; its
+    // variable is a config value.
+    let manifest = format!(
+        r#"
+[[function]]
+name = "pg"
+module = "{source}"
+routes = ["/pg/..."]
+outbound = ["postgres://localhost:{port}"]
+config = {{ pg_address = "{address}" }}
+limits = {{ timeout = "2s" }}
+"#,
+        source = built("spin-pg-rust.wasm").display(),
+        port = pg.port,
+        address = pg.address(),
+    );
+    let path = dir.path().join("wafer.toml");
+    std::fs::write(&path, manifest).unwrap();
+    let server = Server::start_with(data.path(), &["up", path.to_str().unwrap()]);
+
+    // `SELECT pg_sleep(600)` outlives the call; the server stops it rather than sleeping on
+    // in a session nobody reads (PostgreSQL would not notice the client gone).
+    let (status, body) = get(&server, "/pg/sleep");
+    assert_ne!(status, 200, "{body}");
+    pg.wait_for_no_tcp_sessions();
 }
 
 #[test]
@@ -288,6 +372,7 @@ fn statements_the_server_refuses_are_spins_query_failed() {
     );
     // The connection is still good after both.
     assert_eq!(get(&server, "/pg/types").0, 200);
+    pg.wait_for_no_tcp_sessions();
 }
 
 #[test]

@@ -220,13 +220,19 @@ impl Postgres {
             })?;
         let (client, connection) = connected.map_err(|e| GuestError::Failed(chain(&e)))?;
         // The connection's messages are read by its own task, which ends when the client is
-        // dropped (the guest closed it, or the call ended), or at the call's deadline.
+        // dropped (the guest closed it, or the call ended), or at the call's deadline: then
+        // it first cancels whatever statement is still running (the server would run it on
+        // after the socket closed), then closes the connection.
+        let (token, cancel_tls) = (client.cancel_token(), tls.clone());
         tokio::spawn(async move {
             tokio::select! {
                 ended = connection => if let Err(e) = ended {
                     tracing::debug!("a PostgreSQL connection ended: {e}");
                 },
-                () = tokio::time::sleep_until(deadline.into()) => {}
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    let cancel = token.cancel_query(cancel_tls);
+                    let _ = tokio::time::timeout(CANCEL_TIMEOUT, cancel).await;
+                }
             }
         });
         let id = session.postgres.next.fetch_add(1, Ordering::Relaxed) + 1;
@@ -484,24 +490,42 @@ fn tls(ca_root: Option<&str>) -> Result<MakeRustlsConnect, GuestError> {
     }
 }
 
-/// Runs `work` on `open` within the call's deadline; past it, asks the server to cancel the
-/// statement (the connection stays usable) and fails.
+/// Runs `work` on `open` within the call's deadline; past it, or if the call is dropped
+/// first (the guest's call ended), asks the server to cancel the statement, which would
+/// otherwise run on after its client is gone.
 async fn within<T>(
     open: &Open,
     deadline: Instant,
     work: impl std::future::Future<Output = Result<T, GuestError>>,
 ) -> Result<T, GuestError> {
-    match tokio::time::timeout_at(deadline.into(), work).await {
-        Ok(done) => done,
-        Err(_) => {
-            let token = open.client.cancel_token();
-            let tls = open.tls.clone();
-            tokio::spawn(async move {
+    let mut running = Running { open, done: false };
+    let outcome = tokio::time::timeout_at(deadline.into(), work).await;
+    running.done = outcome.is_ok();
+    outcome.map_err(|_| {
+        GuestError::Failed(
+            "the statement was still running at the call's deadline, and was cancelled".into(),
+        )
+    })?
+}
+
+/// A statement in flight: dropped before it is done, it cancels the statement.
+struct Running<'a> {
+    open: &'a Open,
+    done: bool,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let token = self.open.client.cancel_token();
+        let tls = self.open.tls.clone();
+        // Dropped outside a runtime only if the runtime itself is going away.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
                 let _ = tokio::time::timeout(CANCEL_TIMEOUT, token.cancel_query(tls)).await;
             });
-            Err(GuestError::Failed(
-                "the statement was still running at the call's deadline, and was cancelled".into(),
-            ))
         }
     }
 }

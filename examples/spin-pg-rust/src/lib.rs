@@ -8,7 +8,10 @@
 //! - `GET /pg/error`: runs SQL the server refuses and answers the error (500);
 //! - `GET /pg/bad-parameter`: passes a UUID parameter that is not one, answers the error;
 //! - `GET /pg/open?address=A`: opens the address `A` and answers `opened`, or the error
-//!   (403 when the allow-list refuses it).
+//!   (403 when the allow-list refuses it);
+//! - `GET /pg/leak`: opens a connection and never drops it (the host closes it when the
+//!   request ends), answering `leaked`;
+//! - `GET /pg/sleep`: runs `SELECT pg_sleep(600)`, longer than any request may take.
 //!
 //! Errors are answered with their WIT case names (`query-failed`, `connection-failed`, ...).
 
@@ -55,6 +58,17 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
                 Err(e) => text(403, &describe(&e)),
             }
         }
+        "/pg/sleep" => match sleep(&address).await {
+            Ok(()) => text(200, "slept"),
+            Err(e) => text(500, &describe(&e)),
+        },
+        "/pg/leak" => match Connection::open(address).await {
+            Ok(db) => {
+                std::mem::forget(db);
+                text(200, "leaked")
+            }
+            Err(e) => text(500, &describe(&e)),
+        },
         _ => text(404, "not found"),
     })
 }
@@ -144,6 +158,12 @@ async fn types(address: &str) -> Result<Json, pg::Error> {
 async fn refused(address: &str) -> Result<(), pg::Error> {
     let db = Connection::open(address).await?;
     db.query("SELEC 1", []).await?.collect().await?;
+    Ok(())
+}
+
+async fn sleep(address: &str) -> Result<(), pg::Error> {
+    let db = Connection::open(address).await?;
+    db.query("SELECT pg_sleep(600)", []).await?.collect().await?;
     Ok(())
 }
 
