@@ -33,6 +33,7 @@
 //! refuses the commands that change a connection's state for the calls after ([`REFUSED`]):
 //! the database and the credentials go in the address instead.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -353,8 +354,6 @@ async fn within<T>(deadline: Instant, work: impl Future<Output = T>) -> Result<T
             GuestError::Failed("the Redis call was still running at the call's deadline".into())
         })
 }
-
-use std::future::Future;
 
 /// A Redis error as the guest reads it.
 fn redis_error(e: &::redis::RedisError) -> GuestError {
