@@ -17,6 +17,10 @@
 #   (componentize-py, componentize-js: HTTP components)
 #   http-p3-py.wasm                (componentize-py: a WASI 0.3 HTTP component)
 #   hello-wat.wat watenv.wat       (copied as is; the server compiles .wat itself)
+#   spin-rust.wasm spin-pg-rust.wasm spin-py.wasm spin-js.wasm (Spin applications built with
+#   the official Spin SDKs: Rust spin-sdk 7, Python spin-sdk 5, the JS build tools; each also
+#   copied to where its spin.toml's `source` points, inside its git-ignored build
+#   directory, so that `wafer up examples/spin-*/spin.toml` finds it)
 #   spin-outbound-v2.wasm spin-outbound-p3.wasm (test guests of crates/wafer-cli/tests/
 #   spin_outbound.rs, from crates/wafer-cli/tests/guests/spin-outbound: Spin's outbound
 #   Redis and MQTT through WASI 0.2 bindings and through the Spin Rust SDK 7)
@@ -283,6 +287,15 @@ CARGO_TARGET_DIR="$ex/spin-rust/target" cargo build --quiet --release --locked \
   --target wasm32-wasip2 --manifest-path "$ex/spin-rust/Cargo.toml" \
   || die "cargo build of examples/spin-rust failed (spin-sdk 7 needs Rust >= 1.94)"
 install_artifact "$ex/spin-rust/target/wasm32-wasip2/release/spin_rust.wasm" "spin-rust.wasm"
+# The same SDK with outbound PostgreSQL: the same lock file's versions, built in spin-rust's
+# target/ directory to share its compiled dependencies, then put where its manifest's
+# `source` points.
+CARGO_TARGET_DIR="$ex/spin-rust/target" cargo build --quiet --release --locked \
+  --target wasm32-wasip2 --manifest-path "$ex/spin-pg-rust/Cargo.toml" \
+  || die "cargo build of examples/spin-pg-rust failed (spin-sdk 7 needs Rust >= 1.94)"
+spin_pg_out="$ex/spin-rust/target/wasm32-wasip2/release/spin_pg_rust.wasm"
+install_artifact "$spin_pg_out" "spin-pg-rust.wasm"
+install_spin_source "$spin_pg_out" "$ex/spin-pg-rust" target/wasm32-wasip2/release/spin_pg_rust.wasm
 # Python, spin-sdk 5: componentize-py finds the SDK's WIT and bindings (its
 # componentize-py.toml) through the venv, which must come first on PATH, as if activated.
 spin_py_out="$work/spin-py.wasm"

@@ -5,7 +5,8 @@
 # mosquitto for the Spin outbound Redis and MQTT tests, Chromium + ChromeDriver
 # for the dashboard test, the AssemblyScript compiler, and componentize-py /
 # componentize-js for the Python and JavaScript components, and the Spin Python SDK and JS
-# build tools for the Spin example apps. Idempotent: a second run
+# build tools for the Spin example apps, and PostgreSQL for the Spin outbound tests.
+# Idempotent: a second run
 # installs nothing.
 set -euo pipefail
 
@@ -21,6 +22,8 @@ command -v hyperfine >/dev/null || need_apt+=(hyperfine)
 [ -x /usr/bin/redis-server ] || command -v redis-server >/dev/null || need_apt+=(redis-server)
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || need_apt+=(mosquitto)
 [ -x /usr/lib/go-1.23/bin/go ] || need_apt+=(golang-1.23-go)
+# Spin's outbound PostgreSQL is tested against a real server (initdb + postgres per test).
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
 # The dashboard is tested in a real headless Chromium, driven over WebDriver.
 command -v chromium >/dev/null && command -v chromedriver >/dev/null \
   || need_apt+=(chromium chromium-driver fonts-dejavu-core)

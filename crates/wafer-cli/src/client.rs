@@ -375,9 +375,9 @@ pub(crate) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
 /// Options of `wafer apply`.
 #[derive(clap::Args)]
 pub(crate) struct ApplyArgs {
-    /// The manifest: a `wafer.toml`, or a Spin app's `spin.toml`.
-    #[arg(default_value = "wafer.toml")]
-    manifest: PathBuf,
+    /// The manifest: a `wafer.toml`, or a Spin app's `spin.toml` (default `wafer.toml`, else
+    /// `spin.toml`).
+    manifest: Option<PathBuf>,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -386,7 +386,8 @@ pub(crate) struct ApplyArgs {
 /// configuration (the `config` part of a deploy), stopping at the first refused. Nothing is
 /// removed: a function the manifest no longer declares stays until `wafer rm`.
 pub(crate) async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
-    let manifest = crate::manifest::Manifest::load(&args.manifest)?;
+    let manifest =
+        crate::manifest::Manifest::load(&crate::manifest::Manifest::path(args.manifest))?;
     for function in &manifest.functions {
         let name = &function.name;
         anyhow::ensure!(

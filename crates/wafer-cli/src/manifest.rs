@@ -41,9 +41,8 @@ pub(crate) struct Manifest {
     #[serde(default, rename = "function")]
     pub functions: Vec<ManifestFunction>,
     /// What the functions' files live in while they are served (a Spin app's `files`):
-    /// held, never read, so that the directory lasts as long as the manifest.
+    /// held so that the directory lasts as long as the manifest.
     #[serde(skip)]
-    #[allow(dead_code)]
     pub staged: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 
@@ -215,6 +214,18 @@ impl ManifestFunction {
 }
 
 impl Manifest {
+    /// The manifest a command was given, or, given none, `wafer.toml` in the current
+    /// directory, else a Spin app's `spin.toml` there.
+    pub(crate) fn path(given: Option<PathBuf>) -> PathBuf {
+        given.unwrap_or_else(|| {
+            let spin = PathBuf::from("spin.toml");
+            match !Path::new(DEFAULT).exists() && spin.exists() {
+                true => spin,
+                false => PathBuf::from(DEFAULT),
+            }
+        })
+    }
+
     pub(crate) fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read manifest {}", path.display()))?;
@@ -247,12 +258,14 @@ impl Manifest {
     }
 }
 
+/// The manifest commands read when given none.
+const DEFAULT: &str = "wafer.toml";
+
 /// Options of `wafer build`.
 #[derive(clap::Args)]
 pub(crate) struct BuildArgs {
-    /// The manifest.
-    #[arg(default_value = "wafer.toml")]
-    manifest: PathBuf,
+    /// The manifest (default `wafer.toml`, else `spin.toml`).
+    manifest: Option<PathBuf>,
     /// Build only these functions (default: every one with a `build` command).
     functions: Vec<FunctionName>,
 }
@@ -260,7 +273,7 @@ pub(crate) struct BuildArgs {
 /// `wafer build`: runs each function's `build` command with `sh -c` in the manifest's
 /// directory, in manifest order, stopping at the first that fails.
 pub(crate) fn build(args: BuildArgs) -> anyhow::Result<()> {
-    let manifest = Manifest::load(&args.manifest)?;
+    let manifest = Manifest::load(&Manifest::path(args.manifest))?;
     for name in &args.functions {
         anyhow::ensure!(
             manifest.functions.iter().any(|f| &f.name == name),

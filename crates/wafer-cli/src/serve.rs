@@ -302,9 +302,9 @@ fn fit_descriptors(max_connections: usize) -> usize {
 /// Options of `wafer up`.
 #[derive(clap::Args)]
 pub(crate) struct UpArgs {
-    /// The manifest declaring the functions.
-    #[arg(default_value = "wafer.toml")]
-    manifest: PathBuf,
+    /// The manifest declaring the functions: a `wafer.toml`, or a Spin app's `spin.toml`
+    /// (default `wafer.toml`, else `spin.toml`).
+    manifest: Option<PathBuf>,
     /// Follow changes: redeploy a function when its module file changes, rebuild and
     /// redeploy it when its `watch` sources change, and apply changes to the manifest.
     #[arg(long)]
@@ -537,13 +537,16 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
-    let manifest = Manifest::load(&args.manifest)?;
+    let path = Manifest::path(args.manifest);
+    let manifest = Manifest::load(&path)?;
     private_files();
     let server = Server::start(&args.serve).await?;
     for function in &manifest.functions {
         deploy_from_manifest(&server.functions, function).await?;
     }
-    let watch = args.watch.then_some((args.manifest.as_path(), manifest));
+    // The files a Spin app's components see live as long as the server.
+    let _staged = manifest.staged.clone();
+    let watch = args.watch.then_some((path.as_path(), manifest));
     server.run(&args.serve.data.data, watch).await
 }
 

@@ -302,6 +302,58 @@ fn key_value_is_one_store_for_the_whole_cluster() {
     until(&b, "/visits", 200, Some("hey, visit 1\n"));
 }
 
+/// A Spin app applied to one node is served by every node; its components share the app's
+/// store through JetStream, whichever node serves them; SQLite, which lives on one node,
+/// answers a clear error rather than letting the nodes drift apart.
+#[test]
+fn a_spin_app_in_a_cluster_shares_its_store_across_nodes() {
+    let nats = Nats::start();
+    let (a, b) = (node(&nats), node(&nats));
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("spin.toml");
+    let text = format!(
+        r#"
+spin_manifest_version = 2
+[application]
+name = "shop"
+[variables]
+region = {{ default = "eu" }}
+[[trigger.http]]
+route = "/kv"
+component = "store"
+[[trigger.http]]
+route = "/sql"
+component = "store"
+[component.store]
+source = "{module}"
+key_value_stores = ["default"]
+sqlite_databases = ["default"]
+"#,
+        module = built("spin-rust.wasm").display()
+    );
+    std::fs::write(&manifest, text).unwrap();
+    let out = a.cli(&["apply", manifest.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The app's own 404 (no route would be a 404 too).
+    until(&b, "/kv?key=fruit", 404, Some("not found"));
+    let stored = a
+        .client
+        .put(format!("{}/kv?key=fruit", a.url))
+        .body("fig")
+        .send()
+        .unwrap();
+    assert_eq!(stored.status(), 200);
+    let read = b.get("/kv?key=fruit");
+    assert_eq!(read.status(), 200);
+    assert_eq!(read.text().unwrap(), "fig");
+    let sql = b.get("/sql?name=widget&qty=1").text().unwrap();
+    assert!(sql.contains("not served in cluster mode"), "{sql}");
+}
+
 #[test]
 fn a_component_counter_incremented_on_two_nodes_at_once_loses_no_increment() {
     let nats = Nats::start();

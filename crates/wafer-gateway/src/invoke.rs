@@ -111,6 +111,9 @@ pub(crate) struct ServerHost {
     pub(crate) hops: u32,
     /// When the guest call must end; capabilities give up by then.
     pub(crate) deadline: Instant,
+    /// What the guest call holds open between host calls (database connections), closed
+    /// when this host is dropped with the call.
+    pub(crate) session: wafer_host::Session,
     /// Bytes the guest may still log with `log` calls in this call (its `stderr` limit), or
     /// `None` once the limit cut the log.
     pub(crate) log_left: Mutex<Option<u64>>,
@@ -155,7 +158,13 @@ impl HostCalls for ServerHost {
             .host_call(call.namespace, call.operation);
         Box::pin(async move {
             self.caps
-                .call(&self.function, call, self.deadline, self.hops)
+                .call(
+                    &self.function,
+                    &self.session,
+                    call,
+                    self.deadline,
+                    self.hops,
+                )
                 .await
                 .map_err(|e| e.to_string())
         })

@@ -599,6 +599,7 @@ impl App {
             request_id: request_id.to_owned(),
             hops,
             deadline: limits.deadline(std::time::Instant::now()),
+            session: wafer_host::Session::default(),
             log_left: Mutex::new(Some(limits.stderr.as_u64())),
         })
     }

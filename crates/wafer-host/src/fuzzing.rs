@@ -78,8 +78,13 @@ impl HostCalls {
             operation,
             payload,
         };
-        self.tokio
-            .block_on(self.caps.call(&self.function, call, Instant::now(), 0))
+        self.tokio.block_on(self.caps.call(
+            &self.function,
+            &crate::Session::default(),
+            call,
+            Instant::now(),
+            0,
+        ))
     }
 
     /// `host_call_json`: the input's first line is `NAMESPACE/OPERATION`, the rest the

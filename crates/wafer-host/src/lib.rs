@@ -9,6 +9,8 @@
 //!   redb database, or a cluster's ([`kv`]).
 //! - `sqlite`: SQLite databases granted by label, in the data directory ([`sqlite`]; not in a
 //!   cluster).
+//! - `postgres`: PostgreSQL servers on the function's outbound allow-list, a connection per
+//!   guest connection, held by the call's [`Session`] ([`postgres`]).
 //! - `http`: outbound HTTP to the function's allow-list, checked on resolved addresses and
 //!   on every redirect ([`http`]).
 //! - `pubsub`: publishing to topics, delivered to subscribed functions through a
@@ -29,8 +31,10 @@
 //! let caps = Capabilities::open(".wafer".as_ref())?;
 //! let call = HostCall { binding: "wafer", namespace: "kv", operation: "get", payload: b"visits" };
 //! let deadline = Instant::now() + Duration::from_secs(5);
+//! // What the guest call holds open (its database connections), closed when dropped.
+//! let session = wafer_host::Session::default();
 //! // 0: the call was not started by a pub/sub delivery (see `pubsub::MAX_HOPS`).
-//! match caps.call(function, call, deadline, 0).await {
+//! match caps.call(function, &session, call, deadline, 0).await {
 //!     Ok(value) => println!("visits = {}", String::from_utf8_lossy(&value)),
 //!     Err(error) => println!("{error}"), // e.g. "denied: this function has no key-value store ..."
 //! }
@@ -45,6 +49,7 @@ pub mod http;
 pub mod kv;
 pub mod mqtt;
 mod outbound;
+pub mod postgres;
 pub mod pubsub;
 pub mod redis;
 pub mod sqlite;
@@ -94,6 +99,7 @@ pub struct Capabilities {
     kv: Arc<dyn Kv>,
     /// SQLite databases: on one node only, none in a cluster.
     sqlite: Option<sqlite::Sqlite>,
+    postgres: postgres::Postgres,
     http: Arc<http::Http>,
     bus: Arc<dyn Bus>,
     deliver: OnceLock<Weak<dyn Deliver>>,
@@ -127,6 +133,7 @@ impl Capabilities {
         Self {
             kv,
             sqlite: None,
+            postgres: postgres::Postgres::default(),
             http: Arc::default(),
             bus,
             deliver: OnceLock::new(),
@@ -136,11 +143,13 @@ impl Capabilities {
     }
 
     /// Answers one host call of `function`; a call still running at `deadline` (the guest
-    /// call's own) fails. `hops` is how many deliveries led to the guest call (0 for a
-    /// request): a message it publishes carries one more, up to [`pubsub::MAX_HOPS`].
+    /// call's own) fails. `session` holds what the guest call keeps open between its host
+    /// calls. `hops` is how many deliveries led to the guest call (0 for a request): a
+    /// message it publishes carries one more, up to [`pubsub::MAX_HOPS`].
     pub async fn call(
         &self,
         function: &Deployment,
+        session: &Session,
         call: HostCall<'_>,
         deadline: Instant,
         hops: u32,
@@ -183,6 +192,13 @@ impl Capabilities {
                     .call(function, label, call.operation, call.payload, deadline)
                     .await
             }
+            "postgres" => {
+                let postgres = &self.postgres;
+                let (operation, payload) = (call.operation, call.payload);
+                postgres
+                    .call(function, session, operation, payload, deadline)
+                    .await
+            }
             "http" => {
                 self.http
                     .call(function, call.operation, call.payload, deadline)
@@ -202,7 +218,8 @@ impl Capabilities {
                 pubsub::call(bus, deliver, function, call.operation, call.payload, hops).await
             }
             other => Err(GuestError::Invalid(format!(
-                "the host has no capability `{other}` (namespaces: config, http, kv, log, mqtt, pubsub, redis, sqlite)"
+                "the host has no capability `{other}` (namespaces: config, http, kv, log, mqtt, postgres, \
+                 pubsub, redis, sqlite)"
             ))),
         }
     }
@@ -241,6 +258,7 @@ impl Capabilities {
     /// namespace again afterwards.
     pub async fn forget(&self, name: &FunctionName) -> Result<(), GuestError> {
         self.http.retain(|n| n != name);
+        self.postgres.forget(name);
         self.redis.retain(|n| n != name);
         self.mqtt.retain(|n| n != name);
         self.bus.forget(name).await?;
@@ -259,6 +277,14 @@ impl Capabilities {
     pub async fn pubsub_stats(&self) -> pubsub::Stats {
         self.bus.stats().await
     }
+}
+
+/// What one guest call holds open on the host between its host calls: its PostgreSQL
+/// connections. One per guest call ([`Capabilities::call`] takes it); dropping it, when the
+/// call ends, closes them.
+#[derive(Default)]
+pub struct Session {
+    postgres: postgres::Connections,
 }
 
 /// Reads a raw UTF-8 payload (a key, a name, a prefix).

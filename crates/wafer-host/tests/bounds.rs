@@ -65,7 +65,9 @@ async fn request(
         payload: payload.as_bytes(),
     };
     let deadline = Instant::now() + Duration::from_secs(60);
-    let answer = caps.call(function, call, deadline, 0).await?;
+    let answer = caps
+        .call(function, &wafer_host::Session::default(), call, deadline, 0)
+        .await?;
     Ok(serde_json::from_slice(&answer).unwrap())
 }
 

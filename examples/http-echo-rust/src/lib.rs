@@ -12,6 +12,8 @@
 //! - `/grow?mib=N`: allocates and touches N MiB, answers `grew N MiB`
 //! - `/headers`: the request's scheme and authority, then its headers, as sorted
 //!   `name: value` lines
+//! - `/connect?addr=IP:PORT`: opens a TCP connection (`wasi:sockets`, through std), sends
+//!   `ping\n` and answers `connected: REPLY`, or 502 `connect error: ERROR`
 //! - anything else: streams the request body back chunk by chunk, with the
 //!   request's content-type plus `x-echo-method` / `x-echo-path`
 
@@ -49,6 +51,7 @@ impl Guest for Echo {
             "count" => respond(response_out, 200, format!("{handled}\n").as_bytes()),
             "grow" => grow(query, response_out),
             "headers" => request_headers(&request, response_out),
+            "connect" => connect(query, response_out),
             _ => echo(&request, &path, response_out),
         }
     }
@@ -157,6 +160,26 @@ fn slow(response_out: ResponseOutparam) {
     }
     drop(stream);
     OutgoingBody::finish(body, None).expect("finish response body");
+}
+
+/// Connects to the `addr` query parameter over TCP, says `ping`, and answers the first line
+/// that comes back.
+fn connect(query: &str, response_out: ResponseOutparam) {
+    use std::io::{BufRead, Write};
+    let Some(addr) = query.split('&').find_map(|pair| pair.strip_prefix("addr=")) else {
+        return respond(response_out, 400, b"usage: /connect?addr=IP:PORT\n");
+    };
+    let exchange = || -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect(addr)?;
+        stream.write_all(b"ping\n")?;
+        let mut reply = String::new();
+        std::io::BufReader::new(stream).read_line(&mut reply)?;
+        Ok(reply)
+    };
+    match exchange() {
+        Ok(reply) => respond(response_out, 200, format!("connected: {reply}").as_bytes()),
+        Err(e) => respond(response_out, 502, format!("connect error: {e}").as_bytes()),
+    }
 }
 
 /// GETs the `url` query parameter and reports the outcome.

@@ -1,6 +1,7 @@
 //! Test harness: a real `wafer serve` child process on 127.0.0.1:0, talked to over real sockets.
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -121,6 +122,15 @@ impl Server {
             ])
             .arg(data)
             .env("RUST_LOG", "warn")
+            // JetStream sets each stream's byte limit aside when it is made, against the
+            // NATS server's `max_file_store` (by default 75% of the disk's free space);
+            // Wafer's defaults ask for about 6.5 GiB (docs/cluster.md#byte-limits). Cluster
+            // nodes in tests ask for less, so a nearly full disk cannot fail them; tests of
+            // the limits give their own flags, which win.
+            .env("WAFER_CLUSTER_RECORDS_MAX_BYTES", "64MiB")
+            .env("WAFER_CLUSTER_MODULES_MAX_BYTES", "256MiB")
+            .env("WAFER_CLUSTER_MESSAGES_MAX_BYTES", "64MiB")
+            .env("WAFER_CLUSTER_DEAD_MAX_BYTES", "64MiB")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(if logged {
@@ -377,19 +387,6 @@ impl Endpoint {
     }
 }
 
-/// A configuration file for a test's nats-server (written in its store directory): JetStream sets
-/// each stream's byte limit aside up front against `max_file_store`, which by default is 75%
-/// of the disk's free space, so Wafer's default limits (about 6.5 GiB, docs/cluster.md) would
-/// not fit on a machine whose disk is nearly full, though the tests write a few MiB. Fixed
-/// here so no test depends on how full the disk is ([`Nats::with_storage`] sets another).
-fn storage_config(store: &Path) -> PathBuf {
-    let file = store.join("nats.conf");
-    if !file.exists() {
-        std::fs::write(&file, "jetstream { max_file_store: 1TB }\n").unwrap();
-    }
-    file
-}
-
 /// A real `nats-server` with JetStream on a free port of 127.0.0.1, its storage in a
 /// temporary directory; killed when dropped. `scripts/setup.sh` installs it.
 pub struct Nats {
@@ -468,11 +465,15 @@ impl Nats {
                 "nats-server".into()
             }
         });
+        // A configuration file only where a test wrote one (`with_storage`).
+        let config = store.join("nats.conf");
+        let config = config
+            .exists()
+            .then(|| [OsString::from("-c"), config.into_os_string()]);
         Command::new(&binary)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(store)
-            .arg("-c")
-            .arg(storage_config(store))
+            .args(config.into_iter().flatten())
             .args(cluster)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -6,6 +6,9 @@
 //!   `default` is `kv`), and answers `access-denied` for one not granted, as Spin does.
 //! - `sqlite`: `connection.open(label)` opens a database granted by label (`sqlite:LABEL`
 //!   host calls), `access-denied` for one not granted; statements run on the host's SQLite.
+//! - `postgres`: `connection.open(address)` connects to a PostgreSQL server the outbound
+//!   allow-list grants (`postgres` host calls), one connection per resource; statements
+//!   and values as in Spin ([`postgres`]).
 //! - `redis`, `mqtt`: `connection.open(address, ...)` connects to a server the function's
 //!   outbound rules allow (`redis` and `mqtt` host calls; the host checks the address,
 //!   connects, and keeps the connection for later calls); a refused address is Spin's
@@ -26,6 +29,7 @@ use wasmtime::component::{
 use crate::host_call::HostCalls;
 
 mod mqtt;
+mod postgres;
 mod redis;
 mod sqlite;
 use crate::interfaces::{Bucket, Capabilities, HasCapabilities, Host, Refused};
@@ -38,6 +42,8 @@ mod bindings {
         with: {
             "fermyon:spin/key-value.store": crate::interfaces::Bucket,
             "fermyon:spin/sqlite.connection": super::sqlite::Connection,
+            "fermyon:spin/postgres.connection": super::postgres::Connection,
+            "spin:postgres/postgres@3.0.0.connection": super::postgres::Connection,
             "fermyon:spin/redis.connection": super::redis::Connection,
             "fermyon:spin/mqtt.connection": super::mqtt::Connection,
         },
@@ -55,6 +61,8 @@ mod p3 {
         with: {
             "spin:key-value/key-value.store": crate::interfaces::Bucket,
             "spin:sqlite/sqlite.connection": super::sqlite::Connection,
+            "spin:postgres/postgres@4.2.0.connection": super::postgres::Connection,
+            "spin:postgres/postgres@4.2.0.connection-builder": super::postgres::Builder,
             "spin:redis/redis.connection": super::redis::Connection,
             "spin:mqtt/mqtt.connection": super::mqtt::Connection,
         },
@@ -81,6 +89,7 @@ pub(crate) fn add_to_linker<T: HasCapabilities>(linker: &mut Linker<T>) -> wasmt
     variables3::add_to_linker::<T, View>(linker, get::<T>)?;
     bindings::fermyon::spin::sqlite::add_to_linker::<T, View>(linker, get::<T>)?;
     p3::spin::sqlite::sqlite::add_to_linker::<T, View>(linker, get::<T>)?;
+    postgres::add_to_linker::<T>(linker, get::<T>)?;
     bindings::fermyon::spin::redis::add_to_linker::<T, View>(linker, get::<T>)?;
     p3::spin::redis::redis::add_to_linker::<T, View>(linker, get::<T>)?;
     bindings::fermyon::spin::mqtt::add_to_linker::<T, View>(linker, get::<T>)?;
