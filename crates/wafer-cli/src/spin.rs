@@ -3,7 +3,8 @@
 //!
 //! Each component becomes a function named by its id, served on the routes of the HTTP
 //! triggers that name it, with the grants its entry gives: `allowed_outbound_hosts` (Spin's
-//! syntax and `{{ variable }}` templates), `key_value_stores` (shared by the app's
+//! syntax and `{{ variable }}` templates: `http`/`https` entries for outbound HTTP, the
+//! others for TCP sockets and the Redis and MQTT clients), `key_value_stores` (shared by the app's
 //! components: label `L` of app `A` is the namespace `A--L`), `sqlite_databases` (the same,
 //! as files `DATA/sqlite/A--L.db`), `variables` (rendered from the
 //! app's `[variables]`: the environment's `SPIN_VARIABLE_NAME`, else the default),

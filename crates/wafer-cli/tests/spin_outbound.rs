@@ -27,12 +27,21 @@ impl Redis {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
+        let child = Self::spawn(port, dir.path());
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn spawn(port: u16, dir: &Path) -> Child {
         let binary = binary("REDIS_SERVER", "redis-server", &["/usr/bin/redis-server"]);
         let child = Command::new(&binary)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
-            .arg(dir.path())
+            .arg(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -40,11 +49,14 @@ impl Redis {
                 panic!("cannot start {binary}: {e} (scripts/setup.sh installs it)")
             });
         wait_for(port, "redis-server");
-        Self {
-            child,
-            port,
-            _dir: dir,
-        }
+        child
+    }
+
+    /// Stops the server and starts a new one on the same port (empty: nothing persists).
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(self.port, self._dir.path());
     }
 
     fn address(&self) -> String {
@@ -402,6 +414,28 @@ fn redis_errors_are_spins() {
             &[("redis-address", "unix:///tmp/redis.sock")],
         );
         assert_eq!((status, body.as_str()), (500, "Error::InvalidAddress"));
+    }
+}
+
+#[test]
+fn redis_connections_are_made_afresh_after_the_server_restarts() {
+    let mut redis = Redis::start();
+    let app = App::up(&[format!("redis://127.0.0.1:{}", redis.port)]);
+    let address = redis.address();
+    let headers = [("redis-address", address.as_str())];
+    for version in ["v2", "p3"] {
+        let set = format!("/{version}/redis/set?key=k&value={version}");
+        assert_eq!(app.get(&set, &headers), (200, "ok".to_owned()));
+        // The connection kept from the call before is closed by the server's restart.
+        redis.restart();
+        let get = format!("/{version}/redis/get?key=k");
+        assert_eq!(
+            app.get(&get, &headers),
+            (404, "nil".to_owned()),
+            "{version}"
+        );
+        assert_eq!(app.get(&set, &headers), (200, "ok".to_owned()));
+        assert_eq!(app.get(&get, &headers), (200, version.to_owned()));
     }
 }
 

@@ -144,9 +144,12 @@ impl Mqtt {
         };
         let link = match self.pool.get(&function.name, &key) {
             Some(link) if link.failed.get().is_none() => link,
-            _ => {
+            kept => {
+                if let Some(failed) = kept {
+                    self.forget(&function.name, &key, &failed);
+                }
                 let addrs = within(deadline, allowed.resolve()).await??;
-                let link = Link::start(settings, addrs);
+                let link = Link::start(settings, addrs)?;
                 self.pool.put(&function.name, key.clone(), link)
             }
         };
@@ -315,27 +318,27 @@ impl Drop for Link {
 
 impl Link {
     /// Starts connecting to the broker at the first of `addrs` that answers.
-    fn start(settings: Settings, addrs: Vec<SocketAddr>) -> Arc<Self> {
+    fn start(settings: Settings, addrs: Vec<SocketAddr>) -> Result<Arc<Self>, GuestError> {
         let (notices, _) = broadcast::channel(64);
         let failed = Arc::new(OnceLock::new());
-        let candidates: Vec<MqttOptions> = addrs
+        let candidates = addrs
             .iter()
-            .filter_map(|addr| settings.options(Some(addr.ip())).ok())
-            .collect();
-        // Checked by `Settings::read` already; the fallback is never reached.
+            .map(|addr| settings.options(Some(addr.ip())))
+            .collect::<Result<Vec<MqttOptions>, _>>()
+            .map_err(|e| GuestError::Invalid(format!("address {}: {e}", settings.url)))?;
         let first = candidates
             .first()
             .cloned()
-            .unwrap_or_else(|| MqttOptions::new("", "0.0.0.0", 1));
+            .ok_or_else(|| GuestError::Failed(format!("{} has no address", settings.url)))?;
         let (client, eventloop) = AsyncClient::new(first, CHANNEL);
         let task = tokio::spawn(run(eventloop, candidates, notices.clone(), failed.clone()));
-        Arc::new(Self {
+        Ok(Arc::new(Self {
             client,
             notices,
             failed,
             turn: tokio::sync::Mutex::new(()),
             task,
-        })
+        }))
     }
 
     async fn publish(&self, topic: String, payload: Vec<u8>, qos: QoS) -> Result<(), GuestError> {

@@ -9,7 +9,7 @@
 //!
 //! | op | payload beyond `address` | answer |
 //! |---|---|---|
-//! | `open` | | empty, once connected |
+//! | `open` | | empty, once connected (a kept connection answers a `PING` first) |
 //! | `publish` | `channel`, `payload`/`payload_base64` | empty |
 //! | `get` | `key` | `{"value": TEXT}`, `{"value_base64": B64}`, or `{"value": null}` |
 //! | `set` | `key`, `value`/`value_base64` | empty |
@@ -28,10 +28,12 @@
 //! each in turn): at most [`MAX_CONNECTIONS_PER_FUNCTION`] per function and
 //! [`MAX_CONNECTIONS`] in all, the least recently used let go first, none idle longer than
 //! [`IDLE`]. A connection that fails, or is still busy at a call's deadline (a blocking
-//! command), is let go, and the next call connects afresh. Because it is shared, `execute`
+//! command), is let go, and the next call connects afresh; `open` checks a kept connection
+//! with a `PING`, so one the server closed (a restart) is replaced before it is used. Because it is shared, `execute`
 //! refuses the commands that change a connection's state for the calls after ([`REFUSED`]):
 //! the database and the credentials go in the address instead.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -151,7 +153,20 @@ impl Redis {
         // Build the command first: a malformed one connects nowhere.
         let command = command(operation, request)?;
         let address = command.address.clone();
-        let mut connection = match self.pool.get(&function.name, &address) {
+        let mut kept = self.pool.get(&function.name, &address);
+        if let (Some(connection), None) = (&mut kept, &command.cmd) {
+            // `open` makes sure a kept connection still answers (the server may have
+            // restarted since), so that the commands after it find it working.
+            let ping = ::redis::cmd("PING");
+            if !matches!(
+                within(deadline, ping.query_async::<Value>(connection)).await,
+                Ok(Ok(_))
+            ) {
+                self.pool.remove(&function.name, &address);
+                kept = None;
+            }
+        }
+        let mut connection = match kept {
             Some(connection) => connection,
             None => {
                 let connection = within(deadline, connect(&allowed, &address)).await??;
@@ -339,8 +354,6 @@ async fn within<T>(deadline: Instant, work: impl Future<Output = T>) -> Result<T
             GuestError::Failed("the Redis call was still running at the call's deadline".into())
         })
 }
-
-use std::future::Future;
 
 /// A Redis error as the guest reads it.
 fn redis_error(e: &::redis::RedisError) -> GuestError {
