@@ -74,7 +74,39 @@ fn deployed(d: wafer_registry::Deployed) -> Deployed {
         version: d.version,
         digest: d.digest.to_string(),
         unchanged: d.unchanged,
+        traffic: d.traffic.as_ref().map(traffic_message),
     }
+}
+
+fn traffic_message(traffic: &wafer_registry::Traffic) -> Traffic {
+    Traffic {
+        split: (traffic.split.iter())
+            .map(|s| Share {
+                version: s.version,
+                percent: s.percent.into(),
+            })
+            .collect(),
+        sticky: traffic.sticky.as_ref().map(|sticky| Sticky {
+            by: Some(match sticky {
+                wafer_registry::Sticky::Header(h) => sticky::By::Header(h.clone()),
+                wafer_registry::Sticky::Cookie(c) => sticky::By::Cookie(c.clone()),
+            }),
+        }),
+    }
+}
+
+fn sticky_of(sticky: Option<Sticky>) -> Option<wafer_registry::Sticky> {
+    match sticky?.by? {
+        sticky::By::Header(header) => {
+            Some(wafer_registry::Sticky::Header(header.to_ascii_lowercase()))
+        }
+        sticky::By::Cookie(cookie) => Some(wafer_registry::Sticky::Cookie(cookie)),
+    }
+}
+
+/// A percentage as the registry takes it (a value past 255 is past 99 too).
+fn percent(value: u32) -> u8 {
+    u8::try_from(value).unwrap_or(u8::MAX)
 }
 
 #[tonic::async_trait]
@@ -97,6 +129,17 @@ impl Wafer for Service {
         };
         let name = function_name(&metadata.name)?;
         let schema = metadata.schema.take();
+        let sticky = sticky_of(metadata.sticky.take());
+        let canary = match metadata.canary {
+            0 if sticky.is_some() => {
+                return Err(Status::invalid_argument("`sticky` goes with `canary`"))
+            }
+            0 => None,
+            n => Some(wafer_gateway::Canary {
+                percent: percent(n),
+                sticky,
+            }),
+        };
         let mut config = deploy_config(metadata).map_err(status)?;
         if let Some(schema) = schema {
             let (proto, set) = match schema.source {
@@ -144,7 +187,7 @@ impl Wafer for Service {
         let result = self
             .app
             .functions()
-            .deploy(name, module, config)
+            .deploy_with(name, module, config, canary)
             .await
             .map_err(status)?;
         tracing::info!(name = %result.name, version = result.version, digest = %result.digest, unchanged = result.unchanged, "deployed (gRPC)");
@@ -195,6 +238,7 @@ impl Wafer for Service {
                 error: f.error.unwrap_or_default(),
                 abi: f.abi.to_string(),
                 grants: Some(grants_message(&f.config.grants)),
+                traffic: f.traffic.as_ref().map(traffic_message),
             })
             .collect();
         Ok(Response::new(ListResponse { functions }))
@@ -221,6 +265,7 @@ impl Wafer for Service {
                     created: v.created.clone(),
                 })
                 .collect(),
+            traffic: record.traffic.as_ref().map(traffic_message),
         }))
     }
 
@@ -240,6 +285,38 @@ impl Wafer for Service {
     ) -> Result<Response<Deployed>, Status> {
         let name = function_name(&request.into_inner().name)?;
         let result = self.app.functions().rollback(&name).await.map_err(status)?;
+        Ok(Response::new(deployed(result)))
+    }
+
+    async fn set_traffic(
+        &self,
+        request: Request<SetTrafficRequest>,
+    ) -> Result<Response<Deployed>, Status> {
+        let request = request.into_inner();
+        let name = function_name(&request.name)?;
+        let asked = request.traffic.unwrap_or_default();
+        let split = (asked.split.iter())
+            .map(|s| wafer_registry::Share {
+                version: s.version,
+                percent: percent(s.percent),
+            })
+            .collect();
+        let traffic = wafer_registry::Traffic::new(split, sticky_of(asked.sticky))
+            .map_err(|e| status(e.into()))?;
+        let functions = self.app.functions();
+        let result = functions
+            .set_traffic(&name, traffic)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(deployed(result)))
+    }
+
+    async fn promote(
+        &self,
+        request: Request<PromoteRequest>,
+    ) -> Result<Response<Deployed>, Status> {
+        let name = function_name(&request.into_inner().name)?;
+        let result = self.app.functions().promote(&name).await.map_err(status)?;
         Ok(Response::new(deployed(result)))
     }
 

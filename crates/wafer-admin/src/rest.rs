@@ -8,7 +8,9 @@
 //! | `PUT /_wafer/functions/NAME?...`        | deploy the body (wasm or WAT) as a version   |
 //! | `GET /_wafer/functions/NAME`            | the function's record: all versions          |
 //! | `DELETE /_wafer/functions/NAME`         | remove the function                          |
-//! | `POST /_wafer/functions/NAME/rollback`  | re-activate the version before the active one|
+//! | `POST /_wafer/functions/NAME/rollback`  | re-activate the version before the active one, or end a traffic split |
+//! | `PUT /_wafer/functions/NAME/traffic`    | share requests among versions (JSON `{"split": [{"version", "percent"}], "sticky"}`) |
+//! | `POST /_wafer/functions/NAME/promote`   | end a traffic split: its newest version takes every request |
 //! | `GET /_wafer/functions/NAME/logs?tail=N`| the last N log lines (default 100); `&since=10m`; `&follow=true` streams new ones (SSE) |
 //! | `GET /_wafer/modules/sha256:HEX`        | a module's bytes, verified against the digest|
 //! | `GET /_wafer/pubsub`                    | pub/sub counters per subscriber              |
@@ -34,7 +36,7 @@ use serde_json::Value;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use wafer_registry::{Digest, FunctionName};
+use wafer_registry::{Digest, FunctionName, Sticky, Traffic};
 
 use wafer_gateway::{App, Error};
 
@@ -60,6 +62,8 @@ pub(crate) fn api_router() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(list))
         .routes(routes!(deploy, describe, remove))
         .routes(routes!(rollback))
+        .routes(routes!(traffic))
+        .routes(routes!(promote))
         .routes(routes!(logs))
         .routes(routes!(invoke))
         .routes(routes!(module))
@@ -155,10 +159,11 @@ async fn deploy(
     request: axum::extract::Request,
 ) -> Result<Response, Error> {
     let name = name(&raw)?;
-    let (mut config, operations) = wafer_gateway::deploy_config(query.as_deref().unwrap_or(""))?;
+    let (canary, query) = canary(query.as_deref().unwrap_or(""))?;
+    let (mut config, operations) = wafer_gateway::deploy_config(&query)?;
     let upload = Upload::read(request).await?;
     if let Some(whole) = upload.config {
-        if query.as_deref().is_some_and(|q| !q.is_empty()) || upload.grants.is_some() {
+        if !query.is_empty() || upload.grants.is_some() {
             return Err(Error::BadRequest(
                 "a `config` part is the whole configuration: give no query parameters or \
                  `grants` part with it"
@@ -186,7 +191,7 @@ async fn deploy(
     }
     let deployed = app
         .functions()
-        .deploy(name, module.to_vec(), config)
+        .deploy_with(name, module.to_vec(), config, canary)
         .await?;
     let status = if deployed.unchanged {
         StatusCode::OK
@@ -200,6 +205,38 @@ async fn deploy(
         answer["compile_ms"] = ((took.as_secs_f64() * 1e4).round() / 10.0).into();
     }
     Ok((status, Json(answer)).into_response())
+}
+
+/// The canary parameters of a deploy's query (`canary=PERCENT`, `sticky_header=NAME` or
+/// `sticky_cookie=NAME`), and the rest of the query.
+fn canary(query: &str) -> Result<(Option<wafer_gateway::Canary>, String), Error> {
+    let (mut percent, mut sticky) = (None, None);
+    let mut rest = form_urlencoded::Serializer::new(String::new());
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "canary" => {
+                let value = value.trim_end_matches('%');
+                percent = Some(value.parse::<u8>().map_err(|_| {
+                    Error::BadRequest(format!("canary `{value}` must be a percentage, 1 to 99"))
+                })?);
+            }
+            "sticky_header" => sticky = Some(Sticky::Header(value.to_ascii_lowercase())),
+            "sticky_cookie" => sticky = Some(Sticky::Cookie(value.into_owned())),
+            _ => {
+                rest.append_pair(&key, &value);
+            }
+        }
+    }
+    let canary = match (percent, sticky) {
+        (Some(percent), sticky) => Some(wafer_gateway::Canary { percent, sticky }),
+        (None, Some(_)) => {
+            return Err(Error::BadRequest(
+                "`sticky_header` and `sticky_cookie` go with `canary`".into(),
+            ))
+        }
+        (None, None) => None,
+    };
+    Ok((canary, rest.finish()))
 }
 
 /// A deploy's upload: the module as the whole body, or, as `multipart/form-data`, parts
@@ -320,6 +357,41 @@ async fn rollback(
     let name = name(&raw)?;
     let deployed = app.functions().rollback(&name).await?;
     tracing::info!(name = %deployed.name, version = deployed.version, "rolled back");
+    Ok(Json(deployed).into_response())
+}
+
+#[utoipa::path(put, path = "/_wafer/functions/{name}/traffic", tag = "functions", security(("token" = [])), params(("name" = String, Path, description = "The function's name")),
+    request_body(content = serde_json::Value, description = "The split: `{\"split\": [{\"version\": 7, \"percent\": 25}, {\"version\": 6, \"percent\": 75}], \"sticky\": {\"header\": \"x-user\"}}` (2 to 4 versions with the same routes, together 100%; `sticky` optional, a `header` or a `cookie`)", content_type = "application/json"),
+    responses((status = 200, description = "The split stands; the oldest member is the active version", body = serde_json::Value), (status = 400, description = "A split that cannot stand, and why")))]
+async fn traffic(
+    _: Admin,
+    State(app): State<Arc<App>>,
+    Path(raw): Path<String>,
+    body: Bytes,
+) -> Result<Response, Error> {
+    let name = name(&raw)?;
+    let asked: Traffic = serde_json::from_slice(&body)
+        .map_err(|e| Error::BadRequest(format!("the traffic split: {e}")))?;
+    let sticky = asked.sticky.map(|sticky| match sticky {
+        Sticky::Header(header) => Sticky::Header(header.to_ascii_lowercase()),
+        cookie => cookie,
+    });
+    let traffic = Traffic::new(asked.split, sticky)?;
+    let deployed = app.functions().set_traffic(&name, traffic).await?;
+    tracing::info!(name = %deployed.name, traffic = ?deployed.traffic, "traffic split");
+    Ok(Json(deployed).into_response())
+}
+
+#[utoipa::path(post, path = "/_wafer/functions/{name}/promote", tag = "functions", security(("token" = [])), params(("name" = String, Path, description = "The function's name")),
+    responses((status = 200, description = "The split's newest version takes every request", body = serde_json::Value), (status = 400, description = "No traffic split")))]
+async fn promote(
+    _: Admin,
+    State(app): State<Arc<App>>,
+    Path(raw): Path<String>,
+) -> Result<Response, Error> {
+    let name = name(&raw)?;
+    let deployed = app.functions().promote(&name).await?;
+    tracing::info!(name = %deployed.name, version = deployed.version, "promoted");
     Ok(Json(deployed).into_response())
 }
 

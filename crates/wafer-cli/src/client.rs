@@ -132,6 +132,50 @@ pub(crate) struct DeployArgs {
     /// How long a reused instance may sit idle before it is dropped (default 1s).
     #[arg(long, value_name = "DURATION")]
     instance_idle: Option<String>,
+    /// Deploy as a canary: the new version takes this percentage of the requests (1 to
+    /// 99) and the active version keeps the rest, until `wafer promote` or `wafer rollback`.
+    #[arg(long, value_name = "PERCENT")]
+    canary: Option<u8>,
+    #[command(flatten)]
+    sticky: StickyArgs,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// What keeps one client on one version while requests are split.
+#[derive(clap::Args)]
+pub(crate) struct StickyArgs {
+    /// Keep each client on one version by the value of this request header.
+    #[arg(long, value_name = "NAME", conflicts_with = "sticky_cookie")]
+    sticky_header: Option<String>,
+    /// Keep each client on one version by this cookie (set by the server when the client
+    /// has none).
+    #[arg(long, value_name = "NAME")]
+    sticky_cookie: Option<String>,
+}
+
+impl StickyArgs {
+    /// As the admin API takes it, if given.
+    fn json(&self) -> Option<Value> {
+        match (&self.sticky_header, &self.sticky_cookie) {
+            (Some(header), _) => Some(serde_json::json!({ "header": header })),
+            (_, Some(cookie)) => Some(serde_json::json!({ "cookie": cookie })),
+            _ => None,
+        }
+    }
+}
+
+/// Options of `wafer traffic`.
+#[derive(clap::Args)]
+pub(crate) struct TrafficArgs {
+    /// The function's name.
+    name: String,
+    /// Each version's share: `v7=25 v6=75` (2 to 4 versions with the same routes, together
+    /// 100%).
+    #[arg(required = true, value_name = "vN=PERCENT")]
+    shares: Vec<String>,
+    #[command(flatten)]
+    sticky: StickyArgs,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -320,6 +364,21 @@ pub(crate) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     query.extend(args.operations.iter().map(|o| ("operation", o.clone())));
     query.extend(args.abi.iter().map(|a| ("abi", a.clone())));
     query.extend(args.entrypoint.iter().map(|e| ("entrypoint", e.clone())));
+    match (
+        args.canary,
+        &args.sticky.sticky_header,
+        &args.sticky.sticky_cookie,
+    ) {
+        (None, None, None) => {}
+        (None, _, _) => {
+            bail!("--sticky-header and --sticky-cookie go with --canary (or `wafer traffic`)")
+        }
+        (Some(percent), header, cookie) => {
+            query.push(("canary", percent.to_string()));
+            query.extend(header.iter().map(|h| ("sticky_header", h.clone())));
+            query.extend(cookie.iter().map(|c| ("sticky_cookie", c.clone())));
+        }
+    }
     let request = args
         .server
         .request(Method::PUT, &format!("functions/{}", args.name))?
@@ -368,6 +427,61 @@ pub(crate) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         deployed["name"].as_str().unwrap_or(&args.name),
         deployed["version"],
         deployed["digest"].as_str().unwrap_or("?")
+    );
+    if let Some(split) = split_summary(&deployed["traffic"]) {
+        println!("traffic: {split}");
+    }
+    Ok(())
+}
+
+/// A traffic split as `v7 25%, v6 75%`, if `traffic` holds one.
+fn split_summary(traffic: &Value) -> Option<String> {
+    let shares: Vec<String> = (traffic["split"].as_array()?.iter())
+        .map(|s| format!("v{} {}%", s["version"], s["percent"]))
+        .collect();
+    let sticky = match (
+        traffic["sticky"]["header"].as_str(),
+        traffic["sticky"]["cookie"].as_str(),
+    ) {
+        (Some(header), _) => format!(" (sticky by header {header})"),
+        (_, Some(cookie)) => format!(" (sticky by cookie {cookie})"),
+        _ => String::new(),
+    };
+    Some(shares.join(", ") + &sticky)
+}
+
+pub(crate) async fn traffic(args: TrafficArgs) -> anyhow::Result<()> {
+    let mut split = Vec::new();
+    for share in &args.shares {
+        let parsed = share.split_once('=').and_then(|(version, percent)| {
+            let version: u32 = version.strip_prefix('v').unwrap_or(version).parse().ok()?;
+            let percent: u8 = percent.trim_end_matches('%').parse().ok()?;
+            Some(serde_json::json!({ "version": version, "percent": percent }))
+        });
+        split.push(parsed.with_context(|| format!("`{share}` must be vN=PERCENT, e.g. v7=25"))?);
+    }
+    let mut body = serde_json::json!({ "split": split });
+    if let Some(sticky) = args.sticky.json() {
+        body["sticky"] = sticky;
+    }
+    let request = args
+        .server
+        .request(Method::PUT, &format!("functions/{}/traffic", args.name))?
+        .json(&body);
+    let answer: Value = args.server.send(request).await?.json().await?;
+    let split = split_summary(&answer["traffic"]).unwrap_or_default();
+    println!("{}: {split}", args.name);
+    Ok(())
+}
+
+pub(crate) async fn promote(args: NameArgs) -> anyhow::Result<()> {
+    let deployed = args
+        .server
+        .json(Method::POST, &format!("functions/{}/promote", args.name))
+        .await?;
+    println!(
+        "promoted {}: v{} takes every request",
+        args.name, deployed["version"]
     );
     Ok(())
 }
@@ -526,6 +640,9 @@ pub(crate) async fn ls(args: ServerArgs) -> anyhow::Result<()> {
         if let Some(grants) = grants_summary(&f["config"]["grants"]) {
             println!("{:<24} grants: {grants}", "");
         }
+        if let Some(split) = split_summary(&f["traffic"]) {
+            println!("{:<24} traffic: {split}", "");
+        }
     }
     Ok(())
 }
@@ -574,7 +691,7 @@ pub(crate) async fn rollback(args: NameArgs) -> anyhow::Result<()> {
         .json(Method::POST, &format!("functions/{}/rollback", args.name))
         .await?;
     println!(
-        "rolled back {} to v{} ({})",
+        "rolled back {}: v{} takes every request ({})",
         args.name,
         deployed["version"],
         deployed["digest"].as_str().unwrap_or("?")

@@ -55,8 +55,13 @@ enum Command {
     Ls(client::ServerArgs),
     /// Remove a function.
     Rm(client::NameArgs),
-    /// Make the version before the active one active again.
+    /// Make the version before the active one active again; during a traffic split, give
+    /// every request back to the active (older) version.
     Rollback(client::NameArgs),
+    /// Share a function's requests among its versions: `wafer traffic NAME v7=25 v6=75`.
+    Traffic(client::TrafficArgs),
+    /// End a traffic split: its newest version takes every request.
+    Promote(client::NameArgs),
     /// Show a function's versions.
     Versions(client::NameArgs),
     /// Show a function's recent log lines (stderr and log imports, with request ids).
@@ -144,6 +149,8 @@ fn main() -> ExitCode {
             Command::Ls(args) => client::ls(args).await.map(|()| ExitCode::SUCCESS),
             Command::Rm(args) => client::rm(args).await.map(|()| ExitCode::SUCCESS),
             Command::Rollback(args) => client::rollback(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Traffic(args) => client::traffic(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Promote(args) => client::promote(args).await.map(|()| ExitCode::SUCCESS),
             Command::Versions(args) => client::versions(args).await.map(|()| ExitCode::SUCCESS),
             Command::Logs(args) => client::logs(args).await.map(|()| ExitCode::SUCCESS),
             Command::Run(args) => run::run(args).await,

@@ -45,10 +45,24 @@ impl Deliver for App {
         message: Message,
     ) -> Pin<Box<dyn Future<Output = Delivery> + Send>> {
         Box::pin(async move {
-            let subscribed = self.functions.function(&function).filter(|f| {
+            let subscribed = |f: &Arc<Function>| {
                 let patterns = &f.config.grants.subscribe;
                 patterns.iter().any(|p| p.matches(&message.topic))
-            });
+            };
+            // A traffic split shares deliveries as it shares requests (the active version
+            // takes those of a version not subscribed to the topic).
+            let subscribed = self
+                .functions
+                .function(&function)
+                .map(|active| {
+                    let version = self.functions.version_for(active.clone(), None);
+                    if subscribed(&version) {
+                        version
+                    } else {
+                        active
+                    }
+                })
+                .filter(subscribed);
             let Some(function) = subscribed else {
                 return Delivery::Gone;
             };

@@ -465,6 +465,11 @@ impl App {
                 .loaded(&invocation.function, LOADING)
                 .await
                 .ok_or_else(|| RegistryError::NotFound(invocation.function.to_string()))?;
+            // A traffic split places a queued call as it places a request.
+            let headers: http::HeaderMap = (invocation.headers.iter())
+                .filter_map(|(name, value)| Some((name.parse().ok()?, value.parse().ok()?)))
+                .collect();
+            let function = self.functions.version_for(function, Some(&headers));
             let (path, script_name_len) = target(&function, &invocation.path)?;
             let _slot = self.invocations.slots(&function).acquire_owned().await;
             if let Err(e) = self.invocations.queue.start(job).await {

@@ -86,7 +86,7 @@ pub use error::Error;
 pub use grpc::{reflection as grpc_reflection, status as grpc_status};
 pub use invocations::{Invocations, INVOCATION_ID};
 pub use invoke::{Answer, Call};
-pub use live::{FunctionStatus, Functions, Resolved, QUEUE_WAIT};
+pub use live::{Canary, FunctionStatus, Functions, Resolved, Split, QUEUE_WAIT};
 pub use server::ServeConfig;
 pub use tls::{Tls, TlsError};
 pub use token::AdminToken;
@@ -464,11 +464,15 @@ impl App {
     /// Runs the function a request is routed to.
     async fn call(&self, request: Request<Incoming>, peer: SocketAddr) -> Result<Response, Error> {
         let path = request.uri().path();
-        let resolved = self
+        let (resolved, cookie) = self
             .functions
-            .resolve(path)
+            .route(path, request.headers())
             .ok_or_else(|| Error::NoRoute(path.to_owned()))?;
-        self.call_resolved(resolved, request, peer).await
+        let mut response = self.call_resolved(resolved, request, peer).await?;
+        if let Some(cookie) = cookie {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+        Ok(response)
     }
 
     /// Runs `resolved`'s function with `request`; a failure is logged and answered. The call

@@ -47,6 +47,7 @@ mod grants;
 mod names;
 mod record;
 mod store;
+mod traffic;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -66,6 +67,7 @@ pub use record::{Deployment, FunctionRecord, Version, MAX_RECORD_BYTES, MAX_VERS
 pub use store::{
     admin_token, private_dir, set_admin_token, Event, LocalStore, Revision, Store, Watch,
 };
+pub use traffic::{Share, Sticky, Traffic, MAX_SPLIT};
 
 /// The registry: durable function records and modules, behind a [`Store`].
 #[derive(Clone)]
@@ -85,6 +87,10 @@ pub struct Deployed {
     /// `true` when the module and config were those of the active version already, so no
     /// version was added.
     pub unchanged: bool,
+    /// The traffic split now standing, if any (a canary deploy's: `version` is the canary,
+    /// the active version keeps the rest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<Traffic>,
 }
 
 /// What a change made with [`Registry::update`] decided, given the record as it stood.

@@ -7,6 +7,7 @@ use crate::config::FunctionConfig;
 use crate::declared::ModuleRoute;
 use crate::error::RegistryError;
 use crate::names::{Digest, FunctionName, Route};
+use crate::traffic::Traffic;
 
 /// One deploy of a function: a module plus the configuration it runs with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,6 +62,9 @@ pub struct FunctionRecord {
     pub active: u32,
     /// The versions kept (at most [`MAX_VERSIONS`]), oldest first.
     pub versions: Vec<Version>,
+    /// A traffic split among versions, if one stands (`active` is then its oldest member).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<Traffic>,
 }
 
 impl FunctionRecord {
@@ -70,6 +74,7 @@ impl FunctionRecord {
             name: name.clone(),
             active: 0,
             versions: Vec::new(),
+            traffic: None,
         }
     }
 
@@ -104,8 +109,8 @@ impl FunctionRecord {
         self.versions.iter().map(|v| &v.digest)
     }
 
-    /// Forgets the oldest versions (never the active one) past [`MAX_VERSIONS`], and past
-    /// [`MAX_RECORD_BYTES`] of JSON.
+    /// Forgets the oldest versions (never the active one or a member of the traffic split)
+    /// past [`MAX_VERSIONS`], and past [`MAX_RECORD_BYTES`] of JSON.
     pub fn prune(&mut self) {
         let mut excess = self.versions.len().saturating_sub(MAX_VERSIONS);
         loop {
@@ -115,8 +120,10 @@ impl FunctionRecord {
                     return;
                 }
             }
-            let active = self.active;
-            let Some(oldest) = self.versions.iter().position(|v| v.version != active) else {
+            let serving = self.shares();
+            let Some(oldest) =
+                (self.versions.iter()).position(|v| serving.iter().all(|s| s.version != v.version))
+            else {
                 return;
             };
             self.versions.remove(oldest);
@@ -124,8 +131,9 @@ impl FunctionRecord {
         }
     }
 
-    /// Appends a version running `digest` with `config`, made active, and returns it. The
-    /// oldest versions past [`MAX_VERSIONS`] (or [`MAX_RECORD_BYTES`]) are forgotten.
+    /// Appends a version running `digest` with `config`, made active (ending a traffic
+    /// split), and returns it. The oldest versions past [`MAX_VERSIONS`] (or
+    /// [`MAX_RECORD_BYTES`]) are forgotten.
     pub fn push(
         &mut self,
         digest: Digest,
@@ -142,6 +150,7 @@ impl FunctionRecord {
             created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         };
         self.active = version.version;
+        self.traffic = None;
         self.versions.push(version);
         self.prune();
         &self.versions[self.versions.len() - 1]
@@ -158,7 +167,12 @@ impl FunctionRecord {
 
     /// The active version as a [`Deployment`].
     pub fn deployment(&self) -> Option<Deployment> {
-        let version = self.active_version()?;
+        self.deployment_of(self.active)
+    }
+
+    /// Version `version` as a [`Deployment`].
+    pub fn deployment_of(&self, version: u32) -> Option<Deployment> {
+        let version = self.versions.iter().find(|v| v.version == version)?;
         Some(Deployment {
             name: self.name.clone(),
             version: version.version,

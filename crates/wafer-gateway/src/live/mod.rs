@@ -11,6 +11,7 @@
 mod declared;
 mod function;
 mod routes;
+mod split;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,11 +19,12 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use http::{HeaderMap, HeaderValue};
 use serde::Serialize;
 use tokio_stream::StreamExt;
 use wafer_registry::{
     Deployed, Deployment, Digest, Event, FunctionConfig, FunctionName, FunctionRecord, Registry,
-    RegistryError, Revision, Route, Update, Version, Watch,
+    RegistryError, Revision, Route, Share, Sticky, Traffic, Update, Version, Watch,
 };
 use wafer_runtime::{Abi, ArtifactCache, Program, Runtime};
 
@@ -31,6 +33,7 @@ use crate::error::Error;
 pub use function::{Admission, Function, QUEUE_WAIT};
 pub use routes::Resolved;
 pub(crate) use routes::RouteTable;
+pub use split::Split;
 
 /// How long a writer waits for its change to come back through the watch and be served.
 const CATCH_UP: Duration = Duration::from_secs(30);
@@ -67,6 +70,8 @@ struct Live {
     /// the store could not give for a moment, in a rollout), so a node never swaps a running
     /// function for an error.
     pending: imbl::HashMap<FunctionName, String>,
+    /// The traffic splits: the versions sharing a function's requests, by name.
+    splits: imbl::HashMap<FunctionName, Arc<Split>>,
 }
 
 /// The gRPC services `config`'s schema declares (checked at deploy; none if it has none).
@@ -130,6 +135,9 @@ pub struct FunctionStatus {
     pub routes: Vec<Route>,
     /// `None` when ready; otherwise why it cannot run.
     pub error: Option<String>,
+    /// The traffic split, if one stands: each version's share.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<Traffic>,
 }
 
 impl Functions {
@@ -209,6 +217,71 @@ impl Functions {
     }
 
     async fn apply_put(&self, record: Arc<FunctionRecord>, revision: Revision) {
+        self.apply_active(record.clone(), revision).await;
+        self.apply_split(&record, revision).await;
+    }
+
+    /// Serves the record's traffic split, or none: each member other than the active
+    /// version loaded (or kept, if served already), sharing the active version's admission
+    /// gate. A member that cannot load leaves its share to the active version.
+    async fn apply_split(&self, record: &FunctionRecord, revision: Revision) {
+        let name = &record.name;
+        let (base, current) = {
+            let live = self.live.load();
+            (
+                live.functions.get(name).cloned(),
+                live.splits.get(name).cloned(),
+            )
+        };
+        let (Some(traffic), Some(base)) = (&record.traffic, base) else {
+            if current.is_some() {
+                self.swap(revision, |live| {
+                    live.splits.remove(name);
+                });
+            }
+            return;
+        };
+        let mut members = Vec::with_capacity(traffic.split.len());
+        let mut end = 0;
+        for share in &traffic.split {
+            end += share.percent;
+            let Some(deployment) = record.deployment_of(share.version) else {
+                continue;
+            };
+            let kept = current.as_ref().and_then(|split| {
+                split
+                    .member(share.version)
+                    .filter(|f| *f.deployment == deployment && f.program().is_ok())
+                    .cloned()
+            });
+            let function = match kept {
+                _ if share.version == base.version => base.clone(),
+                Some(kept) => kept,
+                None => {
+                    let version = record.versions.iter().find(|v| v.version == share.version);
+                    let loaded = match version {
+                        Some(version) => self.load(version).await,
+                        None => Err("no such version".into()),
+                    };
+                    match loaded {
+                        Ok(loaded) => Arc::new(Function::new(deployment, Ok(loaded), Some(&base))),
+                        Err(e) => {
+                            tracing::error!(%name, version = share.version, error = %e, "a version of the traffic split cannot load; the active version takes its share");
+                            base.clone()
+                        }
+                    }
+                }
+            };
+            members.push((end, function));
+        }
+        let split = Arc::new(Split::new(members, traffic.sticky.clone()));
+        self.swap(revision, |live| {
+            live.splits.insert(name.clone(), split);
+        });
+    }
+
+    /// Serves the record's active version.
+    async fn apply_active(&self, record: Arc<FunctionRecord>, revision: Revision) {
         let name = record.name.clone();
         let Some(deployment) = record.deployment() else {
             tracing::error!(%name, active = record.active, "record names no existing active version; not served");
@@ -298,6 +371,7 @@ impl Functions {
             live.serve_grpc(name, Vec::new());
             live.records.remove(name);
             live.pending.remove(name);
+            live.splits.remove(name);
         });
     }
 
@@ -348,9 +422,46 @@ impl Functions {
         &self.runtime
     }
 
-    /// Finds the function serving `path` (raw request path). Lock-free.
+    /// Finds the function serving `path` (raw request path), its active version. Lock-free.
     pub fn resolve(&self, path: &str) -> Option<Resolved> {
         self.live.load().routes.resolve(path)
+    }
+
+    /// Finds the function and version serving a request for `path` with `headers`: the
+    /// active version, or the one the function's traffic split picks, with the
+    /// `Set-Cookie` to answer when the split sticks by a cookie the client lacks.
+    pub fn route(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Option<(Resolved, Option<HeaderValue>)> {
+        let live = self.live.load();
+        let mut resolved = live.routes.resolve(path)?;
+        let mut cookie = None;
+        if !live.splits.is_empty() {
+            if let Some(split) = live.splits.get(&resolved.function.name) {
+                (resolved.function, cookie) = split.choose(headers);
+            }
+        }
+        Some((resolved, cookie))
+    }
+
+    /// The version of `function` a call with `headers` goes to (a queued call), or one
+    /// picked by share (`None`: a pub/sub delivery): `function` itself unless a traffic
+    /// split stands.
+    pub(crate) fn version_for(
+        &self,
+        function: Arc<Function>,
+        headers: Option<&HeaderMap>,
+    ) -> Arc<Function> {
+        let live = self.live.load();
+        match live.splits.get(&function.name) {
+            Some(split) => match headers {
+                Some(headers) => split.choose(headers).0,
+                None => split.random(),
+            },
+            None => function,
+        }
     }
 
     /// The active version of a function, ready to call.
@@ -371,9 +482,25 @@ impl Functions {
         functions
     }
 
-    /// Every live function, in no particular order.
+    /// Every live function, in no particular order: the active versions, and the other
+    /// versions of traffic splits.
     pub fn all(&self) -> Vec<Arc<Function>> {
-        self.live.load().functions.values().cloned().collect()
+        let live = self.live.load();
+        let mut all: Vec<Arc<Function>> = live.functions.values().cloned().collect();
+        for split in live.splits.values() {
+            let others = split.members().filter(|f| {
+                !live
+                    .functions
+                    .get(&f.name)
+                    .is_some_and(|active| Arc::ptr_eq(active, f))
+            });
+            for member in others {
+                if !all.iter().any(|f| Arc::ptr_eq(f, member)) {
+                    all.push(member.clone());
+                }
+            }
+        }
+        all
     }
 
     /// Marks every change the table applies (the store revision it reached).
@@ -402,7 +529,20 @@ impl Functions {
         &self,
         name: FunctionName,
         module: Vec<u8>,
+        config: FunctionConfig,
+    ) -> Result<Deployed, Error> {
+        self.deploy_with(name, module, config, None).await
+    }
+
+    /// [`Functions::deploy`], as a canary if `canary` says so: the new version takes its
+    /// share of the requests and the active version keeps the rest (ending any split that
+    /// stood), until `promote` or `rollback`.
+    pub async fn deploy_with(
+        &self,
+        name: FunctionName,
+        module: Vec<u8>,
         mut config: FunctionConfig,
+        canary: Option<Canary>,
     ) -> Result<Deployed, Error> {
         config.validate()?;
         config.routes = config.effective_routes(&name);
@@ -447,19 +587,28 @@ impl Functions {
             .insert(digest.hex().to_owned(), compile_time);
 
         let abi = program.abi();
-        let ((version, unchanged), revision) = self
+        let ((version, unchanged, traffic), revision) = self
             .registry
             .update(&name, |current| {
                 if let Some(same) = current.and_then(|r| r.unchanged(&digest, &config)) {
-                    return Ok(Update::Keep((same.version, true)));
+                    return Ok(Update::Keep((
+                        same.version,
+                        true,
+                        current.and_then(|r| r.traffic.clone()),
+                    )));
                 }
                 let mut record = current
                     .cloned()
                     .unwrap_or_else(|| FunctionRecord::new(&name));
+                let stable = record.active;
                 let version =
                     record.push(digest.clone(), abi, config.clone(), module_routes.clone());
                 let number = version.version;
-                Ok(Update::Write(record, (number, false)))
+                if let Some(canary) = &canary {
+                    record.set_traffic(canary.split(&name, number, stable)?)?;
+                }
+                let traffic = record.traffic.clone();
+                Ok(Update::Write(record, (number, false, traffic)))
             })
             .await?;
         if let Some(revision) = revision {
@@ -471,6 +620,72 @@ impl Functions {
             version,
             digest,
             unchanged,
+            traffic,
+        })
+    }
+
+    /// Shares `name`'s requests as `traffic` says, once every member is known to load
+    /// here. The oldest member becomes the active version.
+    pub async fn set_traffic(
+        &self,
+        name: &FunctionName,
+        traffic: Traffic,
+    ) -> Result<Deployed, Error> {
+        let (record, _) = self
+            .registry
+            .record(name)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
+        for share in &traffic.split {
+            let version = record.versions.iter().find(|v| v.version == share.version);
+            if let Some(version) = version {
+                if let Err(e) = self.load(version).await {
+                    return Err(RegistryError::InvalidConfig(format!(
+                        "version {} of `{name}` cannot run: {e}",
+                        version.version
+                    ))
+                    .into());
+                }
+            }
+        }
+        self.change(name, |record| record.set_traffic(traffic.clone()))
+            .await
+    }
+
+    /// Ends `name`'s traffic split: its newest version takes every request.
+    pub async fn promote(&self, name: &FunctionName) -> Result<Deployed, Error> {
+        self.change(name, |record| record.promote().map(drop)).await
+    }
+
+    /// Writes `name`'s record as `change` makes it, and answers the active version once
+    /// served.
+    async fn change(
+        &self,
+        name: &FunctionName,
+        change: impl Fn(&mut FunctionRecord) -> Result<(), RegistryError>,
+    ) -> Result<Deployed, Error> {
+        let (record, revision) = self
+            .registry
+            .update(name, |current| {
+                let mut record = current
+                    .ok_or_else(|| RegistryError::NotFound(name.to_string()))?
+                    .clone();
+                change(&mut record)?;
+                Ok(Update::Write(record.clone(), record))
+            })
+            .await?;
+        if let Some(revision) = revision {
+            self.served(revision).await?;
+        }
+        let active = record
+            .active_version()
+            .ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
+        Ok(Deployed {
+            name: name.clone(),
+            version: active.version,
+            digest: active.digest.clone(),
+            unchanged: false,
+            traffic: record.traffic.clone(),
         })
     }
 
@@ -484,6 +699,21 @@ impl Functions {
                 name: name.to_string(),
                 reason: format!("version {version} was recorded but {e}"),
             });
+        }
+        // A canary: the split serves it, or its share went to the active version.
+        if let Some(split) = live.splits.get(name) {
+            if live.records.get(name).is_some_and(|r| r.active != version) {
+                return match split.member(version) {
+                    Some(_) => Ok(()),
+                    None => Err(Error::Unavailable {
+                        name: name.to_string(),
+                        reason: format!(
+                            "version {version} was recorded but cannot load here; the active \
+                             version takes its share (see the server log)"
+                        ),
+                    }),
+                };
+            }
         }
         match live.functions.get(name) {
             Some(f) if f.version == version => match f.program() {
@@ -515,6 +745,7 @@ impl Functions {
             version: active.version,
             digest: active.digest,
             unchanged: true,
+            traffic: live.records.get(name)?.traffic.clone(),
         })
     }
 
@@ -545,8 +776,24 @@ impl Functions {
         waited.await.ok().flatten()
     }
 
-    /// Makes the version before the active one active again, once it is known to load.
+    /// Makes the version before the active one active again, once it is known to load; or,
+    /// while a traffic split stands, ends it: the active version (its oldest member) takes
+    /// every request again.
     pub async fn rollback(&self, name: &FunctionName) -> Result<Deployed, Error> {
+        let split = self
+            .live
+            .load()
+            .records
+            .get(name)
+            .is_some_and(|r| r.traffic.is_some());
+        if split {
+            return self
+                .change(name, |record| {
+                    record.traffic = None;
+                    Ok(())
+                })
+                .await;
+        }
         loop {
             let (record, _) = self
                 .registry
@@ -584,6 +831,7 @@ impl Functions {
                 version: previous.version,
                 digest: previous.digest,
                 unchanged: false,
+                traffic: None,
             });
         }
     }
@@ -640,6 +888,7 @@ impl Functions {
                     config: active.config.masked(),
                     routes: active.routes(),
                     error,
+                    traffic: record.traffic.clone(),
                 })
             })
             .collect();
@@ -661,6 +910,50 @@ impl Functions {
     /// A stored module's bytes, verified against `digest`.
     pub async fn module(&self, digest: &Digest) -> Result<Vec<u8>, RegistryError> {
         self.registry.module(digest).await
+    }
+}
+
+/// A deploy as a canary: the share of the requests the new version takes, and what keeps a
+/// client on one version.
+#[derive(Debug, Clone)]
+pub struct Canary {
+    /// The new version's share, 1 to 99 percent.
+    pub percent: u8,
+    /// Stickiness by a header or cookie, if any.
+    pub sticky: Option<Sticky>,
+}
+
+impl Canary {
+    /// The split of a canary `version` beside the `stable` one.
+    fn split(
+        &self,
+        name: &FunctionName,
+        version: u32,
+        stable: u32,
+    ) -> Result<Traffic, RegistryError> {
+        if self.percent == 0 || self.percent > 99 {
+            return Err(RegistryError::InvalidConfig(format!(
+                "a canary takes 1 to 99% of the requests, not {}%",
+                self.percent
+            )));
+        }
+        if stable == 0 {
+            return Err(RegistryError::InvalidConfig(format!(
+                "`{name}` has no version yet for a canary to share requests with: deploy it \
+                 without a canary first"
+            )));
+        }
+        let shares = vec![
+            Share {
+                version,
+                percent: self.percent,
+            },
+            Share {
+                version: stable,
+                percent: 100u8.saturating_sub(self.percent),
+            },
+        ];
+        Traffic::new(shares, self.sticky.clone())
     }
 }
 
