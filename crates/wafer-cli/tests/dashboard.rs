@@ -152,6 +152,28 @@ fn the_dashboard_in_a_real_browser() {
         click(&browser, Locator::Id("rollback")).await;
         wait_text(&browser, "#detail-version", |t| t == "1").await;
         wait_text(&browser, &format!("{hello} td.version"), |t| t == "v1 of 2").await;
+        // A traffic split shows with the version, and the counters sum its versions'.
+        tokio::task::block_in_place(|| {
+            let split = serde_json::json!({"split": [{"version": 2, "percent": 10}, {"version": 1, "percent": 90}]});
+            let response = server
+                .admin(reqwest::Method::PUT, "functions/hello/traffic")
+                .json(&split)
+                .send()
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            for _ in 0..10 {
+                assert_eq!(server.get("/hello/").status(), 200);
+            }
+        });
+        wait_text(&browser, &format!("{hello} td.version"), |t| {
+            t.starts_with("v1 of 2") && t.contains("v2 10% · v1 90%")
+        })
+        .await;
+        wait_text(&browser, &format!("{hello} td.requests"), |t| t == "10").await;
+        wait_text(&browser, "#versions", |t| t.contains("v2 10% of requests")).await;
+        // Rolling back ends it.
+        click(&browser, Locator::Id("rollback")).await;
+        wait_text(&browser, &format!("{hello} td.version"), |t| t == "v1 of 2").await;
         let anonymous = tokio::task::block_in_place(|| server.get_admin("/_wafer/functions/hello"));
         assert_eq!(
             anonymous.status(),

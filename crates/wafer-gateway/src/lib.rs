@@ -216,7 +216,7 @@ impl App {
     /// JSON: what the dashboard charts.
     pub async fn stats(&self) -> serde_json::Value {
         let mut functions = self.functions.all();
-        functions.sort_by(|a, b| a.name.cmp(&b.name));
+        functions.sort_by(|a, b| a.name.cmp(&b.name).then(b.version.cmp(&a.version)));
         let functions: Vec<serde_json::Value> = functions
             .iter()
             .map(|f| {

@@ -13,6 +13,7 @@ const state = {
   previous: null, // the last /stats answer, with its time
   history: new Map(), // function name -> requests/s samples
   selected: null,
+  shown: null, // the selected function's active version and split, as its detail shows them
   follow: null, // AbortController of the followed log
   timer: null,
 };
@@ -163,8 +164,30 @@ function grants(config) {
   return list.length ? list.map((text) => el("span", { class: "grant" }, text)) : ["–"];
 }
 
+// Each function's counters, summed over its live versions (several while a traffic split
+// stands); `version` names them, so a change of versions restarts the rates.
+function byFunction(stats) {
+  const map = new Map();
+  for (const s of stats) {
+    const sum = map.get(s.name);
+    if (!sum) {
+      map.set(s.name, { ...s, version: String(s.version), requests: { ...s.requests } });
+      continue;
+    }
+    sum.version += "," + s.version;
+    for (const key of Object.keys(sum.requests)) sum.requests[key] += s.requests[key] || 0;
+    sum.duration_buckets = sum.duration_buckets.map(([le, n], i) => [le, n + (s.duration_buckets[i] || [0, 0])[1]]);
+  }
+  return map;
+}
+
+// A traffic split as `v2 10% · v1 90%`.
+function split(traffic) {
+  return traffic.split.map((s) => "v" + s.version + " " + s.percent + "%").join(" · ");
+}
+
 function render(functions, stats, now) {
-  const byName = new Map(stats.functions.map((s) => [s.name, s]));
+  const byName = byFunction(stats.functions);
   const previous = state.previous;
   const elapsed = previous ? (now - previous.at) / 1000 : 0;
   const tbody = $("functions").querySelector("tbody");
@@ -193,7 +216,12 @@ function render(functions, stats, now) {
       "tr",
       { "data-name": f.name, class: f.name === state.selected ? "selected" : "" },
       el("td", { class: "name" }, f.name),
-      el("td", { class: "version active-version" }, "v" + f.version + " of " + f.versions),
+      el(
+        "td",
+        { class: "version active-version" },
+        "v" + f.version + " of " + f.versions,
+        ...(f.traffic ? [el("div", { class: "split" }, split(f.traffic))] : []),
+      ),
       el("td", { class: "abi" }, f.abi),
       el("td", { class: "routes mono" }, f.routes.join(" ")),
       el("td", { class: "grants" }, ...grants(f.config)),
@@ -221,7 +249,7 @@ function render(functions, stats, now) {
   if (state.selected) {
     const current = functions.find((f) => f.name === state.selected);
     if (!current) closeDetail();
-    else if ($("detail-version").textContent !== String(current.version)) showVersions(current.name);
+    else if (state.shown !== shownKey(current.version, current.traffic)) showVersions(current.name);
   }
 }
 
@@ -264,10 +292,17 @@ function closeDetail() {
   if (state.follow) state.follow.abort();
 }
 
+// What the detail shows: the active version and the split, if any.
+function shownKey(active, traffic) {
+  return active + " " + JSON.stringify(traffic || null);
+}
+
 async function showVersions(name) {
   const record = await json("functions/" + encodeURIComponent(name));
+  state.shown = shownKey(record.active, record.traffic);
   $("detail-version").textContent = String(record.active);
-  $("rollback").disabled = !record.versions.some((v) => v.version < record.active);
+  $("rollback").disabled = !record.traffic && !record.versions.some((v) => v.version < record.active);
+  const shares = new Map((record.traffic ? record.traffic.split : []).map((s) => [s.version, s.percent]));
   const tbody = $("versions").querySelector("tbody");
   tbody.replaceChildren(
     ...record.versions
@@ -277,7 +312,13 @@ async function showVersions(name) {
         el(
           "tr",
           { class: v.version === record.active ? "active-version" : "" },
-          el("td", {}, "v" + v.version + (v.version === record.active ? " (active)" : "")),
+          el(
+            "td",
+            {},
+            "v" + v.version +
+              (v.version === record.active ? " (active)" : "") +
+              (shares.has(v.version) ? " " + shares.get(v.version) + "% of requests" : ""),
+          ),
           el("td", {}, v.created),
           el("td", {}, v.abi),
           el("td", { class: "mono" }, v.digest.slice(0, 19) + "…"),
