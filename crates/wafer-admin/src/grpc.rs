@@ -406,6 +406,9 @@ fn deploy_config(metadata: DeployMetadata) -> Result<wafer_registry::FunctionCon
     let abi = (!metadata.abi.is_empty()).then_some(metadata.abi);
     let mut config = config(routes, env, limits, abi)?;
     config.entrypoint = (!metadata.entrypoint.is_empty()).then_some(metadata.entrypoint);
+    config.schedules = (metadata.schedules.iter())
+        .map(|cron| wafer_registry::Schedule::of(cron))
+        .collect();
     if let Some(g) = metadata.grants {
         let grants = serde_json::json!({
             "http": g.http,

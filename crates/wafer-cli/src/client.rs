@@ -132,6 +132,11 @@ pub(crate) struct DeployArgs {
     /// How long a reused instance may sit idle before it is dropped (default 1s).
     #[arg(long, value_name = "DURATION")]
     instance_idle: Option<String>,
+    /// Call the function on a schedule (repeatable): a cron expression of 5 fields, or 6
+    /// with seconds first (`*/10 * * * * *`), UTC unless it starts with `CRON_TZ=ZONE `.
+    /// Each tick is a queued `POST` to the function's route with `X-Wafer-Schedule`.
+    #[arg(long = "schedule", value_name = "CRON")]
+    schedules: Vec<String>,
     /// Deploy as a canary: the new version takes this percentage of the requests (1 to
     /// 99) and the active version keeps the rest, until `wafer promote` or `wafer rollback`.
     #[arg(long, value_name = "PERCENT")]
@@ -364,6 +369,7 @@ pub(crate) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     query.extend(args.operations.iter().map(|o| ("operation", o.clone())));
     query.extend(args.abi.iter().map(|a| ("abi", a.clone())));
     query.extend(args.entrypoint.iter().map(|e| ("entrypoint", e.clone())));
+    query.extend(args.schedules.iter().map(|s| ("schedule", s.clone())));
     match (
         args.canary,
         &args.sticky.sticky_header,
@@ -642,6 +648,20 @@ pub(crate) async fn ls(args: ServerArgs) -> anyhow::Result<()> {
         }
         if let Some(split) = split_summary(&f["traffic"]) {
             println!("{:<24} traffic: {split}", "");
+        }
+        for schedule in f["schedules"].as_array().into_iter().flatten() {
+            let path = schedule["path"].as_str().unwrap_or("");
+            println!(
+                "{:<24} schedule: {}{}, next {}",
+                "",
+                schedule["cron"].as_str().unwrap_or("?"),
+                if path.is_empty() {
+                    String::new()
+                } else {
+                    format!(" -> {path}")
+                },
+                schedule["next"].as_str().unwrap_or("never")
+            );
         }
     }
     Ok(())

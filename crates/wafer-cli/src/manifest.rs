@@ -112,6 +112,10 @@ pub(crate) struct ManifestFunction {
     /// Leave `X-Wafer-Request-Id` out of the responses.
     #[serde(default = "yes")]
     pub request_id_header: bool,
+    /// When the clock calls the function: cron expressions (`"0 */5 * * * *"`), or tables
+    /// `{ cron, path, body }`.
+    #[serde(default)]
+    pub schedule: Vec<wafer_registry::Schedule>,
     /// Key-value stores by label (from a `spin.toml`).
     #[serde(skip)]
     pub kv_stores: BTreeMap<String, FunctionName>,
@@ -173,6 +177,7 @@ impl ManifestFunction {
             },
             spin: self.spin.clone(),
             no_request_id_header: !self.request_id_header,
+            schedules: self.schedule.clone(),
         }
     }
 

@@ -75,8 +75,8 @@ fn refuse_reserved_services(descriptors: &[u8]) -> Result<(), Error> {
 
 /// Turns deploy query parameters into a [`FunctionConfig`] through the same serde
 /// definitions a manifest uses, so both accept and reject exactly the same things:
-/// `route` (repeatable), `env=KEY=VALUE` (repeatable) and each limit by name
-/// (`memory=64MiB`, `timeout=5s`, `max_concurrency=8`, ...).
+/// `route` (repeatable), `env=KEY=VALUE` (repeatable), `schedule=CRON` (repeatable) and
+/// each limit by name (`memory=64MiB`, `timeout=5s`, `max_concurrency=8`, ...).
 pub fn deploy_config(
     query: &str,
 ) -> Result<
@@ -92,8 +92,10 @@ pub fn deploy_config(
     let mut routes = Vec::new();
     let mut env = Map::new();
     let mut limits = Map::new();
+    let mut schedules = Vec::new();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         match &*key {
+            "schedule" => schedules.push(wafer_registry::Schedule::of(&value)),
             "route" => routes.push(Value::from(value.into_owned())),
             "operation" => operations.push(crate::schema::operation(&value)?),
             "abi" => abi = Some(value.into_owned()),
@@ -123,6 +125,7 @@ pub fn deploy_config(
     }
     let mut config = config(routes, env, limits, abi)?;
     config.entrypoint = entrypoint;
+    config.schedules = schedules;
     Ok((config, operations))
 }
 

@@ -162,6 +162,16 @@ impl Invocations {
         entry.1.clone()
     }
 
+    /// Queues `invocation` unless its id is known already (a schedule's tick another node
+    /// queued); `false` then.
+    pub(crate) async fn enqueue_once(
+        &self,
+        invocation: Invocation,
+        body: Bytes,
+    ) -> Result<bool, QueueError> {
+        self.queue.enqueue_once(invocation, body).await
+    }
+
     /// Checks a callback URL against the allowed hosts.
     fn check_callback(&self, url: &str) -> Result<(), Error> {
         let parsed = reqwest::Url::parse(url)

@@ -52,6 +52,7 @@ mod json;
 mod live;
 mod logs;
 mod metrics;
+mod schedules;
 mod schema;
 mod server;
 mod services;
@@ -87,6 +88,7 @@ pub use grpc::{reflection as grpc_reflection, status as grpc_status};
 pub use invocations::{Invocations, INVOCATION_ID};
 pub use invoke::{Answer, Call};
 pub use live::{Canary, FunctionStatus, Functions, Resolved, Split, QUEUE_WAIT};
+pub use schedules::{ScheduleStatus, SCHEDULE_HEADER};
 pub use server::ServeConfig;
 pub use tls::{Tls, TlsError};
 pub use token::AdminToken;
@@ -178,6 +180,10 @@ impl App {
         supervise("async dispatcher", {
             let app = weak.clone();
             move || invocations::dispatch(app.clone())
+        });
+        supervise("scheduler", {
+            let app = weak.clone();
+            move || schedules::run(app.clone())
         });
         supervise("callback poster", move || {
             invocations::post_callbacks(weak.clone())

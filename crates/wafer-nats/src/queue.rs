@@ -448,6 +448,90 @@ impl NatsQueue {
             .map_err(|e| store("cannot write the invocation's record")(e.to_string()))
     }
 
+    /// Enqueues `invocation`; with `once`, not if a record of its id exists (then `false`):
+    /// the record is created, not put, so of two nodes enqueueing one id one wins.
+    async fn put(
+        &self,
+        invocation: Invocation,
+        body: Bytes,
+        once: bool,
+    ) -> Result<bool, QueueError> {
+        let id = invocation.id.clone();
+        let json = serde_json::to_vec(&invocation).map_err(|e| store("encoding")(e.to_string()))?;
+        let size = (json.len() + body.len()) as u64;
+        let max_bytes = self.config.max_bytes;
+        let mut headers = HeaderMap::new();
+        // The message id makes a publish retried after a lost ack land once.
+        headers.insert("Nats-Msg-Id", id.as_str());
+        let chunked = body.len() > INLINE;
+        let inline = if chunked {
+            self.put_chunks(BODY_SUBJECT, &id, &body)
+                .await
+                .map_err(|e| refused(e, size, max_bytes))?;
+            headers.insert("Wafer-Body", "chunks");
+            headers.insert("Wafer-Body-Length", body.len().to_string().as_str());
+            Bytes::new()
+        } else {
+            body
+        };
+        let payload = frame(&json, &inline);
+        let record = Record::queued(invocation);
+        let written = match once {
+            true => self.create_record(&record).await,
+            false => self.put_record(&record, &Bytes::new()).await.map(|()| true),
+        };
+        match written {
+            Ok(true) => {}
+            Ok(false) | Err(_) if chunked => self.drop_chunks(BODY_SUBJECT, &id).await,
+            _ => {}
+        }
+        if !written? {
+            return Ok(false);
+        }
+        let stored = async {
+            self.jetstream
+                .publish_with_headers(SUBJECT, headers, payload)
+                .await
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        if let Err(e) = stored {
+            // Not acknowledged: leave no record of a call that will never run.
+            let _ = self.records.purge(&id).await;
+            if chunked {
+                self.drop_chunks(BODY_SUBJECT, &id).await;
+            }
+            return Err(refused(e, size, max_bytes));
+        }
+        // For listing only: a lost entry leaves the invocation out of lists, nothing more.
+        if let Err(e) = self.client.publish(INDEX_SUBJECT, id.clone().into()).await {
+            tracing::warn!(id, "cannot index an invocation: {e}");
+        }
+        Ok(true)
+    }
+
+    /// Creates the record of a queued invocation unless one of its id exists: `false` then.
+    async fn create_record(&self, record: &Record) -> Result<bool, QueueError> {
+        let stored = Stored {
+            record: record.clone(),
+            result_chunked: None,
+        };
+        let json = serde_json::to_vec(&stored).map_err(|e| store("encoding")(e.to_string()))?;
+        match self
+            .records
+            .create(&record.invocation.id, frame(&json, &[]))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
+                Ok(false)
+            }
+            Err(e) => Err(store("cannot write the invocation's record")(e.to_string())),
+        }
+    }
+
     /// The stored record of `id` and its response body as stored inline.
     async fn read_record(&self, id: &str) -> Result<Option<(Stored, Bytes)>, QueueError> {
         let Some(framed) = self
@@ -724,54 +808,11 @@ impl Queue for NatsQueue {
     }
 
     async fn enqueue(&self, invocation: Invocation, body: Bytes) -> Result<(), QueueError> {
-        let id = invocation.id.clone();
-        let json = serde_json::to_vec(&invocation).map_err(|e| store("encoding")(e.to_string()))?;
-        let size = (json.len() + body.len()) as u64;
-        let max_bytes = self.config.max_bytes;
-        let mut headers = HeaderMap::new();
-        // The message id makes a publish retried after a lost ack land once.
-        headers.insert("Nats-Msg-Id", id.as_str());
-        let chunked = body.len() > INLINE;
-        let inline = if chunked {
-            self.put_chunks(BODY_SUBJECT, &id, &body)
-                .await
-                .map_err(|e| refused(e, size, max_bytes))?;
-            headers.insert("Wafer-Body", "chunks");
-            headers.insert("Wafer-Body-Length", body.len().to_string().as_str());
-            Bytes::new()
-        } else {
-            body
-        };
-        let payload = frame(&json, &inline);
-        let record = Record::queued(invocation);
-        if let Err(e) = self.put_record(&record, &Bytes::new()).await {
-            if chunked {
-                self.drop_chunks(BODY_SUBJECT, &id).await;
-            }
-            return Err(e);
-        }
-        let stored = async {
-            self.jetstream
-                .publish_with_headers(SUBJECT, headers, payload)
-                .await
-                .map_err(|e| e.to_string())?
-                .await
-                .map_err(|e| e.to_string())
-        }
-        .await;
-        if let Err(e) = stored {
-            // Not acknowledged: leave no record of a call that will never run.
-            let _ = self.records.purge(&id).await;
-            if chunked {
-                self.drop_chunks(BODY_SUBJECT, &id).await;
-            }
-            return Err(refused(e, size, max_bytes));
-        }
-        // For listing only: a lost entry leaves the invocation out of lists, nothing more.
-        if let Err(e) = self.client.publish(INDEX_SUBJECT, id.clone().into()).await {
-            tracing::warn!(id, "cannot index an invocation: {e}");
-        }
-        Ok(())
+        self.put(invocation, body, false).await.map(drop)
+    }
+
+    async fn enqueue_once(&self, invocation: Invocation, body: Bytes) -> Result<bool, QueueError> {
+        self.put(invocation, body, true).await
     }
 
     async fn next_except(&self, skip: Skip) -> Result<Job, QueueError> {

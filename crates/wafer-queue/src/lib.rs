@@ -292,6 +292,12 @@ pub trait Queue: Send + Sync + 'static {
     /// Stores `invocation` with its request `body` as queued; returns once it is durable.
     async fn enqueue(&self, invocation: Invocation, body: Bytes) -> Result<(), QueueError>;
 
+    /// Stores `invocation` as [`Queue::enqueue`] does, unless one with its id is known
+    /// already (queued, running, or finished and still kept): then nothing, and `false`.
+    /// Atomic, on one node and across a cluster: what makes a schedule's tick, enqueued by
+    /// every node under one id, run once.
+    async fn enqueue_once(&self, invocation: Invocation, body: Bytes) -> Result<bool, QueueError>;
+
     /// Takes the next queued invocation out of the queue (waits until there is one). It
     /// stays `queued` until [`Queue::start`]; if this node stops before [`Queue::finish`],
     /// it is queued again.

@@ -63,6 +63,63 @@ pub struct LocalQueue {
 }
 
 impl LocalQueue {
+    /// Enqueues `invocation` in one transaction; with `once`, not if its id is known
+    /// already (then `false`).
+    async fn put(
+        &self,
+        invocation: Invocation,
+        body: Bytes,
+        once: bool,
+    ) -> Result<bool, QueueError> {
+        let next_key = self.next_key.clone();
+        let max_bytes = self.config.max_bytes;
+        let added = self
+            .blocking(move |db| {
+                let tx = db.begin_write().map_err(QueueError::store)?;
+                {
+                    if once {
+                        let records = tx.open_table(RECORDS).map_err(QueueError::store)?;
+                        if read_record(&records, &invocation.id)?.is_some() {
+                            return Ok(false);
+                        }
+                    }
+                    let mut queue = tx.open_table(QUEUE).map_err(QueueError::store)?;
+
+                    let waiting = queue.len().map_err(QueueError::store)?;
+                    if waiting >= MAX_QUEUED {
+                        return Err(QueueError::Full(waiting));
+                    }
+                    let id = invocation.id.clone();
+                    let record = Record::queued(invocation);
+                    let mut records = tx.open_table(RECORDS).map_err(QueueError::store)?;
+                    let mut size = write_record(&mut records, &record)?;
+                    let mut bodies = tx.open_table(BODIES).map_err(QueueError::store)?;
+                    size += len(body.len());
+                    bodies
+                        .insert(id.as_str(), &body[..])
+                        .map_err(QueueError::store)?;
+                    let key = next_key.fetch_add(1, Ordering::Relaxed);
+                    queue.insert(key, id.as_str()).map_err(QueueError::store)?;
+                    drop((records, bodies));
+                    let held = charge(&tx, size)?;
+                    // A refusal drops the transaction: nothing is forgotten for nothing.
+                    if make_room(&tx, held, max_bytes, None)? > max_bytes {
+                        return Err(QueueError::NoSpace {
+                            size: size.max(0) as u64,
+                            max_bytes,
+                        });
+                    }
+                }
+                tx.commit().map_err(QueueError::store)?;
+                Ok(true)
+            })
+            .await?;
+        if added {
+            self.ready.notify_one();
+        }
+        Ok(added)
+    }
+
     /// Opens (or creates) `data/invocations.redb` with the default [`QueueConfig`].
     pub fn open(data: &Path) -> Result<Self, QueueError> {
         Self::open_with(data, QueueConfig::default())
@@ -390,42 +447,11 @@ impl Queue for LocalQueue {
     }
 
     async fn enqueue(&self, invocation: Invocation, body: Bytes) -> Result<(), QueueError> {
-        let next_key = self.next_key.clone();
-        let max_bytes = self.config.max_bytes;
-        self.blocking(move |db| {
-            let tx = db.begin_write().map_err(QueueError::store)?;
-            {
-                let mut queue = tx.open_table(QUEUE).map_err(QueueError::store)?;
-                let waiting = queue.len().map_err(QueueError::store)?;
-                if waiting >= MAX_QUEUED {
-                    return Err(QueueError::Full(waiting));
-                }
-                let id = invocation.id.clone();
-                let record = Record::queued(invocation);
-                let mut records = tx.open_table(RECORDS).map_err(QueueError::store)?;
-                let mut size = write_record(&mut records, &record)?;
-                let mut bodies = tx.open_table(BODIES).map_err(QueueError::store)?;
-                size += len(body.len());
-                bodies
-                    .insert(id.as_str(), &body[..])
-                    .map_err(QueueError::store)?;
-                let key = next_key.fetch_add(1, Ordering::Relaxed);
-                queue.insert(key, id.as_str()).map_err(QueueError::store)?;
-                drop((records, bodies));
-                let held = charge(&tx, size)?;
-                // A refusal drops the transaction: nothing is forgotten for nothing.
-                if make_room(&tx, held, max_bytes, None)? > max_bytes {
-                    return Err(QueueError::NoSpace {
-                        size: size.max(0) as u64,
-                        max_bytes,
-                    });
-                }
-            }
-            tx.commit().map_err(QueueError::store)
-        })
-        .await?;
-        self.ready.notify_one();
-        Ok(())
+        self.put(invocation, body, false).await.map(drop)
+    }
+
+    async fn enqueue_once(&self, invocation: Invocation, body: Bytes) -> Result<bool, QueueError> {
+        self.put(invocation, body, true).await
     }
 
     async fn next_except(&self, skip: Skip) -> Result<Job, QueueError> {

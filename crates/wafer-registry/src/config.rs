@@ -8,6 +8,7 @@ use wafer_abi::{Abi, Limits};
 use crate::error::RegistryError;
 use crate::grants::Grants;
 use crate::names::{FunctionName, Route};
+use crate::schedule::{Schedule, MAX_SCHEDULES};
 
 /// Everything about a function except its module: where it is served, its environment and
 /// its limits. Built from a manifest entry or deploy flags, then stored with each version.
@@ -42,6 +43,9 @@ pub struct FunctionConfig {
     /// component), for clients that refuse headers they do not expect.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub no_request_id_header: bool,
+    /// When the clock calls the function (docs/operations.md#schedules).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<Schedule>,
 }
 
 /// Which component of which Spin app a function is.
@@ -97,6 +101,15 @@ impl FunctionConfig {
     /// Checks what serde cannot: environment names and values, grants, and every limit
     /// within its documented range ([`Limits::validate`]).
     pub fn validate(&self) -> Result<(), RegistryError> {
+        if self.schedules.len() > MAX_SCHEDULES {
+            return Err(RegistryError::InvalidConfig(format!(
+                "{} schedules; a function has at most {MAX_SCHEDULES}",
+                self.schedules.len()
+            )));
+        }
+        for schedule in &self.schedules {
+            schedule.validate()?;
+        }
         for (key, value) in &self.env {
             if key.is_empty() || key.contains(['=', '\0']) {
                 return Err(RegistryError::InvalidConfig(format!(

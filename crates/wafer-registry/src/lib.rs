@@ -46,6 +46,7 @@ pub mod fuzzing;
 mod grants;
 mod names;
 mod record;
+mod schedule;
 mod store;
 mod traffic;
 
@@ -64,6 +65,7 @@ pub use grants::{
 };
 pub use names::{Digest, FunctionName, Route};
 pub use record::{Deployment, FunctionRecord, Version, MAX_RECORD_BYTES, MAX_VERSIONS};
+pub use schedule::{Clock, Schedule, MAX_SCHEDULES, MAX_SCHEDULE_BODY};
 pub use store::{
     admin_token, private_dir, set_admin_token, Event, LocalStore, Revision, Store, Watch,
 };

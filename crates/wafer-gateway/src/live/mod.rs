@@ -138,6 +138,9 @@ pub struct FunctionStatus {
     /// The traffic split, if one stands: each version's share.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traffic: Option<Traffic>,
+    /// The active version's schedules, each with its next tick.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<crate::ScheduleStatus>,
 }
 
 impl Functions {
@@ -480,6 +483,11 @@ impl Functions {
             .collect();
         functions.sort_by(|a, b| a.name.cmp(&b.name));
         functions
+    }
+
+    /// The active version of every function, in no particular order.
+    pub fn active(&self) -> Vec<Arc<Function>> {
+        self.live.load().functions.values().cloned().collect()
     }
 
     /// Every live function, in no particular order: the active versions, and the other
@@ -889,6 +897,7 @@ impl Functions {
                     routes: active.routes(),
                     error,
                     traffic: record.traffic.clone(),
+                    schedules: crate::schedules::status(&active.config.schedules),
                 })
             })
             .collect();
