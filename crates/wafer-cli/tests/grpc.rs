@@ -68,6 +68,7 @@ fn deploy_stream(name: &str, module: &[u8], limits: Option<Limits>) -> Vec<Deplo
             abi: String::new(),
             grants: None,
             entrypoint: String::new(),
+            ..Default::default()
         })),
     }];
     for chunk in module.chunks(7000) {
@@ -614,5 +615,99 @@ fn a_schema_deployed_after_rm_replaces_the_old_one() {
             .await
             .unwrap_err();
         assert_eq!(old.code(), Code::InvalidArgument, "{old:?}");
+    });
+}
+
+/// A canary deploy, a split and promote, through gRPC.
+#[test]
+fn traffic_splits_through_the_generated_client() {
+    let server = Server::start();
+    runtime().block_on(async {
+        let mut client = client(&server).await;
+        let wapc = std::fs::read(built("wapc-rust.wasm")).unwrap();
+        deploy(&server, &mut client, "wapc", &wapc, None)
+            .await
+            .unwrap();
+        let mut stream = deploy_stream(
+            "wapc",
+            &wapc,
+            Some(Limits {
+                timeout: "2s".into(),
+                ..Default::default()
+            }),
+        );
+        if let Some(deploy_request::Part::Metadata(metadata)) = &mut stream[0].part {
+            metadata.canary = 10;
+            metadata.sticky = Some(Sticky {
+                by: Some(sticky::By::Header("X-User".into())),
+            });
+        }
+        let canary = client
+            .deploy(authed(&server, tokio_stream::iter(stream)))
+            .await
+            .unwrap()
+            .into_inner();
+        let split = canary.traffic.unwrap();
+        let shares: Vec<(u32, u32)> = split.split.iter().map(|s| (s.version, s.percent)).collect();
+        assert_eq!((canary.version, shares), (2, vec![(2, 10), (1, 90)]));
+        assert_eq!(
+            split.sticky.unwrap().by,
+            Some(sticky::By::Header("x-user".into()))
+        );
+
+        let even = Traffic {
+            split: vec![
+                Share {
+                    version: 1,
+                    percent: 50,
+                },
+                Share {
+                    version: 2,
+                    percent: 40,
+                },
+            ],
+            sticky: None,
+        };
+        let refused = client
+            .set_traffic(authed(
+                &server,
+                SetTrafficRequest {
+                    name: "wapc".into(),
+                    traffic: Some(even),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        assert!(refused.message().contains("add up to 90%"), "{refused:?}");
+
+        let list = client
+            .list(authed(&server, ListRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(list.functions[0].traffic.as_ref().unwrap().split.len(), 2);
+        let promoted = client
+            .promote(authed(
+                &server,
+                PromoteRequest {
+                    name: "wapc".into(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((promoted.version, promoted.traffic), (2, None));
+        let record = client
+            .get(authed(
+                &server,
+                GetRequest {
+                    name: "wapc".into(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((record.active, record.traffic), (2, None));
     });
 }

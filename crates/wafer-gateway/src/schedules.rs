@@ -186,6 +186,7 @@ fn tick_id(function: &FunctionName, schedule: &Schedule, millis: u64) -> String 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -78,7 +78,7 @@ impl Traffic {
                 shares.len()
             ));
         }
-        shares.sort_by(|a, b| b.version.cmp(&a.version));
+        shares.sort_by_key(|s| std::cmp::Reverse(s.version));
         if let Some(twice) = shares.windows(2).find(|w| w[0].version == w[1].version) {
             return invalid(format!("version {} is named twice", twice[0].version));
         }
@@ -189,6 +189,7 @@ impl FunctionRecord {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::MAX_VERSIONS;
