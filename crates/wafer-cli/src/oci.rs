@@ -272,7 +272,7 @@ fn wasm_platform(entries: &[ImageIndexEntry]) -> Option<String> {
         .find(|e| {
             e.platform
                 .as_ref()
-                .is_some_and(|p| p.architecture == "wasm")
+                .is_some_and(|p| p.architecture.to_string() == "wasm")
         })
         .map(|e| e.digest.clone())
 }
@@ -591,7 +591,7 @@ pub(crate) async fn push(
     client
         .push_manifest_raw(
             reference,
-            body.into(),
+            body,
             reqwest::header::HeaderValue::from_static(OCI_IMAGE_MEDIA_TYPE),
         )
         .await
