@@ -2,7 +2,8 @@
 # Installs what building Wafer's examples and running its tests need, on Debian bookworm:
 # the wasm Rust targets, clang + wasi-libc for C guests, Go >= 1.21 for GOOS=wasip1 guests,
 # wrk/hyperfine for the benchmark, nats-server for the cluster tests, redis-server and
-# mosquitto for the Spin outbound Redis and MQTT tests, Chromium + ChromeDriver
+# mosquitto for the Spin outbound Redis and MQTT tests, the CNCF distribution server
+# (docker-registry) and htpasswd (apache2-utils) for the OCI registry tests, Chromium + ChromeDriver
 # for the dashboard test, the AssemblyScript compiler, and componentize-py /
 # componentize-js for the Python and JavaScript components, and the Spin Python SDK and JS
 # build tools for the Spin example apps, and PostgreSQL for the Spin outbound tests.
@@ -21,6 +22,10 @@ command -v hyperfine >/dev/null || need_apt+=(hyperfine)
 # Spin's outbound Redis and MQTT are tested against a real redis-server and mosquitto.
 [ -x /usr/bin/redis-server ] || command -v redis-server >/dev/null || need_apt+=(redis-server)
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || need_apt+=(mosquitto)
+# `wafer push` and `oci://` modules are tested against a real registry, with basic
+# authentication from an htpasswd file (bcrypt, made by `htpasswd -B`).
+[ -x /usr/bin/docker-registry ] || command -v docker-registry >/dev/null || need_apt+=(docker-registry)
+command -v htpasswd >/dev/null || need_apt+=(apache2-utils)
 [ -x /usr/lib/go-1.23/bin/go ] || need_apt+=(golang-1.23-go)
 # Spin's outbound PostgreSQL is tested against a real server (initdb + postgres per test).
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)

@@ -6,6 +6,8 @@ use anyhow::{bail, Context};
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
 
+use crate::manifest::ModuleSource;
+use crate::oci::RegistryArgs;
 use crate::DataArgs;
 
 mod cacert;
@@ -41,8 +43,21 @@ pub(crate) struct NameArgs {
 pub(crate) struct DeployArgs {
     /// The function's name: `[a-z0-9][a-z0-9_-]{0,62}`.
     name: String,
-    /// The module: a `.wasm` binary or `.wat` text.
-    path: PathBuf,
+    /// The module: a `.wasm` binary or `.wat` text, or an artifact in an OCI registry,
+    /// `oci://HOST[:PORT]/REPOSITORY:TAG` or `oci://HOST[:PORT]/REPOSITORY@sha256:HEX`,
+    /// pulled here with your credentials and verified against its digests (docs/oci.md).
+    #[arg(value_name = "MODULE", value_parser = ModuleSource::parse)]
+    module: ModuleSource,
+    /// Take the function's configuration (routes, environment, limits, ABI, entrypoint,
+    /// protobuf types) from the `oci://` artifact, as `wafer push` stored it. Grants are not
+    /// taken from an artifact: give them with the flags (`--http`, `--kv`, `--secret`, ...).
+    #[arg(long, conflicts_with_all = [
+        "routes", "env", "memory", "timeout", "max_concurrency", "request_body", "stdout",
+        "stderr", "abi", "entrypoint", "proto", "descriptor_set", "operations", "http_timeout",
+        "http_response", "kv_value", "kv_keys", "instance_reuse", "max_concurrent_per_instance",
+        "instance_idle",
+    ])]
+    artifact_config: bool,
     /// A route to serve on (repeatable): `/path` exactly, or `/path/...` and everything below.
     /// Default: `/NAME/...`.
     #[arg(long = "route", value_name = "ROUTE")]
@@ -143,6 +158,8 @@ pub(crate) struct DeployArgs {
     canary: Option<u8>,
     #[command(flatten)]
     sticky: StickyArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -338,9 +355,14 @@ impl ServerArgs {
 }
 
 pub(crate) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
-    let module = tokio::fs::read(&args.path)
-        .await
-        .with_context(|| format!("cannot read {}", args.path.display()))?;
+    let loaded = args.module.load(&args.registry).await?;
+    if let ModuleSource::Oci(source) = &args.module {
+        eprintln!("pulled {source}");
+    }
+    if args.artifact_config {
+        return deploy_with_artifact_config(&args, loaded).await;
+    }
+    let module = loaded.bytes;
     let mut query: Vec<(&str, String)> = Vec::new();
     query.extend(args.routes.iter().map(|r| ("route", r.clone())));
     query.extend(args.env.iter().map(|e| ("env", e.clone())));
@@ -422,6 +444,53 @@ pub(crate) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         progress.bar.finish_and_clear();
     }
     let deployed: Value = answer?.json().await?;
+    print_deployed(&args.name, &deployed);
+    Ok(())
+}
+
+/// `wafer deploy --artifact-config`: the module with the configuration pushed along with
+/// it, and the grants of the flags.
+async fn deploy_with_artifact_config(
+    args: &DeployArgs,
+    loaded: crate::manifest::LoadedModule,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        matches!(args.module, ModuleSource::Oci(_)),
+        "--artifact-config takes the configuration from an `oci://` module's artifact; {} is a \
+         file",
+        args.module
+    );
+    let Some(mut config) = loaded.config else {
+        bail!(
+            "{} carries no Wafer configuration (it was not pushed by `wafer push`); deploy it \
+             without --artifact-config",
+            args.module
+        );
+    };
+    let Some(object) = config.as_object_mut() else {
+        bail!(
+            "{}: the pushed configuration is not a JSON object",
+            args.module
+        );
+    };
+    match args.grants()? {
+        Some(grants) => object.insert("grants".into(), grants),
+        None => object.remove("grants"),
+    };
+    let form = reqwest::multipart::Form::new()
+        .part("module", reqwest::multipart::Part::bytes(loaded.bytes))
+        .text("config", config.to_string());
+    let request = args
+        .server
+        .request(Method::PUT, &format!("functions/{}", args.name))?
+        .multipart(form);
+    let deployed: Value = args.server.send(request).await?.json().await?;
+    print_deployed(&args.name, &deployed);
+    Ok(())
+}
+
+/// The line a deploy prints: `deployed NAME vN (DIGEST, compiled in MS ms)`.
+fn print_deployed(name: &str, deployed: &Value) {
     let unchanged = deployed["unchanged"].as_bool().unwrap_or(false);
     let compiled = match deployed["compile_ms"].as_f64() {
         Some(ms) if !unchanged => format!(", compiled in {ms} ms"),
@@ -430,14 +499,13 @@ pub(crate) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     println!(
         "{} {} v{} ({}{compiled})",
         if unchanged { "unchanged" } else { "deployed" },
-        deployed["name"].as_str().unwrap_or(&args.name),
+        deployed["name"].as_str().unwrap_or(name),
         deployed["version"],
         deployed["digest"].as_str().unwrap_or("?")
     );
     if let Some(split) = split_summary(&deployed["traffic"]) {
         println!("traffic: {split}");
     }
-    Ok(())
 }
 
 /// A traffic split as `v7 25%, v6 75%`, if `traffic` holds one.
@@ -498,6 +566,9 @@ pub(crate) struct ApplyArgs {
     /// The manifest: a `wafer.toml`, or a Spin app's `spin.toml` (default `wafer.toml`, else
     /// `spin.toml`).
     manifest: Option<PathBuf>,
+    /// Credentials and transport for `oci://` modules (docs/oci.md).
+    #[command(flatten)]
+    registry: RegistryArgs,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -516,12 +587,12 @@ pub(crate) async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
              server's own; `wafer apply` sends modules and configuration only (serve this one \
              with `wafer up` on the server)"
         );
-        let module = tokio::fs::read(&function.module).await.with_context(|| {
-            format!(
-                "function `{name}`: cannot read {}",
-                function.module.display()
-            )
-        })?;
+        let module = function
+            .module
+            .load(&args.registry)
+            .await
+            .with_context(|| format!("function `{name}`"))?
+            .bytes;
         let mut config = function.config();
         let proto =
             match &function.proto {
@@ -900,5 +971,101 @@ pub(crate) async fn invocations(args: InvocationsArgs) -> anyhow::Result<()> {
             text("path"),
         );
     }
+    Ok(())
+}
+
+/// Options of `wafer push`.
+#[derive(clap::Args)]
+pub(crate) struct PushArgs {
+    /// The deployed function whose module to push.
+    name: String,
+    /// Where to: `HOST[:PORT]/REPOSITORY:TAG` (`oci://` in front is allowed). A registry on a
+    /// loopback address is reached over plain HTTP, any other over HTTPS (see `--insecure`).
+    #[arg(value_name = "REF")]
+    reference: String,
+    /// Push this version instead of the active one.
+    #[arg(long, value_name = "N")]
+    version: Option<u64>,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// `wafer push NAME REF`: publishes a function's module as a Wasm OCI artifact, with the
+/// function's configuration (secrets left out) in an annotation. Prints the reference pinned
+/// to the manifest's digest.
+pub(crate) async fn push(args: PushArgs) -> anyhow::Result<()> {
+    let source = crate::oci::OciSource::parse(&args.reference)?;
+    let record = args
+        .server
+        .json(Method::GET, &format!("functions/{}", args.name))
+        .await?;
+    let wanted = match args.version {
+        Some(n) => Some(n),
+        None => record["active"].as_u64(),
+    };
+    let Some(version) = record["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["version"].as_u64() == wanted)
+    else {
+        match args.version {
+            Some(n) => bail!("function `{}` has no version {n}", args.name),
+            None => bail!("function `{}` has no active version", args.name),
+        }
+    };
+    let digest = version["digest"]
+        .as_str()
+        .context("the server's record names no module digest")?;
+    let module = args
+        .server
+        .send(
+            args.server
+                .request(Method::GET, &format!("modules/{digest}"))?,
+        )
+        .await
+        .with_context(|| format!("cannot fetch module {digest}"))?
+        .bytes()
+        .await
+        .with_context(|| format!("cannot fetch module {digest}"))?;
+    let got = crate::oci::sha256(&module);
+    anyhow::ensure!(
+        got == digest,
+        "the server sent a module that does not match its digest: expected {digest}, got {got}"
+    );
+    let mut config = version["config"].clone();
+    // The server shows secrets masked; their values stay on the server.
+    if let Some(secrets) = config
+        .get_mut("grants")
+        .and_then(Value::as_object_mut)
+        .and_then(|grants| grants.remove("secrets"))
+    {
+        let names: Vec<&String> = secrets
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k)
+            .collect();
+        eprintln!(
+            "note: secrets are not pushed ({}); give them with --secret where you deploy it",
+            names
+                .iter()
+                .map(|n| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let artifact = crate::oci::Artifact {
+        name: args.name.clone(),
+        module: module.to_vec(),
+        config: config.is_object().then_some(config),
+    };
+    let manifest = crate::oci::push(&source, artifact, &args.registry).await?;
+    println!(
+        "pushed {} v{} to {source}@{manifest}",
+        args.name, version["version"]
+    );
     Ok(())
 }

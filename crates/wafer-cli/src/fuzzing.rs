@@ -9,6 +9,9 @@
 #[path = "manifest.rs"]
 #[allow(dead_code)]
 mod manifest;
+#[path = "oci.rs"]
+#[allow(dead_code)]
+mod oci;
 #[path = "spin.rs"]
 #[allow(dead_code)]
 mod spin;
@@ -39,11 +42,13 @@ pub fn manifest(data: &[u8]) {
             "function `{}` declared twice",
             function.name
         );
-        assert!(
-            function.module.starts_with(BASE) || function.module.is_absolute(),
-            "module {} is not anchored at the manifest",
-            function.module.display()
-        );
+        if let Some(module) = function.module.file() {
+            assert!(
+                module.starts_with(BASE) || module.is_absolute(),
+                "module {} is not anchored at the manifest",
+                module.display()
+            );
+        }
         let config = function.config();
         config
             .validate()

@@ -3,6 +3,7 @@
 mod client;
 mod manifest;
 mod new;
+mod oci;
 mod run;
 mod serve;
 mod spin;
@@ -41,8 +42,12 @@ enum Command {
     New(new::NewArgs),
     /// Run the `build` command of every function in a manifest (or of those named).
     Build(manifest::BuildArgs),
-    /// Upload a module (.wasm or .wat) to a running server as a new version of a function.
+    /// Upload a module (.wasm or .wat, or `oci://REF` from a registry) to a running server as a
+    /// new version of a function.
     Deploy(Box<client::DeployArgs>),
+    /// Publish a deployed function's module (and its configuration) to an OCI registry as a
+    /// Wasm artifact; `wafer deploy NAME oci://REF` deploys it again.
+    Push(client::PushArgs),
     /// Deploy every function a manifest declares (a `wafer.toml`, or a Spin app's
     /// `spin.toml`) to a running server.
     Apply(client::ApplyArgs),
@@ -142,6 +147,7 @@ fn main() -> ExitCode {
             Command::Up(args) => serve::up(args).await.map(|()| ExitCode::SUCCESS),
             Command::Deploy(args) => client::deploy(*args).await.map(|()| ExitCode::SUCCESS),
             Command::Apply(args) => client::apply(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Push(args) => client::push(args).await.map(|()| ExitCode::SUCCESS),
             Command::Invoke(args) => client::invoke(args).await.map(|()| ExitCode::SUCCESS),
             Command::Invocations(args) => {
                 client::invocations(args).await.map(|()| ExitCode::SUCCESS)

@@ -3,7 +3,7 @@
 //! ```toml
 //! [[function]]
 //! name = "hello"
-//! module = "hello.wasm"          # relative to this file
+//! module = "hello.wasm"          # relative to this file, or "oci://HOST/REPO:TAG" (docs/oci.md)
 //! routes = ["/hello/..."]        # default: /NAME/...
 //! env = { GREETING = "hi" }
 //! limits = { memory = "64MiB", timeout = "5s", max_concurrency = 16 }
@@ -51,7 +51,7 @@ pub(crate) struct Manifest {
 #[serde(deny_unknown_fields)]
 pub(crate) struct ManifestFunction {
     pub name: FunctionName,
-    pub module: PathBuf,
+    pub module: ModuleSource,
     #[serde(default)]
     pub routes: Vec<Route>,
     #[serde(default)]
@@ -185,7 +185,9 @@ impl ManifestFunction {
     /// directory.
     pub(crate) fn resolve(&mut self, base: &Path) -> anyhow::Result<()> {
         self.dir = base.to_owned();
-        self.module = base.join(&self.module);
+        if let ModuleSource::File(path) = &mut self.module {
+            *path = base.join(&*path);
+        }
         if !self.watch.is_empty() {
             anyhow::ensure!(
                 self.build.is_some(),
@@ -216,6 +218,82 @@ impl ManifestFunction {
             self.secret_values.insert(name.clone(), Secret::new(value));
         }
         Ok(())
+    }
+}
+
+/// Where a function's module comes from: a file (`.wasm` or `.wat`), or an artifact in an
+/// OCI registry (`oci://HOST[:PORT]/REPOSITORY[:TAG][@sha256:HEX]`, docs/oci.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub(crate) enum ModuleSource {
+    /// A file on this machine.
+    File(PathBuf),
+    /// An artifact in a registry, pulled by the CLI with the user's credentials.
+    Oci(super::oci::OciSource),
+}
+
+impl TryFrom<String> for ModuleSource {
+    type Error = anyhow::Error;
+
+    fn try_from(text: String) -> anyhow::Result<Self> {
+        Self::parse(&text)
+    }
+}
+
+impl std::fmt::Display for ModuleSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Oci(source) => write!(f, "{source}"),
+        }
+    }
+}
+
+/// A module as loaded: its bytes, and the configuration `wafer push` stored with it.
+pub(crate) struct LoadedModule {
+    pub bytes: Vec<u8>,
+    /// The pushed function's configuration (an `oci://` module pushed by `wafer push`).
+    pub config: Option<serde_json::Value>,
+}
+
+impl ModuleSource {
+    /// `oci://...` names an artifact in a registry; anything else a file.
+    pub(crate) fn parse(text: &str) -> anyhow::Result<Self> {
+        match text.starts_with(super::oci::SCHEME) {
+            true => Ok(Self::Oci(super::oci::OciSource::parse(text)?)),
+            false => Ok(Self::File(PathBuf::from(text))),
+        }
+    }
+
+    /// The module's file, if it is one.
+    pub(crate) fn file(&self) -> Option<&Path> {
+        match self {
+            Self::File(path) => Some(path),
+            Self::Oci(_) => None,
+        }
+    }
+
+    /// Reads the file, or pulls the artifact (verified against its digests).
+    pub(crate) async fn load(
+        &self,
+        registry: &super::oci::RegistryArgs,
+    ) -> anyhow::Result<LoadedModule> {
+        match self {
+            Self::File(path) => Ok(LoadedModule {
+                bytes: tokio::fs::read(path)
+                    .await
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+                config: None,
+            }),
+            Self::Oci(source) => {
+                let pulled = super::oci::pull(source, registry).await?;
+                tracing::info!("pulled {source} ({})", pulled.manifest_digest);
+                Ok(LoadedModule {
+                    bytes: pulled.module,
+                    config: pulled.config,
+                })
+            }
+        }
     }
 }
 
@@ -308,12 +386,14 @@ pub(crate) fn build(args: BuildArgs) -> anyhow::Result<()> {
             "function `{}`: `{command}` failed ({status})",
             f.name
         );
-        anyhow::ensure!(
-            f.module.exists(),
-            "function `{}`: `{command}` succeeded but did not make {}",
-            f.name,
-            f.module.display()
-        );
+        if let Some(module) = f.module.file() {
+            anyhow::ensure!(
+                module.exists(),
+                "function `{}`: `{command}` succeeded but did not make {}",
+                f.name,
+                module.display()
+            );
+        }
         built += 1;
     }
     if built == 0 {
@@ -360,6 +440,22 @@ mod tests {
     }
 
     #[test]
+    fn modules_come_from_files_or_oci_registries() {
+        let m = Manifest::parse(
+            "[[function]]\nname = \"a\"\nmodule = \"oci://127.0.0.1:5000/fns/a:v1\"\n",
+            Path::new("base"),
+        )
+        .unwrap();
+        let module = &m.functions[0].module;
+        assert!(matches!(module, ModuleSource::Oci(_)), "{module:?}");
+        assert_eq!(module.to_string(), "oci://127.0.0.1:5000/fns/a:v1");
+        assert_eq!(module.file(), None);
+        let e = error("[[function]]\nname = \"a\"\nmodule = \"oci://Bad/UPPER\"\n");
+        assert!(e.contains("invalid OCI reference `oci://Bad/UPPER`"), "{e}");
+        assert!(e.contains("line 3"), "{e}");
+    }
+
+    #[test]
     fn limits_parse_human_units() {
         let m = Manifest::parse(
             "[[function]]\nname = \"a\"\nmodule = \"a.wasm\"\nlimits = { memory = \"64MiB\", timeout = \"500ms\", max_concurrency = 2 }\n",
@@ -370,6 +466,6 @@ mod tests {
         assert_eq!(f.limits.memory.as_u64(), 64 << 20);
         assert_eq!(f.limits.timeout, std::time::Duration::from_millis(500));
         assert_eq!(f.limits.max_concurrency, 2);
-        assert_eq!(f.module, Path::new("base/a.wasm"));
+        assert_eq!(f.module.file(), Some(Path::new("base/a.wasm")));
     }
 }

@@ -309,6 +309,9 @@ pub(crate) struct UpArgs {
     /// redeploy it when its `watch` sources change, and apply changes to the manifest.
     #[arg(long)]
     watch: bool,
+    /// Credentials and transport for `oci://` modules (docs/oci.md).
+    #[command(flatten)]
+    registry: crate::oci::RegistryArgs,
     #[command(flatten)]
     serve: ServeArgs,
 }
@@ -420,7 +423,11 @@ impl Server {
 
     /// Serves both planes until a shutdown signal; with `watch`, follows the manifest (as
     /// `wafer up --watch`).
-    async fn run(self, data: &Path, watch: Option<(&Path, Manifest)>) -> anyhow::Result<()> {
+    async fn run(
+        self,
+        data: &Path,
+        watch: Option<(&Path, Manifest, crate::oci::RegistryArgs)>,
+    ) -> anyhow::Result<()> {
         let local = self.listener.local_addr()?;
         let admin = self.admin_listener.local_addr()?;
         for f in self.functions.list() {
@@ -467,8 +474,8 @@ impl Server {
             });
             app.set_health_check(Box::new(move || cluster.problem()));
         }
-        if let Some((path, manifest)) = watch {
-            follow_manifest(app.clone(), path, manifest)?;
+        if let Some((path, manifest, registry)) = watch {
+            follow_manifest(app.clone(), path, manifest, registry)?;
         }
         if let Some(tls) = &self.tls {
             reload_on_hangup(tls.clone());
@@ -542,11 +549,13 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     private_files();
     let server = Server::start(&args.serve).await?;
     for function in &manifest.functions {
-        deploy_from_manifest(&server.functions, function).await?;
+        deploy_from_manifest(&server.functions, function, &args.registry).await?;
     }
     // The files a Spin app's components see live as long as the server.
     let _staged = manifest.staged.clone();
-    let watch = args.watch.then_some((path.as_path(), manifest));
+    let watch = args
+        .watch
+        .then_some((path.as_path(), manifest, args.registry.clone()));
     server.run(&args.serve.data.data, watch).await
 }
 
@@ -586,14 +595,14 @@ pub(crate) async fn serve_one(
 async fn deploy_from_manifest(
     functions: &Arc<Functions>,
     function: &ManifestFunction,
+    registry: &crate::oci::RegistryArgs,
 ) -> anyhow::Result<()> {
-    let module = tokio::fs::read(&function.module).await.with_context(|| {
-        format!(
-            "function `{}`: cannot read {}",
-            function.name,
-            function.module.display()
-        )
-    })?;
+    let module = function
+        .module
+        .load(registry)
+        .await
+        .with_context(|| format!("function `{}`", function.name))?
+        .bytes;
     let mut config = function.config();
     let proto = match &function.proto {
         Some(path) => Some(tokio::fs::read_to_string(path).await.with_context(|| {
@@ -615,13 +624,7 @@ async fn deploy_from_manifest(
     let deployed = functions
         .deploy(function.name.clone(), module, config)
         .await
-        .with_context(|| {
-            format!(
-                "function `{}` ({})",
-                function.name,
-                function.module.display()
-            )
-        })?;
+        .with_context(|| format!("function `{}` ({})", function.name, function.module))?;
     if !deployed.unchanged {
         tracing::info!(
             "deployed {} v{} ({})",
@@ -638,7 +641,12 @@ async fn deploy_from_manifest(
 /// (redeployed), and each function's `watch` sources (its `build` runs, then it is
 /// redeployed). Watching directories rather than files catches tools that replace a file by
 /// renaming. A failed build or deploy is logged and the previous version goes on serving.
-fn follow_manifest(app: Arc<App>, manifest_path: &Path, manifest: Manifest) -> anyhow::Result<()> {
+fn follow_manifest(
+    app: Arc<App>,
+    manifest_path: &Path,
+    manifest: Manifest,
+    registry: crate::oci::RegistryArgs,
+) -> anyhow::Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
@@ -662,7 +670,7 @@ fn follow_manifest(app: Arc<App>, manifest_path: &Path, manifest: Manifest) -> a
             if changed.contains(&manifest_path) {
                 match Manifest::load(&manifest_path) {
                     Ok(reloaded) => {
-                        apply_manifest(&app, &manifest, &reloaded).await;
+                        apply_manifest(&app, &manifest, &reloaded, &registry).await;
                         manifest = reloaded;
                         if let Err(e) =
                             watch_dirs(&mut watcher, &mut watched, &manifest_path, &manifest)
@@ -677,7 +685,12 @@ fn follow_manifest(app: Arc<App>, manifest_path: &Path, manifest: Manifest) -> a
                 continue;
             }
             for f in &manifest.functions {
-                let module = changed.contains(&canonical(&f.module));
+                // An `oci://` module is pulled when the manifest is (re)applied; a tag that
+                // moves in the registry is not followed.
+                let module = f
+                    .module
+                    .file()
+                    .is_some_and(|m| changed.contains(&canonical(m)));
                 let sources = f.watch_set.as_ref().is_some_and(|set| {
                     let dir = canonical_dir(&f.dir);
                     changed
@@ -691,7 +704,7 @@ fn follow_manifest(app: Arc<App>, manifest_path: &Path, manifest: Manifest) -> a
                     }
                 }
                 if module || sources {
-                    if let Err(e) = deploy_from_manifest(app.functions(), f).await {
+                    if let Err(e) = deploy_from_manifest(app.functions(), f, &registry).await {
                         tracing::error!("reload failed, still serving the previous version: {e:#}");
                     }
                 }
@@ -715,8 +728,12 @@ fn watch_dirs(
         wanted.push((dir.to_owned(), RecursiveMode::NonRecursive));
     }
     for f in &manifest.functions {
-        if let Some(dir) = canonical(&f.module).parent() {
-            wanted.push((dir.to_owned(), RecursiveMode::NonRecursive));
+        if let Some(dir) = f
+            .module
+            .file()
+            .and_then(|m| canonical(m).parent().map(Path::to_owned))
+        {
+            wanted.push((dir, RecursiveMode::NonRecursive));
         }
         for pattern in &f.watch {
             // The part before the first component with a wildcard.
@@ -762,14 +779,19 @@ fn watch_dirs(
 
 /// Deploys the functions of `new` whose entries differ from `old`'s, and removes those `new`
 /// no longer declares (with their key-value data and message queues, as `wafer rm` does).
-async fn apply_manifest(app: &App, old: &Manifest, new: &Manifest) {
+async fn apply_manifest(
+    app: &App,
+    old: &Manifest,
+    new: &Manifest,
+    registry: &crate::oci::RegistryArgs,
+) {
     for f in &new.functions {
         let before = old.functions.iter().find(|o| o.name == f.name);
         if before.is_some_and(|o| o.entry == f.entry) {
             continue;
         }
         tracing::info!("manifest: function `{}` changed", f.name);
-        if let Err(e) = deploy_from_manifest(app.functions(), f).await {
+        if let Err(e) = deploy_from_manifest(app.functions(), f, registry).await {
             tracing::error!("manifest: {e:#}; still serving the previous version");
         }
     }

@@ -732,7 +732,7 @@ environment = { MODE = "test" }
         let manifest = parse(APP, Path::new("app")).unwrap();
         let f = &manifest.functions[0];
         assert_eq!(f.name.as_str(), "cart");
-        assert_eq!(f.module, Path::new("app/cart.wasm"));
+        assert_eq!(f.module.file(), Some(Path::new("app/cart.wasm")));
         assert_eq!(f.routes[0].as_str(), "/cart/:id/...");
         let rules: Vec<String> = f.http.iter().map(ToString::to_string).collect();
         assert_eq!(
