@@ -796,16 +796,30 @@ pub(crate) async fn versions(args: NameArgs) -> anyhow::Result<()> {
         .json(Method::GET, &format!("functions/{}", args.name))
         .await?;
     let active = record["active"].as_u64();
-    println!("{:>7}  {:<6} {:<71} CREATED", "VERSION", "ACTIVE", "DIGEST");
+    let shares = record["traffic"]["split"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    println!(
+        "{:>7}  {:<6} {:<7} {:<71} CREATED",
+        "VERSION", "ACTIVE", "TRAFFIC", "DIGEST"
+    );
     for v in record["versions"].as_array().into_iter().flatten() {
+        let share = shares.iter().find(|s| s["version"] == v["version"]);
+        let traffic = match (share, v["version"].as_u64() == active) {
+            (Some(share), _) => format!("{}%", share["percent"]),
+            (None, true) => "100%".to_owned(),
+            (None, false) => String::new(),
+        };
         println!(
-            "{:>7}  {:<6} {:<71} {}",
+            "{:>7}  {:<6} {:<7} {:<71} {}",
             format!("v{}", v["version"]),
             if v["version"].as_u64() == active {
                 "*"
             } else {
                 ""
             },
+            traffic,
             v["digest"].as_str().unwrap_or(""),
             v["created"].as_str().unwrap_or("")
         );

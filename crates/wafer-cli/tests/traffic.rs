@@ -74,6 +74,14 @@ fn a_canary_takes_its_share_until_promoted() {
         .json()
         .unwrap();
     assert_eq!(record["active"], 1, "{record}");
+    let versions = ok(&server, &["versions", "hello"]);
+    let rows: Vec<Vec<&str>> = versions
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0][..3], ["v1", "*", "90%"], "{versions}");
+    assert_eq!(rows[1][..2], ["v2", "10%"], "{versions}");
 
     let seen = tally(&server, 2000, None);
     let canary = seen.get(V2).copied().unwrap_or(0);
