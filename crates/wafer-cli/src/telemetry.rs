@@ -9,7 +9,6 @@
 //! `OTEL_EXPORTER_OTLP_*_HEADERS`, `_TIMEOUT`, `_COMPRESSION`. With no endpoint there is
 //! no exporter, no layer and no span: tracing costs nothing.
 
-
 use anyhow::Context as _;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -67,7 +66,8 @@ fn configured() -> bool {
 
 /// The protocol the variables ask for.
 fn protocol() -> anyhow::Result<Protocol> {
-    let value = var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"));
+    let value =
+        var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"));
     match value.as_deref().map(str::trim) {
         None | Some("grpc") => Ok(Protocol::Grpc),
         Some("http/protobuf") => Ok(Protocol::HttpProtobuf),
@@ -126,7 +126,11 @@ pub(crate) fn start(filter: &str, format: Format, traces: bool) -> anyhow::Resul
             .boxed(),
         Format::Json => {
             let json = logs.json().with_current_span(false);
-            let with_ids = WithTraceIds(tracing_subscriber::fmt::format().json().with_current_span(false));
+            let with_ids = WithTraceIds(
+                tracing_subscriber::fmt::format()
+                    .json()
+                    .with_current_span(false),
+            );
             json.event_format(with_ids).with_filter(filter).boxed()
         }
     };
@@ -141,6 +145,12 @@ pub(crate) fn start(filter: &str, format: Format, traces: bool) -> anyhow::Resul
             .with_default(tracing::Level::WARN);
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("wafer"))
+            // Attributes are the spans' own: no source locations, threads, targets or
+            // busy/idle times (which cost a clock reading at every poll).
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
             .with_filter(spans)
     });
     tracing_subscriber::registry()

@@ -191,10 +191,12 @@ fn one<'a>(spans: &'a [Span], name: &str) -> &'a Span {
     found[0]
 }
 
+/// The span of a host call of `capability` (named `CAPABILITY OPERATION`).
 fn host_call<'a>(spans: &'a [Span], capability: &str) -> Option<&'a Span> {
-    spans
-        .iter()
-        .find(|s| s.name == "wafer.host_call" && s.attr("wafer.capability") == capability)
+    spans.iter().find(|s| {
+        s.attr("wafer.capability") == capability
+            && s.name == format!("{capability} {}", s.attr("wafer.operation"))
+    })
 }
 
 #[test]
@@ -217,13 +219,13 @@ fn a_request_continues_the_callers_trace_through_its_call_and_host_calls() {
     assert_eq!(response.text().unwrap(), "hello, visit 1\n");
 
     let spans = receiver.trace(&trace_id, |spans| {
-        ["http.server", "wafer.call"]
+        ["GET /visits/...", "call visits"]
             .iter()
             .all(|name| !named(spans, name).is_empty())
             && host_call(spans, "kv").is_some()
             && host_call(spans, "config").is_some()
     });
-    let server_span = one(&spans, "http.server");
+    let server_span = one(&spans, "GET /visits/...");
     assert_eq!(server_span.service, "wafer");
     assert_eq!(server_span.kind, SpanKind::Server as i32);
     assert_eq!(server_span.parent, parent, "continues the caller's span");
@@ -232,7 +234,7 @@ fn a_request_continues_the_callers_trace_through_its_call_and_host_calls() {
     assert_eq!(server_span.attr("http.route"), "/visits/...");
     assert_eq!(server_span.attr("http.response.status_code"), "200");
 
-    let call = one(&spans, "wafer.call");
+    let call = one(&spans, "call visits");
     assert_eq!(call.parent, server_span.span_id);
     assert_eq!(call.attr("wafer.function"), "visits");
     assert_eq!(call.attr("wafer.version"), "1");
@@ -284,8 +286,8 @@ fn the_guest_sees_its_calls_context_and_a_request_without_one_starts_a_trace() {
         .text()
         .unwrap();
     let seen = env_value(&text, "HTTP_TRACEPARENT");
-    let spans = receiver.trace(&trace_id, |spans| !named(spans, "wafer.call").is_empty());
-    let call = one(&spans, "wafer.call");
+    let spans = receiver.trace(&trace_id, |spans| !named(spans, "call rustenv").is_empty());
+    let call = one(&spans, "call rustenv");
     // The guest's context is its own call's: same trace, the call's span as parent.
     assert_eq!(seen, format!("00-{trace_id}-{}-01", call.span_id), "{text}");
     // The caller's trace state is handed on.
@@ -296,10 +298,13 @@ fn the_guest_sees_its_calls_context_and_a_request_without_one_starts_a_trace() {
     let seen = env_value(&text, "HTTP_TRACEPARENT");
     let fields: Vec<&str> = seen.split('-').collect();
     assert_eq!(fields.len(), 4, "{seen}");
-    let spans = receiver.trace(fields[1], |spans| !named(spans, "wafer.call").is_empty());
-    let server_span = one(&spans, "http.server");
-    assert!(server_span.parent.is_empty(), "a root span: {server_span:#?}");
-    assert_eq!(one(&spans, "wafer.call").span_id, fields[2]);
+    let spans = receiver.trace(fields[1], |spans| !named(spans, "call rustenv").is_empty());
+    let server_span = one(&spans, "GET /rustenv/...");
+    assert!(
+        server_span.parent.is_empty(),
+        "a root span: {server_span:#?}"
+    );
+    assert_eq!(one(&spans, "call rustenv").span_id, fields[2]);
 }
 
 /// The value of `NAME=value` in rustenv's output.
@@ -348,24 +353,25 @@ fn an_async_run_is_in_the_trace_of_the_request_that_queued_it() {
     assert_eq!(record["state"], "done", "{record}");
 
     let spans = receiver.trace(&trace_id, |spans| {
-        !named(spans, "wafer.async_run").is_empty()
-            && !named(spans, "wafer.call").is_empty()
+        !named(spans, "run visits").is_empty()
+            && !named(spans, "call visits").is_empty()
             && host_call(spans, "kv").is_some()
     });
-    let server_span = one(&spans, "http.server");
+    let server_span = one(&spans, "POST");
     assert_eq!(server_span.parent, parent);
-    let enqueue = one(&spans, "wafer.enqueue");
+    assert_eq!(server_span.attr("http.response.status_code"), "202");
+    let enqueue = one(&spans, "enqueue visits");
     assert_eq!(enqueue.kind, SpanKind::Producer as i32);
     assert_eq!(enqueue.parent, server_span.span_id);
     assert_eq!(enqueue.attr("wafer.invocation_id"), id);
     assert_eq!(enqueue.attr("wafer.function"), "visits");
-    let run = one(&spans, "wafer.async_run");
+    let run = one(&spans, "run visits");
     assert_eq!(run.kind, SpanKind::Consumer as i32);
     assert_eq!(run.parent, enqueue.span_id);
     assert_eq!(run.attr("wafer.invocation_id"), id);
     assert_eq!(run.attr("wafer.attempt"), "1");
     assert_eq!(run.attr("http.response.status_code"), "200");
-    let call = one(&spans, "wafer.call");
+    let call = one(&spans, "call visits");
     assert_eq!(call.parent, run.span_id);
     assert_eq!(host_call(&spans, "kv").unwrap().parent, call.span_id);
 }
@@ -390,18 +396,18 @@ fn a_delivery_continues_the_trace_of_its_publish() {
     assert!(text.ends_with("published\n"), "{text}");
 
     let spans = receiver.trace(&trace_id, |spans| {
-        !named(spans, "wafer.deliver").is_empty()
+        !named(spans, "deliver demo.a").is_empty()
             && spans
                 .iter()
                 .any(|s| s.attr("wafer.capability") == "kv" && s.attr("wafer.function") == "sub")
     });
-    let call = one(&spans, "wafer.call");
+    let call = one(&spans, "call publisher");
     assert_eq!(call.attr("wafer.function"), "publisher");
-    let publish = one(&spans, "wafer.publish");
+    let publish = one(&spans, "publish demo.a");
     assert_eq!(publish.kind, SpanKind::Producer as i32);
     assert_eq!(publish.parent, call.span_id);
     assert_eq!(publish.attr("messaging.destination.name"), "demo.a");
-    let deliver = one(&spans, "wafer.deliver");
+    let deliver = one(&spans, "deliver demo.a");
     assert_eq!(deliver.kind, SpanKind::Consumer as i32);
     assert_eq!(deliver.parent, publish.span_id);
     assert_eq!(deliver.attr("wafer.function"), "sub");
@@ -444,11 +450,7 @@ fn outbound_http_is_a_client_span_and_carries_its_context() {
     let server = traced_server(&receiver, &["serve"]);
     let (port, heads) = recording_endpoint();
     let allowed = format!("http://127.0.0.1:{port}");
-    server.deploy_cli(
-        "fetcher",
-        &built("visits-rust.wasm"),
-        &["--http", &allowed],
-    );
+    server.deploy_cli("fetcher", &built("visits-rust.wasm"), &["--http", &allowed]);
     let (trace_id, parent) = caller();
     let text = server
         .client
@@ -460,9 +462,15 @@ fn outbound_http_is_a_client_span_and_carries_its_context() {
         .unwrap();
     assert!(text.contains("fetch: 200 pong"), "{text}");
 
-    let spans = receiver.trace(&trace_id, |spans| !named(spans, "http.client").is_empty());
-    let call = one(&spans, "wafer.call");
-    let client = one(&spans, "http.client");
+    let client_span = |spans: &[Span]| {
+        (spans.iter())
+            .find(|s| s.kind == SpanKind::Client as i32)
+            .cloned()
+    };
+    let spans = receiver.trace(&trace_id, |spans| client_span(spans).is_some());
+    let call = one(&spans, "call fetcher");
+    let client = &client_span(&spans).unwrap();
+    assert_eq!(client.name, "GET");
     assert_eq!(client.kind, SpanKind::Client as i32);
     assert_eq!(client.parent, call.span_id);
     assert_eq!(client.attr("http.request.method"), "GET");
@@ -472,7 +480,10 @@ fn outbound_http_is_a_client_span_and_carries_its_context() {
     // The request went out with the client span's context.
     let heads = heads.lock().unwrap();
     let sent = format!("traceparent: 00-{trace_id}-{}-01", client.span_id);
-    assert!(heads.iter().any(|h| h.contains(&sent)), "{sent} in {heads:#?}");
+    assert!(
+        heads.iter().any(|h| h.contains(&sent)),
+        "{sent} in {heads:#?}"
+    );
 }
 
 #[test]
@@ -495,9 +506,10 @@ fn json_log_lines_written_within_a_trace_carry_its_ids() {
         .send()
         .unwrap();
     assert_eq!(response.status(), 500);
-    let spans = receiver.trace(&trace_id, |spans| !named(spans, "wafer.call").is_empty());
-    let call = one(&spans, "wafer.call");
-    assert_eq!(one(&spans, "http.server").attr("http.response.status_code"), "500");
+    let spans = receiver.trace(&trace_id, |spans| !named(spans, "call trap").is_empty());
+    let call = one(&spans, "call trap");
+    let server_span = one(&spans, "GET /trap/...");
+    assert_eq!(server_span.attr("http.response.status_code"), "500");
     let started = Instant::now();
     let line = loop {
         let stderr = server.stderr();

@@ -51,7 +51,7 @@ pub(crate) fn routed(method: &http::Method, route: &str) {
     }
     let span = Span::current();
     span.record("http.route", route);
-    span.record("otel.name", format!("{method} {route}"));
+    trace::rename(&span, format!("{method} {route}"));
 }
 
 /// Notes a request's answer on its server span.
@@ -124,7 +124,7 @@ pub(crate) fn queued(function: &str, id: &str) {
         return;
     }
     let span = Span::current();
-    span.record("otel.name", format!("enqueue {function}"));
+    trace::rename(&span, format!("enqueue {function}"));
     span.record("wafer.function", function);
     span.record("wafer.invocation_id", id);
 }

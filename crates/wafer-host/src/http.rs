@@ -95,7 +95,7 @@ impl Http {
         // context in `traceparent`, in place of any the guest set.
         let span = tracing::Span::current();
         if crate::trace::enabled() {
-            span.record("otel.name", method.as_str());
+            crate::trace::rename(&span, method.to_string());
             span.record("http.request.method", method.as_str());
             span.record("server.address", url.host_str().unwrap_or_default());
             if let Some(port) = url.port_or_known_default() {
@@ -353,7 +353,12 @@ pub struct Policy {
 }
 
 /// The `http.client` span of a component's outgoing request to `url`.
-fn client_span(parent: &tracing::Span, method: &http::Method, url: &Url, function: &str) -> tracing::Span {
+fn client_span(
+    parent: &tracing::Span,
+    method: &http::Method,
+    url: &Url,
+    function: &str,
+) -> tracing::Span {
     if !crate::trace::enabled() {
         return tracing::Span::none();
     }

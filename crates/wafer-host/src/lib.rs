@@ -315,7 +315,6 @@ fn host_call_span(function: &Deployment, call: &HostCall<'_>) -> tracing::Span {
         "http" => tracing::info_span!(
             target: trace::TARGET,
             "http.client",
-            otel.name = Empty,
             otel.kind = "client",
             otel.status_code = Empty,
             otel.status_description = Empty,
@@ -329,7 +328,6 @@ fn host_call_span(function: &Deployment, call: &HostCall<'_>) -> tracing::Span {
         "pubsub" => tracing::info_span!(
             target: trace::TARGET,
             "wafer.publish",
-            otel.name = Empty,
             otel.kind = "producer",
             otel.status_code = Empty,
             otel.status_description = Empty,

@@ -238,7 +238,7 @@ pub(crate) async fn call(
         .unwrap_or_default();
     let span = tracing::Span::current();
     if crate::trace::enabled() {
-        span.record("otel.name", format!("publish {}", publish.topic));
+        crate::trace::rename(&span, format!("publish {}", publish.topic));
         span.record("messaging.destination.name", publish.topic.as_str());
     }
     let message = Message {

@@ -38,7 +38,8 @@ pub fn continue_from_headers(span: &tracing::Span, headers: &http::HeaderMap) {
     if !enabled() || span.is_none() {
         return;
     }
-    let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderMapCarrier(headers)));
+    let cx =
+        opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderMapCarrier(headers)));
     if cx.span().span_context().is_valid() {
         let _ = span.set_parent(cx);
     }
@@ -96,6 +97,15 @@ pub fn replace_in(pairs: &mut Vec<(String, String)>) {
     }
     pairs.retain(|(name, _)| !is_field(name));
     pairs.extend(current);
+}
+
+/// Renames `span` (its OpenTelemetry name; `otel.name` recorded after the span started
+/// would be ignored), as when the route a request matched is known.
+pub fn rename(span: &tracing::Span, name: String) {
+    if !enabled() || span.is_none() {
+        return;
+    }
+    span.context().span().update_name(name);
 }
 
 /// Whether a header name (lower case) is one of the propagation fields.
