@@ -11,7 +11,7 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{built, guest, Server};
+use common::{built, guest, Nats, Server};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -25,6 +25,8 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 #[derive(Clone, Debug)]
 struct Span {
     service: String,
+    /// `service.instance.id`: which node sent it.
+    instance: String,
     name: String,
     kind: i32,
     trace_id: String,
@@ -53,16 +55,21 @@ impl TraceService for Collector {
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let mut spans = self.spans.lock().unwrap();
         for resource in request.into_inner().resource_spans {
-            let service = resource
-                .resource
-                .iter()
-                .flat_map(|r| &r.attributes)
-                .find(|a| a.key == "service.name")
-                .map(|a| text(a.value.as_ref().and_then(|v| v.value.as_ref())))
-                .unwrap_or_default();
+            let resource_attr = |key: &str| {
+                (resource.resource.iter())
+                    .flat_map(|r| &r.attributes)
+                    .find(|a| a.key == key)
+                    .map(|a| text(a.value.as_ref().and_then(|v| v.value.as_ref())))
+                    .unwrap_or_default()
+            };
+            let (service, instance) = (
+                resource_attr("service.name"),
+                resource_attr("service.instance.id"),
+            );
             for span in resource.scope_spans.into_iter().flat_map(|s| s.spans) {
                 spans.push(Span {
                     service: service.clone(),
+                    instance: instance.clone(),
                     name: span.name,
                     kind: span.kind,
                     trace_id: hex(&span.trace_id),
@@ -525,4 +532,101 @@ fn json_log_lines_written_within_a_trace_carry_its_ids() {
     };
     assert_eq!(line["level"], "WARN", "{line}");
     assert_eq!(line["span_id"], call.span_id.as_str(), "{line}");
+}
+
+/// A node of the cluster at `nats` exporting to `receiver` as `service.instance.id`
+/// `instance`.
+fn traced_node(receiver: &Receiver, nats: &Nats, instance: &str) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let resource = format!("service.instance.id={instance}");
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("OTEL_RESOURCE_ATTRIBUTES", resource.as_str()),
+    ];
+    let url = nats.url();
+    let mut server = Server::start_with_env(dir.path(), &["serve", "--cluster", &url], &env);
+    server.keep(dir);
+    server
+}
+
+#[test]
+fn in_a_cluster_async_runs_and_deliveries_over_nats_stay_in_their_trace() {
+    let receiver = Receiver::start();
+    let nats = Nats::start();
+    let nodes = [
+        traced_node(&receiver, &nats, "node-a"),
+        traced_node(&receiver, &nats, "node-b"),
+    ];
+    let visits = built("visits-rust.wasm");
+    nodes[0].deploy_cli("visits", &visits, &["--kv", "--publish", "demo.>"]);
+    nodes[0].deploy_cli("sub", &visits, &["--kv", "--subscribe", "demo.a"]);
+    for node in &nodes {
+        let started = Instant::now();
+        while node.get("/sub").status() != 200 {
+            assert!(started.elapsed() < Duration::from_secs(30), "{}", node.url);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    // Queued through JetStream on one node, run by whichever node takes it (which one is
+    // JetStream's choice): the run continues the trace kept with the queued call.
+    for (from, instance) in [(&nodes[0], "node-a"), (&nodes[1], "node-b")] {
+        let (trace_id, parent) = caller();
+        let response = from
+            .client
+            .post(format!("{}/_wafer/async/visits", from.url))
+            .header("traceparent", traceparent(&trace_id, &parent))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        let id = response.json::<serde_json::Value>().unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(from.finished(&id)["state"], "done");
+        let spans = receiver.trace(&trace_id, |spans| {
+            !named(spans, "enqueue visits").is_empty()
+                && !named(spans, "call visits").is_empty()
+                && host_call(spans, "kv").is_some()
+        });
+        let enqueue = one(&spans, "enqueue visits");
+        assert_eq!(enqueue.instance, instance);
+        assert_eq!(one(&spans, "POST").parent, parent);
+        let run = one(&spans, "run visits");
+        assert_eq!(run.parent, enqueue.span_id, "{spans:#?}");
+        assert_eq!(run.attr("wafer.invocation_id"), id);
+        assert!(["node-a", "node-b"].contains(&run.instance.as_str()));
+        let call = one(&spans, "call visits");
+        assert_eq!(call.parent, run.span_id);
+        assert_eq!(call.instance, run.instance);
+        assert_eq!(host_call(&spans, "kv").unwrap().parent, call.span_id);
+    }
+
+    // A message published on one node, delivered through NATS on either.
+    let (trace_id, parent) = caller();
+    let text = nodes[0]
+        .client
+        .post(format!("{}/visits?publish=demo.a", nodes[0].url))
+        .header("traceparent", traceparent(&trace_id, &parent))
+        .body("event")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(text.ends_with("published\n"), "{text}");
+    let spans = receiver.trace(&trace_id, |spans| {
+        spans
+            .iter()
+            .any(|s| s.attr("wafer.capability") == "kv" && s.attr("wafer.function") == "sub")
+    });
+    let publish = one(&spans, "publish demo.a");
+    assert_eq!(publish.instance, "node-a");
+    let deliver = one(&spans, "deliver demo.a");
+    assert_eq!(deliver.parent, publish.span_id);
+    assert_eq!(deliver.attr("wafer.function"), "sub");
+    let kv = (spans.iter())
+        .find(|s| s.attr("wafer.capability") == "kv" && s.attr("wafer.function") == "sub")
+        .unwrap();
+    assert_eq!(kv.parent, deliver.span_id);
 }
