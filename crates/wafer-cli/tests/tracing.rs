@@ -53,8 +53,17 @@ impl TraceService for Collector {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.collect(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+impl Collector {
+    fn collect(&self, request: ExportTraceServiceRequest) {
         let mut spans = self.spans.lock().unwrap();
-        for resource in request.into_inner().resource_spans {
+        for resource in request.resource_spans {
             let resource_attr = |key: &str| {
                 (resource.resource.iter())
                     .flat_map(|r| &r.attributes)
@@ -83,9 +92,6 @@ impl TraceService for Collector {
                 });
             }
         }
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
     }
 }
 
@@ -108,7 +114,8 @@ fn hex(bytes: &[u8]) -> String {
 struct Receiver {
     endpoint: String,
     collector: Collector,
-    _runtime: tokio::runtime::Runtime,
+    /// The gRPC receiver's runtime.
+    _runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Receiver {
@@ -132,8 +139,73 @@ impl Receiver {
         Self {
             endpoint,
             collector,
-            _runtime: runtime,
+            _runtime: Some(runtime),
         }
+    }
+
+    /// An OTLP HTTP/protobuf receiver: `POST /v1/traces` with an `ExportTraceServiceRequest`
+    /// body (the paths it was sent to are kept too).
+    fn start_http() -> (Self, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let collector = Collector::default();
+        let paths = Arc::new(Mutex::new(Vec::new()));
+        let (receiver, seen) = (collector.clone(), paths.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let (mut request_line, mut length) = (String::new(), 0);
+                reader.read_line(&mut request_line).unwrap();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0; length];
+                std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+                let path = request_line
+                    .split(' ')
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_owned();
+                seen.lock().unwrap().push(path);
+                let request = <ExportTraceServiceRequest as prost::Message>::decode(&body[..]);
+                receiver.collect(request.unwrap());
+                let reply = "HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\n\
+                             Content-Length: 0\r\nConnection: close\r\n\r\n";
+                let _ = stream.write_all(reply.as_bytes());
+            }
+        });
+        let receiver = Self {
+            endpoint,
+            collector,
+            _runtime: None,
+        };
+        (receiver, paths)
+    }
+
+    /// The spans of the trace of the first span named `name`, once it and `also` are there.
+    fn trace_of(&self, name: &str, also: &str) -> Vec<Span> {
+        let started = Instant::now();
+        let trace_id = loop {
+            let found = (self.collector.spans.lock().unwrap().iter())
+                .find(|s| s.name == name)
+                .map(|s| s.trace_id.clone());
+            if let Some(trace_id) = found {
+                break trace_id;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no `{name}` span"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        self.trace(&trace_id, |spans| !named(spans, also).is_empty())
     }
 
     /// The spans of `trace_id` once `done` says they are all there (waiting up to 30 s).
@@ -258,6 +330,19 @@ fn a_request_continues_the_callers_trace_through_its_call_and_host_calls() {
         .map(|s| s.attr("wafer.operation"))
         .collect();
     assert!(kv_ops.contains(&"get"), "{kv_ops:?}");
+
+    // The deploy is a trace of its own, the compile within it.
+    let deploy_spans = receiver.trace_of("deploy visits", "compile");
+    let deploy = one(&deploy_spans, "deploy visits");
+    assert!(deploy.parent.is_empty());
+    assert_eq!(deploy.attr("wafer.version"), "1");
+    assert!(
+        deploy.attr("wafer.digest").starts_with("sha256:"),
+        "{deploy:#?}"
+    );
+    assert_eq!(deploy.attr("wafer.unchanged"), "false");
+    let compile = one(&deploy_spans, "compile");
+    assert_eq!(compile.parent, deploy.span_id);
 
     // The function's log line carries the trace, and the span of the call that wrote it.
     let logs: serde_json::Value = server
@@ -629,4 +714,36 @@ fn in_a_cluster_async_runs_and_deliveries_over_nats_stay_in_their_trace() {
         .find(|s| s.attr("wafer.capability") == "kv" && s.attr("wafer.function") == "sub")
         .unwrap();
     assert_eq!(kv.parent, deliver.span_id);
+}
+
+#[test]
+fn spans_go_over_http_protobuf_when_asked() {
+    let (receiver, paths) = Receiver::start_http();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_SERVICE_NAME", "edge"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let server = Server::start_with_env(dir.path(), &["serve"], &env);
+    server.deploy("rustenv", &built("rustenv.wasm"), &[]);
+    let (trace_id, parent) = caller();
+    let text = server
+        .client
+        .get(format!("{}/rustenv", server.url))
+        .header("traceparent", traceparent(&trace_id, &parent))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let spans = receiver.trace(&trace_id, |spans| !named(spans, "call rustenv").is_empty());
+    let call = one(&spans, "call rustenv");
+    assert_eq!(call.service, "edge");
+    assert_eq!(one(&spans, "GET /rustenv/...").parent, parent);
+    assert_eq!(
+        env_value(&text, "HTTP_TRACEPARENT"),
+        format!("00-{trace_id}-{}-01", call.span_id)
+    );
+    assert!(paths.lock().unwrap().iter().all(|p| p == "/v1/traces"));
 }
