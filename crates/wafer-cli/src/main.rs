@@ -7,6 +7,7 @@ mod oci;
 mod run;
 mod serve;
 mod spin;
+mod telemetry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -116,29 +117,33 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                // `wafer run` prints what the program prints, and server warnings only.
-                let filter = match &cli.command {
-                    Command::Run(_) => RUN_LOG_FILTER,
-                    _ => DEFAULT_LOG_FILTER,
-                };
-                tracing_subscriber::EnvFilter::new(filter)
-            }),
-        )
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => logs
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        LogFormat::Json => logs.json().with_current_span(false).init(),
-    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
+        }
+    };
+    // `wafer run` prints what the program prints, and server warnings only.
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| {
+        match &cli.command {
+            Command::Run(_) => RUN_LOG_FILTER,
+            _ => DEFAULT_LOG_FILTER,
+        }
+        .to_owned()
+    });
+    let format = match cli.log_format {
+        LogFormat::Text => telemetry::Format::Text,
+        LogFormat::Json => telemetry::Format::Json,
+    };
+    // Traces are the server's: `serve` and `up`.
+    let server = matches!(cli.command, Command::Serve(_) | Command::Up(_));
+    let telemetry = {
+        // The gRPC exporter's channel runs on this runtime.
+        let _runtime = runtime.enter();
+        match telemetry::start(&filter, format, server) {
+            Ok(telemetry) => telemetry,
+            Err(e) => return finish(Err(e)),
         }
     };
     let result = runtime.block_on(async {
@@ -165,6 +170,8 @@ fn main() -> ExitCode {
             }
         }
     });
+    // While the runtime still runs the exporter's connection.
+    telemetry.shutdown();
     finish(result)
 }
 

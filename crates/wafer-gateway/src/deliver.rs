@@ -44,7 +44,8 @@ impl Deliver for App {
         function: FunctionName,
         message: Message,
     ) -> Pin<Box<dyn Future<Output = Delivery> + Send>> {
-        Box::pin(async move {
+        let span = crate::spans::deliver(function.as_str(), &message);
+        let delivery = async move {
             let subscribed = |f: &Arc<Function>| {
                 let patterns = &f.config.grants.subscribe;
                 patterns.iter().any(|p| p.matches(&message.topic))
@@ -74,10 +75,17 @@ impl Deliver for App {
                 }
                 Err(error) => {
                     self.log_failure(&function, &request_id, &error);
+                    let span = tracing::Span::current();
+                    span.record("otel.status_code", "error");
+                    span.record("otel.status_description", error.to_string());
                     Delivery::Failed(error.to_string())
                 }
             }
-        })
+        };
+        match span.is_none() {
+            true => Box::pin(delivery),
+            false => Box::pin(tracing::Instrument::instrument(delivery, span)),
+        }
     }
 }
 
@@ -128,6 +136,8 @@ impl App {
                 if let Ok(topic) = HeaderValue::from_str(&message.topic) {
                     request.headers_mut().insert("x-wafer-topic", topic);
                 }
+                // The subscriber sees the delivery's trace context (`HTTP_TRACEPARENT`).
+                wafer_host::trace::inject_headers(request.headers_mut());
                 let (parts, ()) = request.into_parts();
                 let resolved = Resolved {
                     function: function.clone(),

@@ -245,7 +245,25 @@ impl App {
     /// `ANY /_wafer/async/NAME/REST`: queues the call, answers `202`. The request's headers
     /// are kept as they are: the caller has removed what a function must not see
     /// ([`App::sanitize`]).
+    ///
+    /// The trace context kept with the headers is the enqueue's own span's (tracing on), so
+    /// the run, on whichever node, continues the trace of the request that queued it.
     pub async fn enqueue<B>(&self, request: http::Request<B>) -> Result<Response, Error>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let span = crate::spans::enqueue();
+        match span.is_none() {
+            true => self.enqueue_request(request).await,
+            false => {
+                use tracing::Instrument as _;
+                self.enqueue_request(request).instrument(span).await
+            }
+        }
+    }
+
+    async fn enqueue_request<B>(&self, request: http::Request<B>) -> Result<Response, Error>
     where
         B: hyper::body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -299,8 +317,10 @@ impl App {
                 headers.push((header::HOST.to_string(), authority.to_string()));
             }
         }
+        wafer_host::trace::replace_in(&mut headers);
         let invocation = Invocation::new(name, parts.method.as_str(), &rest, headers, callback);
         let id = invocation.id.clone();
+        crate::spans::queued(invocation.function.as_str(), &id);
         asyncs.queue.enqueue(invocation, body).await?;
         let mut response = (StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response();
         if let Ok(location) = HeaderValue::from_str(&format!("/_wafer/invocations/{id}")) {
@@ -466,6 +486,20 @@ impl App {
     }
 
     async fn run_job(&self, job: &Job) -> Outcome {
+        let span = crate::spans::async_run(&job.invocation, job.attempt);
+        if span.is_none() {
+            return self.run_job_traced(job).await;
+        }
+        use tracing::Instrument as _;
+        let outcome = self.run_job_traced(job).instrument(span.clone()).await;
+        span.record("http.response.status_code", i64::from(outcome.status));
+        if outcome.state == Stage::Failed {
+            span.record("otel.status_code", "error");
+        }
+        outcome
+    }
+
+    async fn run_job_traced(&self, job: &Job) -> Outcome {
         let invocation = &job.invocation;
         let result = async {
             // A function this node is still loading (a deploy on another node, just

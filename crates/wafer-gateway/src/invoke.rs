@@ -103,6 +103,9 @@ impl Returns {
 /// operation is the level; lines go to the function's log with the request id) here, every
 /// other namespace through the function's [`Capabilities`].
 pub(crate) struct ServerHost {
+    /// The call's span (none when tracing is off): host calls are spans within it, on
+    /// whatever task the guest makes them.
+    pub(crate) span: tracing::Span,
     pub(crate) logs: Arc<LogBook>,
     pub(crate) caps: Arc<Capabilities>,
     pub(crate) function: Arc<Function>,
@@ -156,7 +159,7 @@ impl HostCalls for ServerHost {
         self.function
             .metrics()
             .host_call(call.namespace, call.operation);
-        Box::pin(async move {
+        let answer = async move {
             self.caps
                 .call(
                     &self.function,
@@ -167,7 +170,11 @@ impl HostCalls for ServerHost {
                 )
                 .await
                 .map_err(|e| e.to_string())
-        })
+        };
+        match self.span.is_none() {
+            true => Box::pin(answer),
+            false => Box::pin(tracing::Instrument::instrument(answer, self.span.clone())),
+        }
     }
 }
 

@@ -56,6 +56,7 @@ mod schedules;
 mod schema;
 mod server;
 mod services;
+mod spans;
 mod spin;
 mod tls;
 mod token;
@@ -79,6 +80,7 @@ use live::{Admission, Function};
 use tokio::net::TcpListener;
 use tokio_util::either::Either;
 use tower::ServiceExt;
+use tracing::Instrument as _;
 use wafer_host::{Capabilities, Deliver};
 use wafer_runtime::{Abi, CallOptions};
 
@@ -317,7 +319,7 @@ impl App {
     /// Answers one request on the function plane: the probes, `/_wafer/async/...`, the
     /// functions' gRPC services, and the functions' routes. Nothing of the admin plane:
     /// every other `/_wafer/` path is `404`.
-    async fn handle(&self, mut request: Request<Incoming>, peer: SocketAddr) -> Response {
+    async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response {
         match request.uri().path() {
             "/healthz" => return plain(StatusCode::OK, "ok\n".into()),
             "/readyz" => {
@@ -331,6 +333,20 @@ impl App {
             }
             _ => {}
         }
+        if !wafer_host::trace::enabled() {
+            return self.serve_request(request, peer).await;
+        }
+        let span = spans::server(&request);
+        let response = self
+            .serve_request(request, peer)
+            .instrument(span.clone())
+            .await;
+        spans::answered(&span, response.status());
+        response
+    }
+
+    /// [`App::handle`] past the probes, within the request's span.
+    async fn serve_request(&self, mut request: Request<Incoming>, peer: SocketAddr) -> Response {
         self.sanitize(request.headers_mut());
         let path = request.uri().path();
         if path.starts_with(invocations::PREFIX) {
@@ -474,6 +490,7 @@ impl App {
             .functions
             .route(path, request.headers())
             .ok_or_else(|| Error::NoRoute(path.to_owned()))?;
+        spans::routed(request.method(), resolved.route().as_str());
         let mut response = self.call_resolved(resolved, request, peer).await?;
         if let Some(cookie) = cookie {
             response.headers_mut().append(header::SET_COOKIE, cookie);
@@ -501,13 +518,16 @@ impl App {
     async fn run_resolved<B>(
         &self,
         resolved: Resolved,
-        request: Request<B>,
+        mut request: Request<B>,
         peer: SocketAddr,
     ) -> Result<Response, Error>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        // The function sees the call's own trace context (CGI `HTTP_TRACEPARENT`, a
+        // component's request header), so that what it calls continues the trace.
+        wafer_host::trace::inject_headers(request.headers_mut());
         let function = &resolved.function;
         let program = resolved
             .program()
@@ -603,6 +623,10 @@ impl App {
     ) -> Arc<dyn wafer_runtime::HostCalls> {
         let limits = &function.config.limits;
         Arc::new(ServerHost {
+            span: match wafer_host::trace::enabled() {
+                true => tracing::Span::current(),
+                false => tracing::Span::none(),
+            },
             logs: self.logs.clone(),
             caps: self.caps.clone(),
             function: function.clone(),
@@ -685,7 +709,9 @@ impl App {
     }
 
     fn request_id(&self) -> String {
-        format!("{:x}", self.requests.fetch_add(1, Ordering::Relaxed))
+        let id = format!("{:x}", self.requests.fetch_add(1, Ordering::Relaxed));
+        spans::request_id(&id);
+        id
     }
 
     /// Logs a failed call of `function`, and counts it by what went wrong.
@@ -806,12 +832,17 @@ async fn counted<T>(
     let metrics = function.metrics();
     let started = Instant::now();
     let in_flight = metrics.in_flight();
-    let result = call.await;
+    let span = spans::call(function);
+    let result = match span.is_none() {
+        true => call.await,
+        false => call.instrument(span.clone()).await,
+    };
     drop(in_flight);
     let code = match &result {
         Ok(answer) => status(answer),
         Err(error) => error.status(),
     };
+    spans::called(&span, code);
     metrics.answered(code, started.elapsed());
     result
 }

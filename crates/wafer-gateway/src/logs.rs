@@ -39,6 +39,12 @@ pub struct LogLine {
     pub request_id: String,
     /// The line, without its newline.
     pub text: String,
+    /// The trace the call belonged to (32 hex digits), when tracing is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// The span of the call (or host call) that wrote it (16 hex digits), when tracing is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<String>,
     /// Order of writing, across both rings of a function.
     #[serde(skip)]
     seq: u64,
@@ -152,6 +158,7 @@ impl LogBook {
         let at = SystemTime::now();
         let time = humantime::format_rfc3339_millis(at).to_string();
         let text = String::from_utf8_lossy(text);
+        let (trace_id, span_id) = wafer_host::trace::ids().unzip();
         let mut functions = self.functions.lock().unwrap_or_else(|e| e.into_inner());
         let log = match functions.get_mut(function) {
             Some(log) => log,
@@ -171,6 +178,8 @@ impl LogBook {
                 time: time.clone(),
                 request_id: request_id.to_owned(),
                 text: cut(line),
+                trace_id: trace_id.clone(),
+                span_id: span_id.clone(),
                 seq: log.seq,
                 at,
             };

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use http_body_util::BodyExt;
+use tracing::Instrument as _;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::{Method, StatusCode, Url};
@@ -90,6 +91,19 @@ impl Http {
         // The URL's authority is what the allow-list checked; a `Host` of the guest's own
         // would reach another virtual host on the same address.
         headers.remove(http::header::HOST);
+        // Within the call's `http.client` span (tracing on): its attributes, and its
+        // context in `traceparent`, in place of any the guest set.
+        let span = tracing::Span::current();
+        if crate::trace::enabled() {
+            crate::trace::rename(&span, method.to_string());
+            span.record("http.request.method", method.as_str());
+            span.record("server.address", url.host_str().unwrap_or_default());
+            if let Some(port) = url.port_or_known_default() {
+                span.record("server.port", i64::from(port));
+            }
+            span.record("url.full", without_credentials(&url).as_str());
+            crate::trace::inject_headers(&mut headers);
+        }
         let limits = &function.config.limits;
         let timeout = limits
             .http_timeout
@@ -105,7 +119,16 @@ impl Http {
             limits.http_response.as_u64(),
         );
         match tokio::time::timeout(timeout, send).await {
-            Ok(result) => result,
+            Ok(Ok((status, answer))) => {
+                if crate::trace::enabled() {
+                    span.record("http.response.status_code", i64::from(status.as_u16()));
+                    if status.is_server_error() {
+                        span.record("otel.status_code", "error");
+                    }
+                }
+                Ok(answer)
+            }
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(GuestError::Failed(format!(
                 "the request took longer than {:.1} s",
                 timeout.as_secs_f64()
@@ -150,7 +173,7 @@ async fn send(
     mut headers: http::HeaderMap,
     mut body: Vec<u8>,
     max_body: u64,
-) -> Result<Vec<u8>, GuestError> {
+) -> Result<(StatusCode, Vec<u8>), GuestError> {
     for _ in 0..=MAX_REDIRECTS {
         check_url(rules, &url)?;
         let response = client
@@ -189,11 +212,19 @@ async fn send(
             url = next;
             continue;
         }
-        return answer(response, max_body).await;
+        return Ok((status, answer(response, max_body).await?));
     }
     Err(GuestError::Failed(format!(
         "more than {MAX_REDIRECTS} redirects, the last to {url}"
     )))
+}
+
+/// The URL without a user name or password, as a span may show it.
+fn without_credentials(url: &Url) -> Url {
+    let mut url = url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url
 }
 
 /// Reads the response within `max_body` bytes and writes the guest's answer.
@@ -316,6 +347,36 @@ async fn reachable(rules: &[HttpRule], host: &str) -> Result<Vec<SocketAddr>, Re
 pub struct Policy {
     pub(crate) http: Arc<Http>,
     pub(crate) function: Arc<Deployment>,
+    /// The span of the call the policy was made for (none when tracing is off): each
+    /// request is an `http.client` span within it.
+    pub(crate) span: tracing::Span,
+}
+
+/// The `http.client` span of a component's outgoing request to `url`.
+fn client_span(
+    parent: &tracing::Span,
+    method: &http::Method,
+    url: &Url,
+    function: &str,
+) -> tracing::Span {
+    if !crate::trace::enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        target: crate::trace::TARGET,
+        parent: parent,
+        "http.client",
+        otel.name = method.as_str(),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+        http.request.method = method.as_str(),
+        server.address = url.host_str().unwrap_or_default(),
+        server.port = url.port_or_known_default().map(i64::from),
+        url.full = without_credentials(url).as_str(),
+        http.response.status_code = tracing::field::Empty,
+        wafer.function = function,
+    )
 }
 
 impl wafer_runtime::Outbound for Policy {
@@ -334,14 +395,27 @@ impl wafer_runtime::Outbound for Policy {
             // As for core modules: the host is the checked URL's, never a header of the
             // guest's (wasi-http forbids it already; this holds whatever the runtime allows).
             parts.headers.remove(http::header::HOST);
+            let span = client_span(&self.span, &parts.method, &url, self.function.name.as_str());
+            if !span.is_none() {
+                let _entered = span.enter();
+                crate::trace::inject_headers(&mut parts.headers);
+            }
             // The body goes as it is, trailers included.
             let body = reqwest::Body::wrap(SyncBody(sync_wrapper::SyncWrapper::new(body)));
             let request = reqwest::Request::try_from(http::Request::from_parts(parts, body))
                 .map_err(|e| OutboundError::Failed(format!("{uri}: {e}")))?;
-            let response = client
-                .execute(request)
-                .await
-                .map_err(|e| outbound_error(request_error(&url, &e)))?;
+            let sent = client.execute(request).instrument(span.clone()).await;
+            let response = sent.map_err(|e| {
+                span.record("otel.status_code", "error");
+                outbound_error(request_error(&url, &e))
+            })?;
+            if !span.is_none() {
+                let status = response.status();
+                span.record("http.response.status_code", i64::from(status.as_u16()));
+                if status.is_server_error() {
+                    span.record("otel.status_code", "error");
+                }
+            }
             let response: http::Response<reqwest::Body> = response.into();
             Ok(response.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
         })

@@ -54,6 +54,7 @@ pub mod pubsub;
 pub mod redis;
 pub mod sqlite;
 pub mod tasks;
+pub mod trace;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -146,7 +147,32 @@ impl Capabilities {
     /// call's own) fails. `session` holds what the guest call keeps open between its host
     /// calls. `hops` is how many deliveries led to the guest call (0 for a request): a
     /// message it publishes carries one more, up to [`pubsub::MAX_HOPS`].
+    ///
+    /// While tracing is on, each call is a span ([`trace::TARGET`]): `http.client` for
+    /// outbound HTTP, `wafer.publish` for a publish, `wafer.host_call` for the others.
     pub async fn call(
+        &self,
+        function: &Deployment,
+        session: &Session,
+        call: HostCall<'_>,
+        deadline: Instant,
+        hops: u32,
+    ) -> Result<Vec<u8>, GuestError> {
+        if !trace::enabled() {
+            return self.answer(function, session, call, deadline, hops).await;
+        }
+        use tracing::Instrument as _;
+        let span = host_call_span(function, &call);
+        let answer = self.answer(function, session, call, deadline, hops);
+        let result = answer.instrument(span.clone()).await;
+        if let Err(error) = &result {
+            span.record("otel.status_code", "error");
+            span.record("otel.status_description", error.to_string());
+        }
+        result
+    }
+
+    async fn answer(
         &self,
         function: &Deployment,
         session: &Session,
@@ -265,17 +291,64 @@ impl Capabilities {
         self.kv.delete_namespace(name).await
     }
 
-    /// The outbound HTTP policy of `function`, for HTTP components.
+    /// The outbound HTTP policy of `function`, for HTTP components: for one call, made
+    /// within its span (its requests are spans within it).
     pub fn outbound(&self, function: &Arc<Deployment>) -> Arc<http::Policy> {
         Arc::new(http::Policy {
             http: self.http.clone(),
             function: function.clone(),
+            span: tracing::Span::current(),
         })
     }
 
     /// Pub/sub counters, per subscriber.
     pub async fn pubsub_stats(&self) -> pubsub::Stats {
         self.bus.stats().await
+    }
+}
+
+/// The span of one host call (tracing on).
+fn host_call_span(function: &Deployment, call: &HostCall<'_>) -> tracing::Span {
+    use tracing::field::Empty;
+    let name = function.name.as_str();
+    match call.namespace {
+        "http" => tracing::info_span!(
+            target: trace::TARGET,
+            "http.client",
+            otel.kind = "client",
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+            http.request.method = Empty,
+            server.address = Empty,
+            server.port = Empty,
+            url.full = Empty,
+            http.response.status_code = Empty,
+            wafer.function = name,
+        ),
+        "pubsub" => tracing::info_span!(
+            target: trace::TARGET,
+            "wafer.publish",
+            otel.kind = "producer",
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+            messaging.system = "wafer",
+            messaging.operation.type = "send",
+            messaging.destination.name = Empty,
+            wafer.function = name,
+        ),
+        namespace => {
+            let capability = namespace.split(':').next().unwrap_or(namespace);
+            tracing::info_span!(
+                target: trace::TARGET,
+                "wafer.host_call",
+                otel.name = format!("{capability} {}", call.operation),
+                otel.status_code = Empty,
+                otel.status_description = Empty,
+                wafer.capability = capability,
+                wafer.operation = call.operation,
+                wafer.function = name,
+            )
+        }
     }
 }
 

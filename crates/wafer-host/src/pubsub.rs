@@ -59,6 +59,9 @@ pub struct Message {
     /// Deliveries that led to it: 1 for a message published by a request's call, one more
     /// for each delivery in between.
     pub hops: u32,
+    /// The trace context of its publish (`traceparent`, `tracestate`), which its deliveries
+    /// continue; empty when tracing is off.
+    pub trace: crate::trace::Carrier,
 }
 
 impl Message {
@@ -233,10 +236,16 @@ pub(crate) async fn call(
     let subscribers = deliver
         .map(|d| d.subscribers(&publish.topic))
         .unwrap_or_default();
+    let span = tracing::Span::current();
+    if crate::trace::enabled() {
+        crate::trace::rename(&span, format!("publish {}", publish.topic));
+        span.record("messaging.destination.name", publish.topic.as_str());
+    }
     let message = Message {
         topic: publish.topic,
         body: body.into(),
         hops,
+        trace: crate::trace::carrier(),
     };
     bus.publish(subscribers, message).await?;
     Ok(Vec::new())

@@ -153,6 +153,7 @@ async fn a_subscriber_queue_is_bounded_in_bytes() {
         topic: "big".into(),
         body: vec![b'x'; MAX_MESSAGE].into(),
         hops: 1,
+        trace: Vec::new(),
     };
     // The one being delivered counts, with those waiting.
     for _ in 0..QUEUE_BYTES / MAX_MESSAGE {
@@ -211,6 +212,7 @@ async fn a_subscriber_queue_is_bounded_in_bytes() {
         topic: "big".into(),
         body: vec![b'x'; 10].into(),
         hops: 1,
+        trace: Vec::new(),
     };
     bus.publish(subscribers, small).await.unwrap();
 }

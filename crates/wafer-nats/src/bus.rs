@@ -174,6 +174,10 @@ impl Bus for NatsBus {
             let mut headers = HeaderMap::new();
             headers.insert("Wafer-Topic", message.topic.as_str());
             headers.insert("Wafer-Hops", message.hops.to_string().as_str());
+            // The publish's trace context, which the delivery on whichever node continues.
+            for (name, value) in &message.trace {
+                headers.insert(name.as_str(), value.as_str());
+            }
             let ack = self
                 .jetstream
                 .publish_with_headers(subject(function), headers, message.body.clone())
@@ -302,6 +306,10 @@ impl Pull {
             hops: header("Wafer-Hops")
                 .and_then(|h| h.parse().ok())
                 .unwrap_or(1),
+            trace: ["traceparent", "tracestate"]
+                .into_iter()
+                .filter_map(|name| Some((name.to_owned(), header(name)?)))
+                .collect(),
         };
         let Some(deliver) = self.deliver.get().and_then(Weak::upgrade) else {
             // The gateway is gone (the server is stopping): leave it for another node.

@@ -562,6 +562,7 @@ async fn a_node_behind_in_a_rollout_hands_a_message_back_instead_of_losing_it() 
         topic: "t".into(),
         body: Bytes::from_static(b"hello"),
         hops: 1,
+        trace: Vec::new(),
     };
     bus.publish(vec![name("sub")], message).await.unwrap();
     for _ in 0..200 {

@@ -88,6 +88,11 @@ impl Server {
         Self::spawn(data, args, true, None, &[])
     }
 
+    /// Like [`Server::start_logged`], with these environment variables.
+    pub fn start_logged_with_env(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn(data, args, true, None, env)
+    }
+
     /// The server's stderr so far (for a server from [`Server::start_logged`]).
     pub fn stderr(&self) -> String {
         self.stderr

@@ -545,7 +545,49 @@ impl Functions {
     /// [`Functions::deploy`], as a canary if `canary` says so: the new version takes its
     /// share of the requests and the active version keeps the rest (ending any split that
     /// stood), until `promote` or `rollback`.
+    ///
+    /// While tracing is on, the deploy is a span (`wafer.deploy`, `deploy NAME`) with the
+    /// compile (or the artifact's mapping) a span within it (`wafer.compile`).
     pub async fn deploy_with(
+        &self,
+        name: FunctionName,
+        module: Vec<u8>,
+        config: FunctionConfig,
+        canary: Option<Canary>,
+    ) -> Result<Deployed, Error> {
+        if !wafer_host::trace::enabled() {
+            return self.deploy_traced(name, module, config, canary).await;
+        }
+        use tracing::Instrument as _;
+        let span = tracing::info_span!(
+            target: wafer_host::trace::TARGET,
+            "wafer.deploy",
+            otel.name = format!("deploy {name}"),
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+            wafer.function = name.as_str(),
+            wafer.version = tracing::field::Empty,
+            wafer.digest = tracing::field::Empty,
+            wafer.unchanged = tracing::field::Empty,
+        );
+        let deployed = (self.deploy_traced(name, module, config, canary))
+            .instrument(span.clone())
+            .await;
+        match &deployed {
+            Ok(deployed) => {
+                span.record("wafer.version", i64::from(deployed.version));
+                span.record("wafer.digest", deployed.digest.to_string());
+                span.record("wafer.unchanged", deployed.unchanged);
+            }
+            Err(e) => {
+                span.record("otel.status_code", "error");
+                span.record("otel.status_description", e.to_string());
+            }
+        }
+        deployed
+    }
+
+    async fn deploy_traced(
         &self,
         name: FunctionName,
         module: Vec<u8>,
@@ -556,7 +598,17 @@ impl Functions {
         config.routes = config.effective_routes(&name);
         let (runtime, artifacts) = (self.runtime.clone(), self.artifacts.clone());
         let started = Instant::now();
+        let compile_span = match wafer_host::trace::enabled() {
+            true => tracing::info_span!(
+                target: wafer_host::trace::TARGET,
+                "wafer.compile",
+                otel.name = "compile",
+                wafer.module_bytes = module.len() as i64,
+            ),
+            false => tracing::Span::none(),
+        };
         let compiled = blocking(move || -> Result<_, Error> {
+            let _compiling = compile_span.enter();
             let wasm = runtime.parse(&module)?.into_owned();
             let digest = Digest::of(&wasm);
             let program = artifacts.program(&runtime, digest.hex(), || Ok(wasm.clone()))?;
