@@ -252,7 +252,7 @@ fn caller() -> (String, String) {
         .as_nanos() as u64;
     (
         format!("{nanos:016x}{:08x}{count:08x}", std::process::id()),
-        format!("{:016x}", count << 8 | 1),
+        format!("{:016x}", (count << 8) | 1),
     )
 }
 
