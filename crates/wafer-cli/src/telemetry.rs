@@ -58,8 +58,12 @@ fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-/// Whether an OTLP endpoint for traces is configured.
+/// Whether an OTLP endpoint for traces is configured (and the SDK not disabled with
+/// `OTEL_SDK_DISABLED=true`).
 fn configured() -> bool {
+    if var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+        return false;
+    }
     var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
         || var("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
 }

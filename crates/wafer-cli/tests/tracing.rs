@@ -252,7 +252,7 @@ fn caller() -> (String, String) {
         .as_nanos() as u64;
     (
         format!("{nanos:016x}{:08x}{count:08x}", std::process::id()),
-        format!("{:016x}", count << 8 | 1),
+        format!("{:016x}", (count << 8) | 1),
     )
 }
 
@@ -746,4 +746,45 @@ fn spans_go_over_http_protobuf_when_asked() {
         format!("00-{trace_id}-{}-01", call.span_id)
     );
     assert!(paths.lock().unwrap().iter().all(|p| p == "/v1/traces"));
+}
+
+#[test]
+fn a_call_that_waits_for_a_slot_has_an_admission_span() {
+    let receiver = Receiver::start();
+    let server = traced_server(&receiver, &["serve"]);
+    // One slot, held for the whole 3 s timeout: of two calls at once, one waits (and, after
+    // the second the admission queue holds it, is refused).
+    server.deploy(
+        "nap",
+        &guest("sleep.wat"),
+        &[("abi", "cgi"), ("max_concurrency", "1"), ("timeout", "3s")],
+    );
+    let calls: Vec<_> = (0..2)
+        .map(|_| {
+            let (client, url) = (server.client.clone(), format!("{}/nap", server.url));
+            let (trace_id, parent) = caller();
+            std::thread::spawn(move || {
+                let response = client
+                    .get(url)
+                    .header("traceparent", traceparent(&trace_id, &parent))
+                    .send()
+                    .unwrap();
+                (trace_id, response.status().as_u16())
+            })
+        })
+        .collect();
+    let calls: Vec<(String, u16)> = calls.into_iter().map(|c| c.join().unwrap()).collect();
+    let waited: Vec<Span> = calls
+        .iter()
+        .map(|(trace_id, _)| receiver.trace(trace_id, |spans| !named(spans, "call nap").is_empty()))
+        .filter_map(|spans| {
+            named(&spans, "admission wait")
+                .first()
+                .map(|s| (*s).clone())
+        })
+        .collect();
+    assert_eq!(waited.len(), 1, "{calls:?} {waited:#?}");
+    let refused = calls.iter().any(|&(_, status)| status == 503);
+    assert_eq!(waited[0].attr("wafer.admitted"), (!refused).to_string());
+    assert_eq!(waited[0].attr("wafer.function"), "nap");
 }

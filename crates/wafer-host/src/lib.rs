@@ -297,7 +297,10 @@ impl Capabilities {
         Arc::new(http::Policy {
             http: self.http.clone(),
             function: function.clone(),
-            span: tracing::Span::current(),
+            span: match trace::enabled() {
+                true => tracing::Span::current(),
+                false => tracing::Span::none(),
+            },
         })
     }
 

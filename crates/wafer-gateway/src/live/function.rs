@@ -154,6 +154,25 @@ impl Function {
             return Some(Admission(permit));
         }
         self.metrics.waited();
+        if !wafer_host::trace::enabled() {
+            return self.wait_in_queue().await;
+        }
+        // Only a call that waits has this span.
+        let span = tracing::info_span!(
+            target: wafer_host::trace::TARGET,
+            "wafer.admission",
+            otel.name = "admission wait",
+            wafer.function = self.name.as_str(),
+            wafer.admitted = tracing::field::Empty,
+        );
+        let admitted = tracing::Instrument::instrument(self.wait_in_queue(), span.clone()).await;
+        span.record("wafer.admitted", admitted.is_some());
+        admitted
+    }
+
+    /// Waits in the function's admission queue for a slot, up to [`QUEUE_WAIT`].
+    async fn wait_in_queue(&self) -> Option<Admission> {
+        let gate = &self.gate;
         let Some(_queued) = Queued::join(gate) else {
             self.metrics.refused();
             return None;
