@@ -788,3 +788,36 @@ fn a_call_that_waits_for_a_slot_has_an_admission_span() {
     assert_eq!(waited[0].attr("wafer.admitted"), (!refused).to_string());
     assert_eq!(waited[0].attr("wafer.function"), "nap");
 }
+
+#[test]
+fn a_result_posted_to_its_callback_carries_the_trace_of_the_call() {
+    let receiver = Receiver::start();
+    let (port, heads) = recording_endpoint();
+    let callback_host = format!("127.0.0.1:{port}");
+    let server = traced_server(&receiver, &["serve", "--callback-host", &callback_host]);
+    server.deploy("rustenv", &built("rustenv.wasm"), &[]);
+    let (trace_id, parent) = caller();
+    let response = server
+        .client
+        .post(format!("{}/_wafer/async/rustenv", server.url))
+        .header("traceparent", traceparent(&trace_id, &parent))
+        .header("x-callback-url", format!("http://{callback_host}/done"))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let started = Instant::now();
+    let head = loop {
+        if let Some(head) = heads.lock().unwrap().first().cloned() {
+            break head;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no callback");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(head.starts_with("post /done "), "{head}");
+    let spans = receiver.trace(&trace_id, |spans| {
+        !named(spans, "enqueue rustenv").is_empty()
+    });
+    let enqueue = one(&spans, "enqueue rustenv");
+    let sent = format!("traceparent: 00-{trace_id}-{}-01", enqueue.span_id);
+    assert!(head.contains(&sent), "{sent} in {head}");
+}

@@ -572,8 +572,17 @@ impl App {
     async fn post_callback(&self, callback: &Callback) -> bool {
         let (id, url) = (callback.id.as_str(), callback.url.as_str());
         let queue = &self.invocations.queue;
+        // The trace context kept with the call (tracing on): the post continues its trace.
+        let mut trace = Vec::new();
         let outcome = match queue.get(id).await {
-            Ok(Some(record)) => record.outcome,
+            Ok(Some(record)) => {
+                if wafer_host::trace::enabled() {
+                    trace = (record.invocation.headers.into_iter())
+                        .filter(|(name, _)| wafer_host::trace::is_field(name))
+                        .collect();
+                }
+                record.outcome
+            }
             Ok(None) => None,
             Err(e) => {
                 tracing::warn!(id, url, "cannot read the result for the callback: {e}");
@@ -604,6 +613,9 @@ impl App {
             .body(body);
         if let Some((_, value)) = outcome.headers.iter().find(|(k, _)| k == "content-type") {
             request = request.header(header::CONTENT_TYPE, value.as_str());
+        }
+        for (name, value) in trace {
+            request = request.header(name, value);
         }
         let attempt = callback.attempt;
         match request.send().await {
