@@ -247,7 +247,10 @@ fn a_split_in_a_cluster_is_applied_by_every_node() {
     // The record comes first, then b loads (compiles) the canary's module: until then the
     // active version takes the canary's share there.
     while !tally(&b, 50, None).contains_key(V2) {
-        assert!(started.elapsed() < Duration::from_secs(60), "b never served the canary");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "b never served the canary"
+        );
     }
     for server in [&a, &b] {
         let seen = tally(server, 1000, None);
