@@ -12,11 +12,7 @@ use reqwest::Method;
 
 /// A node of the cluster at `nats`, with its own data directory.
 fn node(nats: &Nats) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let url = nats.url();
-    let mut server = Server::start_with(dir.path(), &["serve", "--cluster", &url]);
-    server.keep(dir);
-    server
+    Server::cluster_node(nats)
 }
 
 /// Polls `server` at `path` until it answers `status` (and `body`, if given); returns how

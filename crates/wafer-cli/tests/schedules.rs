@@ -147,12 +147,7 @@ fn a_bad_expression_is_refused_at_deploy_with_the_parsers_reason() {
 #[test]
 fn in_a_cluster_each_tick_runs_once_whichever_nodes_are_up() {
     let nats = Nats::start();
-    let node = |nats: &Nats| {
-        let dir = tempfile::tempdir().unwrap();
-        let mut server = Server::start_with(dir.path(), &["serve", "--cluster", &nats.url()]);
-        server.keep(dir);
-        server
-    };
+    let node = Server::cluster_node;
     let (a, mut b) = (node(&nats), node(&nats));
     let module = built("visits-rust.wasm");
     a.deploy_cli("visits", &module, &["--kv", "--schedule", "* * * * * *"]);

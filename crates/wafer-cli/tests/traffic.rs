@@ -227,12 +227,7 @@ fn a_split_that_cannot_stand_is_refused_with_its_reason() {
 #[test]
 fn a_split_in_a_cluster_is_applied_by_every_node() {
     let nats = Nats::start();
-    let node = |nats: &Nats| {
-        let dir = tempfile::tempdir().unwrap();
-        let mut server = Server::start_with(dir.path(), &["serve", "--cluster", &nats.url()]);
-        server.keep(dir);
-        server
-    };
+    let node = Server::cluster_node;
     let (a, b) = (node(&nats), node(&nats));
     two_versions(&a, &["--canary", "10"]);
     // Node b applies the record as it comes through the watch.

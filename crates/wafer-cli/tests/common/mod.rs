@@ -52,6 +52,14 @@ pub struct Server {
 }
 
 impl Server {
+    /// A node of the cluster at `nats`, with its own data directory.
+    pub fn cluster_node(nats: &Nats) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Self::start_with(dir.path(), &["serve", "--cluster", &nats.url()]);
+        server.keep(dir);
+        server
+    }
+
     /// Starts a server on a fresh data directory.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
