@@ -277,9 +277,16 @@ impl Functions {
             };
             members.push((end, function));
         }
-        let split = Arc::new(Split::new(members, traffic.sticky.clone()));
-        self.swap(revision, |live| {
-            live.splits.insert(name.clone(), split);
+        // A split naming no version kept (a record written elsewhere) serves the active one.
+        let split =
+            (!members.is_empty()).then(|| Arc::new(Split::new(members, traffic.sticky.clone())));
+        self.swap(revision, |live| match split {
+            Some(split) => {
+                live.splits.insert(name.clone(), split);
+            }
+            None => {
+                live.splits.remove(name);
+            }
         });
     }
 

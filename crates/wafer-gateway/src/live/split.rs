@@ -17,7 +17,8 @@ use super::function::Function;
 /// The versions sharing a function's requests.
 pub struct Split {
     /// Each member with the end of its bucket range (exclusive), newest first; the last
-    /// ends at 100. A member that could not load is its function's active version instead.
+    /// ends at 100. Never empty. A member that could not load is its function's active
+    /// version instead.
     members: Vec<(u8, Arc<Function>)>,
     sticky: Option<Sticky>,
 }
