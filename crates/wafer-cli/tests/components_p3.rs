@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{built, Server};
 use serde_json::Value;
 
@@ -159,18 +161,29 @@ fn with_concurrent_reuse_one_instance_serves_slow_requests_side_by_side() {
 #[test]
 fn requests_beyond_an_instances_share_go_to_another_instance() {
     let server = shared_p3(2);
-    // Four at once, two per instance: each pair meets in its own instance.
-    let answers = at_once(&server, "/p3/meet?n=2&wait=20000", 4);
-    let mut instances: Vec<&str> = answers.iter().map(|(_, t)| instance(t)).collect();
-    assert!(
-        answers
-            .iter()
-            .all(|(s, t)| *s == 200 && t.starts_with("together")),
-        "{answers:?}"
-    );
-    instances.sort();
-    instances.dedup();
-    assert_eq!(instances.len(), 2, "{answers:?}");
+    std::thread::scope(|scope| {
+        // Two requests fill an instance (two per instance): each waits 3 s for a third,
+        // which cannot join them there.
+        let filling = [0, 1].map(|_| {
+            scope.spawn(|| server.get("/p3/meet?n=3&wait=3000").text().unwrap())
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        // Two more while it is full: they meet in another one.
+        let next = at_once(&server, "/p3/meet?n=2&wait=20000", 2);
+        let filling = filling.map(|request| request.join().unwrap());
+        assert!(
+            filling.iter().all(|t| t.starts_with("alone"))
+                && instance(&filling[0]) == instance(&filling[1]),
+            "{filling:?}"
+        );
+        assert!(
+            next.iter()
+                .all(|(s, t)| *s == 200 && t.starts_with("together")),
+            "{next:?}"
+        );
+        assert_eq!(instance(&next[0].1), instance(&next[1].1), "{next:?}");
+        assert_ne!(instance(&next[0].1), instance(&filling[0]), "{next:?} / {filling:?}");
+    });
 }
 
 #[test]

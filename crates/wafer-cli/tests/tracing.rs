@@ -319,6 +319,9 @@ fn a_request_continues_the_callers_trace_through_its_call_and_host_calls() {
     assert_eq!(call.attr("wafer.version"), "1");
     assert_eq!(call.attr("wafer.abi"), "cgi");
     assert_eq!(call.attr("wafer.request_id"), request_id);
+    // A fresh instance for the call.
+    let instantiate = one(&spans, "instantiate");
+    assert_eq!(instantiate.parent, call.span_id);
 
     for capability in ["kv", "config"] {
         let host = host_call(&spans, capability).unwrap();
@@ -576,6 +579,98 @@ fn outbound_http_is_a_client_span_and_carries_its_context() {
         heads.iter().any(|h| h.contains(&sent)),
         "{sent} in {heads:#?}"
     );
+}
+
+#[test]
+fn a_component_sees_its_calls_context_and_its_outgoing_requests_are_client_spans() {
+    let receiver = Receiver::start();
+    let server = traced_server(&receiver, &["serve"]);
+    let (port, heads) = recording_endpoint();
+    let allowed = format!("http://127.0.0.1:{port}");
+    server.deploy_cli("echo", &built("http-echo-rust.wasm"), &["--http", &allowed]);
+
+    // The request's headers, as the component sees them: the call's context in place of
+    // the caller's.
+    let (trace_id, parent) = caller();
+    let seen = server
+        .client
+        .get(format!("{}/echo/headers", server.url))
+        .header("traceparent", traceparent(&trace_id, &parent))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let spans = receiver.trace(&trace_id, |spans| {
+        !named(spans, "call echo").is_empty() && !named(spans, "instantiate").is_empty()
+    });
+    let call = one(&spans, "call echo");
+    assert_eq!(call.attr("wafer.abi"), "http", "{call:#?}");
+    assert_eq!(one(&spans, "instantiate").parent, call.span_id);
+    let expected = format!("traceparent: 00-{trace_id}-{}-01", call.span_id);
+    assert!(seen.lines().any(|l| l == expected), "{expected} in {seen}");
+
+    // An outgoing request through wasi:http is a client span within the call, and carries
+    // that span's context.
+    let (trace_id, parent) = caller();
+    let text = server
+        .client
+        .get(format!("{}/echo/fetch?url={allowed}/x", server.url))
+        .header("traceparent", traceparent(&trace_id, &parent))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(text, "fetched 200: pong");
+    let client_span = |spans: &[Span]| {
+        (spans.iter())
+            .find(|s| s.kind == SpanKind::Client as i32)
+            .cloned()
+    };
+    let spans = receiver.trace(&trace_id, |spans| client_span(spans).is_some());
+    let call = one(&spans, "call echo");
+    let client = client_span(&spans).unwrap();
+    assert_eq!(client.name, "GET");
+    assert_eq!(client.parent, call.span_id);
+    assert_eq!(client.attr("server.port"), port.to_string());
+    assert_eq!(client.attr("http.response.status_code"), "200");
+    let sent = format!("traceparent: 00-{trace_id}-{}-01", client.span_id);
+    let heads = heads.lock().unwrap();
+    assert!(
+        heads.iter().any(|h| h.contains(&sent)),
+        "{sent} in {heads:#?}"
+    );
+}
+
+#[test]
+fn a_shared_instance_is_made_within_the_first_call_it_serves() {
+    let receiver = Receiver::start();
+    let server = traced_server(&receiver, &["serve"]);
+    let flags = ["--instance-reuse", "10", "--max-concurrent-per-instance", "4"];
+    server.deploy_cli("p3", &built("http-p3-rust.wasm"), &flags);
+    let call_with_trace = || {
+        let (trace_id, parent) = caller();
+        let response = server
+            .client
+            .get(format!("{}/p3/hello", server.url))
+            .header("traceparent", traceparent(&trace_id, &parent))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        trace_id
+    };
+    // The instance is made in a task of its own, within the span of the call it is for.
+    let first = call_with_trace();
+    let spans = receiver.trace(&first, |spans| {
+        !named(spans, "call p3").is_empty() && !named(spans, "instantiate").is_empty()
+    });
+    assert_eq!(one(&spans, "instantiate").parent, one(&spans, "call p3").span_id);
+    // The next call is served by that instance: its trace has no instantiation.
+    let second = call_with_trace();
+    let third = call_with_trace();
+    let spans = receiver.trace(&third, |spans| !named(spans, "call p3").is_empty());
+    assert!(named(&spans, "instantiate").is_empty(), "{spans:#?}");
+    let spans = receiver.trace(&second, |spans| !named(spans, "call p3").is_empty());
+    assert!(named(&spans, "instantiate").is_empty(), "{spans:#?}");
 }
 
 #[test]

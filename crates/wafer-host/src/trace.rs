@@ -6,28 +6,11 @@
 //! Off, nothing here does any work: each function answers at once, and no span is made.
 //! The propagator is the one set globally (`opentelemetry::global`), W3C trace context.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TraceContextExt as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-/// The `tracing` target of Wafer's trace spans: the OpenTelemetry layer takes them, the
-/// server's own log leaves them out.
-pub const TARGET: &str = "wafer::otel";
-
-static ENABLED: AtomicBool = AtomicBool::new(false);
-
-/// Turns tracing on for this process (the server does, once its exporter is set up).
-pub fn enable() {
-    ENABLED.store(true, Ordering::Relaxed);
-}
-
-/// Whether spans are made and context handed on.
-#[inline]
-pub fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
-}
+pub use wafer_runtime::trace::{enable, enabled, TARGET};
 
 /// The propagation fields (`traceparent`, `tracestate`) of a context, as header pairs:
 /// what a queued call's record or a message carries.

@@ -139,7 +139,9 @@ impl Workers {
             limits: options.limits,
             failure: failure.clone(),
         };
-        tokio::spawn(worker.run(pre.clone(), store, received));
+        // The instance is made in the worker's task, within the span of the call it is for.
+        let span = crate::trace::instantiate_span();
+        tokio::spawn(worker.run(pre.clone(), store, received, span));
         Ok(failure)
     }
 
@@ -193,11 +195,13 @@ impl Worker {
         pre: ServicePre<HttpCtx>,
         mut store: wasmtime::Store<HttpCtx>,
         mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>,
+        span: tracing::Span,
     ) {
         store.set_epoch_deadline(1);
         let _running = Running::start();
         let result = async {
-            let service = pre.instantiate_async(&mut store).await?;
+            let service =
+                crate::trace::instantiating(span, pre.instantiate_async(&mut store)).await?;
             store
                 .run_concurrent(async |guest| self.serve(guest, &service, &mut jobs).await)
                 .await

@@ -89,6 +89,7 @@ mod sandbox;
 mod service;
 mod spin;
 mod ticker;
+pub mod trace;
 mod typed;
 mod wapc;
 

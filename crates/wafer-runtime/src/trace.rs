@@ -1,0 +1,66 @@
+//! Whether trace spans are made, and the runtime's own: creating an instance
+//! (`wafer.instantiate`), within the span of the call that needed it.
+//!
+//! Spans are `tracing` spans with the target [`TARGET`], made only while tracing is on
+//! ([`enabled`]): an embedder (the Wafer server, with an OTLP exporter configured) turns it
+//! on with [`enable`] and gives `tracing` a layer that exports them. Off, nothing here does
+//! any work beyond one atomic load.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tracing::field::Empty;
+use tracing::{Instrument as _, Span};
+
+/// The `tracing` target of Wafer's trace spans.
+pub const TARGET: &str = "wafer::otel";
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Turns tracing on for this process.
+pub fn enable() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// Whether spans are made and context handed on.
+#[inline]
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// The span of creating an instance, within the current span; none while tracing is off.
+pub(crate) fn instantiate_span() -> Span {
+    if !enabled() {
+        return Span::none();
+    }
+    tracing::info_span!(
+        target: TARGET,
+        "wafer.instantiate",
+        otel.name = "instantiate",
+        otel.status_code = Empty,
+        otel.status_description = Empty,
+    )
+}
+
+/// Runs `instantiate` (an instance being created) within `span`, noting on it a failure.
+pub(crate) async fn instantiating<T, E: std::fmt::Display>(
+    span: Span,
+    instantiate: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    if span.is_none() {
+        return instantiate.await;
+    }
+    let result = instantiate.instrument(span.clone()).await;
+    if let Err(e) = &result {
+        span.record("otel.status_code", "error");
+        span.record("otel.status_description", e.to_string());
+    }
+    result
+}
+
+/// Runs `instantiate` within a new instantiation span under the current one.
+pub(crate) async fn instantiated<T, E: std::fmt::Display>(
+    instantiate: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    instantiating(instantiate_span(), instantiate).await
+}
