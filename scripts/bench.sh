@@ -25,7 +25,8 @@
 # runs a minute apart), the Go example's first request after each of $BENCH_RESTARTS restarts
 # of `wafer serve` (with native-hello's first request after its own restarts alongside, the
 # floor), a two-node cluster on nats-server (deploy-to-served latency across the nodes, and
-# requests/s through both against the embedded node), and, if it was built,
+# requests/s through both against the embedded node), the cost of tracing (an untraced and a
+# traced server in alternating pairs, spans sent to an OTLP sink), and, if it was built,
 # target/<profile>/wafer-bench (in-process timings).
 #
 # Everything Rust is built with the `dist` profile (fat LTO, see Cargo.toml), the native
@@ -55,6 +56,7 @@
 #   BENCH_PAIR_SECONDS=5    length of each measured run in a pair
 #   BENCH_IDLE_SECONDS=10   how long every server is left idle, after its load, to read its idle CPU (0: not)
 #   BENCH_RESTARTS=10       restarts of `wafer serve` to time the Go example's first request
+#   BENCH_TRACING=1         the tracing section (0 skips it)
 #   BENCH_CLUSTER=1         the cluster section (needs nats-server; 0 skips it)
 #   CARGO_TARGET_DIR        honoured for the Rust binaries; guests are always in target/wasm
 set -euo pipefail
@@ -443,6 +445,80 @@ if [ "$pairs" -gt 0 ] && [ -n "$native_url" ] && [ -n "$wat_url" ]; then
     log "pair $i: native $n rps, hello-wat $w rps, ratio ${pair_ratios[-1]}"
   done
 fi
+# --- tracing --------------------------------------------------------------------------
+# The cost of tracing: two `wafer serve` with the WAT hello alone, one of them exporting
+# every span (OTEL_TRACES_SAMPLER=always_on, a batch queue big enough to drop none) over
+# OTLP gRPC to `wafer-bench otlp-sink` on the client CPU, measured like the headline figure in
+# $pairs alternating pairs at c32. Both sides' requests/s and server CPU per request, their
+# ratios, and the spans the sink received per request. CPU per request is the figure to
+# quote: the sink shares wrk's CPU, so the traced side's requests/s also pays for decoding.
+trace_report=()
+if [ $want_wafer = 1 ] && [ "${BENCH_TRACING:-1}" != 0 ] && [ "$pairs" -gt 0 ] && [ -x "$bin/wafer-bench" ]; then
+  log "tracing: untraced / traced wafer serve, hello-wat at c32, $pairs pairs of ${pair_seconds}s each"
+  free_port sink_port
+  echo 0 >"$tmp/spans"
+  taskset -c "$client_cpu" "$bin/wafer-bench" otlp-sink "$sink_port" "$tmp/spans" >"$tmp/otlp-sink.log" 2>&1 &
+  server_pids+=($!)
+  for _ in $(seq 100); do port_in_use "$sink_port" && break; sleep 0.05; done
+  declare -A trace_url=() trace_pid=()
+  for side in untraced traced; do
+    free_port port
+    free_port admin_port
+    otel=()
+    [ "$side" = traced ] && otel=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink_port"
+      OTEL_TRACES_SAMPLER=always_on OTEL_BSP_MAX_QUEUE_SIZE=1000000 OTEL_SERVICE_NAME=wafer-bench)
+    start_server "trace-$side" env "${otel[@]}" "$bin/wafer" serve --listen "127.0.0.1:$port" \
+      --admin-listen "127.0.0.1:$admin_port" --data "$tmp/trace-$side"
+    trace_pid[$side]="$started_pid"
+    wait_ready "trace-$side" "$started_pid" "http://127.0.0.1:$port/readyz"
+    WAFER_TOKEN="$(cat "$tmp/trace-$side/admin-token")" "$bin/wafer" deploy hello-wat "$(guest_path hello-wat)" \
+      --server "http://127.0.0.1:$admin_port" >/dev/null
+    trace_url[$side]="http://127.0.0.1:$port/hello-wat"
+    wait_ready "trace-$side" "$started_pid" "${trace_url[$side]}"
+  done
+  traced_requests=0
+  # trace_run <side> <pair>: warm up, measure; prints "rps cpu_us_per_request".
+  trace_run() {
+    local raw="$out_dir/wrk-tracing-$2-$1.txt" u0 s0 u1 s1 rps reqs warm
+    taskset -c "$client_cpu" wrk -t1 -c32 -d"${warmup_seconds}s" "${trace_url[$1]}" >"$raw.warmup" 2>&1 || true
+    read -r u0 s0 < <(cpu_ticks "${trace_pid[$1]}")
+    taskset -c "$client_cpu" wrk -t1 -c32 -d"${pair_seconds}s" "${trace_url[$1]}" >"$raw" 2>&1 || true
+    read -r u1 s1 < <(cpu_ticks "${trace_pid[$1]}")
+    read -r rps _ _ reqs _ < <(parse_wrk "$raw")
+    read -r _ _ _ warm _ < <(parse_wrk "$raw.warmup")
+    echo "$rps $(per_request $((u1 - u0 + s1 - s0)) "$reqs") $reqs $warm"
+  }
+  trace_rps_ratios=() trace_cpu_ratios=() untraced_cpu=() traced_cpu=()
+  for i in $(seq "$pairs"); do
+    if [ $((i % 2)) = 1 ]; then
+      read -r ur uc _ _ < <(trace_run untraced "$i"); read -r tr tc treqs twarm < <(trace_run traced "$i")
+    else
+      read -r tr tc treqs twarm < <(trace_run traced "$i"); read -r ur uc _ _ < <(trace_run untraced "$i")
+    fi
+    if [ "$ur" = null ] || [ "$tr" = null ] || [ "$uc" = null ] || [ "$tc" = null ]; then
+      log "no result for tracing pair $i (raw output: $out_dir/wrk-tracing-$i-*.txt)"
+      failed=1
+      continue
+    fi
+    traced_requests=$((traced_requests + treqs + twarm))
+    untraced_cpu+=("$uc") traced_cpu+=("$tc")
+    trace_rps_ratios+=("$(awk -v a="$tr" -v b="$ur" 'BEGIN { printf "%.3f", a / b }')")
+    trace_cpu_ratios+=("$(awk -v a="$tc" -v b="$uc" 'BEGIN { printf "%.3f", a / b }')")
+    log "tracing pair $i: untraced $ur rps, $uc us CPU/request; traced $tr rps, $tc us CPU/request"
+  done
+  # The last batch goes out within the batch delay (5 s).
+  sleep 6
+  spans="$(cat "$tmp/spans")"
+  if [ ${#trace_rps_ratios[@]} -gt 0 ]; then
+    trace_report+=("tracing (OTLP gRPC, every span exported), hello-wat at c32 in ${#trace_rps_ratios[@]} alternating pairs:")
+    trace_report+=("  server CPU us/request: untraced $(median "${untraced_cpu[@]}"), traced $(median "${traced_cpu[@]}"); traced / untraced: ${trace_cpu_ratios[*]}; median $(median "${trace_cpu_ratios[@]}")")
+    trace_report+=("  requests/s traced / untraced: ${trace_rps_ratios[*]}; median $(median "${trace_rps_ratios[@]}")")
+    trace_report+=("  spans received: $spans for $traced_requests requests ($(awk -v s="$spans" -v r="$traced_requests" 'BEGIN { printf "%.2f", r > 0 ? s / r : 0 }') per request; each makes 3: server, call, instantiate)")
+    printf '{"ts":%s,"git_rev":%s,"target":"tracing","pairs":%d,"cpu_ratio_median":%s,"rps_ratio_median":%s,"spans":%s,"requests":%s}\n' \
+      "$(json_str "$run_ts")" "$(json_str "$git_rev")" "${#trace_rps_ratios[@]}" "$(median "${trace_cpu_ratios[@]}")" \
+      "$(median "${trace_rps_ratios[@]}")" "$spans" "$traced_requests" >>"$results"
+  fi
+fi
 cluster_report=()
 # --- cluster --------------------------------------------------------------------------
 # Two nodes of a cluster on one nats-server (all on the server CPU): the deploy-to-served
@@ -544,6 +620,10 @@ if [ ${#idle_report[@]} -gt 0 ]; then
 fi
 if [ ${#pair_ratios[@]} -gt 0 ]; then
   echo "hello-wat / native at c32 in ${#pair_ratios[@]} alternating pairs: ${pair_ratios[*]}; median $(median "${pair_ratios[@]}")"
+fi
+if [ ${#trace_report[@]} -gt 0 ]; then
+  echo
+  printf '%s\n' "${trace_report[@]}"
 fi
 if [ ${#cluster_report[@]} -gt 0 ]; then
   echo

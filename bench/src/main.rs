@@ -3,9 +3,12 @@
 //! one deploy as the number of functions grows.
 //!
 //! Usage: `wafer-bench [GUEST_DIR]` (default `target/wasm`), or `wafer-bench propagation
-//! ...` for the deploy-to-served latency between two cluster nodes (see [`propagation`]).
+//! ...` for the deploy-to-served latency between two cluster nodes (see [`propagation`]), or
+//! `wafer-bench otlp-sink PORT COUNT_FILE` for a trace receiver counting spans (see
+//! [`otlp_sink`]).
 //! Part of `scripts/bench.sh`.
 
+mod otlp_sink;
 mod propagation;
 
 use std::path::PathBuf;
@@ -93,6 +96,9 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("propagation") {
         return propagation::run(&args[1..]).await;
+    }
+    if args.first().map(String::as_str) == Some("otlp-sink") {
+        return otlp_sink::run(&args[1..]).await;
     }
     // `wafer-bench deploys [DIR]`: only the deploy-cost figures.
     if args.first().map(String::as_str) == Some("deploys") {

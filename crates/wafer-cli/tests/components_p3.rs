@@ -164,9 +164,8 @@ fn requests_beyond_an_instances_share_go_to_another_instance() {
     std::thread::scope(|scope| {
         // Two requests fill an instance (two per instance): each waits 3 s for a third,
         // which cannot join them there.
-        let filling = [0, 1].map(|_| {
-            scope.spawn(|| server.get("/p3/meet?n=3&wait=3000").text().unwrap())
-        });
+        let filling =
+            [0, 1].map(|_| scope.spawn(|| server.get("/p3/meet?n=3&wait=3000").text().unwrap()));
         std::thread::sleep(Duration::from_millis(500));
         // Two more while it is full: they meet in another one.
         let next = at_once(&server, "/p3/meet?n=2&wait=20000", 2);
@@ -182,7 +181,11 @@ fn requests_beyond_an_instances_share_go_to_another_instance() {
             "{next:?}"
         );
         assert_eq!(instance(&next[0].1), instance(&next[1].1), "{next:?}");
-        assert_ne!(instance(&next[0].1), instance(&filling[0]), "{next:?} / {filling:?}");
+        assert_ne!(
+            instance(&next[0].1),
+            instance(&filling[0]),
+            "{next:?} / {filling:?}"
+        );
     });
 }
 

@@ -539,34 +539,37 @@ fn recording_endpoint() -> (u16, Arc<Mutex<Vec<String>>>) {
     (port, heads)
 }
 
-#[test]
-fn outbound_http_is_a_client_span_and_carries_its_context() {
-    let receiver = Receiver::start();
-    let server = traced_server(&receiver, &["serve"]);
-    let (port, heads) = recording_endpoint();
-    let allowed = format!("http://127.0.0.1:{port}");
-    server.deploy_cli("fetcher", &built("visits-rust.wasm"), &["--http", &allowed]);
+/// GETs `path` with a fresh caller's `traceparent`: the trace id, and the answer's text.
+fn traced_get(server: &Server, path: &str) -> (String, String) {
     let (trace_id, parent) = caller();
-    let text = server
+    let response = server
         .client
-        .get(format!("{}/fetcher?fetch={allowed}/x", server.url))
+        .get(format!("{}{path}", server.url))
         .header("traceparent", traceparent(&trace_id, &parent))
         .send()
-        .unwrap()
-        .text()
         .unwrap();
-    assert!(text.contains("fetch: 200 pong"), "{text}");
+    assert_eq!(response.status(), 200, "{path}");
+    (trace_id, response.text().unwrap())
+}
 
+/// Checks the outgoing request made by the call `call` in trace `trace_id`: a client span
+/// `GET` within the call, to `127.0.0.1:port`, whose context the request carried.
+fn assert_client_span(
+    receiver: &Receiver,
+    trace_id: &str,
+    call: &str,
+    port: u16,
+    heads: &Mutex<Vec<String>>,
+) {
     let client_span = |spans: &[Span]| {
         (spans.iter())
             .find(|s| s.kind == SpanKind::Client as i32)
             .cloned()
     };
-    let spans = receiver.trace(&trace_id, |spans| client_span(spans).is_some());
-    let call = one(&spans, "call fetcher");
+    let spans = receiver.trace(trace_id, |spans| client_span(spans).is_some());
+    let call = one(&spans, call);
     let client = &client_span(&spans).unwrap();
     assert_eq!(client.name, "GET");
-    assert_eq!(client.kind, SpanKind::Client as i32);
     assert_eq!(client.parent, call.span_id);
     assert_eq!(client.attr("http.request.method"), "GET");
     assert_eq!(client.attr("server.address"), "127.0.0.1");
@@ -582,6 +585,18 @@ fn outbound_http_is_a_client_span_and_carries_its_context() {
 }
 
 #[test]
+fn outbound_http_is_a_client_span_and_carries_its_context() {
+    let receiver = Receiver::start();
+    let server = traced_server(&receiver, &["serve"]);
+    let (port, heads) = recording_endpoint();
+    let allowed = format!("http://127.0.0.1:{port}");
+    server.deploy_cli("fetcher", &built("visits-rust.wasm"), &["--http", &allowed]);
+    let (trace_id, text) = traced_get(&server, &format!("/fetcher?fetch={allowed}/x"));
+    assert!(text.contains("fetch: 200 pong"), "{text}");
+    assert_client_span(&receiver, &trace_id, "call fetcher", port, &heads);
+}
+
+#[test]
 fn a_component_sees_its_calls_context_and_its_outgoing_requests_are_client_spans() {
     let receiver = Receiver::start();
     let server = traced_server(&receiver, &["serve"]);
@@ -591,15 +606,7 @@ fn a_component_sees_its_calls_context_and_its_outgoing_requests_are_client_spans
 
     // The request's headers, as the component sees them: the call's context in place of
     // the caller's.
-    let (trace_id, parent) = caller();
-    let seen = server
-        .client
-        .get(format!("{}/echo/headers", server.url))
-        .header("traceparent", traceparent(&trace_id, &parent))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let (trace_id, seen) = traced_get(&server, "/echo/headers");
     let spans = receiver.trace(&trace_id, |spans| {
         !named(spans, "call echo").is_empty() && !named(spans, "instantiate").is_empty()
     });
@@ -609,61 +616,33 @@ fn a_component_sees_its_calls_context_and_its_outgoing_requests_are_client_spans
     let expected = format!("traceparent: 00-{trace_id}-{}-01", call.span_id);
     assert!(seen.lines().any(|l| l == expected), "{expected} in {seen}");
 
-    // An outgoing request through wasi:http is a client span within the call, and carries
-    // that span's context.
-    let (trace_id, parent) = caller();
-    let text = server
-        .client
-        .get(format!("{}/echo/fetch?url={allowed}/x", server.url))
-        .header("traceparent", traceparent(&trace_id, &parent))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    // An outgoing request through wasi:http.
+    let (trace_id, text) = traced_get(&server, &format!("/echo/fetch?url={allowed}/x"));
     assert_eq!(text, "fetched 200: pong");
-    let client_span = |spans: &[Span]| {
-        (spans.iter())
-            .find(|s| s.kind == SpanKind::Client as i32)
-            .cloned()
-    };
-    let spans = receiver.trace(&trace_id, |spans| client_span(spans).is_some());
-    let call = one(&spans, "call echo");
-    let client = client_span(&spans).unwrap();
-    assert_eq!(client.name, "GET");
-    assert_eq!(client.parent, call.span_id);
-    assert_eq!(client.attr("server.port"), port.to_string());
-    assert_eq!(client.attr("http.response.status_code"), "200");
-    let sent = format!("traceparent: 00-{trace_id}-{}-01", client.span_id);
-    let heads = heads.lock().unwrap();
-    assert!(
-        heads.iter().any(|h| h.contains(&sent)),
-        "{sent} in {heads:#?}"
-    );
+    assert_client_span(&receiver, &trace_id, "call echo", port, &heads);
 }
 
 #[test]
 fn a_shared_instance_is_made_within_the_first_call_it_serves() {
     let receiver = Receiver::start();
     let server = traced_server(&receiver, &["serve"]);
-    let flags = ["--instance-reuse", "10", "--max-concurrent-per-instance", "4"];
+    let flags = [
+        "--instance-reuse",
+        "10",
+        "--max-concurrent-per-instance",
+        "4",
+    ];
     server.deploy_cli("p3", &built("http-p3-rust.wasm"), &flags);
-    let call_with_trace = || {
-        let (trace_id, parent) = caller();
-        let response = server
-            .client
-            .get(format!("{}/p3/hello", server.url))
-            .header("traceparent", traceparent(&trace_id, &parent))
-            .send()
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        trace_id
-    };
+    let call_with_trace = || traced_get(&server, "/p3/hello").0;
     // The instance is made in a task of its own, within the span of the call it is for.
     let first = call_with_trace();
     let spans = receiver.trace(&first, |spans| {
         !named(spans, "call p3").is_empty() && !named(spans, "instantiate").is_empty()
     });
-    assert_eq!(one(&spans, "instantiate").parent, one(&spans, "call p3").span_id);
+    assert_eq!(
+        one(&spans, "instantiate").parent,
+        one(&spans, "call p3").span_id
+    );
     // The next call is served by that instance: its trace has no instantiation.
     let second = call_with_trace();
     let third = call_with_trace();

@@ -386,7 +386,9 @@ impl Instance {
         let instance = match within(
             deadline,
             crate::trace::instantiated(pre.instantiate_async(&mut store)),
-        ).await {
+        )
+        .await
+        {
             Ok(instance) => instance,
             Err(e) => return Err(CallError::Fault(store.data().fault(&e))),
         };
