@@ -1,10 +1,12 @@
 //! What a function record and the engine agree on, in one small crate both depend on: the
 //! [`Abi`] a module is called through and the [`Limits`] one call runs within. The registry
 //! stores them in records; the runtime, the host and the gateway enforce them; neither the
-//! registry nor the runtime imports the other.
+//! registry nor the runtime imports the other. And what the host and the runtime agree on:
+//! the [`postgres`] values host calls carry.
 #![warn(missing_docs)]
 
 mod limits;
+pub mod postgres;
 
 use serde::{Deserialize, Serialize};
 

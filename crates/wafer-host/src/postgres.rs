@@ -44,7 +44,7 @@ use crate::{json, unknown_operation, GuestError, Session};
 
 mod types;
 
-pub use types::{Bound, Column, DataType, Interval, PgValue};
+pub use wafer_abi::postgres::{Bound, Column, DataType, DbError, Interval, PgValue};
 
 /// Most connections one function holds open at once on a node: Spin's pool size per
 /// address. One more is refused (`failed: too many connections ...`).
@@ -118,23 +118,6 @@ pub struct Rows {
     pub columns: Vec<Column>,
     /// The rows, each a value per column.
     pub rows: Vec<Vec<PgValue>>,
-}
-
-/// An error the database reported, as Spin's `db-error` has it.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct DbError {
-    /// The whole error as text (what Spin's earlier versions answer alone).
-    pub text: String,
-    /// `ERROR`, `FATAL`, ...
-    pub severity: String,
-    /// The SQLSTATE code (`42601`).
-    pub code: String,
-    /// The primary message.
-    pub message: String,
-    /// The detail, if any.
-    pub detail: Option<String>,
-    /// The other fields given (`hint`, `table`, `constraint`, ...).
-    pub extras: Vec<(String, String)>,
 }
 
 /// A statement's end: rows (or a count), or the database's error.
@@ -541,7 +524,7 @@ async fn query(
             Ok(prepared) => prepared,
             Err(e) => return failure(e),
         };
-        let columns = prepared.columns().iter().map(Column::of).collect();
+        let columns = prepared.columns().iter().map(column).collect();
         let refs = parameters.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync));
         let rows = match open.client.query_raw(&prepared, refs).await {
             Ok(rows) => rows,
@@ -650,12 +633,11 @@ fn chain(e: &tokio_postgres::Error) -> String {
     text
 }
 
-impl Column {
-    fn of(column: &tokio_postgres::Column) -> Self {
-        Self {
-            name: column.name().to_owned(),
-            data_type: DataType::of(column.type_()),
-        }
+/// A result's column as the answer names it.
+fn column(column: &tokio_postgres::Column) -> Column {
+    Column {
+        name: column.name().to_owned(),
+        data_type: types::data_type(column.type_()),
     }
 }
 

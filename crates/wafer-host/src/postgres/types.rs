@@ -8,190 +8,40 @@ use bytes::{Buf as _, BufMut as _, BytesMut};
 use chrono::{Datelike as _, Timelike as _};
 use postgres_protocol::types as protocol;
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
 use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, Kind, ToSql, Type};
 use tokio_postgres::Row;
+use wafer_abi::postgres::{Bound, DataType, Interval, PgValue, Range};
 
 use crate::GuestError;
 
 type BoxError = Box<dyn Error + Sync + Send>;
 
-/// A value of a parameter or a result, as JSON: `null`, or an object with one field naming
-/// its kind (`{"int32": 7}`, `{"str": "a"}`, `{"date": [2024, 2, 29]}`, ...). Bytes are
-/// base64; a float that is not finite is `"NaN"`, `"Infinity"` or `"-Infinity"`.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-#[serde(rename_all = "snake_case")]
-pub enum PgValue {
-    /// `boolean`
-    Boolean(bool),
-    /// `"char"` (a one-byte integer)
-    Int8(i8),
-    /// `smallint`
-    Int16(i16),
-    /// `integer`
-    Int32(i32),
-    /// `bigint`
-    Int64(i64),
-    /// `real`
-    Floating32(#[serde(with = "float")] f32),
-    /// `double precision`
-    Floating64(#[serde(with = "float")] f64),
-    /// `text`, `varchar`, `char(n)`
-    Str(String),
-    /// `bytea`, base64
-    Binary(#[serde(with = "base64_bytes")] Vec<u8>),
-    /// `date`: year, month, day
-    Date((i32, u8, u8)),
-    /// `time`: hour, minute, second, nanosecond
-    Time((u8, u8, u8, u32)),
-    /// `timestamp` (and `timestamptz`, in UTC): year, month, day, hour, minute, second,
-    /// nanosecond
-    Datetime((i32, u8, u8, u8, u8, u8, u32)),
-    /// `timestamptz`, as seconds since the Unix epoch (a parameter only)
-    Timestamp(i64),
-    /// `uuid`, as text
-    Uuid(String),
-    /// `jsonb`, the JSON value itself
-    Jsonb(serde_json::Value),
-    /// `numeric`, as decimal text
-    Decimal(String),
-    /// `int4range`
-    RangeInt32(Range<i32>),
-    /// `int8range`
-    RangeInt64(Range<i64>),
-    /// `numrange`, bounds as decimal text
-    RangeDecimal(Range<String>),
-    /// `integer[]`
-    ArrayInt32(Vec<Option<i32>>),
-    /// `bigint[]`
-    ArrayInt64(Vec<Option<i64>>),
-    /// `numeric[]`, as decimal text
-    ArrayDecimal(Vec<Option<String>>),
-    /// `text[]`, `varchar[]`, `char(n)[]`
-    ArrayStr(Vec<Option<String>>),
-    /// `interval`
-    Interval(Interval),
-    /// A value of any other type, in PostgreSQL's binary form, base64 (a result only).
-    Unsupported(#[serde(with = "base64_bytes")] Vec<u8>),
-    /// SQL `NULL`.
-    #[serde(untagged)]
-    Null(()),
-}
-
-/// A range's lower and upper bounds, each a value and its kind, or `null` for none.
-pub type Range<T> = (Option<(T, Bound)>, Option<(T, Bound)>);
-
-/// Whether a range's bound is in the range.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Bound {
-    /// `[` or `]`
-    Inclusive,
-    /// `(` or `)`
-    Exclusive,
-}
-
-/// An `interval`, as PostgreSQL keeps it.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Interval {
-    /// Microseconds.
-    pub micros: i64,
-    /// Days.
-    pub days: i32,
-    /// Months.
-    pub months: i32,
-}
-
-/// A result's column.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct Column {
-    /// Its name.
-    pub name: String,
-    /// Its type.
-    #[serde(rename = "type")]
-    pub data_type: DataType,
-}
-
-/// A column's type, as Spin names it (`"int32"`, `"str"`, ...), `{"other": NAME}` for the
-/// rest.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-#[serde(rename_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum DataType {
-    Boolean,
-    Int8,
-    Int16,
-    Int32,
-    Int64,
-    Floating32,
-    Floating64,
-    Str,
-    Binary,
-    Date,
-    Time,
-    Datetime,
-    Timestamp,
-    Uuid,
-    Jsonb,
-    Decimal,
-    RangeInt32,
-    RangeInt64,
-    RangeDecimal,
-    ArrayInt32,
-    ArrayInt64,
-    ArrayDecimal,
-    ArrayStr,
-    Interval,
-    Other(String),
-}
-
-impl DataType {
-    /// The type of a column of PostgreSQL type `ty`.
-    pub(crate) fn of(ty: &Type) -> Self {
-        match *ty {
-            Type::BOOL => Self::Boolean,
-            Type::BYTEA => Self::Binary,
-            Type::FLOAT4 => Self::Floating32,
-            Type::FLOAT8 => Self::Floating64,
-            Type::INT2 => Self::Int16,
-            Type::INT4 => Self::Int32,
-            Type::INT8 => Self::Int64,
-            Type::TEXT | Type::VARCHAR | Type::BPCHAR => Self::Str,
-            Type::TIMESTAMP | Type::TIMESTAMPTZ => Self::Datetime,
-            Type::DATE => Self::Date,
-            Type::TIME => Self::Time,
-            Type::UUID => Self::Uuid,
-            Type::JSONB => Self::Jsonb,
-            Type::NUMERIC => Self::Decimal,
-            Type::INT4_RANGE => Self::RangeInt32,
-            Type::INT8_RANGE => Self::RangeInt64,
-            Type::NUM_RANGE => Self::RangeDecimal,
-            Type::INT4_ARRAY => Self::ArrayInt32,
-            Type::INT8_ARRAY => Self::ArrayInt64,
-            Type::NUMERIC_ARRAY => Self::ArrayDecimal,
-            Type::TEXT_ARRAY | Type::VARCHAR_ARRAY | Type::BPCHAR_ARRAY => Self::ArrayStr,
-            Type::INTERVAL => Self::Interval,
-            _ => Self::Other(ty.name().to_owned()),
-        }
-    }
-}
-
-impl PgValue {
-    /// About how many bytes the value takes.
-    pub(crate) fn size(&self) -> usize {
-        let text = |s: &Option<String>| s.as_ref().map_or(0, String::len) + 8;
-        16 + match self {
-            Self::Str(s) | Self::Uuid(s) | Self::Decimal(s) => s.len(),
-            Self::Binary(b) | Self::Unsupported(b) => b.len(),
-            Self::Jsonb(j) => j.to_string().len(),
-            Self::RangeDecimal((lower, upper)) => {
-                lower.as_ref().map_or(0, |b| b.0.len()) + upper.as_ref().map_or(0, |b| b.0.len())
-            }
-            Self::ArrayInt32(a) => a.len() * 8,
-            Self::ArrayInt64(a) => a.len() * 16,
-            Self::ArrayDecimal(a) | Self::ArrayStr(a) => a.iter().map(text).sum(),
-            _ => 16,
-        }
+/// The type of a column of PostgreSQL type `ty`.
+pub(crate) fn data_type(ty: &Type) -> DataType {
+    match *ty {
+        Type::BOOL => DataType::Boolean,
+        Type::BYTEA => DataType::Binary,
+        Type::FLOAT4 => DataType::Floating32,
+        Type::FLOAT8 => DataType::Floating64,
+        Type::INT2 => DataType::Int16,
+        Type::INT4 => DataType::Int32,
+        Type::INT8 => DataType::Int64,
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR => DataType::Str,
+        Type::TIMESTAMP | Type::TIMESTAMPTZ => DataType::Datetime,
+        Type::DATE => DataType::Date,
+        Type::TIME => DataType::Time,
+        Type::UUID => DataType::Uuid,
+        Type::JSONB => DataType::Jsonb,
+        Type::NUMERIC => DataType::Decimal,
+        Type::INT4_RANGE => DataType::RangeInt32,
+        Type::INT8_RANGE => DataType::RangeInt64,
+        Type::NUM_RANGE => DataType::RangeDecimal,
+        Type::INT4_ARRAY => DataType::ArrayInt32,
+        Type::INT8_ARRAY => DataType::ArrayInt64,
+        Type::NUMERIC_ARRAY => DataType::ArrayDecimal,
+        Type::TEXT_ARRAY | Type::VARCHAR_ARRAY | Type::BPCHAR_ARRAY => DataType::ArrayStr,
+        Type::INTERVAL => DataType::Interval,
+        _ => DataType::Other(ty.name().to_owned()),
     }
 }
 
@@ -252,7 +102,7 @@ fn parameter(value: &PgValue) -> Result<Box<dyn ToSql + Send + Sync>, String> {
                 .collect::<Result<Vec<_>, _>>()?,
         ),
         PgValue::ArrayStr(v) => Box::new(v.clone()),
-        PgValue::Interval(v) => Box::new(*v),
+        PgValue::Interval(v) => Box::new(PgInterval(*v)),
         PgValue::Null(()) => Box::new(PgNull),
         PgValue::Unsupported(_) => return Err("`unsupported` is a result, not a parameter".into()),
     })
@@ -362,7 +212,7 @@ fn entry(row: &Row, i: usize) -> Result<PgValue, BoxError> {
         Type::TEXT_ARRAY | Type::VARCHAR_ARRAY | Type::BPCHAR_ARRAY => {
             get(row, i, |v| Ok(PgValue::ArrayStr(v)))
         }
-        Type::INTERVAL => get(row, i, |v| Ok(PgValue::Interval(v))),
+        Type::INTERVAL => get(row, i, |v: PgInterval| Ok(PgValue::Interval(v.0))),
         _ => get(row, i, |v: Other| Ok(PgValue::Unsupported(v.0))),
     }
 }
@@ -399,11 +249,15 @@ impl FromSql<'_> for Other {
     }
 }
 
-impl ToSql for Interval {
+/// An `interval` in PostgreSQL's binary form.
+#[derive(Debug)]
+struct PgInterval(Interval);
+
+impl ToSql for PgInterval {
     fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
-        out.put_i64(self.micros);
-        out.put_i32(self.days);
-        out.put_i32(self.months);
+        out.put_i64(self.0.micros);
+        out.put_i32(self.0.days);
+        out.put_i32(self.0.months);
         Ok(IsNull::No)
     }
 
@@ -414,16 +268,16 @@ impl ToSql for Interval {
     to_sql_checked!();
 }
 
-impl FromSql<'_> for Interval {
+impl FromSql<'_> for PgInterval {
     fn from_sql(_: &Type, mut raw: &[u8]) -> Result<Self, BoxError> {
         if raw.len() != 16 {
             return Err("unexpected binary format for Postgres INTERVAL".into());
         }
-        Ok(Self {
+        Ok(Self(Interval {
             micros: raw.get_i64(),
             days: raw.get_i32(),
             months: raw.get_i32(),
-        })
+        }))
     }
 
     fn accepts(ty: &Type) -> bool {
@@ -515,129 +369,10 @@ impl<'a, T: FromSql<'a>> FromSql<'a> for PgRange<T> {
     }
 }
 
-/// Floats as JSON numbers, and the values JSON has no number for as text.
-mod float {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) trait Float: Copy {
-        fn to_f64(self) -> f64;
-        fn from_f64(x: f64) -> Self;
-        fn serialize_finite<S: Serializer>(self, s: S) -> Result<S::Ok, S::Error>;
-    }
-
-    impl Float for f32 {
-        fn to_f64(self) -> f64 {
-            f64::from(self)
-        }
-        fn from_f64(x: f64) -> Self {
-            x as f32
-        }
-        fn serialize_finite<S: Serializer>(self, s: S) -> Result<S::Ok, S::Error> {
-            s.serialize_f32(self)
-        }
-    }
-
-    impl Float for f64 {
-        fn to_f64(self) -> f64 {
-            self
-        }
-        fn from_f64(x: f64) -> Self {
-            x
-        }
-        fn serialize_finite<S: Serializer>(self, s: S) -> Result<S::Ok, S::Error> {
-            s.serialize_f64(self)
-        }
-    }
-
-    pub(super) fn serialize<T: Float, S: Serializer>(x: &T, s: S) -> Result<S::Ok, S::Error> {
-        let wide = x.to_f64();
-        if wide.is_nan() {
-            s.serialize_str("NaN")
-        } else if wide == f64::INFINITY {
-            s.serialize_str("Infinity")
-        } else if wide == f64::NEG_INFINITY {
-            s.serialize_str("-Infinity")
-        } else {
-            x.serialize_finite(s)
-        }
-    }
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Given<'a> {
-        Number(f64),
-        Text(&'a str),
-    }
-
-    pub(super) fn deserialize<'de, T: Float, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
-        let x = match Given::deserialize(d)? {
-            Given::Number(x) => x,
-            Given::Text("NaN") => f64::NAN,
-            Given::Text("Infinity") => f64::INFINITY,
-            Given::Text("-Infinity") => f64::NEG_INFINITY,
-            Given::Text(other) => {
-                return Err(serde::de::Error::custom(format!(
-                    "`{other}` is not a number, `NaN`, `Infinity` or `-Infinity`"
-                )))
-            }
-        };
-        Ok(T::from_f64(x))
-    }
-}
-
-mod base64_bytes {
-    use base64::Engine as _;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text = String::deserialize(d)?;
-        base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .map_err(serde::de::Error::custom)
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn values_travel_as_json() {
-        let values = vec![
-            PgValue::Null(()),
-            PgValue::Int32(-3),
-            PgValue::Floating32(7.8),
-            PgValue::Floating64(f64::NAN),
-            PgValue::Floating64(f64::NEG_INFINITY),
-            PgValue::Str("hi".into()),
-            PgValue::Binary(vec![0, 255]),
-            PgValue::Date((2024, 2, 29)),
-            PgValue::Jsonb(serde_json::json!({"a": [1, null]})),
-            PgValue::RangeInt64((Some((5, Bound::Inclusive)), None)),
-            PgValue::ArrayStr(vec![Some("a".into()), None]),
-            PgValue::Interval(Interval {
-                micros: 1,
-                days: 2,
-                months: 3,
-            }),
-        ];
-        let json = serde_json::to_string(&values).unwrap();
-        assert_eq!(
-            json,
-            r#"[null,{"int32":-3},{"floating32":7.8},{"floating64":"NaN"},{"floating64":"-Infinity"},{"str":"hi"},{"binary":"AP8="},{"date":[2024,2,29]},{"jsonb":{"a":[1,null]}},{"range_int64":[[5,"inclusive"],null]},{"array_str":["a",null]},{"interval":{"micros":1,"days":2,"months":3}}]"#
-        );
-        let back: Vec<PgValue> = serde_json::from_str(&json).unwrap();
-        assert!(matches!(back[3], PgValue::Floating64(x) if x.is_nan()));
-        assert_eq!(back[4..], values[4..]);
-        assert_eq!(back[..3], values[..3]);
-        let types = serde_json::to_string(&[DataType::Int32, DataType::Other("money".into())]);
-        assert_eq!(types.unwrap(), r#"["int32",{"other":"money"}]"#);
-    }
 
     #[test]
     fn parameters_a_guest_gets_wrong_are_invalid_not_a_panic() {

@@ -12,6 +12,7 @@
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+use wafer_abi::postgres::{Bound, Column, DataType, DbError, Interval, PgValue, Range};
 use wasmtime::component::{Accessor, FutureReader, Linker, Resource, StreamReader};
 
 use super::bindings::fermyon::spin::postgres as v2;
@@ -44,112 +45,15 @@ pub struct Builder {
     ca_root: Option<String>,
 }
 
-/// A value as the host calls carry it (`wafer_host::postgres::PgValue`).
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-#[serde(rename_all = "snake_case")]
-enum Wire {
-    Boolean(bool),
-    Int8(i8),
-    Int16(i16),
-    Int32(i32),
-    Int64(i64),
-    Floating32(#[serde(with = "float")] f32),
-    Floating64(#[serde(with = "float")] f64),
-    Str(String),
-    Binary(#[serde(with = "base64_bytes")] Vec<u8>),
-    Date((i32, u8, u8)),
-    Time((u8, u8, u8, u32)),
-    Datetime((i32, u8, u8, u8, u8, u8, u32)),
-    Timestamp(i64),
-    Uuid(String),
-    Jsonb(serde_json::Value),
-    Decimal(String),
-    RangeInt32(WireRange<i32>),
-    RangeInt64(WireRange<i64>),
-    RangeDecimal(WireRange<String>),
-    ArrayInt32(Vec<Option<i32>>),
-    ArrayInt64(Vec<Option<i64>>),
-    ArrayDecimal(Vec<Option<String>>),
-    ArrayStr(Vec<Option<String>>),
-    Interval(WireInterval),
-    Unsupported(#[serde(with = "base64_bytes")] Vec<u8>),
-    #[serde(untagged)]
-    Null(()),
-}
-
-type WireRange<T> = (Option<(T, WireBound)>, Option<(T, WireBound)>);
-
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
-#[serde(rename_all = "lowercase")]
-enum WireBound {
-    Inclusive,
-    Exclusive,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
-struct WireInterval {
-    micros: i64,
-    days: i32,
-    months: i32,
-}
-
-#[derive(Deserialize, Debug, Clone, PartialEq)]
-#[serde(rename_all = "snake_case")]
-enum WireType {
-    Boolean,
-    Int8,
-    Int16,
-    Int32,
-    Int64,
-    Floating32,
-    Floating64,
-    Str,
-    Binary,
-    Date,
-    Time,
-    Datetime,
-    Timestamp,
-    Uuid,
-    Jsonb,
-    Decimal,
-    RangeInt32,
-    RangeInt64,
-    RangeDecimal,
-    ArrayInt32,
-    ArrayInt64,
-    ArrayDecimal,
-    ArrayStr,
-    Interval,
-    Other(String),
-}
-
-#[derive(Deserialize, Debug)]
-struct WireColumn {
-    name: String,
-    #[serde(rename = "type")]
-    data_type: WireType,
-}
-
-#[derive(Deserialize, Debug, Clone)]
-struct WireDbError {
-    text: String,
-    severity: String,
-    code: String,
-    message: String,
-    detail: Option<String>,
-    #[serde(default)]
-    extras: Vec<(String, String)>,
-}
-
 /// What `query` and `execute` answer: rows, a count, or the database's error.
 #[derive(Deserialize, Debug, Default)]
 struct Answer {
     #[serde(default)]
-    columns: Vec<WireColumn>,
+    columns: Vec<Column>,
     #[serde(default)]
-    rows: Vec<Vec<Wire>>,
+    rows: Vec<Vec<PgValue>>,
     rows_affected: Option<u64>,
-    db_error: Option<WireDbError>,
+    db_error: Option<DbError>,
 }
 
 /// Why a call failed, in the words of every version (4.x's, which the others narrow).
@@ -157,7 +61,7 @@ struct Answer {
 enum Failure {
     Connection(String),
     BadParameter(String),
-    Query(String, Option<Box<WireDbError>>),
+    Query(String, Option<Box<DbError>>),
     Conversion(String),
     Other(String),
 }
@@ -207,13 +111,13 @@ async fn statement(
     operation: &str,
     id: u64,
     statement: &str,
-    parameters: Vec<Wire>,
+    parameters: Vec<PgValue>,
 ) -> Result<Answer, Failure> {
     #[derive(Serialize)]
     struct Payload<'a> {
         connection: u64,
         statement: &'a str,
-        parameters: Vec<Wire>,
+        parameters: Vec<PgValue>,
     }
     let payload = Payload {
         connection: id,
@@ -237,7 +141,7 @@ async fn query(
     host: Host<'_>,
     id: u64,
     sql: &str,
-    parameters: Vec<Wire>,
+    parameters: Vec<PgValue>,
 ) -> Result<v4::RowSet, Failure> {
     let answer = statement(host, "query", id, sql, parameters).await?;
     Ok(v4::RowSet {
@@ -254,7 +158,7 @@ async fn execute(
     host: Host<'_>,
     id: u64,
     sql: &str,
-    parameters: Vec<Wire>,
+    parameters: Vec<PgValue>,
 ) -> Result<u64, Failure> {
     let answer = statement(host, "execute", id, sql, parameters).await?;
     answer
@@ -288,17 +192,17 @@ fn check_ca_root(pem: &str) -> Result<(), String> {
 
 // --- values ---------------------------------------------------------------------------
 
-fn bound4(b: WireBound) -> v4::RangeBoundKind {
+fn bound4(b: Bound) -> v4::RangeBoundKind {
     match b {
-        WireBound::Inclusive => v4::RangeBoundKind::Inclusive,
-        WireBound::Exclusive => v4::RangeBoundKind::Exclusive,
+        Bound::Inclusive => v4::RangeBoundKind::Inclusive,
+        Bound::Exclusive => v4::RangeBoundKind::Exclusive,
     }
 }
 
-fn wire_bound(b: v4::RangeBoundKind) -> WireBound {
+fn wire_bound(b: v4::RangeBoundKind) -> Bound {
     match b {
-        v4::RangeBoundKind::Inclusive => WireBound::Inclusive,
-        v4::RangeBoundKind::Exclusive => WireBound::Exclusive,
+        v4::RangeBoundKind::Inclusive => Bound::Inclusive,
+        v4::RangeBoundKind::Exclusive => Bound::Exclusive,
     }
 }
 
@@ -307,58 +211,58 @@ type Range4<T> = (
     Option<(T, v4::RangeBoundKind)>,
 );
 
-fn range4<T>((lower, upper): WireRange<T>) -> Range4<T> {
-    let bound = |b: Option<(T, WireBound)>| b.map(|(v, k)| (v, bound4(k)));
+fn range4<T>((lower, upper): Range<T>) -> Range4<T> {
+    let bound = |b: Option<(T, Bound)>| b.map(|(v, k)| (v, bound4(k)));
     (bound(lower), bound(upper))
 }
 
-fn wire_range<T>((lower, upper): Range4<T>) -> WireRange<T> {
+fn wire_range<T>((lower, upper): Range4<T>) -> Range<T> {
     let bound = |b: Option<(T, v4::RangeBoundKind)>| b.map(|(v, k)| (v, wire_bound(k)));
     (bound(lower), bound(upper))
 }
 
 /// A 4.x parameter for the host; `jsonb` must be JSON (else the error Spin gives, as
 /// `BadParameter` text).
-fn wire4(value: v4::ParameterValue) -> Result<Wire, String> {
+fn wire4(value: v4::ParameterValue) -> Result<PgValue, String> {
     use v4::ParameterValue as P;
     Ok(match value {
-        P::Boolean(v) => Wire::Boolean(v),
-        P::Int8(v) => Wire::Int8(v),
-        P::Int16(v) => Wire::Int16(v),
-        P::Int32(v) => Wire::Int32(v),
-        P::Int64(v) => Wire::Int64(v),
-        P::Floating32(v) => Wire::Floating32(v),
-        P::Floating64(v) => Wire::Floating64(v),
-        P::Str(v) => Wire::Str(v),
-        P::Binary(v) => Wire::Binary(v),
-        P::Date(v) => Wire::Date(v),
-        P::Time(v) => Wire::Time(v),
-        P::Datetime(v) => Wire::Datetime(v),
-        P::Timestamp(v) => Wire::Timestamp(v),
-        P::Uuid(v) => Wire::Uuid(v),
-        P::Jsonb(v) => Wire::Jsonb(
+        P::Boolean(v) => PgValue::Boolean(v),
+        P::Int8(v) => PgValue::Int8(v),
+        P::Int16(v) => PgValue::Int16(v),
+        P::Int32(v) => PgValue::Int32(v),
+        P::Int64(v) => PgValue::Int64(v),
+        P::Floating32(v) => PgValue::Floating32(v),
+        P::Floating64(v) => PgValue::Floating64(v),
+        P::Str(v) => PgValue::Str(v),
+        P::Binary(v) => PgValue::Binary(v),
+        P::Date(v) => PgValue::Date(v),
+        P::Time(v) => PgValue::Time(v),
+        P::Datetime(v) => PgValue::Datetime(v),
+        P::Timestamp(v) => PgValue::Timestamp(v),
+        P::Uuid(v) => PgValue::Uuid(v),
+        P::Jsonb(v) => PgValue::Jsonb(
             serde_json::from_slice(&v)
                 .map_err(|e| format!("invalid JSON {}: {e}", String::from_utf8_lossy(&v)))?,
         ),
-        P::Decimal(v) => Wire::Decimal(v),
-        P::RangeInt32(v) => Wire::RangeInt32(wire_range(v)),
-        P::RangeInt64(v) => Wire::RangeInt64(wire_range(v)),
-        P::RangeDecimal(v) => Wire::RangeDecimal(wire_range(v)),
-        P::ArrayInt32(v) => Wire::ArrayInt32(v),
-        P::ArrayInt64(v) => Wire::ArrayInt64(v),
-        P::ArrayDecimal(v) => Wire::ArrayDecimal(v),
-        P::ArrayStr(v) => Wire::ArrayStr(v),
-        P::Interval(v) => Wire::Interval(WireInterval {
+        P::Decimal(v) => PgValue::Decimal(v),
+        P::RangeInt32(v) => PgValue::RangeInt32(wire_range(v)),
+        P::RangeInt64(v) => PgValue::RangeInt64(wire_range(v)),
+        P::RangeDecimal(v) => PgValue::RangeDecimal(wire_range(v)),
+        P::ArrayInt32(v) => PgValue::ArrayInt32(v),
+        P::ArrayInt64(v) => PgValue::ArrayInt64(v),
+        P::ArrayDecimal(v) => PgValue::ArrayDecimal(v),
+        P::ArrayStr(v) => PgValue::ArrayStr(v),
+        P::Interval(v) => PgValue::Interval(Interval {
             micros: v.micros,
             days: v.days,
             months: v.months,
         }),
-        P::DbNull => Wire::Null(()),
+        P::DbNull => PgValue::Null(()),
     })
 }
 
 /// 4.x parameters for the host, or the failure of `operation` Spin gives for a bad one.
-fn parameters4(operation: &str, values: Vec<v4::ParameterValue>) -> Result<Vec<Wire>, Failure> {
+fn parameters4(operation: &str, values: Vec<v4::ParameterValue>) -> Result<Vec<PgValue>, Failure> {
     values
         .into_iter()
         .map(wire4)
@@ -369,82 +273,82 @@ fn parameters4(operation: &str, values: Vec<v4::ParameterValue>) -> Result<Vec<W
         })
 }
 
-fn wire3(value: v3::ParameterValue) -> Wire {
+fn wire3(value: v3::ParameterValue) -> PgValue {
     use v3::ParameterValue as P;
     match value {
-        P::Boolean(v) => Wire::Boolean(v),
-        P::Int8(v) => Wire::Int8(v),
-        P::Int16(v) => Wire::Int16(v),
-        P::Int32(v) => Wire::Int32(v),
-        P::Int64(v) => Wire::Int64(v),
-        P::Floating32(v) => Wire::Floating32(v),
-        P::Floating64(v) => Wire::Floating64(v),
-        P::Str(v) => Wire::Str(v),
-        P::Binary(v) => Wire::Binary(v),
-        P::Date(v) => Wire::Date(v),
-        P::Time(v) => Wire::Time(v),
-        P::Datetime(v) => Wire::Datetime(v),
-        P::Timestamp(v) => Wire::Timestamp(v),
-        P::DbNull => Wire::Null(()),
+        P::Boolean(v) => PgValue::Boolean(v),
+        P::Int8(v) => PgValue::Int8(v),
+        P::Int16(v) => PgValue::Int16(v),
+        P::Int32(v) => PgValue::Int32(v),
+        P::Int64(v) => PgValue::Int64(v),
+        P::Floating32(v) => PgValue::Floating32(v),
+        P::Floating64(v) => PgValue::Floating64(v),
+        P::Str(v) => PgValue::Str(v),
+        P::Binary(v) => PgValue::Binary(v),
+        P::Date(v) => PgValue::Date(v),
+        P::Time(v) => PgValue::Time(v),
+        P::Datetime(v) => PgValue::Datetime(v),
+        P::Timestamp(v) => PgValue::Timestamp(v),
+        P::DbNull => PgValue::Null(()),
     }
 }
 
 /// A 2.0 parameter; PostgreSQL has no unsigned integers (Spin's error).
-fn wire2(value: v2t::ParameterValue) -> Result<Wire, Failure> {
+fn wire2(value: v2t::ParameterValue) -> Result<PgValue, Failure> {
     use v2t::ParameterValue as P;
     Ok(match value {
-        P::Boolean(v) => Wire::Boolean(v),
-        P::Int8(v) => Wire::Int8(v),
-        P::Int16(v) => Wire::Int16(v),
-        P::Int32(v) => Wire::Int32(v),
-        P::Int64(v) => Wire::Int64(v),
+        P::Boolean(v) => PgValue::Boolean(v),
+        P::Int8(v) => PgValue::Int8(v),
+        P::Int16(v) => PgValue::Int16(v),
+        P::Int32(v) => PgValue::Int32(v),
+        P::Int64(v) => PgValue::Int64(v),
         P::Uint8(_) | P::Uint16(_) | P::Uint32(_) | P::Uint64(_) => {
             return Err(Failure::Conversion(
                 "Postgres does not support unsigned integers".into(),
             ))
         }
-        P::Floating32(v) => Wire::Floating32(v),
-        P::Floating64(v) => Wire::Floating64(v),
-        P::Str(v) => Wire::Str(v),
-        P::Binary(v) => Wire::Binary(v),
-        P::DbNull => Wire::Null(()),
+        P::Floating32(v) => PgValue::Floating32(v),
+        P::Floating64(v) => PgValue::Floating64(v),
+        P::Str(v) => PgValue::Str(v),
+        P::Binary(v) => PgValue::Binary(v),
+        P::DbNull => PgValue::Null(()),
     })
 }
 
-impl From<Wire> for v4::DbValue {
-    fn from(value: Wire) -> Self {
+impl From<PgValue> for v4::DbValue {
+    fn from(value: PgValue) -> Self {
         match value {
-            Wire::Boolean(v) => Self::Boolean(v),
-            Wire::Int8(v) => Self::Int8(v),
-            Wire::Int16(v) => Self::Int16(v),
-            Wire::Int32(v) => Self::Int32(v),
-            Wire::Int64(v) => Self::Int64(v),
-            Wire::Floating32(v) => Self::Floating32(v),
-            Wire::Floating64(v) => Self::Floating64(v),
-            Wire::Str(v) => Self::Str(v),
-            Wire::Binary(v) => Self::Binary(v),
-            Wire::Date(v) => Self::Date(v),
-            Wire::Time(v) => Self::Time(v),
-            Wire::Datetime(v) => Self::Datetime(v),
-            Wire::Timestamp(v) => Self::Timestamp(v),
-            Wire::Uuid(v) => Self::Uuid(v),
+            PgValue::Boolean(v) => Self::Boolean(v),
+            PgValue::Int8(v) => Self::Int8(v),
+            PgValue::Int16(v) => Self::Int16(v),
+            PgValue::Int32(v) => Self::Int32(v),
+            PgValue::Int64(v) => Self::Int64(v),
+            PgValue::Floating32(v) => Self::Floating32(v),
+            PgValue::Floating64(v) => Self::Floating64(v),
+            PgValue::Str(v) => Self::Str(v),
+            PgValue::Binary(v) => Self::Binary(v),
+            PgValue::Date(v) => Self::Date(v),
+            PgValue::Time(v) => Self::Time(v),
+            PgValue::Datetime(v) => Self::Datetime(v),
+            PgValue::Timestamp(v) => Self::Timestamp(v),
+            PgValue::Uuid(v) => Self::Uuid(v),
             // Spin's bytes for a `jsonb`: the value serialized again.
-            Wire::Jsonb(v) => Self::Jsonb(v.to_string().into_bytes()),
-            Wire::Decimal(v) => Self::Decimal(v),
-            Wire::RangeInt32(v) => Self::RangeInt32(range4(v)),
-            Wire::RangeInt64(v) => Self::RangeInt64(range4(v)),
-            Wire::RangeDecimal(v) => Self::RangeDecimal(range4(v)),
-            Wire::ArrayInt32(v) => Self::ArrayInt32(v),
-            Wire::ArrayInt64(v) => Self::ArrayInt64(v),
-            Wire::ArrayDecimal(v) => Self::ArrayDecimal(v),
-            Wire::ArrayStr(v) => Self::ArrayStr(v),
-            Wire::Interval(v) => Self::Interval(v4::Interval {
+            PgValue::Jsonb(v) => Self::Jsonb(v.to_string().into_bytes()),
+            PgValue::Decimal(v) => Self::Decimal(v),
+            PgValue::RangeInt32(v) => Self::RangeInt32(range4(v)),
+            PgValue::RangeInt64(v) => Self::RangeInt64(range4(v)),
+            PgValue::RangeDecimal(v) => Self::RangeDecimal(range4(v)),
+            PgValue::ArrayInt32(v) => Self::ArrayInt32(v),
+            PgValue::ArrayInt64(v) => Self::ArrayInt64(v),
+            PgValue::ArrayDecimal(v) => Self::ArrayDecimal(v),
+            PgValue::ArrayStr(v) => Self::ArrayStr(v),
+            PgValue::Interval(v) => Self::Interval(v4::Interval {
                 micros: v.micros,
                 days: v.days,
                 months: v.months,
             }),
-            Wire::Unsupported(v) => Self::Unsupported(v),
-            Wire::Null(()) => Self::DbNull,
+            PgValue::Unsupported(v) => Self::Unsupported(v),
+            PgValue::Null(()) => Self::DbNull,
         }
     }
 }
@@ -491,35 +395,35 @@ impl From<v4::DbValue> for v2t::DbValue {
     }
 }
 
-impl From<WireColumn> for v4::Column {
-    fn from(column: WireColumn) -> Self {
+impl From<Column> for v4::Column {
+    fn from(column: Column) -> Self {
         use v4::DbDataType as D;
         let data_type = match column.data_type {
-            WireType::Boolean => D::Boolean,
-            WireType::Int8 => D::Int8,
-            WireType::Int16 => D::Int16,
-            WireType::Int32 => D::Int32,
-            WireType::Int64 => D::Int64,
-            WireType::Floating32 => D::Floating32,
-            WireType::Floating64 => D::Floating64,
-            WireType::Str => D::Str,
-            WireType::Binary => D::Binary,
-            WireType::Date => D::Date,
-            WireType::Time => D::Time,
-            WireType::Datetime => D::Datetime,
-            WireType::Timestamp => D::Timestamp,
-            WireType::Uuid => D::Uuid,
-            WireType::Jsonb => D::Jsonb,
-            WireType::Decimal => D::Decimal,
-            WireType::RangeInt32 => D::RangeInt32,
-            WireType::RangeInt64 => D::RangeInt64,
-            WireType::RangeDecimal => D::RangeDecimal,
-            WireType::ArrayInt32 => D::ArrayInt32,
-            WireType::ArrayInt64 => D::ArrayInt64,
-            WireType::ArrayDecimal => D::ArrayDecimal,
-            WireType::ArrayStr => D::ArrayStr,
-            WireType::Interval => D::Interval,
-            WireType::Other(name) => D::Other(name),
+            DataType::Boolean => D::Boolean,
+            DataType::Int8 => D::Int8,
+            DataType::Int16 => D::Int16,
+            DataType::Int32 => D::Int32,
+            DataType::Int64 => D::Int64,
+            DataType::Floating32 => D::Floating32,
+            DataType::Floating64 => D::Floating64,
+            DataType::Str => D::Str,
+            DataType::Binary => D::Binary,
+            DataType::Date => D::Date,
+            DataType::Time => D::Time,
+            DataType::Datetime => D::Datetime,
+            DataType::Timestamp => D::Timestamp,
+            DataType::Uuid => D::Uuid,
+            DataType::Jsonb => D::Jsonb,
+            DataType::Decimal => D::Decimal,
+            DataType::RangeInt32 => D::RangeInt32,
+            DataType::RangeInt64 => D::RangeInt64,
+            DataType::RangeDecimal => D::RangeDecimal,
+            DataType::ArrayInt32 => D::ArrayInt32,
+            DataType::ArrayInt64 => D::ArrayInt64,
+            DataType::ArrayDecimal => D::ArrayDecimal,
+            DataType::ArrayStr => D::ArrayStr,
+            DataType::Interval => D::Interval,
+            DataType::Other(name) => D::Other(name),
         };
         Self {
             name: column.name,
@@ -668,7 +572,7 @@ impl Capabilities<'_> {
         &mut self,
         connection: &Resource<Connection>,
         sql: &str,
-        parameters: Result<Vec<Wire>, Failure>,
+        parameters: Result<Vec<PgValue>, Failure>,
     ) -> wasmtime::Result<Result<v4::RowSet, Failure>> {
         let id = self.table.get(connection)?.id;
         let parameters = match parameters {
@@ -682,7 +586,7 @@ impl Capabilities<'_> {
         &mut self,
         connection: &Resource<Connection>,
         sql: &str,
-        parameters: Result<Vec<Wire>, Failure>,
+        parameters: Result<Vec<PgValue>, Failure>,
     ) -> wasmtime::Result<Result<u64, Failure>> {
         let id = self.table.get(connection)?.id;
         let parameters = match parameters {
@@ -943,93 +847,6 @@ impl<T: HasCapabilities> v4::HostConnectionBuilderWithStore<T> for View {
     }
 }
 
-/// Floats as JSON numbers, and the values JSON has no number for as text
-/// (`wafer_host::postgres` writes them the same way).
-mod float {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) trait Float: Copy {
-        fn to_f64(self) -> f64;
-        fn from_f64(x: f64) -> Self;
-        fn serialize_finite<S: Serializer>(self, s: S) -> Result<S::Ok, S::Error>;
-    }
-
-    impl Float for f32 {
-        fn to_f64(self) -> f64 {
-            f64::from(self)
-        }
-        fn from_f64(x: f64) -> Self {
-            x as f32
-        }
-        fn serialize_finite<S: Serializer>(self, s: S) -> Result<S::Ok, S::Error> {
-            s.serialize_f32(self)
-        }
-    }
-
-    impl Float for f64 {
-        fn to_f64(self) -> f64 {
-            self
-        }
-        fn from_f64(x: f64) -> Self {
-            x
-        }
-        fn serialize_finite<S: Serializer>(self, s: S) -> Result<S::Ok, S::Error> {
-            s.serialize_f64(self)
-        }
-    }
-
-    pub(super) fn serialize<T: Float, S: Serializer>(x: &T, s: S) -> Result<S::Ok, S::Error> {
-        let wide = x.to_f64();
-        if wide.is_nan() {
-            s.serialize_str("NaN")
-        } else if wide == f64::INFINITY {
-            s.serialize_str("Infinity")
-        } else if wide == f64::NEG_INFINITY {
-            s.serialize_str("-Infinity")
-        } else {
-            x.serialize_finite(s)
-        }
-    }
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Given<'a> {
-        Number(f64),
-        Text(&'a str),
-    }
-
-    pub(super) fn deserialize<'de, T: Float, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
-        let x = match Given::deserialize(d)? {
-            Given::Number(x) => x,
-            Given::Text("NaN") => f64::NAN,
-            Given::Text("Infinity") => f64::INFINITY,
-            Given::Text("-Infinity") => f64::NEG_INFINITY,
-            Given::Text(other) => {
-                return Err(serde::de::Error::custom(format!(
-                    "`{other}` is not a number, `NaN`, `Infinity` or `-Infinity`"
-                )))
-            }
-        };
-        Ok(T::from_f64(x))
-    }
-}
-
-mod base64_bytes {
-    use base64::Engine as _;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text = String::deserialize(d)?;
-        base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .map_err(serde::de::Error::custom)
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -1039,8 +856,8 @@ mod tests {
     #[test]
     fn values_travel_as_the_host_writes_them() {
         let json = r#"[null,{"int32":-3},{"floating32":7.8},{"floating64":"NaN"},{"floating64":"-Infinity"},{"str":"hi"},{"binary":"AP8="},{"date":[2024,2,29]},{"jsonb":{"a":[1,null]}},{"range_int64":[[5,"inclusive"],null]},{"array_str":["a",null]},{"interval":{"micros":1,"days":2,"months":3}}]"#;
-        let values: Vec<Wire> = serde_json::from_str(json).unwrap();
-        assert!(matches!(values[3], Wire::Floating64(x) if x.is_nan()));
+        let values: Vec<PgValue> = serde_json::from_str(json).unwrap();
+        assert!(matches!(values[3], PgValue::Floating64(x) if x.is_nan()));
         let db: Vec<v4::DbValue> = values.iter().cloned().map(Into::into).collect();
         assert!(matches!(db[0], v4::DbValue::DbNull));
         assert!(matches!(db[2], v4::DbValue::Floating32(x) if x == 7.8));
