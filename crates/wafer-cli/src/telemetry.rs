@@ -122,47 +122,66 @@ pub(crate) fn start(filter: &str, format: Format, traces: bool) -> anyhow::Resul
     // Wafer's spans are for the exporter; its log lines would carry them as a prefix.
     let filter = format!("{filter},{}=off", wafer_host::trace::TARGET);
     let filter = tracing_subscriber::EnvFilter::new(filter);
+    let registry = tracing_subscriber::registry();
+    let Some(provider) = provider else {
+        // No exporter: the log's filter is the process's, so that what it leaves out (the
+        // trace-level spans of wasmtime's WASI calls, say) is never even made.
+        return registry
+            .with(filter)
+            .with(logs(format))
+            .try_init()
+            .context("cannot start logging")
+            .map(|()| Telemetry { provider: None });
+    };
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    wafer_host::trace::enable();
+    // Wafer's spans, and warnings and errors within them as span events.
+    let spans = tracing_subscriber::filter::Targets::new()
+        .with_target(wafer_host::trace::TARGET, tracing::Level::TRACE)
+        .with_default(tracing::Level::WARN);
+    let traces = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("wafer"))
+        // Attributes are the spans' own: no source locations, threads, targets or
+        // busy/idle times (which cost a clock reading at every poll).
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
+        .with_filter(spans);
+    registry
+        .with(logs(format).with_filter(filter))
+        .with(traces)
+        .try_init()
+        .context("cannot start logging")?;
+    Ok(Telemetry {
+        provider: Some(provider),
+    })
+}
+
+/// The layer writing the server's log lines to stderr, in `format`.
+fn logs<S>(format: Format) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let logs = match format {
+    match format {
         Format::Text => logs
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .with_filter(filter)
             .boxed(),
         Format::Json => {
-            let json = logs.json().with_current_span(false);
             let with_ids = WithTraceIds(
                 tracing_subscriber::fmt::format()
                     .json()
                     .with_current_span(false),
             );
-            json.event_format(with_ids).with_filter(filter).boxed()
+            logs.json()
+                .with_current_span(false)
+                .event_format(with_ids)
+                .boxed()
         }
-    };
-    let traces = provider.as_ref().map(|provider| {
-        opentelemetry::global::set_text_map_propagator(
-            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
-        );
-        wafer_host::trace::enable();
-        // Wafer's spans, and warnings and errors within them as span events.
-        let spans = tracing_subscriber::filter::Targets::new()
-            .with_target(wafer_host::trace::TARGET, tracing::Level::TRACE)
-            .with_default(tracing::Level::WARN);
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("wafer"))
-            // Attributes are the spans' own: no source locations, threads, targets or
-            // busy/idle times (which cost a clock reading at every poll).
-            .with_location(false)
-            .with_threads(false)
-            .with_target(false)
-            .with_tracked_inactivity(false)
-            .with_filter(spans)
-    });
-    tracing_subscriber::registry()
-        .with(logs)
-        .with(traces)
-        .try_init()
-        .context("cannot start logging")?;
-    Ok(Telemetry { provider })
+    }
 }
 
 /// JSON log lines with the `trace_id` and `span_id` of the span they were written in, when

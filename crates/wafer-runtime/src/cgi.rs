@@ -205,7 +205,7 @@ async fn run_entry(
     let deadline = ctx.deadline;
     let mut store = store(pre.module().engine(), ctx);
     let result = within(deadline, async {
-        let instance = crate::trace::instantiated(pre.instantiate_async(&mut store)).await?;
+        let instance = crate::trace::instantiated!(pre.instantiate_async(&mut store))?;
         let Some(start) = &entry.0 else {
             wasmtime::bail!("the module exports no `_start`; it is not a WASI command");
         };

@@ -383,12 +383,10 @@ impl Instance {
         ctx.host = options.host.clone();
         let mut store = store(pre.module().engine(), ctx);
         let deadline = store.data().deadline;
-        let instance = match within(
+        let instance = match crate::trace::instantiated!(within(
             deadline,
-            crate::trace::instantiated(pre.instantiate_async(&mut store)),
-        )
-        .await
-        {
+            pre.instantiate_async(&mut store)
+        )) {
             Ok(instance) => instance,
             Err(e) => return Err(CallError::Fault(store.data().fault(&e))),
         };

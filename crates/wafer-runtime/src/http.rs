@@ -436,7 +436,7 @@ impl HttpComponent {
         store.set_epoch_deadline(1);
         let pre = self.functions.instance_pre().clone();
         let run = async {
-            let instance = crate::trace::instantiated(pre.instantiate_async(&mut store)).await?;
+            let instance = crate::trace::instantiated!(pre.instantiate_async(&mut store))?;
             let missing = || wasmtime::format_err!("the component does not export `{SUBSCRIBER}`");
             let interface = instance
                 .get_export_index(&mut store, None, SUBSCRIBER)
@@ -564,7 +564,7 @@ where
             let (request, out) = prepared?;
             let proxy = match kept {
                 Some(Instance::P2(proxy)) => proxy,
-                _ => crate::trace::instantiated(pre.instantiate_async(&mut *store)).await?,
+                _ => crate::trace::instantiated!(pre.instantiate_async(&mut *store))?,
             };
             proxy
                 .wasi_http_incoming_handler()
@@ -594,7 +594,7 @@ where
         Box::pin(async move {
             let service = match kept {
                 Some(Instance::P3(service)) => service,
-                _ => crate::trace::instantiated(pre.instantiate_async(&mut *store)).await?,
+                _ => crate::trace::instantiated!(pre.instantiate_async(&mut *store))?,
             };
             store
                 .run_concurrent(async |guest| {

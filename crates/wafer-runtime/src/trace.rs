@@ -58,9 +58,18 @@ pub(crate) async fn instantiating<T, E: std::fmt::Display>(
     result
 }
 
-/// Runs `instantiate` within a new instantiation span under the current one.
-pub(crate) async fn instantiated<T, E: std::fmt::Display>(
-    instantiate: impl Future<Output = Result<T, E>>,
-) -> Result<T, E> {
-    instantiating(instantiate_span(), instantiate).await
+/// Awaits `$instantiate` (an instance being made), while tracing is on within a new
+/// `wafer.instantiate` span under the current one. A macro, not a function: tracing off,
+/// the future is awaited where it is made (a wrapping future would cost a copy of it).
+macro_rules! instantiated {
+    ($instantiate:expr) => {
+        match $crate::trace::enabled() {
+            false => $instantiate.await,
+            true => {
+                let span = $crate::trace::instantiate_span();
+                $crate::trace::instantiating(span, $instantiate).await
+            }
+        }
+    };
 }
+pub(crate) use instantiated;

@@ -208,8 +208,7 @@ impl ComponentFunctions {
         store.set_epoch_deadline(1);
         let mut results = vec![Val::Bool(false); ty.results().len()];
         let run = async {
-            let instance =
-                crate::trace::instantiated(self.pre.instantiate_async(&mut store)).await?;
+            let instance = crate::trace::instantiated!(self.pre.instantiate_async(&mut store))?;
             let func = instance
                 .get_func(&mut store, index)
                 .ok_or_else(|| wasmtime::format_err!("`{name}` is not a function"))?;
