@@ -563,7 +563,7 @@ impl Functions {
         canary: Option<Canary>,
     ) -> Result<Deployed, Error> {
         if !wafer_host::trace::enabled() {
-            return self.deploy_traced(name, module, config, canary).await;
+            return self.compile_and_record(name, module, config, canary).await;
         }
         use tracing::Instrument as _;
         let span = tracing::info_span!(
@@ -577,7 +577,7 @@ impl Functions {
             wafer.digest = tracing::field::Empty,
             wafer.unchanged = tracing::field::Empty,
         );
-        let deployed = (self.deploy_traced(name, module, config, canary))
+        let deployed = (self.compile_and_record(name, module, config, canary))
             .instrument(span.clone())
             .await;
         match &deployed {
@@ -594,7 +594,7 @@ impl Functions {
         deployed
     }
 
-    async fn deploy_traced(
+    async fn compile_and_record(
         &self,
         name: FunctionName,
         module: Vec<u8>,
