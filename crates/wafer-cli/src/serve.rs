@@ -481,6 +481,7 @@ impl Server {
             reload_on_hangup(tls.clone());
         }
         // Both planes stop together, on the first signal.
+        let shutdown = shutdown_signal();
         let (stop, stopping) = tokio::sync::watch::channel(false);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
@@ -493,7 +494,7 @@ impl Server {
         );
         let function_plane = wafer_gateway::serve(self.listener, app, self.tls, stopped(stopping));
         let signal = async {
-            shutdown_signal().await;
+            shutdown.await;
             let _ = stop.send(true);
         };
         let (admin, functions, ()) = tokio::join!(admin_plane, function_plane, signal);
@@ -508,22 +509,28 @@ fn cluster_urls(args: &ClusterArgs) -> &str {
     args.cluster.as_deref().unwrap_or_default()
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGINT or SIGTERM, listened for from the call on: made before the planes start, so that a
+/// signal arriving while they do stops the server cleanly instead of killing it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => return std::future::pending().await,
+        use tokio::signal::unix::{signal, SignalKind};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            let (Ok(mut interrupt), Ok(mut terminate)) = (interrupt, terminate) else {
+                return std::future::pending().await;
             };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// Makes every file and directory the server creates private to its user (mode 0600 / 0700):

@@ -143,14 +143,10 @@ impl Capabilities {
         }
     }
 
-    /// Answers one host call of `function`; a call still running at `deadline` (the guest
-    /// call's own) fails. `session` holds what the guest call keeps open between its host
-    /// calls. `hops` is how many deliveries led to the guest call (0 for a request): a
-    /// message it publishes carries one more, up to [`pubsub::MAX_HOPS`].
-    ///
-    /// While tracing is on, each call is a span ([`trace::TARGET`]): `http.client` for
-    /// outbound HTTP, `wafer.publish` for a publish, `wafer.host_call` for the others.
-    pub async fn call(
+    /// Answers one host call of `function` within its trace span: [`Capabilities::call`],
+    /// for a server with tracing on. The span is `http.client` for outbound HTTP,
+    /// `wafer.publish` for a publish, `wafer.host_call` for the others.
+    pub async fn call_traced(
         &self,
         function: &Deployment,
         session: &Session,
@@ -158,12 +154,9 @@ impl Capabilities {
         deadline: Instant,
         hops: u32,
     ) -> Result<Vec<u8>, GuestError> {
-        if !trace::enabled() {
-            return self.answer(function, session, call, deadline, hops).await;
-        }
         use tracing::Instrument as _;
         let span = host_call_span(function, &call);
-        let answer = self.answer(function, session, call, deadline, hops);
+        let answer = self.call(function, session, call, deadline, hops);
         let result = answer.instrument(span.clone()).await;
         if let Err(error) = &result {
             span.record("otel.status_code", "error");
@@ -172,7 +165,11 @@ impl Capabilities {
         result
     }
 
-    async fn answer(
+    /// Answers one host call of `function`; a call still running at `deadline` (the guest
+    /// call's own) fails. `session` holds what the guest call keeps open between its host
+    /// calls. `hops` is how many deliveries led to the guest call (0 for a request): a
+    /// message it publishes carries one more, up to [`pubsub::MAX_HOPS`].
+    pub async fn call(
         &self,
         function: &Deployment,
         session: &Session,
