@@ -513,7 +513,7 @@ if [ $want_wafer = 1 ] && [ "${BENCH_TRACING:-1}" != 0 ] && [ "$pairs" -gt 0 ] &
     trace_report+=("tracing (OTLP gRPC, every span exported), hello-wat at c32 in ${#trace_rps_ratios[@]} alternating pairs:")
     trace_report+=("  server CPU us/request: untraced $(median "${untraced_cpu[@]}"), traced $(median "${traced_cpu[@]}"); traced / untraced: ${trace_cpu_ratios[*]}; median $(median "${trace_cpu_ratios[@]}")")
     trace_report+=("  requests/s traced / untraced: ${trace_rps_ratios[*]}; median $(median "${trace_rps_ratios[@]}")")
-    trace_report+=("  spans received: $spans for $traced_requests requests ($(awk -v s="$spans" -v r="$traced_requests" 'BEGIN { printf "%.2f", r > 0 ? s / r : 0 }') per request; each makes 3: server, call, instantiate)")
+    trace_report+=("  spans received: $spans for $traced_requests requests ($(awk -v s="$spans" -v r="$traced_requests" 'BEGIN { printf "%.2f", (r > 0 ? s / r : 0) }') per request; each makes 3: server, call, instantiate)")
     printf '{"ts":%s,"git_rev":%s,"target":"tracing","pairs":%d,"cpu_ratio_median":%s,"rps_ratio_median":%s,"spans":%s,"requests":%s}\n' \
       "$(json_str "$run_ts")" "$(json_str "$git_rev")" "${#trace_rps_ratios[@]}" "$(median "${trace_cpu_ratios[@]}")" \
       "$(median "${trace_rps_ratios[@]}")" "$spans" "$traced_requests" >>"$results"
