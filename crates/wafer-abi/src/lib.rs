@@ -43,3 +43,23 @@ impl std::fmt::Display for Abi {
         })
     }
 }
+
+pub mod base64_bytes {
+    //! Bytes as base64 text in JSON: `#[serde(with = "wafer_abi::base64_bytes")]`.
+
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `bytes` as base64 text.
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    /// Reads base64 text.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(serde::de::Error::custom)
+    }
+}

@@ -27,7 +27,7 @@ pub enum PgValue {
     /// `text`, `varchar`, `char(n)`
     Str(String),
     /// `bytea`, base64
-    Binary(#[serde(with = "base64_bytes")] Vec<u8>),
+    Binary(#[serde(with = "crate::base64_bytes")] Vec<u8>),
     /// `date`: year, month, day
     Date((i32, u8, u8)),
     /// `time`: hour, minute, second, nanosecond
@@ -60,7 +60,7 @@ pub enum PgValue {
     /// `interval`
     Interval(Interval),
     /// A value of any other type, in PostgreSQL's binary form, base64 (a result only).
-    Unsupported(#[serde(with = "base64_bytes")] Vec<u8>),
+    Unsupported(#[serde(with = "crate::base64_bytes")] Vec<u8>),
     /// SQL `NULL`.
     #[serde(untagged)]
     Null(()),
@@ -237,22 +237,6 @@ mod float {
             }
         };
         Ok(T::from_f64(x))
-    }
-}
-
-mod base64_bytes {
-    use base64::Engine as _;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text = String::deserialize(d)?;
-        base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .map_err(serde::de::Error::custom)
     }
 }
 

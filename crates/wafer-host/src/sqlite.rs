@@ -58,26 +58,10 @@ pub enum SqlValue {
     /// UTF-8 text.
     Text(String),
     /// Bytes, base64 in JSON.
-    Blob(#[serde(with = "base64_bytes")] Vec<u8>),
+    Blob(#[serde(with = "wafer_abi::base64_bytes")] Vec<u8>),
     /// SQL `NULL`.
     #[serde(untagged)]
     Null(()),
-}
-
-mod base64_bytes {
-    use base64::Engine as _;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text = String::deserialize(d)?;
-        base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .map_err(serde::de::Error::custom)
-    }
 }
 
 /// What `execute` answers.

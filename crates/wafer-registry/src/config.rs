@@ -65,7 +65,7 @@ pub struct SpinComponent {
 pub struct Schema {
     /// An encoded `google.protobuf.FileDescriptorSet` holding every type used (base64 in
     /// the stored record).
-    #[serde(with = "base64_bytes")]
+    #[serde(with = "wafer_abi::base64_bytes")]
     pub descriptors: Vec<u8>,
     /// Input and output message types (full names, e.g. `complex.Pair`) per operation.
     pub operations: BTreeMap<String, OperationTypes>,
@@ -79,22 +79,6 @@ pub struct OperationTypes {
     pub input: String,
     /// The response message's full name.
     pub output: String,
-}
-
-mod base64_bytes {
-    use base64::Engine;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text = String::deserialize(d)?;
-        base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .map_err(serde::de::Error::custom)
-    }
 }
 
 impl FunctionConfig {
