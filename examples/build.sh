@@ -21,7 +21,7 @@
 #   the official Spin SDKs: Rust spin-sdk 7, Python spin-sdk 5, the JS build tools; each also
 #   copied to where its spin.toml's `source` points, inside its git-ignored build
 #   directory, so that `wafer up examples/spin-*/spin.toml` finds it)
-#   spin-outbound-v2.wasm spin-outbound-p3.wasm (test guests of crates/wafer-cli/tests/
+#   spin-outbound-v2.wasm spin-outbound-p3.wasm (test guests of crates/wafer-cli/tests/it/
 #   spin_outbound.rs, from crates/wafer-cli/tests/guests/spin-outbound: Spin's outbound
 #   Redis and MQTT through WASI 0.2 bindings and through the Spin Rust SDK 7)
 #   spin-rust.wasm spin-py.wasm spin-js.wasm (Spin applications built with the official Spin

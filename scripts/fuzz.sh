@@ -4,7 +4,7 @@
 #   bash scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     # default 60 s, every target
 #
 # Targets are fuzz/fuzz_targets/*.rs; each calls a `fuzzing` entry point of the crates that
-# the stable test crates/wafer-cli/tests/fuzz_regressions.rs also feeds every file of
+# the stable test crates/wafer-cli/tests/it/fuzz_regressions.rs also feeds every file of
 # fuzz/seeds/TARGET/ and fuzz/regressions/TARGET/.
 #
 # Targets run one after another, one fuzzing process at a time (libFuzzer's -fork=1: a

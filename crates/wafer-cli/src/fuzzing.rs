@@ -2,7 +2,7 @@
 //!
 //! `wafer-cli` is a binary, which neither the fuzz crate nor an integration test can depend
 //! on, so this file is not part of the `wafer` binary: the fuzz target
-//! (`fuzz/fuzz_targets/manifest.rs`) and the replay test (`tests/fuzz_regressions.rs`) each
+//! (`fuzz/fuzz_targets/manifest.rs`) and the replay test (`tests/it/fuzz_regressions.rs`) each
 //! include it with `#[path]`, and it includes the real `manifest.rs` the same way. Both run
 //! the same check, so they cannot drift apart.
 
