@@ -827,22 +827,51 @@ async fn counted<T>(
     call: impl Future<Output = Result<T, Error>>,
     status: impl FnOnce(&T) -> StatusCode,
 ) -> Result<T, Error> {
+    // Tracing on, the call runs within its span, in a future of its own on the heap: what
+    // tracing adds must not make every call's future bigger (each is copied as it is
+    // handed on, and the copies show in the profile of a small call).
+    if wafer_host::trace::enabled() {
+        return Box::pin(counted_traced(function, call, status)).await;
+    }
     let metrics = function.metrics();
     let started = Instant::now();
     let in_flight = metrics.in_flight();
-    let span = spans::call(function);
-    let result = match span.is_none() {
-        true => call.await,
-        false => call.instrument(span.clone()).await,
-    };
+    let result = call.await;
     drop(in_flight);
-    let code = match &result {
+    answered(function, started, &result, status);
+    result
+}
+
+/// [`counted`] within the call's span.
+async fn counted_traced<T>(
+    function: &Function,
+    call: impl Future<Output = Result<T, Error>>,
+    status: impl FnOnce(&T) -> StatusCode,
+) -> Result<T, Error> {
+    let span = spans::call(function);
+    let started = Instant::now();
+    let in_flight = function.metrics().in_flight();
+    let result = call.instrument(span.clone()).await;
+    drop(in_flight);
+    let code = answered(function, started, &result, status);
+    spans::called(&span, code);
+    result
+}
+
+/// Counts a call answered: its status (`status` of an answer, an error's own), which it
+/// returns, and its duration since `started`.
+fn answered<T>(
+    function: &Function,
+    started: Instant,
+    result: &Result<T, Error>,
+    status: impl FnOnce(&T) -> StatusCode,
+) -> StatusCode {
+    let code = match result {
         Ok(answer) => status(answer),
         Err(error) => error.status(),
     };
-    spans::called(&span, code);
-    metrics.answered(code, started.elapsed());
-    result
+    function.metrics().answered(code, started.elapsed());
+    code
 }
 
 /// The program of a function's active version, or why it cannot run.
@@ -957,7 +986,8 @@ pub async fn serve(
         async move {
             match wafer_host::trace::enabled() {
                 false => app.handle(request, peer).await,
-                true => app.handle_traced(request, peer).await,
+                // Boxed, so that the request's future is no bigger for tracing.
+                true => Box::pin(app.handle_traced(request, peer)).await,
             }
         }
     };

@@ -60,14 +60,15 @@ pub(crate) async fn instantiating<T, E: std::fmt::Display>(
 
 /// Awaits `$instantiate` (an instance being made), while tracing is on within a new
 /// `wafer.instantiate` span under the current one. A macro, not a function: tracing off,
-/// the future is awaited where it is made (a wrapping future would cost a copy of it).
+/// the future is awaited where it is made (a wrapping future would cost a copy of it), and
+/// tracing on, the wrapped one is on the heap (so the caller's future is no bigger).
 macro_rules! instantiated {
     ($instantiate:expr) => {
         match $crate::trace::enabled() {
             false => $instantiate.await,
             true => {
                 let span = $crate::trace::instantiate_span();
-                $crate::trace::instantiating(span, $instantiate).await
+                Box::pin($crate::trace::instantiating(span, $instantiate)).await
             }
         }
     };

@@ -165,7 +165,9 @@ impl Function {
             wafer.function = self.name.as_str(),
             wafer.admitted = tracing::field::Empty,
         );
-        let admitted = tracing::Instrument::instrument(self.wait_in_queue(), span.clone()).await;
+        // Boxed: the admission's future (within every call's) no bigger for tracing.
+        let waiting = tracing::Instrument::instrument(self.wait_in_queue(), span.clone());
+        let admitted = Box::pin(waiting).await;
         span.record("wafer.admitted", admitted.is_some());
         admitted
     }
