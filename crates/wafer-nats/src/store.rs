@@ -24,8 +24,10 @@ const MODULES: &str = "wafer_modules";
 /// Revisions JetStream keeps per record key. The record holds the whole history itself; the
 /// bucket's own history is for operators (`nats kv history`).
 const HISTORY: i64 = 16;
-/// How long reading one module may take before it is given up on (and tried again later).
-const MODULE_READ: Duration = Duration::from_secs(20);
+/// How long one attempt at reading a module may take before it is given up on.
+const MODULE_READ: Duration = Duration::from_secs(10);
+/// Attempts at reading a module before the read fails (and is tried again later).
+const MODULE_READ_ATTEMPTS: u32 = 3;
 
 /// The registry's records and modules in JetStream (see the crate docs).
 #[derive(Clone)]
@@ -144,16 +146,22 @@ impl Store for NatsStore {
     }
 
     async fn module(&self, digest: &Digest) -> Result<Vec<u8>, RegistryError> {
-        // A read that stalls (a consumer that stops delivering while JetStream fails over)
-        // is cut off, so whoever waits for it (the live table's watch) goes on; the read is
-        // tried again later.
-        tokio::time::timeout(MODULE_READ, self.read_module(digest))
-            .await
-            .unwrap_or_else(|_| {
-                Err(failed(format!("cannot read module {digest}"))(format!(
-                    "no answer within {MODULE_READ:?}"
-                )))
-            })
+        // A read that stalls (its consumer stops delivering: JetStream failing over, or a
+        // message lost on a loaded machine) is cut off and made again with a new consumer;
+        // after the last attempt the read fails, so whoever waits for it (the live table's
+        // watch) goes on, and it is tried again later.
+        for attempt in 1..=MODULE_READ_ATTEMPTS {
+            match tokio::time::timeout(MODULE_READ, self.read_module(digest)).await {
+                Ok(read) => return read,
+                Err(_) => tracing::warn!(
+                    "reading module {digest} from the cluster: no answer within \
+                     {MODULE_READ:?} (attempt {attempt} of {MODULE_READ_ATTEMPTS})"
+                ),
+            }
+        }
+        Err(failed(format!("cannot read module {digest}"))(format!(
+            "no answer within {MODULE_READ:?}, {MODULE_READ_ATTEMPTS} times"
+        )))
     }
 
     async fn record(
