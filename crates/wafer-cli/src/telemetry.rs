@@ -137,9 +137,12 @@ pub(crate) fn start(filter: &str, format: Format, traces: bool) -> anyhow::Resul
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
     wafer_host::trace::enable();
-    // Wafer's spans, and warnings and errors within them as span events.
+    // Wafer's spans, and warnings and errors within them as span events. Its spans are
+    // all at level INFO: a filter letting TRACE through would raise the process's level
+    // hint to TRACE, and every `log::trace!` in the dependencies (which no callsite cache
+    // answers) would be handed to `tracing` to be turned down, at every call.
     let spans = tracing_subscriber::filter::Targets::new()
-        .with_target(wafer_host::trace::TARGET, tracing::Level::TRACE)
+        .with_target(wafer_host::trace::TARGET, tracing::Level::INFO)
         .with_default(tracing::Level::WARN);
     let traces = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("wafer"))
