@@ -430,18 +430,7 @@ fn an_async_run_is_in_the_trace_of_the_request_that_queued_it() {
     let receiver = Receiver::start();
     let server = traced_server(&receiver, &["serve"]);
     server.deploy_cli("visits", &built("visits-rust.wasm"), &["--kv"]);
-    let (trace_id, parent) = caller();
-    let response = server
-        .client
-        .post(format!("{}/_wafer/async/visits", server.url))
-        .header("traceparent", traceparent(&trace_id, &parent))
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let id = response.json::<serde_json::Value>().unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (trace_id, parent, id) = traced_enqueue(&server, "visits");
     let record = server.finished(&id);
     assert_eq!(record["state"], "done", "{record}");
 
@@ -548,6 +537,24 @@ fn traced_get(server: &Server, path: &str) -> (String, String) {
         .unwrap();
     assert_eq!(response.status(), 200, "{path}");
     (trace_id, response.text().unwrap())
+}
+
+/// Queues a call of `function` (`/_wafer/async/`) with a fresh caller's `traceparent`:
+/// the trace id, the caller's span id, and the invocation's id.
+fn traced_enqueue(server: &Server, function: &str) -> (String, String, String) {
+    let (trace_id, parent) = caller();
+    let response = server
+        .client
+        .post(format!("{}/_wafer/async/{function}", server.url))
+        .header("traceparent", traceparent(&trace_id, &parent))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let id = response.json::<serde_json::Value>().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (trace_id, parent, id)
 }
 
 /// Checks the outgoing request made by the call `call` in trace `trace_id`: a client span
@@ -729,18 +736,7 @@ fn in_a_cluster_async_runs_and_deliveries_over_nats_stay_in_their_trace() {
     // Queued through JetStream on one node, run by whichever node takes it (which one is
     // JetStream's choice): the run continues the trace kept with the queued call.
     for (from, instance) in [(&nodes[0], "node-a"), (&nodes[1], "node-b")] {
-        let (trace_id, parent) = caller();
-        let response = from
-            .client
-            .post(format!("{}/_wafer/async/visits", from.url))
-            .header("traceparent", traceparent(&trace_id, &parent))
-            .send()
-            .unwrap();
-        assert_eq!(response.status(), 202);
-        let id = response.json::<serde_json::Value>().unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (trace_id, parent, id) = traced_enqueue(from, "visits");
         assert_eq!(from.finished(&id)["state"], "done");
         // A span is sent once it ends: a run's after its call's.
         let spans = receiver.trace(&trace_id, |spans| {
