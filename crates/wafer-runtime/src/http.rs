@@ -410,7 +410,14 @@ impl HttpComponent {
         })
         .await;
         let (answer, done) = match first {
-            Ok(answer) => (answer.ok(), Done::Running(tokio::spawn(run))),
+            Ok(answer) => {
+                // One more turn for the guest: a short body written just after the response
+                // then goes out with its head.
+                match std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await {
+                    Poll::Ready(finished) => (answer.ok(), Done::Ended(finished)),
+                    Poll::Pending => (answer.ok(), Done::Running(tokio::spawn(run))),
+                }
+            }
             // Over: the response was set during the run, or never will be (the outparam went
             // with the guest's resources).
             Err(finished) => (receiver.try_recv().ok(), Done::Ended(finished)),
@@ -660,6 +667,10 @@ where
             Err(format!("{code:?}"))
         }
     };
+    // One turn of the store's event loop before the answer leaves: the guest writes a short
+    // body then, and it goes out with the head in one write, not one write each (a deferred
+    // yield: an immediate wake-up re-polls this future before the guest's tasks).
+    tokio::task::yield_now().await;
     let _ = sender.send(answer);
     // Read to its end, or dropped (the client went): either way, done.
     let _ = body_done.await;
