@@ -413,10 +413,12 @@ impl HttpComponent {
             Ok(answer) => {
                 // One more turn for the guest: a short body written just after the response
                 // then goes out with its head.
-                match std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await {
-                    Poll::Ready(finished) => (answer.ok(), Done::Ended(finished)),
-                    Poll::Pending => (answer.ok(), Done::Running(tokio::spawn(run))),
-                }
+                let done = match std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await
+                {
+                    Poll::Ready(finished) => Done::Ended(finished),
+                    Poll::Pending => Done::Running(tokio::spawn(run)),
+                };
+                (answer.ok(), done)
             }
             // Over: the response was set during the run, or never will be (the outparam went
             // with the guest's resources).
